@@ -1,0 +1,139 @@
+"""Connection info: allocate ports, write and read connection files securely."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypedDict
+
+__all__ = [
+    "CHANNELS",
+    "ConnectionInfo",
+    "channel_url",
+    "new_connection_info",
+    "read_connection_file",
+    "runtime_dir",
+    "write_connection_file",
+]
+
+#: The five kernel channels and their connection-file port keys.
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+class ConnectionInfo(TypedDict, total=False):
+    """The fields of a Jupyter connection file (plus optional extras such as nanny ports)."""
+
+    transport: str
+    ip: str
+    shell_port: int
+    iopub_port: int
+    stdin_port: int
+    control_port: int
+    hb_port: int
+    key: str
+    signature_scheme: str
+    kernel_name: str
+
+
+# Ports recently handed out by this process, so two kernels started at the same
+# moment never receive the same port between bind-and-close and the kernel's bind.
+_recent_ports: deque[int] = deque(maxlen=512)
+
+
+def free_ports(n: int, ip: str = "127.0.0.1") -> list[int]:
+    """Return *n* distinct TCP ports that were free on *ip* a moment ago."""
+    socks: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+            socks.append(s)
+            s.bind((ip, 0))
+            port = s.getsockname()[1]
+            if port not in _recent_ports:
+                ports.append(port)
+    finally:
+        for s in socks:
+            s.close()
+    _recent_ports.extend(ports)
+    return ports
+
+
+def new_connection_info(
+    *, ip: str = "127.0.0.1", transport: str = "tcp", kernel_name: str = "", key: str | None = None
+) -> ConnectionInfo:
+    """Return connection info with fresh free ports on *ip* and a random key.
+
+    Ports are bound to loopback unless the caller chooses another *ip*.
+    """
+    if transport != "tcp":
+        raise ValueError(f"transport {transport!r} is not supported; use 'tcp'")
+    ports = free_ports(5, ip)
+    info: ConnectionInfo = {
+        "transport": transport,
+        "ip": ip,
+        "key": key if key is not None else secrets.token_hex(32),
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": kernel_name,
+    }
+    for channel, port in zip(CHANNELS, ports, strict=True):
+        info[f"{channel}_port"] = port  # type: ignore[literal-required]
+    return info
+
+
+def channel_url(info: Mapping[str, Any], channel: str) -> str:
+    """Return the ZeroMQ URL of *channel* (``shell``, ``iopub``, …) in *info*."""
+    ip = info.get("ip", "127.0.0.1")
+    if ":" in ip:
+        ip = f"[{ip}]"
+    return f"{info.get('transport', 'tcp')}://{ip}:{info[f'{channel}_port']}"
+
+
+def runtime_dir() -> Path:
+    """Return the Jupyter runtime directory, created private (0700) if missing."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    path = Path(jupyter_runtime_dir())
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def write_connection_file(
+    info: Mapping[str, Any], path: str | os.PathLike[str] | None = None, *, kernel_id: str = ""
+) -> Path:
+    """Write *info* as a connection file readable by its owner only (0600).
+
+    :param path: where to write; defaults to ``kernel-<kernel_id>.json`` in the runtime dir.
+    :returns: the path written.
+    """
+    if path is None:
+        path = runtime_dir() / f"kernel-{kernel_id or secrets.token_hex(8)}.json"
+    path = Path(path)
+    data = json.dumps(dict(info), indent=1).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
+    """Read a connection file, with an error naming the file if it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read connection file {os.fspath(path)!r}: {exc}") from None
+    missing = [f"{c}_port" for c in CHANNELS if f"{c}_port" not in info]
+    if not isinstance(info, dict) or missing or "key" not in info:
+        raise ValueError(
+            f"{os.fspath(path)!r} is not a kernel connection file (missing {missing or ['key']})"
+        )
+    return info  # type: ignore[return-value]

@@ -1,0 +1,275 @@
+"""Build the plugin manager and call hooks through a typed façade.
+
+Nothing loads at import time: :func:`make_plugin_manager` builds a fresh
+manager each time. Host code calls hooks only through :class:`HookRelay`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pluggy
+
+from . import hookspecs
+from .errors import LaunchError, PluginError
+from .types import KernelType
+
+if TYPE_CHECKING:
+    from .hub import KernelHub
+    from .manager import KernelManager
+    from .types import LaunchRequest, LaunchResult, RestartPolicy
+
+__all__ = [
+    "ENTRYPOINT_GROUP",
+    "HookRelay",
+    "PluginInfo",
+    "await_me_maybe",
+    "make_plugin_manager",
+]
+
+log = logging.getLogger("kernel_hub.plugins")
+
+ENTRYPOINT_GROUP = "kernel_hub"
+
+T = TypeVar("T")
+
+
+async def await_me_maybe(value: T | Awaitable[T]) -> T:
+    """Return *value*, awaiting it first if it is awaitable (the one place hook output is awaited)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+@dataclass
+class PluginInfo:
+    """What ``kernel-hub plugins`` shows about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "hooks": self.hooks,
+            "error": self.error,
+        }
+
+
+class KernelHubPluginManager(pluggy.PluginManager):
+    """A :class:`pluggy.PluginManager` that remembers distributions and load failures."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        #: plugin name -> (distribution name, version) for entry-point plugins
+        self.distributions: dict[str, tuple[str, str]] = {}
+        #: plugin name -> PluginInfo for plugins that failed to load
+        self.failed: dict[str, PluginInfo] = {}
+
+    def distribution_of(self, name: str) -> str:
+        """Return ``"<dist> <version>"`` for plugin *name*, or a description of it."""
+        if name in self.distributions:
+            return " ".join(self.distributions[name])
+        return f"plugin {name!r} (registered in code)"
+
+
+def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
+    return importlib.metadata.entry_points(group=ENTRYPOINT_GROUP)
+
+
+def load_entrypoint_plugins(
+    pm: KernelHubPluginManager, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None
+) -> None:
+    """Register every plugin of the ``kernel_hub`` entry-point group.
+
+    A plugin that fails to import is logged and recorded in ``pm.failed``; the
+    others still load. Two distributions registering the same plugin name is a
+    :class:`PluginError` that names both.
+    """
+    for ep in _entry_points() if entry_points is None else entry_points:
+        if pm.is_blocked(ep.name):
+            continue
+        dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else (ep.value, "")
+        if pm.get_plugin(ep.name) is not None:
+            other = pm.distribution_of(ep.name)
+            if other == " ".join(dist):
+                continue  # the same distribution seen twice on sys.path
+            raise PluginError(
+                f"two plugins are named {ep.name!r}: {other} and {' '.join(dist)}. "
+                "Uninstall one of them, or block one with KERNEL_HUB_DISABLE_PLUGINS."
+            )
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
+            log.warning("kernel_hub plugin %r (%s) failed to load: %r", ep.name, dist[0], exc)
+            pm.failed[ep.name] = PluginInfo(ep.name, dist[0], dist[1], error=repr(exc))
+            continue
+        try:
+            pm.register(plugin, name=ep.name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            log.warning("kernel_hub plugin %r (%s) is invalid: %s", ep.name, dist[0], exc)
+            pm.failed[ep.name] = PluginInfo(ep.name, dist[0], dist[1], error=str(exc))
+            continue
+        pm.distributions[ep.name] = dist
+
+
+def make_plugin_manager(
+    *,
+    load_entrypoints: bool = True,
+    blocked: Iterable[str] = (),
+    plugins: Iterable[object] = (),
+    entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+) -> KernelHubPluginManager:
+    """Build a fresh plugin manager.
+
+    Order: add the hookspecs, block plugins (*blocked* plus the comma-separated
+    ``KERNEL_HUB_DISABLE_PLUGINS``), load entry points, register *plugins*
+    (explicit, for tests and embedding), register the core defaults
+    (``trylast``), then ``check_pending()``. ``KERNEL_HUB_TRACE_PLUGINS=1`` logs
+    every hook call at DEBUG level on the ``kernel_hub.plugins`` logger.
+    """
+    from .defaults import DEFAULT_PLUGINS
+
+    pm = KernelHubPluginManager()
+    pm.add_hookspecs(hookspecs)
+    env_blocked = os.environ.get("KERNEL_HUB_DISABLE_PLUGINS", "")
+    for name in [*blocked, *(n.strip() for n in env_blocked.split(",") if n.strip())]:
+        pm.set_blocked(name)
+    if load_entrypoints:
+        load_entrypoint_plugins(pm, entry_points)
+    for plugin in plugins:
+        name = getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
+        pm.register(plugin, name=name if isinstance(name, str) else None)
+    for name, plugin in DEFAULT_PLUGINS:
+        if pm.get_plugin(name) is None and not pm.is_blocked(name):
+            pm.register(plugin, name=name)
+    pm.check_pending()
+    if os.environ.get("KERNEL_HUB_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda msg: log.debug("%s", msg.rstrip()))
+        pm.enable_tracing()
+    return pm
+
+
+class HookRelay:
+    """Typed, keyword-only calls of each hook; the only way the hub calls plugins."""
+
+    def __init__(self, pm: KernelHubPluginManager) -> None:
+        self.pm = pm
+
+    def plugin_name(self, plugin: object) -> str:
+        return self.pm.get_name(plugin) or repr(plugin)
+
+    async def find_kernel_types(self, *, hub: KernelHub) -> list[tuple[str, KernelType]]:
+        """Call every ``find_kernel_types`` implementation concurrently.
+
+        :returns: ``(plugin name, kernel type)`` pairs. A plugin that raises or
+            returns something else than kernel types is logged and skipped.
+        """
+        impls = self.pm.hook.find_kernel_types.get_hookimpls()
+
+        async def one(impl: pluggy.HookImpl) -> list[tuple[str, KernelType]]:
+            name = impl.plugin_name
+            try:
+                result = impl.function(**{a: {"hub": hub}[a] for a in impl.argnames})
+                result = await await_me_maybe(result)
+                types = [] if result is None else list(result)
+            except Exception as exc:  # noqa: BLE001 - isolate a broken plugin
+                log.warning(
+                    "kernel_hub plugin %r failed in find_kernel_types (%s): %r; "
+                    "its kernel types are left out",
+                    name,
+                    self.pm.distribution_of(name),
+                    exc,
+                )
+                return []
+            good = []
+            for kt in types:
+                if isinstance(kt, KernelType):
+                    good.append((name, kt))
+                else:
+                    log.warning(
+                        "kernel_hub plugin %r returned %r from find_kernel_types; "
+                        "expected KernelType objects (skipped)",
+                        name,
+                        kt,
+                    )
+            return good
+
+        results = await asyncio.gather(*(one(i) for i in reversed(impls)))
+        return [pair for r in results for pair in r]
+
+    async def launch(
+        self, *, hub: KernelHub, kernel_type: KernelType, request: LaunchRequest
+    ) -> LaunchResult:
+        """Call the ``launch`` hook; raise :class:`PluginError` if no plugin accepts."""
+        from .types import LaunchResult
+
+        result = self.pm.hook.launch(hub=hub, kernel_type=kernel_type, request=request)
+        if result is None:
+            raise PluginError(
+                f"no installed plugin launches kernel type {kernel_type.id!r}: the provider "
+                f"{kernel_type.provider!r} offered it but declined to launch it"
+            )
+        result = await await_me_maybe(result)
+        if not isinstance(result, LaunchResult):
+            raise PluginError(
+                f"the launch hook for {kernel_type.id!r} returned {result!r}, not a LaunchResult"
+            )
+        return result
+
+    async def make_manager(
+        self,
+        *,
+        hub: KernelHub,
+        kernel_type: KernelType,
+        connection_info: Mapping[str, Any],
+        state: Mapping[str, Any],
+    ) -> KernelManager:
+        """Call the ``make_manager`` hook; raise :class:`LaunchError` if no plugin accepts."""
+        from .manager import KernelManager
+
+        result = self.pm.hook.make_manager(
+            hub=hub, kernel_type=kernel_type, connection_info=connection_info, state=state
+        )
+        if result is None:
+            raise LaunchError(
+                f"no installed plugin can manage kernel type {kernel_type.id!r} "
+                f"(provider {kernel_type.provider!r}); ensure its plugin is installed"
+            )
+        manager = await await_me_maybe(result)
+        if not isinstance(manager, KernelManager):
+            raise PluginError(
+                f"make_manager for {kernel_type.id!r} returned {manager!r}, not a KernelManager"
+            )
+        if not manager.type_id:
+            manager.type_id = kernel_type.id
+        return manager
+
+    def restart_policy(self, *, hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
+        """Call the ``restart_policy`` hook (the core default always answers)."""
+        from .types import RestartPolicy
+
+        policy = self.pm.hook.restart_policy(hub=hub, kernel_type=kernel_type)
+        return policy if isinstance(policy, RestartPolicy) else RestartPolicy()
+
+    def list_plugins(self) -> list[PluginInfo]:
+        """Return name, distribution, version and implemented hooks of every plugin."""
+        infos = []
+        for name, plugin in self.pm.list_name_plugin():
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+            dist, version = self.pm.distributions.get(name, (None, None))
+            infos.append(PluginInfo(name, dist, version, hooks))
+        infos.extend(self.pm.failed.values())
+        return sorted(infos, key=lambda i: i.name)

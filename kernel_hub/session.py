@@ -1,0 +1,211 @@
+"""The Jupyter wire format: build, sign, serialise and parse messages.
+
+This is the only module that imports :mod:`jupyter_protocol`. Messages are
+``jupyter_protocol.messages.Message`` objects (``content``, ``header``,
+``parent_header``, ``metadata``, ``buffers``, ``idents``), so code written
+against that API keeps working. Serialisation and signature checks are done
+here rather than by ``jupyter_protocol.session.Session``, which parses every
+header date with dateutil and runs the version adapter on every message: the
+hot path of a busy IOPub stream. Here header dates stay ISO-8601 strings on
+the decoded message; :func:`message_date` parses one when someone asks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from jupyter_protocol._version import protocol_version
+from jupyter_protocol.messages import Message
+
+__all__ = [
+    "DELIM",
+    "PROTOCOL_VERSION",
+    "BadSignature",
+    "Message",
+    "Session",
+    "message_date",
+    "new_id",
+]
+
+DELIM = b"<IDS|MSG>"
+PROTOCOL_VERSION: str = protocol_version
+
+_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_decode = json.loads
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+_fallback_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_json_default
+)
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        return _encoder.encode(obj).encode("utf-8")
+    except TypeError:
+        return _fallback_encoder.encode(obj).encode("utf-8")
+
+
+def new_id() -> str:
+    """Return a new random message or session id."""
+    return uuid.uuid4().hex
+
+
+def message_date(msg: Message) -> datetime | None:
+    """Return the header date of *msg* as an aware datetime (parsed on demand)."""
+    raw = msg.header.get("date")
+    if raw is None or isinstance(raw, datetime):
+        return raw
+    try:
+        dt = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+class BadSignature(ValueError):
+    """A message's HMAC signature is missing, wrong or replayed."""
+
+
+class Session:
+    """Sign and (de)serialise messages for one connection key.
+
+    :param key: the connection key (``bytes`` or ``str``); empty disables signing,
+        which kernel_hub never does by itself.
+    :param signature_scheme: ``hmac-<hash>``, as in the connection file.
+    :param username: the ``username`` header field.
+    """
+
+    #: How many recent signatures are remembered to refuse replays.
+    digest_history_size = 2**16
+
+    def __init__(
+        self,
+        key: bytes | str,
+        signature_scheme: str = "hmac-sha256",
+        *,
+        username: str | None = None,
+    ) -> None:
+        self.key = key.encode("ascii") if isinstance(key, str) else bytes(key)
+        self.signature_scheme = signature_scheme
+        scheme, _, hash_name = signature_scheme.partition("-")
+        if scheme != "hmac" or not hash_name:
+            raise ValueError(f"unsupported signature_scheme {signature_scheme!r}; use 'hmac-sha256'")
+        try:
+            digestmod = getattr(hashlib, hash_name)
+        except AttributeError:
+            raise ValueError(f"unknown hash {hash_name!r} in {signature_scheme!r}") from None
+        self._auth = hmac.new(self.key, digestmod=digestmod) if self.key else None
+        self.session_id = new_id()
+        self.username = username or os.environ.get("USER", "kernel_hub")
+        self._digests: OrderedDict[bytes, None] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.session_id[:8]} {self.signature_scheme}>"
+
+    # ---- building ----
+
+    def msg(
+        self,
+        msg_type: str,
+        content: Mapping[str, Any] | None = None,
+        *,
+        parent: Message | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        subshell_id: str | None = None,
+    ) -> Message:
+        """Build a new message of *msg_type* (a reply to *parent* if given)."""
+        header = {
+            "msg_id": new_id(),
+            "msg_type": msg_type,
+            "username": self.username,
+            "session": self.session_id,
+            "date": datetime.now(timezone.utc).isoformat(),
+            "version": PROTOCOL_VERSION,
+        }
+        if subshell_id is not None:
+            header["subshell_id"] = subshell_id
+        return Message(
+            content=dict(content or {}),
+            header=header,
+            parent_header=dict(parent.header) if parent is not None else {},
+            metadata=dict(metadata or {}),
+            idents=list(parent.idents) if parent is not None else [],
+        )
+
+    # ---- signing ----
+
+    def sign(self, parts: Sequence[bytes]) -> bytes:
+        """Return the hex HMAC of the four JSON *parts*, or ``b""`` without a key."""
+        if self._auth is None:
+            return b""
+        h = self._auth.copy()
+        for p in parts:
+            h.update(p)
+        return h.hexdigest().encode("ascii")
+
+    # ---- wire ----
+
+    def serialize(self, msg: Message) -> list[bytes]:
+        """Return the multipart frames for *msg*: idents, DELIM, HMAC, four JSON parts, buffers."""
+        parts = [
+            _pack(msg.header),
+            _pack(msg.parent_header),
+            _pack(msg.metadata),
+            _pack(msg.content),
+        ]
+        return [*msg.idents, DELIM, self.sign(parts), *parts, *(bytes(b) for b in msg.buffers)]
+
+    def deserialize(self, frames: Sequence[bytes]) -> Message:
+        """Parse the multipart *frames* of one message, checking its signature.
+
+        :raises BadSignature: when the signature is missing, wrong or a replay.
+        :raises ValueError: when the frames are not a Jupyter message.
+        """
+        try:
+            idx = frames.index(DELIM)
+        except ValueError:
+            raise ValueError("not a Jupyter message: no <IDS|MSG> delimiter") from None
+        if len(frames) < idx + 6:
+            raise ValueError("not a Jupyter message: fewer than 5 frames after the delimiter")
+        signature = frames[idx + 1]
+        parts = frames[idx + 2 : idx + 6]
+        if self._auth is not None:
+            if not signature:
+                raise BadSignature("unsigned message")
+            if not hmac.compare_digest(signature, self.sign(parts)):
+                raise BadSignature("invalid signature")
+            digests = self._digests
+            if signature in digests:
+                raise BadSignature("replayed signature")
+            digests[signature] = None
+            if len(digests) > self.digest_history_size:
+                digests.popitem(last=False)
+        try:
+            header, parent, metadata, content = (_decode(p) for p in parts)
+        except ValueError as exc:
+            raise ValueError(f"not a Jupyter message: bad JSON ({exc})") from None
+        return Message(
+            content=content,
+            header=header,
+            parent_header=parent,
+            metadata=metadata,
+            idents=list(frames[:idx]),
+            buffers=[memoryview(b) for b in frames[idx + 6 :]],
+        )

@@ -1,0 +1,272 @@
+"""Local kernels as child processes: launch them and manage them by process group.
+
+Shared by the ``spec`` and ``ipykernel`` plugins (and usable by any plugin
+that starts a local command line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal as _signal
+import string
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .connection import new_connection_info, runtime_dir, write_connection_file
+from .errors import LaunchError
+from .manager import KernelManager
+from .types import LaunchResult
+
+if TYPE_CHECKING:
+    from .types import KernelType, LaunchRequest
+
+__all__ = ["SubprocessManager", "expand_env", "launch_subprocess"]
+
+# The Popen objects of kernels this process started, by pid, so that a manager
+# rebuilt from state in this same process can still reap its child.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def expand_env(env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
+    """Return *env* with ``${VAR}``/``$VAR`` replaced from *base* (unknown names stay)."""
+    return {k: string.Template(str(v)).safe_substitute(base) for k, v in env.items()}
+
+
+def format_argv(argv: Sequence[str], **values: str) -> list[str]:
+    """Fill the ``{connection_file}``-style templates of a kernel argv."""
+    out = []
+    for arg in argv:
+        for name, value in values.items():
+            arg = arg.replace("{" + name + "}", value)
+        out.append(arg)
+    return out
+
+
+async def launch_subprocess(
+    kernel_type: KernelType,
+    request: LaunchRequest,
+    *,
+    argv: Sequence[str] | None = None,
+    ip: str = "127.0.0.1",
+) -> LaunchResult:
+    """Start *kernel_type*'s argv as a local child process in its own process group.
+
+    Writes a 0600 connection file with a random key and loopback ports into the
+    Jupyter runtime dir, fills ``{connection_file}``, ``{resource_dir}`` and
+    ``{kernel_id}`` in argv, and sends the kernel's own stdout/stderr (not the
+    user code's output, which travels over IOPub) to a private log file whose
+    tail is quoted when the kernel dies during start.
+
+    :param argv: the command line to run; defaults to ``kernel_type.argv``.
+    :returns: connection info and a state holding pid, connection file and log file.
+    :raises LaunchError: when the command cannot be started; nothing is left behind.
+    """
+    argv = list(argv if argv is not None else kernel_type.argv)
+    if not argv:
+        raise LaunchError(f"kernel type {kernel_type.id} has an empty argv; nothing to run")
+    if request.cwd is not None and not os.path.isdir(request.cwd):
+        raise LaunchError(
+            f"cannot launch {kernel_type.id}: working directory {request.cwd!r} does not exist"
+        )
+    info = new_connection_info(ip=ip, kernel_name=kernel_type.name)
+    rdir = runtime_dir()
+    conn_file = write_connection_file(info, rdir / f"kernel-{request.kernel_id}.json")
+    log_file = rdir / f"kernel-{request.kernel_id}.log"
+    argv = format_argv(
+        argv,
+        connection_file=str(conn_file),
+        resource_dir=kernel_type.resource_dir or "",
+        kernel_id=request.kernel_id,
+    )
+    env = dict(os.environ)
+    env.update(expand_env(kernel_type.env, os.environ))
+    env.update(expand_env(request.env, os.environ))
+    # ipykernel exits when this process goes away (its parent poller watches this pid).
+    env["JPY_PARENT_PID"] = str(os.getpid())
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=request.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            start_new_session=True,  # own session and process group; no terminal signals
+            close_fds=True,
+        )
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            conn_file.unlink()
+            log_file.unlink()
+        raise LaunchError(
+            f"cannot launch {kernel_type.id}: running {argv[0]!r} failed ({exc.strerror or exc}). "
+            "Check the kernel type's argv and that its program is installed."
+        ) from exc
+    finally:
+        os.close(log_fd)
+    _children[proc.pid] = proc
+    state = {
+        "pid": proc.pid,
+        "pgid": proc.pid,
+        "connection_file": str(conn_file),
+        "log_file": str(log_file),
+        "argv": argv,
+    }
+    return LaunchResult(connection_info=info, state=state)
+
+
+class SubprocessManager(KernelManager):
+    """Manage a local kernel process and its process group.
+
+    ``wait()`` wakes on a Linux pidfd registered with the running event loop, so
+    watching a kernel costs no thread and no polling.
+
+    :param pid: the kernel's process id.
+    :param pgid: its process group (signals and kills go to the whole group).
+    :param connection_file: removed by :meth:`cleanup`.
+    :param log_file: the kernel's own stdout/stderr; removed by :meth:`cleanup`.
+    """
+
+    def __init__(
+        self,
+        pid: int,
+        *,
+        pgid: int | None = None,
+        connection_file: str | None = None,
+        log_file: str | None = None,
+        argv: Sequence[str] = (),
+        type_id: str = "",
+    ) -> None:
+        self.pid = pid
+        self.pgid = pgid
+        self.connection_file = connection_file
+        self.log_file = log_file
+        self.argv = list(argv)
+        self.type_id = type_id
+        self._popen = _children.get(pid)
+        self._exit_status: int | None = None
+        self._gone = False
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], *, type_id: str = "") -> SubprocessManager:
+        """Rebuild a manager from :meth:`describe` output or a launch state."""
+        try:
+            pid = int(state["pid"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"subprocess kernel state has no valid 'pid': {dict(state)!r}") from None
+        return cls(
+            pid,
+            pgid=state.get("pgid"),
+            connection_file=state.get("connection_file"),
+            log_file=state.get("log_file"),
+            argv=state.get("argv", ()),
+            type_id=type_id,
+        )
+
+    def __repr__(self) -> str:
+        if self._gone:
+            status = f"DEAD exit={self._exit_status}"
+        else:
+            status = "RUNNING" if self._poll() else f"DEAD exit={self._exit_status}"
+        return f"<SubprocessManager {self.type_id or '?'} [{status} pid={self.pid}]>"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "connection_file": self.connection_file,
+            "log_file": self.log_file,
+            "argv": self.argv,
+        }
+
+    @property
+    def exit_status(self) -> int | None:
+        self._poll()
+        return self._exit_status
+
+    def _poll(self) -> bool:
+        """Return True while the process runs; reap it if it is our child."""
+        if self._gone:
+            return False
+        if self._popen is not None:
+            rc = self._popen.poll()
+            if rc is None:
+                return True
+            self._exit_status = rc
+            _children.pop(self.pid, None)
+        else:
+            try:
+                os.kill(self.pid, 0)
+                return True
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                return True
+        self._gone = True
+        return False
+
+    async def is_alive(self) -> bool:
+        return self._poll()
+
+    async def wait(self) -> int | None:
+        while self._poll():
+            try:
+                pidfd = os.pidfd_open(self.pid)
+            except ProcessLookupError:
+                continue  # exited between poll and open; poll again reaps it
+            except (AttributeError, OSError):  # no pidfd: old kernel or not Linux
+                await asyncio.sleep(0.05)
+                continue
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+            try:
+                await done
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+            if self._popen is not None:
+                # pidfd is readable once the child is a zombie; reap without blocking.
+                self._popen.poll()
+            else:
+                # Not our child: it may linger as its parent's zombie, but it has ended.
+                self._gone = True
+        return self._exit_status
+
+    async def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.pgid:
+                os.killpg(self.pgid, signum)
+            elif self._poll():
+                os.kill(self.pid, signum)
+
+    async def kill(self) -> None:
+        await self.signal(_signal.SIGKILL)
+        await self.wait()
+
+    async def cleanup(self) -> None:
+        if self._poll():
+            return  # still running: cleanup is for ended kernels; kill first
+        # The leader is gone; grandchildren it left in its group are killed too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.pgid:
+                os.killpg(self.pgid, _signal.SIGKILL)
+        for path in (self.connection_file, self.log_file):
+            if path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    def log_tail(self, lines: int = 20) -> str:
+        """Return the last *lines* of the kernel's own stdout/stderr, if logged."""
+        if not self.log_file:
+            return ""
+        try:
+            text = Path(self.log_file).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])

@@ -1,0 +1,165 @@
+"""Frozen value types that plugins hand to the core and the core hands to hosts.
+
+Hooks register; objects act. Everything here is plain data: a plugin's
+``find_kernel_types`` returns :class:`KernelType` objects, ``launch`` receives a
+:class:`LaunchRequest` and produces a :class:`LaunchResult`, and ``restart_policy``
+returns a :class:`RestartPolicy`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["KernelType", "LaunchRequest", "LaunchResult", "RestartPolicy", "split_type_id"]
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._\-]*$")
+
+InterruptMode = Literal["signal", "message"]
+
+
+def _normalise(value: str, what: str) -> str:
+    norm = value.strip().lower()
+    if not _NAME_RE.match(norm):
+        raise ValueError(
+            f"invalid kernel {what} {value!r}: use letters, digits, '.', '_' or '-' "
+            "and start with a letter or digit"
+        )
+    return norm
+
+
+def split_type_id(type_id: str) -> tuple[str, str]:
+    """Split ``"<provider>/<name>"`` into its two normalised parts.
+
+    :raises ValueError: when *type_id* has no ``/`` or a part is not a valid name.
+    """
+    provider, sep, name = type_id.partition("/")
+    if not sep:
+        raise ValueError(f"kernel type id {type_id!r} must look like '<provider>/<name>'")
+    return _normalise(provider, "provider"), _normalise(name, "name")
+
+
+@dataclass(frozen=True)
+class KernelType:
+    """A kind of kernel a provider can launch, e.g. ``spec/python3`` or ``ssh/gpu-box``.
+
+    :param provider: the provider (plugin) id; becomes the part before ``/``.
+    :param name: the provider-local name; normalised to lower case.
+    :param display_name: a human-readable name for menus.
+    :param language: the kernel's language, e.g. ``python``.
+    :param argv: the command line, for providers that start a process; may hold
+        the ``{connection_file}`` and ``{resource_dir}`` templates.
+    :param env: extra environment variables for the kernel.
+    :param interrupt_mode: ``"signal"`` (SIGINT to the process group) or
+        ``"message"`` (``interrupt_request`` on the control channel).
+    :param resource_dir: a directory of kernel resources (logos, kernel.js), if any.
+    :param metadata: free-form provider metadata, JSON-able.
+    """
+
+    provider: str
+    name: str
+    display_name: str = ""
+    language: str = ""
+    argv: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    interrupt_mode: InterruptMode = "signal"
+    resource_dir: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provider", _normalise(self.provider, "provider"))
+        object.__setattr__(self, "name", _normalise(self.name, "name"))
+        object.__setattr__(self, "argv", tuple(self.argv))
+        if self.interrupt_mode not in ("signal", "message"):
+            raise ValueError(
+                f"kernel type {self.provider}/{self.name}: interrupt_mode must be "
+                f"'signal' or 'message', not {self.interrupt_mode!r}"
+            )
+        if not self.display_name:
+            object.__setattr__(self, "display_name", self.name)
+        object.__setattr__(self, "id", f"{self.provider}/{self.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict of this type (used by ``kernel-hub list --json``)."""
+        return {
+            "id": self.id,
+            "provider": self.provider,
+            "name": self.name,
+            "display_name": self.display_name,
+            "language": self.language,
+            "argv": list(self.argv),
+            "env": dict(self.env),
+            "interrupt_mode": self.interrupt_mode,
+            "resource_dir": self.resource_dir,
+            "metadata": dict(self.metadata),
+        }
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What a host asked for when it called :meth:`KernelHub.launch`.
+
+    :param kernel_id: the id the hub gave this kernel (a UUID string).
+    :param cwd: the working directory for the kernel, or ``None`` for the provider's default.
+    :param env: extra environment variables, applied over the kernel type's ``env``.
+    :param params: provider-specific parameters, JSON-able.
+    """
+
+    kernel_id: str
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    """What a provider's launch produced.
+
+    :param connection_info: the kernel's connection info (ports, ip, key,
+        transport, signature_scheme), as in a Jupyter connection file.
+    :param state: a JSON-able description of what was started, enough for
+        ``make_manager`` to rebuild a manager for it, in this or another process.
+    """
+
+    connection_info: Mapping[str, Any]
+    state: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How the restarter treats a kernel that dies without being asked to.
+
+    :param enabled: restart at all.
+    :param limit: at most this many restarts within *window* seconds, then give up.
+    :param window: the sliding window, in seconds, that *limit* counts over.
+    :param backoff_initial: the delay before the first restart, in seconds.
+    :param backoff_max: the cap of the exponentially growing delay.
+    :param jitter: the random fraction (0..1) added to each delay.
+    :param stable_after: a kernel that stays up this long has its restart count reset.
+    """
+
+    enabled: bool = True
+    limit: int = 5
+    window: float = 60.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 10.0
+    jitter: float = 0.1
+    stable_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.limit < 0 or self.window <= 0 or self.backoff_initial < 0:
+            raise ValueError(f"invalid {self!r}: limit>=0, window>0 and backoff_initial>=0")
+        if self.backoff_max < self.backoff_initial or not 0 <= self.jitter <= 1:
+            raise ValueError(f"invalid {self!r}: backoff_max>=backoff_initial, 0<=jitter<=1")
+
+    def delay(self, attempt: int, *, random: float = 0.0) -> float:
+        """Return the backoff before restart number *attempt* (1-based).
+
+        :param random: a number in ``[0, 1)`` scaling the jitter; the restarter
+            passes :func:`random.random` so tests can pass a fixed value.
+        """
+        base = min(self.backoff_max, self.backoff_initial * 2 ** max(0, attempt - 1))
+        return base * (1 + self.jitter * random)

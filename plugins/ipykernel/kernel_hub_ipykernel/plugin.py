@@ -1,0 +1,3 @@
+"""Hook implementations of the ipykernel provider."""
+
+from __future__ import annotations

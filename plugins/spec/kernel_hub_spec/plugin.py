@@ -1,0 +1,3 @@
+"""Hook implementations of the spec provider."""
+
+from __future__ import annotations
