@@ -77,6 +77,13 @@ class KernelManager(ABC):
         Called by hosts that persist their kernels to re-attach later.
         """
 
+    async def last_output(self, lines: int = 20) -> str:
+        """Return the kernel's last lines of its own output (logs), or ``""``.
+
+        Called by the hub to explain a kernel that died during start-up.
+        """
+        return ""
+
     @property
     def exit_status(self) -> int | None:
         """The exit status once known, else ``None``."""

@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 
 async def await_me_maybe(value: T | Awaitable[T]) -> T:
-    """Return *value*, awaiting it first if it is awaitable (the one place hook output is awaited)."""
+    """Return *value*, awaited first if awaitable: the one place where hook output is awaited."""
     if inspect.isawaitable(value):
         return await value
     return value
@@ -150,8 +150,8 @@ def make_plugin_manager(
     if load_entrypoints:
         load_entrypoint_plugins(pm, entry_points)
     for plugin in plugins:
-        name = getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
-        pm.register(plugin, name=name if isinstance(name, str) else None)
+        pname = getattr(plugin, "name", None) or getattr(plugin, "__name__", None)
+        pm.register(plugin, name=pname if isinstance(pname, str) else None)
     for name, plugin in DEFAULT_PLUGINS:
         if pm.get_plugin(name) is None and not pm.is_blocked(name):
             pm.register(plugin, name=name)
@@ -182,8 +182,10 @@ class HookRelay:
         async def one(impl: pluggy.HookImpl) -> list[tuple[str, KernelType]]:
             name = impl.plugin_name
             try:
-                result = impl.function(**{a: {"hub": hub}[a] for a in impl.argnames})
-                result = await await_me_maybe(result)
+                kwargs = {"hub": hub}
+                result: Any = await await_me_maybe(
+                    impl.function(**{a: kwargs[a] for a in impl.argnames})
+                )
                 types = [] if result is None else list(result)
             except Exception as exc:  # noqa: BLE001 - isolate a broken plugin
                 log.warning(

@@ -19,7 +19,7 @@ import os
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from jupyter_protocol._version import protocol_version
@@ -76,7 +76,7 @@ def message_date(msg: Message) -> datetime | None:
         dt = datetime.fromisoformat(raw)
     except ValueError:
         return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 class BadSignature(ValueError):
@@ -106,7 +106,9 @@ class Session:
         self.signature_scheme = signature_scheme
         scheme, _, hash_name = signature_scheme.partition("-")
         if scheme != "hmac" or not hash_name:
-            raise ValueError(f"unsupported signature_scheme {signature_scheme!r}; use 'hmac-sha256'")
+            raise ValueError(
+                f"unsupported signature_scheme {signature_scheme!r}; use 'hmac-sha256'"
+            )
         try:
             digestmod = getattr(hashlib, hash_name)
         except AttributeError:
@@ -136,7 +138,7 @@ class Session:
             "msg_type": msg_type,
             "username": self.username,
             "session": self.session_id,
-            "date": datetime.now(timezone.utc).isoformat(),
+            "date": datetime.now(UTC).isoformat(),
             "version": PROTOCOL_VERSION,
         }
         if subshell_id is not None:

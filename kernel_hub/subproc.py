@@ -120,6 +120,11 @@ async def launch_subprocess(
     return LaunchResult(connection_info=info, state=state)
 
 
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class SubprocessManager(KernelManager):
     """Manage a local kernel process and its process group.
 
@@ -158,7 +163,9 @@ class SubprocessManager(KernelManager):
         try:
             pid = int(state["pid"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"subprocess kernel state has no valid 'pid': {dict(state)!r}") from None
+            raise ValueError(
+                f"subprocess kernel state has no valid 'pid': {dict(state)!r}"
+            ) from None
         return cls(
             pid,
             pgid=state.get("pgid"),
@@ -224,7 +231,7 @@ class SubprocessManager(KernelManager):
                 continue
             loop = asyncio.get_running_loop()
             done = loop.create_future()
-            loop.add_reader(pidfd, lambda: done.done() or done.set_result(None))
+            loop.add_reader(pidfd, _set_done, done)
             try:
                 await done
             finally:
@@ -261,7 +268,7 @@ class SubprocessManager(KernelManager):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
 
-    def log_tail(self, lines: int = 20) -> str:
+    async def last_output(self, lines: int = 20) -> str:
         """Return the last *lines* of the kernel's own stdout/stderr, if logged."""
         if not self.log_file:
             return ""

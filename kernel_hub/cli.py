@@ -1,0 +1,168 @@
+"""The ``kernel-hub`` command line: list, run, launch, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import KernelHubError
+
+__all__ = ["main"]
+
+
+def _print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+async def _cmd_list(args: argparse.Namespace) -> int:
+    from .hub import KernelHub
+
+    hub = KernelHub()
+    types = await hub.find_kernel_types()
+    if args.json:
+        print(json.dumps([t.to_dict() for t in types], indent=1))
+    elif not types:
+        print("no kernel types found; install a plugin or a kernelspec (see 'kernel-hub plugins')")
+    else:
+        _print_table(
+            [[t.id, t.provider, t.display_name, t.language] for t in types],
+            ["ID", "PROVIDER", "DISPLAY NAME", "LANGUAGE"],
+        )
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import HookRelay, make_plugin_manager
+
+    infos = HookRelay(make_plugin_manager()).list_plugins()
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=1))
+        return 0
+    rows = []
+    for i in infos:
+        what = f"FAILED: {i.error}" if i.error else ", ".join(i.hooks)
+        rows.append([i.name, i.distribution or "-", i.version or "-", what])
+    _print_table(rows, ["NAME", "DISTRIBUTION", "VERSION", "HOOKS"])
+    return 0
+
+
+async def _cmd_run(args: argparse.Namespace) -> int:
+    from .hub import KernelHub
+
+    if args.code is not None:
+        code = args.code
+    elif args.file is not None:
+        code = Path(args.file).read_text()
+    else:
+        code = sys.stdin.read()
+    async with KernelHub() as hub:
+        kernel = await hub.launch(args.type, cwd=args.cwd)
+        async with kernel.client() as client:
+            reply = await client.execute_interactive(code, timeout=args.timeout)
+    return 0 if reply.content.get("status") == "ok" else 1
+
+
+async def _cmd_launch(args: argparse.Namespace) -> int:
+    from .connection import runtime_dir, write_connection_file
+    from .hub import KernelHub
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with KernelHub() as hub:
+        kernel = await hub.launch(args.type, cwd=args.cwd)
+        path = (
+            Path(args.connection_file)
+            if args.connection_file
+            else (runtime_dir() / f"kernel-hub-{kernel.id}.json")
+        )
+        write_connection_file(kernel.connection_info, path)
+        try:
+            if args.json:
+                print(json.dumps({**kernel.describe(), "connection_file": str(path)}), flush=True)
+            else:
+                print(str(path), flush=True)
+                print(
+                    f"kernel {kernel.type_id} ({kernel.id}) is running; Ctrl-C stops it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            died = asyncio.ensure_future(kernel.manager.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({died, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (died, stopped):
+                task.cancel()
+            if died.done() and not died.cancelled():
+                print(
+                    f"kernel {kernel.type_id} died (exit status {died.result()})", file=sys.stderr
+                )
+                return 1
+            return 0
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kernel-hub", description="Find, launch and talk to Jupyter kernels through plugins."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the kernel types of all installed plugins")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("plugins", help="list installed plugins, their versions and hooks")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("run", help="launch a kernel, run code, print its output, shut it down")
+    p.add_argument("type", nargs="?", default=None, help="kernel type id (default: this Python)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("-c", dest="code", metavar="CODE", help="the code to run")
+    src.add_argument("-f", "--file", metavar="FILE", help="a file of code to run (default: stdin)")
+    p.add_argument("--cwd", help="the kernel's working directory")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+
+    p = sub.add_parser("launch", help="start a kernel and keep it running until Ctrl-C/SIGTERM")
+    p.add_argument("type", nargs="?", default=None, help="kernel type id (default: this Python)")
+    p.add_argument("--json", action="store_true", help="print the connection info as JSON")
+    p.add_argument("--cwd", help="the kernel's working directory")
+    p.add_argument("--connection-file", help="where to write the connection file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kernel-hub`` command; return its exit status."""
+    args = build_parser().parse_args(argv)
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="kernel-hub: %(levelname)s: %(message)s")
+    commands: dict[str, Any] = {
+        "list": _cmd_list,
+        "plugins": _cmd_plugins,
+        "run": _cmd_run,
+        "launch": _cmd_launch,
+    }
+    try:
+        result = commands[args.command](args)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except KernelHubError as exc:
+        print(f"kernel-hub: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""Kernel clients: asyncio-native, and a blocking wrapper around it."""
+
+from __future__ import annotations
+
+from .asynchronous import AsyncKernelClient, console_output_hook
+from .blocking import BlockingKernelClient
+
+__all__ = ["AsyncKernelClient", "BlockingKernelClient", "console_output_hook"]

@@ -1,0 +1,119 @@
+"""The transport seam: ZeroMQ sockets driven straight from the event loop.
+
+A transport has three methods — ``open(on_message)``, ``send(channel, frames)``
+and ``close()`` — so tests can swap in the scripted fake from
+:mod:`kernel_hub.testing`. The ZeroMQ transport registers each socket's file
+descriptor with the running loop and drains every ready message in one
+callback: no task, future or thread per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import zmq
+
+from ..connection import channel_url
+
+__all__ = ["OnMessage", "Transport", "ZMQTransport"]
+
+#: Called with ``(channel, frames)`` for every message received.
+OnMessage = Callable[[str, list[bytes]], None]
+
+
+class Transport(Protocol):
+    """What :class:`AsyncKernelClient` needs from the wire."""
+
+    def open(self, on_message: OnMessage) -> None:
+        """Connect the channels; call *on_message* from the running loop for each message."""
+
+    def send(self, channel: str, frames: list[bytes]) -> None:
+        """Queue *frames* on *channel* (``shell``, ``control``, ``stdin``) without blocking."""
+
+    def close(self) -> None:
+        """Disconnect; no more *on_message* calls follow."""
+
+
+_SOCKET_TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
+
+
+class ZMQTransport:
+    """The real transport: DEALER sockets for shell/control/stdin, SUB for IOPub.
+
+    :param connection_info: the kernel's connection info.
+    :param identity: the ZeroMQ routing id of shell and stdin (the kernel sends
+        ``input_request`` to the frontend whose shell identity matches).
+    :param context: a ZeroMQ context; defaults to the process-wide instance.
+    """
+
+    def __init__(
+        self,
+        connection_info: Mapping[str, Any],
+        *,
+        identity: bytes,
+        context: zmq.Context[Any] | None = None,
+        channels: tuple[str, ...] = ("shell", "control", "stdin", "iopub"),
+    ) -> None:
+        self._info = connection_info
+        self._identity = identity
+        self._context = context
+        self._channels = channels
+        self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        self._fds: list[int] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_message: OnMessage | None = None
+
+    def __repr__(self) -> str:
+        state = "OPEN" if self._sockets else "CLOSED"
+        return f"<ZMQTransport {self._info.get('ip')}:{self._info.get('shell_port')} [{state}]>"
+
+    def open(self, on_message: OnMessage) -> None:
+        loop = asyncio.get_running_loop()
+        ctx = self._context or zmq.Context.instance()
+        self._loop = loop
+        self._on_message = on_message
+        for name in self._channels:
+            sock = ctx.socket(_SOCKET_TYPES[name])
+            sock.linger = 0
+            if name == "iopub":
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            else:
+                sock.setsockopt(zmq.IDENTITY, self._identity)
+            sock.connect(channel_url(self._info, name))
+            self._sockets[name] = sock
+            fd = sock.getsockopt(zmq.FD)
+            loop.add_reader(fd, self._drain, name, sock)
+            self._fds.append(fd)
+            # The ZeroMQ fd is edge-triggered: drain once now in case it already fired.
+            loop.call_soon(self._drain, name, sock)
+
+    def _drain(self, name: str, sock: zmq.Socket[bytes]) -> None:
+        on_message = self._on_message
+        while on_message is not None and not sock.closed:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            on_message(name, frames)
+
+    def send(self, channel: str, frames: list[bytes]) -> None:
+        sock = self._sockets.get(channel)
+        if sock is None:
+            raise RuntimeError(f"channel {channel!r} is not open on {self!r}")
+        sock.send_multipart(frames, zmq.NOBLOCK)
+        # A send can consume the fd's edge for a message that arrived meanwhile.
+        if self._loop is not None:
+            self._loop.call_soon(self._drain, channel, sock)
+
+    def close(self) -> None:
+        self._on_message = None
+        loop = self._loop
+        for fd in self._fds:
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(fd)
+        self._fds.clear()
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()

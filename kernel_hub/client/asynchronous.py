@@ -1,0 +1,520 @@
+"""AsyncKernelClient: the asyncio-native way to talk to a kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ..errors import KernelDied, KernelHubError
+from ..session import BadSignature, Message, Session
+from ._channels import Transport, ZMQTransport
+
+if TYPE_CHECKING:
+    from ..manager import KernelManager
+
+__all__ = ["AsyncKernelClient", "console_output_hook"]
+
+log = logging.getLogger("kernel_hub.client")
+
+#: Called with each IOPub message of one execution.
+OutputHook = Callable[[Message], Any]
+#: Called with ``(prompt, password)`` on ``input_request``; returns the reply or an awaitable.
+StdinHook = Callable[[str, bool], "str | Awaitable[str]"]
+#: A per-channel handler, called with every message received on that channel.
+Handler = Callable[[Message], Any]
+
+CHANNELS = ("shell", "control", "stdin", "iopub")
+
+
+class _Execution:
+    """Bookkeeping of one execute request until its reply and IOPub idle both arrived."""
+
+    __slots__ = ("idle", "output_hook", "stdin_hook")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        output_hook: OutputHook | None,
+        stdin_hook: StdinHook | None,
+    ) -> None:
+        self.idle: asyncio.Future[None] = loop.create_future()
+        self.output_hook = output_hook
+        self.stdin_hook = stdin_hook
+
+
+class AsyncKernelClient:
+    """Talk to one kernel over its channels, from asyncio.
+
+    Requests return the reply :class:`~kernel_hub.session.Message`. Create one
+    from a running kernel (``kernel.client()``) or from connection info, then
+    use it as ``async with client:`` (or call :meth:`connect` and :meth:`close`).
+    Every client method must be awaited on the loop that connected it.
+
+    :param connection_info: the kernel's connection info (ports, ip, key).
+    :param manager: the kernel's manager; needed for signal interrupts and for
+        ``shutdown`` to make sure the kernel has ended.
+    :param interrupt_mode: ``"signal"`` or ``"message"``, from the kernel type.
+    :param transport: the wire; a :class:`ZMQTransport` by default (tests pass a fake).
+    :param ready_timeout: how long ``async with client:`` waits in :meth:`wait_for_ready`.
+    """
+
+    def __init__(
+        self,
+        connection_info: Mapping[str, Any],
+        *,
+        manager: KernelManager | None = None,
+        interrupt_mode: str = "signal",
+        transport: Transport | None = None,
+        session: Session | None = None,
+        ready_timeout: float | None = 60.0,
+    ) -> None:
+        self.connection_info = dict(connection_info)
+        #: How long ``async with client:`` waits for the kernel to answer.
+        self.ready_timeout = ready_timeout
+        self.manager = manager
+        self.interrupt_mode = interrupt_mode
+        self.session = session or Session(
+            self.connection_info.get("key", ""),
+            self.connection_info.get("signature_scheme", "hmac-sha256"),
+        )
+        self._transport = transport or ZMQTransport(
+            self.connection_info, identity=self.session.session_id.encode()
+        )
+        self._pending: dict[str, asyncio.Future[Message]] = {}
+        self._executions: dict[str, _Execution] = {}
+        self._handlers: dict[str, list[Handler]] = {c: [] for c in CHANNELS}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._iopub_seen: asyncio.Event | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._died: KernelDied | None = None
+        self._state = "NEW"
+        #: Messages dropped because their signature was missing, wrong or replayed.
+        self.bad_signatures = 0
+        #: Messages dropped because they were not valid Jupyter messages.
+        self.malformed = 0
+        #: The last ``execution_state`` the kernel published on IOPub.
+        self.execution_state = "unknown"
+
+    def __repr__(self) -> str:
+        where = f"{self.connection_info.get('ip')}:{self.connection_info.get('shell_port')}"
+        return f"<AsyncKernelClient {where} [{self._state}]>"
+
+    # ---- connection ----
+
+    @property
+    def connected(self) -> bool:
+        return self._state == "CONNECTED"
+
+    async def connect(self) -> AsyncKernelClient:
+        """Open the channels on the running loop (idempotent)."""
+        if self._state == "CONNECTED":
+            return self
+        if self._state == "CLOSED":
+            raise KernelHubError(f"{self!r} is closed; create a new client")
+        self._loop = asyncio.get_running_loop()
+        self._iopub_seen = asyncio.Event()
+        self._transport.open(self._on_message)
+        self._state = "CONNECTED"
+        if self.manager is not None:
+            self._watcher = asyncio.ensure_future(self._watch_manager(self.manager))
+        return self
+
+    async def _watch_manager(self, manager: KernelManager) -> None:
+        """Fail the waiting requests with :class:`KernelDied` when the kernel ends."""
+        status = await manager.wait()
+        self._fail_waiting(
+            KernelDied(
+                f"the kernel {manager.type_id} died (exit status {status})", exit_status=status
+            )
+        )
+
+    def _fail_waiting(self, err: BaseException) -> None:
+        if isinstance(err, KernelDied):
+            self._died = err
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        for ex in self._executions.values():
+            if not ex.idle.done():
+                ex.idle.set_exception(err)
+        self._pending.clear()
+        self._executions.clear()
+
+    async def close(self) -> None:
+        """Close the channels; requests still waiting fail with :class:`KernelHubError`."""
+        if self._state == "CLOSED":
+            return
+        self._state = "CLOSED"
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        self._transport.close()
+        self._fail_waiting(KernelHubError("the client was closed while waiting for a reply"))
+
+    async def __aenter__(self) -> AsyncKernelClient:
+        """Connect and wait until the kernel answers and IOPub delivers (so no output is lost)."""
+        await self.connect()
+        try:
+            await self.wait_for_ready(self.ready_timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def on(self, channel: str, handler: Handler) -> Callable[[], None]:
+        """Call *handler* with every message received on *channel*; return a remover.
+
+        Handlers run on the client's loop; one that raises is logged and ignored.
+        """
+        if channel not in self._handlers:
+            raise ValueError(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
+        self._handlers[channel].append(handler)
+        return lambda: self._handlers[channel].remove(handler)
+
+    # ---- receiving ----
+
+    def _on_message(self, channel: str, frames: list[bytes]) -> None:
+        try:
+            msg = self.session.deserialize(frames)
+        except BadSignature as exc:
+            self.bad_signatures += 1
+            log.warning("dropped a %s message with a bad signature (%s)", channel, exc)
+            return
+        except ValueError as exc:
+            self.malformed += 1
+            log.warning("dropped a malformed %s message (%s)", channel, exc)
+            return
+        parent_id = msg.parent_header.get("msg_id")
+        if channel == "iopub":
+            self._on_iopub(msg, parent_id)
+        elif channel == "stdin":
+            self._on_stdin(msg, parent_id)
+        else:
+            fut = self._pending.pop(parent_id, None)  # type: ignore[arg-type]
+            if fut is not None and not fut.done():
+                fut.set_result(msg)
+        for handler in self._handlers[channel]:
+            try:
+                result = handler(msg)
+                if asyncio.iscoroutine(result):
+                    asyncio.ensure_future(result)
+            except Exception:  # noqa: BLE001 - a handler must not stop the channel
+                log.exception("%s handler %r failed", channel, handler)
+
+    def _on_iopub(self, msg: Message, parent_id: str | None) -> None:
+        seen = self._iopub_seen
+        if seen is not None and not seen.is_set():
+            seen.set()
+        is_status = msg.header.get("msg_type") == "status"
+        if is_status:
+            self.execution_state = msg.content.get("execution_state", self.execution_state)
+        ex = self._executions.get(parent_id) if parent_id else None
+        if ex is None:
+            return
+        if is_status:
+            if self.execution_state == "idle" and not ex.idle.done():
+                ex.idle.set_result(None)
+            return
+        if ex.output_hook is not None:
+            try:
+                result = ex.output_hook(msg)
+                if asyncio.iscoroutine(result):
+                    asyncio.ensure_future(result)
+            except Exception:  # noqa: BLE001 - a hook must not stop the channel
+                log.exception("output_hook %r failed", ex.output_hook)
+
+    def _on_stdin(self, msg: Message, parent_id: str | None) -> None:
+        if msg.header.get("msg_type") != "input_request":
+            return
+        ex = self._executions.get(parent_id) if parent_id else None
+        hook = ex.stdin_hook if ex is not None else None
+        if hook is None:
+            return  # left to stdin handlers, which answer with client.input()
+        asyncio.ensure_future(self._answer_input(hook, msg))
+
+    async def _answer_input(self, hook: StdinHook, request: Message) -> None:
+        try:
+            value = hook(request.content.get("prompt", ""), bool(request.content.get("password")))
+            if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+                value = await value
+        except Exception:  # noqa: BLE001 - the kernel still needs an answer
+            log.exception("stdin_hook failed; answering with an empty string")
+            value = ""
+        self._send("stdin", self.session.msg("input_reply", {"value": str(value)}, parent=request))
+
+    # ---- sending ----
+
+    def _send(self, channel: str, msg: Message) -> None:
+        if self._state != "CONNECTED":
+            raise KernelHubError(f"{self!r} is not connected; use 'async with client:' first")
+        self._transport.send(channel, self.session.serialize(msg))
+
+    async def _wait(self, fut: Awaitable[Any], timeout: float | None, what: str) -> Any:
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"no {what} from the kernel within {timeout} s") from None
+
+    async def request(
+        self,
+        msg_type: str,
+        content: Mapping[str, Any] | None = None,
+        *,
+        channel: str = "shell",
+        timeout: float | None = None,
+    ) -> Message:
+        """Send a ``*_request`` on *channel* and return its reply.
+
+        :raises TimeoutError: when no reply arrives within *timeout* seconds.
+        """
+        if self._died is not None:
+            raise self._died
+        msg = self.session.msg(msg_type, content)
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        msg_id = msg.header["msg_id"]
+        self._pending[msg_id] = fut
+        try:
+            self._send(channel, msg)
+            return await self._wait(fut, timeout, msg_type.replace("_request", "_reply"))
+        finally:
+            self._pending.pop(msg_id, None)
+
+    # ---- readiness ----
+
+    async def wait_for_ready(self, timeout: float | None = 60.0) -> Message:
+        """Wait until the kernel answers ``kernel_info`` and IOPub delivers; return the reply.
+
+        The first ``kernel_info_request`` is queued before the kernel listens and
+        is answered as soon as it does. IOPub subscriptions take effect a little
+        later, so further requests are sent until one of their status messages
+        arrives: then output of the next execution cannot be lost.
+        """
+        await self.connect()
+        assert self._iopub_seen is not None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        reply = await self.request("kernel_info_request", timeout=left())
+        while not self._iopub_seen.is_set():
+            if self._died is not None:
+                raise self._died
+            nudge = self.session.msg("kernel_info_request")
+            self._send("shell", nudge)  # its reply is simply ignored
+            wait = 0.05 if deadline is None else min(0.05, left() or 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._iopub_seen.wait(), wait)
+            if deadline is not None and loop.time() >= deadline and not self._iopub_seen.is_set():
+                raise TimeoutError(
+                    f"kernel answered but its IOPub channel was silent for {timeout} s"
+                )
+        return reply
+
+    # ---- requests ----
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: Mapping[str, str] | None = None,
+        allow_stdin: bool | None = None,
+        stop_on_error: bool = True,
+        output_hook: OutputHook | None = None,
+        stdin_hook: StdinHook | None = None,
+        timeout: float | None = None,
+    ) -> Message:
+        """Run *code* and return the ``execute_reply`` once all its output has arrived.
+
+        :param output_hook: called with every IOPub message of this execution
+            (``stream``, ``display_data``, ``execute_result``, ``error``, …) except status.
+        :param stdin_hook: answers ``input()`` in the kernel: called with
+            ``(prompt, password)``, returns the string (or an awaitable of it).
+            ``allow_stdin`` defaults to whether a hook was given.
+        :raises TimeoutError: when the reply or the final idle status does not
+            arrive within *timeout* seconds (the execution keeps running; interrupt it).
+        """
+        loop = asyncio.get_running_loop()
+        content = {
+            "code": code,
+            "silent": silent,
+            "store_history": store_history,
+            "user_expressions": dict(user_expressions or {}),
+            "allow_stdin": stdin_hook is not None if allow_stdin is None else allow_stdin,
+            "stop_on_error": stop_on_error,
+        }
+        msg = self.session.msg("execute_request", content)
+        msg_id = msg.header["msg_id"]
+        ex = _Execution(loop, output_hook, stdin_hook)
+        fut: asyncio.Future[Message] = loop.create_future()
+        self._executions[msg_id] = ex
+        self._pending[msg_id] = fut
+        try:
+            self._send("shell", msg)
+            both = asyncio.gather(fut, ex.idle)
+            reply, _ = await self._wait(both, timeout, "execute_reply and idle status")
+            return reply  # type: ignore[no-any-return]
+        finally:
+            self._pending.pop(msg_id, None)
+            self._executions.pop(msg_id, None)
+
+    async def execute_interactive(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        output_hook: OutputHook | None = None,
+        stdin_hook: StdinHook | None = None,
+    ) -> Message:
+        """Run *code*, printing its output like a console (stdout, stderr, results, tracebacks).
+
+        Input requests are answered from this process's terminal unless a
+        *stdin_hook* is given.
+        """
+        return await self.execute(
+            code,
+            output_hook=output_hook or console_output_hook,
+            stdin_hook=stdin_hook or _terminal_input,
+            timeout=timeout,
+        )
+
+    async def kernel_info(self, *, timeout: float | None = None) -> Message:
+        """Return the ``kernel_info_reply``."""
+        return await self.request("kernel_info_request", timeout=timeout)
+
+    async def complete(
+        self, code: str, cursor_pos: int | None = None, *, timeout: float | None = None
+    ) -> Message:
+        """Return completions at *cursor_pos* (default: end of *code*)."""
+        pos = len(code) if cursor_pos is None else cursor_pos
+        return await self.request(
+            "complete_request", {"code": code, "cursor_pos": pos}, timeout=timeout
+        )
+
+    async def inspect(
+        self,
+        code: str,
+        cursor_pos: int | None = None,
+        detail_level: int = 0,
+        *,
+        timeout: float | None = None,
+    ) -> Message:
+        """Return introspection of the object at *cursor_pos* (default: end of *code*)."""
+        pos = len(code) if cursor_pos is None else cursor_pos
+        content = {"code": code, "cursor_pos": pos, "detail_level": detail_level}
+        return await self.request("inspect_request", content, timeout=timeout)
+
+    async def history(
+        self,
+        *,
+        raw: bool = True,
+        output: bool = False,
+        hist_access_type: str = "tail",
+        n: int = 10,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Message:
+        """Return the kernel's history (``tail`` of *n* entries by default)."""
+        content = {
+            "raw": raw,
+            "output": output,
+            "hist_access_type": hist_access_type,
+            "n": n,
+            **kwargs,
+        }
+        return await self.request("history_request", content, timeout=timeout)
+
+    async def is_complete(self, code: str, *, timeout: float | None = None) -> Message:
+        """Return whether *code* is a complete statement (``is_complete_reply``)."""
+        return await self.request("is_complete_request", {"code": code}, timeout=timeout)
+
+    async def comm_info(
+        self, target_name: str | None = None, *, timeout: float | None = None
+    ) -> Message:
+        """Return the kernel's open comms (of *target_name* only, if given)."""
+        content = {} if target_name is None else {"target_name": target_name}
+        return await self.request("comm_info_request", content, timeout=timeout)
+
+    def input(self, value: str) -> None:
+        """Answer the kernel's pending ``input_request`` with *value* (for stdin handlers)."""
+        self._send("stdin", self.session.msg("input_reply", {"value": value}))
+
+    # ---- control ----
+
+    async def interrupt(self, *, timeout: float | None = 5.0) -> None:
+        """Interrupt the running execution.
+
+        Sends ``interrupt_request`` on the control channel when the kernel type's
+        ``interrupt_mode`` is ``"message"``, else asks the manager to signal it.
+        """
+        if self.interrupt_mode == "message":
+            await self.request("interrupt_request", channel="control", timeout=timeout)
+        elif self.manager is not None:
+            await self.manager.interrupt()
+        else:
+            raise KernelHubError(
+                "cannot interrupt: the kernel's interrupt_mode is 'signal' and this client has "
+                "no manager; get the client from a RunningKernel (kernel.client())"
+            )
+
+    async def shutdown(self, *, timeout: float = 5.0) -> None:
+        """Ask the kernel to shut down, wait for it to end, and kill it if it does not.
+
+        Sends ``shutdown_request`` on the control channel and waits up to
+        *timeout* seconds for the reply, then (with a manager) up to *timeout*
+        more for the process to end, then kills it.
+        """
+        with contextlib.suppress(TimeoutError, KernelDied, KernelHubError):
+            await self.request(
+                "shutdown_request", {"restart": False}, channel="control", timeout=timeout
+            )
+        if self.manager is None:
+            return
+        try:
+            await asyncio.wait_for(self.manager.wait(), timeout)
+        except TimeoutError:
+            log.warning("kernel did not exit %s s after shutdown_request; killing it", timeout)
+            await self.manager.kill()
+
+
+def console_output_hook(
+    msg: Message, *, stdout: TextIO | None = None, stderr: TextIO | None = None
+) -> None:
+    """Print one IOPub message as a console would: streams, results, displays and tracebacks."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    msg_type = msg.header.get("msg_type")
+    content = msg.content
+    if msg_type == "stream":
+        (err if content.get("name") == "stderr" else out).write(content.get("text", ""))
+        (err if content.get("name") == "stderr" else out).flush()
+    elif msg_type in ("execute_result", "display_data", "update_display_data"):
+        data = content.get("data", {})
+        text = data.get("text/plain")
+        if text is None and data:
+            text = f"<{', '.join(sorted(data))}>"
+        if text is not None:
+            out.write(text + "\n")
+            out.flush()
+    elif msg_type == "error":
+        tb = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
+        err.write("\n".join(tb) + "\n")
+        err.flush()
+
+
+async def _terminal_input(prompt: str, password: bool) -> str:
+    import getpass
+
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, getpass.getpass if password else input, prompt)

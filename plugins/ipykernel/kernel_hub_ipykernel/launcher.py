@@ -1,0 +1,51 @@
+"""The ipykernel of the running interpreter as one kernel type, ``ipykernel/python3``.
+
+No kernelspec is needed: when ipykernel is importable in this environment,
+the kernel runs as ``sys.executable -m ipykernel_launcher``. ipykernel is
+looked up with :func:`importlib.util.find_spec`, never imported, because
+importing it (and IPython) takes a noticeable fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+import sys
+
+from kernel_hub.types import KernelType
+
+__all__ = ["PROVIDER", "find_ipykernel_types", "ipykernel_available"]
+
+#: The provider id of the kernel type this plugin offers.
+PROVIDER = "ipykernel"
+
+
+def ipykernel_available() -> bool:
+    """Return whether ipykernel can be imported by this interpreter (without importing it)."""
+    try:
+        return importlib.util.find_spec("ipykernel") is not None
+    except (ImportError, ValueError):  # a broken or half-installed package
+        return False
+
+
+def find_ipykernel_types() -> list[KernelType]:
+    """Return ``[ipykernel/python3]`` when ipykernel is importable here, else ``[]``.
+
+    A missing ipykernel is not an error and is not logged: this plugin then
+    simply offers nothing.
+    """
+    if not ipykernel_available():
+        return []
+    version = platform.python_version()
+    major_minor = ".".join(version.split(".")[:2])
+    return [
+        KernelType(
+            provider=PROVIDER,
+            name="python3",
+            display_name=f"Python {major_minor} (this environment)",
+            language="python",
+            argv=(sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"),
+            interrupt_mode="signal",
+            metadata={"interpreter": sys.executable, "python_version": version},
+        )
+    ]

@@ -1,0 +1,195 @@
+"""Tests of the ipykernel plugin: what it offers, its hooks, and a real kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+
+import kernel_hub_ipykernel.launcher
+import kernel_hub_ipykernel.plugin
+import pytest
+import pytest_asyncio
+
+from kernel_hub.plugins import HookRelay, make_plugin_manager
+from kernel_hub.subproc import SubprocessManager
+from kernel_hub.types import KernelType, LaunchRequest
+
+plugin = kernel_hub_ipykernel.plugin
+
+
+def fake_find_spec(monkeypatch, *, installed: bool) -> None:
+    """Make ``ipykernel`` look installed or not (a fake: this is pure lookup logic)."""
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name: str, package: str | None = None):
+        if name == "ipykernel":
+            return importlib.machinery.ModuleSpec(name, None) if installed else None
+        return real_find_spec(name, package)
+
+    monkeypatch.setattr(kernel_hub_ipykernel.launcher.importlib.util, "find_spec", find_spec)
+
+
+@pytest.fixture
+def no_ipykernel(monkeypatch):
+    fake_find_spec(monkeypatch, installed=False)
+
+
+@pytest.fixture
+def with_ipykernel(monkeypatch):
+    fake_find_spec(monkeypatch, installed=True)
+
+
+def other_type() -> KernelType:
+    return KernelType(provider="spec", name="python3", argv=("python",))
+
+
+# ---- what it offers ----
+
+
+@pytest.mark.asyncio
+async def test_hook_find_kernel_types(with_ipykernel):
+    relay = HookRelay(make_plugin_manager(load_entrypoints=False, plugins=[plugin]))
+
+    ((name, kt),) = await relay.find_kernel_types(hub=None)
+
+    assert kt.id == "ipykernel/python3"
+    assert kt.language == "python"
+    assert kt.argv == (sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}")
+    assert kt.interrupt_mode == "signal"
+    assert kt.display_name == "Python {}.{} (this environment)".format(*sys.version_info[:2])
+    assert kt.metadata["interpreter"] == sys.executable
+    assert kt.env == {}
+
+
+def test_offers_nothing_without_ipykernel(no_ipykernel, caplog, recwarn):
+    caplog.set_level(logging.DEBUG)
+    assert plugin.find_kernel_types(hub=None) == []
+    assert kernel_hub_ipykernel.launcher.ipykernel_available() is False
+    assert caplog.records == []
+    assert len(recwarn) == 0
+
+
+def test_broken_ipykernel_lookup_offers_nothing(monkeypatch):
+    def find_spec(name: str, package: str | None = None):
+        raise ValueError("ipykernel.__spec__ is None")
+
+    monkeypatch.setattr(kernel_hub_ipykernel.launcher.importlib.util, "find_spec", find_spec)
+    assert plugin.find_kernel_types(hub=None) == []
+
+
+def test_offers_python3_here_without_importing_ipykernel(monkeypatch):
+    # The real lookup: ipykernel is a dev dependency of the workspace.
+    assert importlib.util.find_spec("ipykernel") is not None, "install ipykernel to run this test"
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert [kt.id for kt in plugin.find_kernel_types(hub=None)] == ["ipykernel/python3"]
+    assert "ipykernel" not in sys.modules
+
+
+# ---- hooks ----
+
+
+def test_hooks_are_plain_functions():
+    # firstresult hooks must decide synchronously (see kernel_hub.hookspecs).
+    for hook in (plugin.find_kernel_types, plugin.launch, plugin.make_manager):
+        assert not inspect.iscoroutinefunction(hook)
+
+
+def test_hook_launch_declines_other_providers():
+    request = LaunchRequest(kernel_id="k1")
+    assert plugin.launch(hub=None, kernel_type=other_type(), request=request) is None
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[plugin])
+    assert pm.hook.launch(hub=None, kernel_type=other_type(), request=request) is None
+
+
+def test_hook_make_manager_declines_other_providers():
+    state = {"pid": os.getpid()}
+    kt = other_type()
+    assert plugin.make_manager(hub=None, kernel_type=kt, connection_info={}, state=state) is None
+
+
+def test_hook_make_manager_rebuilds_a_subprocess_manager(with_ipykernel):
+    (kt,) = plugin.find_kernel_types(hub=None)
+    state = {"pid": os.getpid(), "pgid": None, "log_file": "/nonexistent/k.log"}
+
+    manager = plugin.make_manager(hub=None, kernel_type=kt, connection_info={}, state=state)
+
+    assert isinstance(manager, SubprocessManager)
+    assert manager.type_id == "ipykernel/python3"
+    assert manager.log_file == "/nonexistent/k.log"
+
+
+def test_entry_point_loads_this_plugin():
+    (ep,) = [
+        ep for ep in importlib.metadata.entry_points(group="kernel_hub") if ep.name == "ipykernel"
+    ]
+    assert ep.load() is plugin
+    assert ep.dist is not None and ep.dist.name == "kernel-hub-ipykernel"
+    assert make_plugin_manager().get_plugin("ipykernel") is plugin
+
+
+def test_distribution_does_not_require_ipykernel():
+    requires = importlib.metadata.requires("kernel-hub-ipykernel") or []
+    assert not [r for r in requires if r.lower().startswith("ipykernel")]
+
+
+# ---- a real kernel through the hub (integration) ----
+
+
+@pytest_asyncio.fixture
+async def hub():
+    from kernel_hub import KernelHub
+
+    async with KernelHub(plugins=[plugin], load_entrypoints=False) as hub:
+        yield hub
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_execute_and_signal_interrupt(hub, tmp_path):
+    assert [kt.id for kt in await hub.find_kernel_types()] == ["ipykernel/python3"]
+    kernel = await hub.launch("ipykernel/python3", cwd=str(tmp_path))
+    try:
+        go = asyncio.Event()
+        outputs: list = []
+
+        def on_output(msg) -> None:
+            outputs.append(msg)
+            if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
+                go.set()
+
+        async with kernel.client() as client:
+            reply = await client.execute(
+                "import os, sys; print(os.getcwd(), sys.executable)",
+                output_hook=outputs.append,
+                timeout=10,
+            )
+            assert reply.content["status"] == "ok", reply.content
+            text = "".join(
+                m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream"
+            )
+            assert text.split() == [str(tmp_path), sys.executable]
+
+            code = 'import sys; print("go", flush=True)\nwhile True: pass'
+            task = asyncio.create_task(client.execute(code, output_hook=on_output, timeout=30))
+            try:
+                await asyncio.wait_for(go.wait(), 10)
+                await client.interrupt()
+                reply = await asyncio.wait_for(task, 2)
+            finally:
+                task.cancel()  # a no-op once done; else don't leave it pending
+                await asyncio.gather(task, return_exceptions=True)
+            assert reply.content["status"] == "error"
+            assert reply.content["ename"] == "KeyboardInterrupt"
+
+            # The kernel survived the interrupt and still answers.
+            reply = await client.execute("1 + 1", timeout=10)
+            assert reply.content["status"] == "ok"
+    finally:
+        await kernel.shutdown()
+    assert not await kernel.manager.is_alive()

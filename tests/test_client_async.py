@@ -1,0 +1,103 @@
+"""AsyncKernelClient against real ipykernel processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from kernel_hub import KernelDied
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+BUSY = 'import sys; print("go", flush=True)\nwhile True: pass'
+
+
+async def start_busy_loop(client):
+    """Start an endless loop; return (task, event set once the loop runs)."""
+    started = asyncio.Event()
+
+    def hook(msg):
+        if msg.header["msg_type"] == "stream" and "go" in msg.content["text"]:
+            started.set()
+
+    task = asyncio.ensure_future(client.execute(BUSY, output_hook=hook, timeout=30))
+    await asyncio.wait_for(started.wait(), 10)
+    return task
+
+
+async def test_requests_round_trip(kernel):
+    async with kernel.client() as c:
+        outputs = []
+        reply = await c.execute("x = 6*7\nprint(x)\nx", output_hook=outputs.append, timeout=10)
+        assert reply.content["status"] == "ok"
+        types = [m.header["msg_type"] for m in outputs]
+        assert types == ["execute_input", "stream", "execute_result"]
+        assert outputs[2].content["data"]["text/plain"] == "42"
+        info = await c.kernel_info(timeout=5)
+        assert info.content["language_info"]["name"] == "python"
+        comp = await c.complete("impo", timeout=5)
+        assert "import" in comp.content["matches"]
+        insp = await c.inspect("len", timeout=5)
+        assert insp.content["found"] is True
+        assert (await c.is_complete("for i in x:", timeout=5)).content["status"] == "incomplete"
+        hist = await c.history(timeout=5)
+        assert any("6*7" in entry[2] for entry in hist.content["history"])
+        assert (await c.comm_info(timeout=5)).content["status"] == "ok"
+        err = await c.execute("1/0", timeout=10)
+        assert err.content["status"] == "error" and err.content["ename"] == "ZeroDivisionError"
+
+
+async def test_stdin_hook(kernel):
+    async with kernel.client() as c:
+        outputs = []
+        reply = await c.execute(
+            "print(input('name? ') + '!')",
+            stdin_hook=lambda prompt, password: f"ada<{prompt}>",
+            output_hook=outputs.append,
+            timeout=10,
+        )
+    assert reply.content["status"] == "ok"
+    assert "ada<name? >!" in "".join(m.content.get("text", "") for m in outputs)
+
+
+async def test_interrupt_busy_loop_by_signal_within_2s(kernel):
+    assert kernel.kernel_type.interrupt_mode == "signal"
+    async with kernel.client() as c:
+        task = await start_busy_loop(c)
+        await c.interrupt()
+        reply = await asyncio.wait_for(task, 2)
+        assert reply.content["ename"] == "KeyboardInterrupt"
+        assert (await c.execute("1+1", timeout=5)).content["status"] == "ok"
+
+
+async def test_per_channel_handlers_see_every_iopub_message(kernel):
+    async with kernel.client() as c:
+        seen = []
+        remove = c.on("iopub", seen.append)
+        reply = await c.execute("print(1)", timeout=10)
+        remove()
+        n = len(seen)
+        await c.execute("print(2)", timeout=10)
+    mine = [m for m in seen if m.parent_header.get("msg_id") == reply.parent_header["msg_id"]]
+    states = [m.content.get("execution_state") for m in mine]
+    types = [m.header["msg_type"] for m in mine]
+    assert types == ["status", "execute_input", "stream", "status"]
+    assert states == ["busy", None, None, "idle"]
+    assert len(seen) == n
+
+
+async def test_requests_fail_fast_when_the_kernel_dies(kernel):
+    async with kernel.client() as c:
+        task = await start_busy_loop(c)
+        await kernel.manager.signal(signal.SIGKILL)
+        with pytest.raises(KernelDied, match="exit status -9"):
+            await asyncio.wait_for(task, 5)
+
+
+async def test_shutdown_ends_the_process(kernel):
+    async with kernel.client() as c:
+        await c.shutdown(timeout=5)
+    assert await kernel.manager.is_alive() is False
+    assert kernel.manager.exit_status == 0

@@ -1,0 +1,136 @@
+"""KernelHub and RunningKernel with real kernels: launch, failure, cleanup, re-attach."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from kernel_hub import KernelHub, KernelType, LaunchError, SubprocessManager, hookimpl
+from kernel_hub import launch_subprocess as _launch
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+
+
+class Crashy:
+    """A provider whose kernel dies at once, printing a reason to stderr."""
+
+    name = "crashy"
+
+    @staticmethod
+    @hookimpl
+    def find_kernel_types(hub):
+        code = "import sys; sys.stderr.write('no module named frobnicate\\n'); sys.exit(3)"
+        return [KernelType(provider="crashy", name="k", argv=(sys.executable, "-c", code))]
+
+    @staticmethod
+    @hookimpl
+    def launch(hub, kernel_type, request):
+        return _launch(kernel_type, request) if kernel_type.provider == "crashy" else None
+
+    @staticmethod
+    @hookimpl
+    def make_manager(hub, kernel_type, connection_info, state):
+        if kernel_type.provider != "crashy":
+            return None
+        return SubprocessManager.from_state(state)
+
+
+async def test_launch_gives_a_running_kernel_with_private_connection_file(hub, tmp_path):
+    kernel = await hub.launch("ipykernel/python3", cwd=str(tmp_path), env={"KH_X": "y"})
+    try:
+        assert hub.kernels[kernel.id] is kernel and hub.get(kernel.id) is kernel
+        assert repr(kernel).endswith("[RUNNING]>")
+        assert "RUNNING pid=" in repr(kernel.manager)
+        json.dumps(kernel.state)
+        json.dumps(kernel.describe())
+        info = kernel.connection_info
+        assert info["ip"] == "127.0.0.1" and len(info["key"]) == 64
+        cf = Path(kernel.state["connection_file"])
+        assert stat.S_IMODE(cf.stat().st_mode) == 0o600
+        async with kernel.client() as c:
+            out = []
+            code = "import os; print(os.getcwd(), os.environ['KH_X'])"
+            await c.execute(code, output_hook=out.append, timeout=10)
+        assert out[-1].content["text"].split() == [str(tmp_path), "y"]
+    finally:
+        await kernel.shutdown()
+    assert not cf.exists() and not Path(kernel.state["log_file"]).exists()
+    assert kernel.id not in hub.kernels
+    assert repr(kernel).endswith("[DEAD]>")
+
+
+async def test_kernel_dying_during_start_is_a_clear_error_and_leaves_nothing():
+    async with KernelHub(plugins=[Crashy], load_entrypoints=False, config={}) as hub:
+        with pytest.raises(LaunchError) as info:
+            await hub.launch("crashy/k")
+        assert not hub.kernels
+    msg = str(info.value)
+    assert "exited during start-up (exit status 3)" in msg
+    assert "no module named frobnicate" in msg
+    runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
+    assert not list(runtime.glob("kernel-*"))
+
+
+async def test_missing_program_and_missing_cwd_are_launch_errors(hub, tmp_path):
+    kt = KernelType(provider="crashy", name="x", argv=("/no/such/program", "{connection_file}"))
+
+    class Missing(Crashy):
+        name = "missing"
+
+        @staticmethod
+        @hookimpl
+        def find_kernel_types(hub):
+            return [kt]
+
+    async with KernelHub(plugins=[Missing], load_entrypoints=False, config={}) as h:
+        with pytest.raises(LaunchError, match="running '/no/such/program' failed"):
+            await h.launch("crashy/x")
+    with pytest.raises(LaunchError, match="working directory .*nope.* does not exist"):
+        await hub.launch("ipykernel/python3", cwd=str(tmp_path / "nope"))
+
+
+async def test_attach_from_describe_in_a_second_hub(hub):
+    kernel = await hub.launch("ipykernel/python3")
+    saved = json.loads(json.dumps(kernel.describe()))
+    async with KernelHub(config={}) as other:
+        again = await other.attach(saved["type_id"], saved["connection_info"], saved["state"])
+        async with again.client() as c:
+            reply = await c.execute("1+1", timeout=10)
+            assert reply.content["status"] == "ok"
+        await again.shutdown()
+    assert not await kernel.manager.is_alive()
+    await kernel.shutdown()
+
+
+async def test_shutdown_reaches_grandchildren(hub):
+    kernel = await hub.launch("ipykernel/python3")
+    async with kernel.client() as c:
+        out = []
+        code = (
+            "import subprocess, sys\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "print(p.pid)"
+        )
+        await c.execute(code, output_hook=out.append, timeout=10)
+    grandchild = int(out[-1].content["text"])
+    await kernel.shutdown()
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):  # the kill is synchronous; reaping by init may lag a moment
+            os.kill(grandchild, 0)
+            import asyncio
+
+            await asyncio.sleep(0.02)
+
+
+async def test_kill_then_shutdown_is_quiet(hub):
+    kernel = await hub.launch("ipykernel/python3")
+    await kernel.manager.signal(signal.SIGKILL)
+    assert await kernel.manager.wait() == -9
+    await kernel.shutdown()
+    assert not hub.kernels

@@ -1,0 +1,63 @@
+"""The wire module against itself and against jupyter_client's Session (interop)."""
+
+from __future__ import annotations
+
+import pytest
+from jupyter_client.session import Session as JCSession
+
+from kernel_hub.session import DELIM, BadSignature, Session, message_date
+
+
+def test_roundtrip_and_date_is_lazy():
+    s = Session("secret")
+    msg = s.msg("execute_request", {"code": "1"}, metadata={"a": 1})
+    frames = s.serialize(msg)
+    assert frames[0] == DELIM
+    back = Session("secret").deserialize(frames)
+    assert back.content == {"code": "1"}
+    assert back.metadata == {"a": 1}
+    assert isinstance(back.header["date"], str)
+    assert message_date(back).tzinfo is not None
+
+
+def test_wrong_key_unsigned_and_replay_are_rejected():
+    good = Session("secret")
+    frames = good.serialize(good.msg("status", {"execution_state": "idle"}))
+    with pytest.raises(BadSignature, match="invalid"):
+        Session("other").deserialize(frames)
+    unsigned = list(frames)
+    unsigned[1] = b""
+    with pytest.raises(BadSignature, match="unsigned"):
+        Session("secret").deserialize(unsigned)
+    receiver = Session("secret")
+    receiver.deserialize(frames)
+    with pytest.raises(BadSignature, match="replayed"):
+        receiver.deserialize(frames)
+
+
+def test_malformed_frames_are_value_errors():
+    with pytest.raises(ValueError, match="delimiter"):
+        Session("k").deserialize([b"junk"])
+    with pytest.raises(ValueError, match="fewer than 5"):
+        Session("k").deserialize([DELIM, b"sig"])
+
+
+def test_interoperates_with_jupyter_client_session():
+    ours = Session("k3y")
+    theirs = JCSession(key=b"k3y")
+    # theirs -> ours
+    msg = theirs.msg("kernel_info_request", {})
+    frames = theirs.serialize(msg)
+    parsed = ours.deserialize(frames)
+    assert parsed.header["msg_type"] == "kernel_info_request"
+    # ours -> theirs, as a reply to their request
+    reply = ours.msg("kernel_info_reply", {"status": "ok"}, parent=parsed)
+    idents, rest = theirs.feed_identities(ours.serialize(reply))
+    back = theirs.deserialize(rest)
+    assert back["parent_header"]["msg_id"] == msg["header"]["msg_id"]
+    assert back["content"] == {"status": "ok"}
+
+
+def test_unsupported_signature_scheme():
+    with pytest.raises(ValueError, match="hmac-sha256"):
+        Session("k", "rsa-sha256")
