@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .client import AsyncKernelClient, BlockingKernelClient
 from .config import load_config
 from .errors import KernelDied, KernelHubError, LaunchError, NoSuchKernelType, PluginError
+from .events import EventBus, KernelEvent
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
 from .types import KernelType, LaunchRequest
 
@@ -138,6 +139,7 @@ class RunningKernel:
             await self.manager.cleanup()
             self._status = "DEAD"
             self.hub._forget(self)
+            self.hub.emit("shutdown", self.id, self.kernel_type.id)
 
 
 class KernelHub:
@@ -169,6 +171,12 @@ class KernelHub:
         self.config: Mapping[str, Any] = load_config() if config is None else config
         self._types: dict[str, KernelType] = {}
         self._kernels: dict[str, RunningKernel] = {}
+        #: Lifecycle events of this hub's kernels; ``hub.events.subscribe(callback)``.
+        self.events = EventBus()
+
+    def emit(self, kind: str, kernel_id: str, type_id: str, **data: Any) -> None:
+        """Emit a :class:`~kernel_hub.events.KernelEvent` (plugins use it for ``progress``)."""
+        self.events.emit(KernelEvent(kind, kernel_id, type_id, data))
 
     def __repr__(self) -> str:
         return f"<KernelHub plugins={len(self.pm.get_plugins())} kernels={len(self._kernels)}>"
@@ -259,6 +267,7 @@ class KernelHub:
             env=dict(env or {}),
             params=dict(params or {}),
         )
+        self.emit("starting", request.kernel_id, kt.id)
         result = await self.hooks.launch(hub=self, kernel_type=kt, request=request)
         manager = await self.hooks.make_manager(
             hub=self, kernel_type=kt, connection_info=result.connection_info, state=result.state
@@ -278,6 +287,7 @@ class KernelHub:
             await kernel.shutdown(now=True)
             raise
         self._kernels[kernel.id] = kernel
+        self.emit("ready", kernel.id, kt.id)
         return kernel
 
     async def attach(

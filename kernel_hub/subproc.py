@@ -12,6 +12,7 @@ import os
 import signal as _signal
 import string
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,10 +57,11 @@ async def launch_subprocess(
     """Start *kernel_type*'s argv as a local child process in its own process group.
 
     Writes a 0600 connection file with a random key and loopback ports into the
-    Jupyter runtime dir, fills ``{connection_file}``, ``{resource_dir}`` and
-    ``{kernel_id}`` in argv, and sends the kernel's own stdout/stderr (not the
-    user code's output, which travels over IOPub) to a private log file whose
-    tail is quoted when the kernel dies during start.
+    Jupyter runtime dir, fills ``{connection_file}``, ``{resource_dir}``,
+    ``{prefix}`` and ``{kernel_id}`` in argv (other ``{...}`` stay as they are),
+    and sends the kernel's own stdout/stderr (not the user code's output, which
+    travels over IOPub) to a private log file whose tail is quoted when the
+    kernel dies during start.
 
     :param argv: the command line to run; defaults to ``kernel_type.argv``.
     :returns: connection info and a state holding pid, connection file and log file.
@@ -81,10 +83,12 @@ async def launch_subprocess(
         connection_file=str(conn_file),
         resource_dir=kernel_type.resource_dir or "",
         kernel_id=request.kernel_id,
+        prefix=sys.prefix,
     )
-    env = dict(os.environ)
-    env.update(expand_env(kernel_type.env, os.environ))
-    env.update(expand_env(request.env, os.environ))
+    # The type's env may refer to ${VARS} of the caller's env; the caller's values are literal
+    # and win (call arguments > kernel-type config > environment).
+    env = {**os.environ, **request.env}
+    env = {**env, **expand_env(kernel_type.env, env), **request.env}
     # ipykernel exits when this process goes away (its parent poller watches this pid).
     env["JPY_PARENT_PID"] = str(os.getpid())
     log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
