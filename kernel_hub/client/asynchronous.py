@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
@@ -28,6 +29,8 @@ StdinHook = Callable[[str, bool], "str | Awaitable[str]"]
 Handler = Callable[[Message], Any]
 
 CHANNELS = ("shell", "control", "stdin", "iopub")
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class _Execution:
@@ -509,7 +512,10 @@ def console_output_hook(
             out.flush()
     elif msg_type == "error":
         tb = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
-        err.write("\n".join(tb) + "\n")
+        text = "\n".join(tb) + "\n"
+        if not getattr(err, "isatty", lambda: False)():
+            text = _ANSI_RE.sub("", text)  # kernels colour tracebacks for terminals only
+        err.write(text)
         err.flush()
 
 
