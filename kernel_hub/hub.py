@@ -16,7 +16,7 @@ from .client import AsyncKernelClient, BlockingKernelClient
 from .config import load_config
 from .errors import KernelDied, KernelHubError, LaunchError, NoSuchKernelType, PluginError
 from .events import EventBus, KernelEvent
-from .monitor import ActivityMonitor
+from .monitor import ActivityMonitor, ExecutionState
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
 from .restarter import KernelRestarter
 from .types import KernelType, LaunchRequest, RestartPolicy
@@ -169,25 +169,34 @@ class RunningKernel:
         """Wait until the kernel has ended for good: shut down, or dead and not restarted."""
         await self._ended.wait()
 
+    async def wait_for_execution_state(
+        self, *states: ExecutionState, timeout: float | None = None
+    ) -> str:
+        """Return once :attr:`execution_state` is one of *states* (at once if it already is).
+
+        :raises TimeoutError: after *timeout* seconds.
+        """
+        return await self._monitor.wait_for(*states, timeout=timeout)
+
     # ---- lifecycle, called by the hub and the restarter ----
 
     def _start_watching(self) -> None:
         self._status = "RUNNING"
         if self._monitor.execution_state == "starting":
-            self._monitor.execution_state = "idle"  # it answered kernel_info: it is idle
+            self._monitor.set_state("idle")  # it answered kernel_info: it is idle
         self._restarter.start()
 
     def _died(self) -> None:
         """Note an unexpected death (the restarter's first step)."""
         self._status = "RESTARTING" if self.restart_policy.enabled else "DEAD"
         self._monitor.close()
-        self._monitor.execution_state = "dead"
+        self._monitor.set_state("dead")
 
     def _end(self, *, failed: str | None = None) -> None:
         """Mark the kernel ended for good and drop it from the hub; emit ``failed`` if given."""
         self._status = "DEAD"
         self._monitor.close()
-        self._monitor.execution_state = "dead"
+        self._monitor.set_state("dead")
         self.hub._forget(self)
         if failed is not None:
             self.hub.emit("failed", self.id, self.kernel_type.id, reason=failed)
@@ -252,7 +261,7 @@ class RunningKernel:
         self.hub.emit("restarting", self.id, self.kernel_type.id, requested=True)
         try:
             await self._stop_process(now=now, timeout=timeout, restart=True)
-            self._monitor.execution_state = "dead"
+            self._monitor.set_state("dead")
             await self._relaunch()
         except BaseException as exc:
             self._end(failed=f"manual restart failed: {_first_line(exc)}")

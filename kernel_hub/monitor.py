@@ -9,6 +9,7 @@ any other message just moves :attr:`ActivityMonitor.last_activity`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ class ActivityMonitor:
         self.messages = 0
         self._transport: ZMQTransport | None = None
         self._session: Session | None = None
+        self._waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
 
     def __repr__(self) -> str:
         where = "OPEN" if self._transport is not None else "CLOSED"
@@ -51,7 +53,7 @@ class ActivityMonitor:
         A previous subscription (of the kernel before a restart) is closed first.
         """
         self.close()
-        self.execution_state = "starting"
+        self.set_state("starting")
         self._session = Session(
             connection_info.get("key", ""), connection_info.get("signature_scheme", "hmac-sha256")
         )
@@ -82,4 +84,35 @@ class ActivityMonitor:
             return
         state = msg.content.get("execution_state")
         if state in _KERNEL_STATES:
-            self.execution_state = state
+            self.set_state(state)
+
+    def set_state(self, state: ExecutionState) -> None:
+        """Set the execution state and wake those waiting for it (the hub sets ``dead``)."""
+        self.execution_state = state
+        if not self._waiters:
+            return
+        waiting = self._waiters
+        self._waiters = []
+        for states, fut in waiting:
+            if fut.done():
+                continue
+            if state in states:
+                fut.set_result(state)
+            else:
+                self._waiters.append((states, fut))
+
+    async def wait_for(self, *states: ExecutionState, timeout: float | None = None) -> str:
+        """Return once the execution state is one of *states* (at once if it already is).
+
+        :raises TimeoutError: after *timeout* seconds.
+        """
+        if self.execution_state in states:
+            return self.execution_state
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        entry = (frozenset(states), fut)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
