@@ -300,6 +300,7 @@ async def test_a_restart_reaches_the_dead_kernels_grandchildren():
 @pytest.mark.asyncio
 async def test_execution_state_and_last_activity_follow_iopub(tmp_path):
     async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
         kernel = await hub.launch(PYTHON, restart=FAST)
         # It may still be busy answering the readiness probes for a moment.
         assert kernel.execution_state in ("idle", "busy")
@@ -317,8 +318,8 @@ async def test_execution_state_and_last_activity_follow_iopub(tmp_path):
         assert "OPEN idle" in repr(kernel._monitor)
         await kernel.manager.signal(signal.SIGKILL)
         await kernel.wait_for_execution_state("dead", timeout=10)
-        await kernel.wait_for_execution_state("idle", timeout=60)  # restarted
-        assert kernel.restarts == 1
+        await rec.wait_for("restarted", kernel.id, timeout=60)
+        await kernel.wait_for_execution_state("idle", timeout=10)
         await kernel.shutdown()
         assert kernel.execution_state == "dead"
         assert "CLOSED dead" in repr(kernel._monitor)
