@@ -118,3 +118,19 @@ async def test_events_are_in_order_per_kernel_and_a_raising_subscriber_stops_nob
     times = [e.time for e in rec.events]
     assert times == sorted(times)
     assert caplog.text.count("cannot handle") >= len(rec.events)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_an_attached_kernel_is_watched_but_not_relaunched():
+    async with KernelHub(config={}) as owner, KernelHub(config={}) as other:
+        kernel = await owner.launch(PYTHON, restart=False)
+        rec = EventRecorder(other)
+        saved = kernel.describe()
+        again = await other.attach(saved["type_id"], saved["connection_info"], saved["state"])
+        assert other.get(again.id) is again and not again.restart_policy.enabled
+        await again.wait_for_execution_state("idle", timeout=10)
+        await kernel.manager.signal(signal.SIGKILL)
+        await asyncio.wait_for(again.wait(), 20)
+        assert rec.kinds(again.id) == ["died"]
+        assert not other.kernels and again.execution_state == "dead"

@@ -343,3 +343,17 @@ async def test_restart_policy_resolution(plugin_manager):
     assert await hub._restart_policy(kt, FAST) is FAST
     other = KernelType(provider="z", name="y")
     assert await hub._restart_policy(other, None) == RestartPolicy()  # the core default
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_first_launch_that_fails_emits_failed_and_leaves_nothing():
+    plugin = crash_looping_plugin()
+    plugin.launches.append(0.0)  # pretend the good first launch happened: this one exits at once
+    async with KernelHub(plugins=[plugin], config={}) as hub:
+        rec = EventRecorder(hub)
+        with pytest.raises(KernelHubError, match="exited during start-up"):
+            await hub.launch("crashloop/k", kernel_id="doomed")
+        assert rec.kinds("doomed") == ["starting", "failed"]
+        assert "exit status 3" in rec.of("doomed", "failed")[0].data["reason"]
+        assert not hub.kernels
