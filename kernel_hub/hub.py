@@ -109,6 +109,7 @@ class RunningKernel:
         # client dropped without close() does not live on here.
         self._clients: weakref.WeakSet[AsyncKernelClient] = weakref.WeakSet()
         self._ended = asyncio.Event()
+        self._restart_task: asyncio.Future[None] | None = None
         self._status = "STARTING"
 
     def __repr__(self) -> str:
@@ -259,14 +260,31 @@ class RunningKernel:
         await self._restarter.stop()  # before acting: this death is on purpose
         self._status = "RESTARTING"
         self.hub.emit("restarting", self.id, self.kernel_type.id, requested=True)
+        # A task of its own, so that a shutdown() meanwhile can cancel it (and kill what it
+        # started).
+        task = self._restart_task = asyncio.ensure_future(self._restart_process(now, timeout))
+        try:
+            await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise
+            raise KernelHubError(
+                f"{self!r} was shut down while it was restarting; launch a new kernel"
+            ) from None
+        finally:
+            self._restart_task = None
+        self.hub.emit("restarted", self.id, self.kernel_type.id, requested=True)
+
+    async def _restart_process(self, now: bool, timeout: float) -> None:
         try:
             await self._stop_process(now=now, timeout=timeout, restart=True)
             self._monitor.set_state("dead")
             await self._relaunch()
         except BaseException as exc:
-            self._end(failed=f"manual restart failed: {_first_line(exc)}")
+            if self._status != "SHUTTING_DOWN":  # a shutdown ends the kernel itself
+                self._end(failed=f"manual restart failed: {_first_line(exc)}")
             raise
-        self.hub.emit("restarted", self.id, self.kernel_type.id, requested=True)
 
     async def shutdown(self, *, now: bool = False, timeout: float = 5.0) -> None:
         """Shut the kernel down and release what its launch created; it is not restarted.
@@ -282,6 +300,10 @@ class RunningKernel:
         self._status = "SHUTTING_DOWN"
         try:
             await self._restarter.stop()  # before acting: this death is on purpose
+            if self._restart_task is not None and not self._restart_task.done():
+                self._restart_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._restart_task
             await self._stop_process(now=now, timeout=timeout)
         finally:
             self._end()
@@ -384,7 +406,7 @@ class KernelHub:
 
     # ---- launch ----
 
-    async def _restart_policy(
+    def _restart_policy(
         self, kernel_type: KernelType, restart: RestartPolicy | bool | None
     ) -> RestartPolicy:
         """Resolve ``launch(restart=...)``: a policy wins, False is off, None/True ask the hook."""
@@ -461,7 +483,7 @@ class KernelHub:
         kt = await (
             self.default_kernel_type() if type_id is None else self.get_kernel_type(type_id)
         )
-        policy = await self._restart_policy(kt, restart)
+        policy = self._restart_policy(kt, restart)
         request = LaunchRequest(
             kernel_id=kernel_id or str(uuid.uuid4()),
             cwd=cwd,
@@ -512,7 +534,7 @@ class KernelHub:
         params: those of the original launch are not known here).
         """
         kt = await self.get_kernel_type(type_id)
-        policy = await self._restart_policy(kt, restart)
+        policy = self._restart_policy(kt, restart)
         manager = await self.hooks.make_manager(
             hub=self, kernel_type=kt, connection_info=connection_info, state=state
         )

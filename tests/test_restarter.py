@@ -325,8 +325,7 @@ async def test_execution_state_and_last_activity_follow_iopub(tmp_path):
         assert "CLOSED dead" in repr(kernel._monitor)
 
 
-@pytest.mark.asyncio
-async def test_restart_policy_resolution(plugin_manager):
+def test_restart_policy_resolution(plugin_manager):
     kt = KernelType(provider="x", name="y")
 
     class Policy:
@@ -337,12 +336,12 @@ async def test_restart_policy_resolution(plugin_manager):
 
     plugin_manager.register(Policy)
     hub = KernelHub(plugin_manager=plugin_manager, config={})
-    assert await hub._restart_policy(kt, None) == RestartPolicy(enabled=False, limit=7)
-    assert await hub._restart_policy(kt, True) == RestartPolicy(limit=7)
-    assert not (await hub._restart_policy(kt, False)).enabled
-    assert await hub._restart_policy(kt, FAST) is FAST
+    assert hub._restart_policy(kt, None) == RestartPolicy(enabled=False, limit=7)
+    assert hub._restart_policy(kt, True) == RestartPolicy(limit=7)
+    assert not (hub._restart_policy(kt, False)).enabled
+    assert hub._restart_policy(kt, FAST) is FAST
     other = KernelType(provider="z", name="y")
-    assert await hub._restart_policy(other, None) == RestartPolicy()  # the core default
+    assert hub._restart_policy(other, None) == RestartPolicy()  # the core default
 
 
 @pytest.mark.integration
@@ -357,3 +356,21 @@ async def test_a_first_launch_that_fails_emits_failed_and_leaves_nothing():
         assert rec.kinds("doomed") == ["starting", "failed"]
         assert "exit status 3" in rec.of("doomed", "failed")[0].data["reason"]
         assert not hub.kernels
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_shutdown_during_a_manual_restart_wins_and_leaves_nothing():
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch(PYTHON, restart=FAST)
+        restarting = asyncio.ensure_future(kernel.restart())
+        await rec.wait_for("restarting", kernel.id)
+        await kernel.shutdown()
+        with pytest.raises(KernelHubError, match="shut down while it was restarting"):
+            await restarting
+        assert rec.kinds(kernel.id) == ["starting", "ready", "restarting", "shutdown"]
+        assert kernel.status == "DEAD" and not hub.kernels
+        assert not await kernel.manager.is_alive()
+        runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
+        assert not list(runtime.glob(f"kernel-{kernel.id}*"))
