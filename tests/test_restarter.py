@@ -140,6 +140,7 @@ async def test_kill_9_restarts_and_the_same_client_keeps_working():
             await rec.wait_for("restarted", kernel.id, timeout=60)
             assert kernel.manager.pid != old_pid and kernel.connection_info["key"] != old_key
             assert kernel.status == "RUNNING" and kernel.restarts == 1
+            assert repr(kernel._restarter).endswith("[WATCHING restarts=1/3]>")
             assert hub.get(kernel.id) is kernel
             # The same client, reconnected: a fresh kernel (x is gone), handlers kept.
             out = []
@@ -228,6 +229,7 @@ async def test_purposeful_shutdown_and_kill_are_not_restarted():
         for kernel in (polite, now):
             assert rec.kinds(kernel.id) == ["starting", "ready", "shutdown"]
             assert not kernel._restarter.running
+            assert repr(kernel._restarter).endswith("[STOPPED restarts=0/3]>")
             assert kernel.status == "DEAD" and kernel.restarts == 0
             assert not await kernel.manager.is_alive()
         assert not hub.kernels
