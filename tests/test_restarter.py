@@ -376,3 +376,25 @@ async def test_shutdown_during_a_manual_restart_wins_and_leaves_nothing():
         assert not await kernel.manager.is_alive()
         runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
         assert not list(runtime.glob(f"kernel-{kernel.id}*"))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_kernel_that_stayed_up_long_enough_gets_its_restarts_back():
+    once = dict(limit=1, window=600, backoff_initial=0.05, backoff_max=0.05, jitter=0)
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        stable, fragile = await asyncio.gather(
+            hub.launch(PYTHON, restart=RestartPolicy(**once, stable_after=0)),
+            hub.launch(PYTHON, restart=RestartPolicy(**once, stable_after=600)),
+        )
+        for n in (1, 2):
+            await stable.manager.signal(signal.SIGKILL)
+            await fragile.manager.signal(signal.SIGKILL)
+            await rec.wait_for("restarted", stable.id, count=n, timeout=60)
+            await rec.wait_for("restarted" if n == 1 else "failed", fragile.id, timeout=60)
+        assert stable.restarts == 2 and stable.status == "RUNNING"
+        assert rec.kinds(fragile.id)[-3:] == ["restarted", "died", "failed"]
+        assert "1 restarts within 600 s" in rec.of(fragile.id, "failed")[0].data["reason"]
+        await stable.shutdown()
