@@ -44,6 +44,7 @@ Kernel-launching tests carry the ``integration`` marker. Add ``pytestmark =
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
 import inspect
 import json
@@ -102,26 +103,26 @@ def _stream_text(outputs: list[Message]) -> str:
     return "".join(m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream")
 
 
-def _live_pids_in_group(pgid: int) -> list[int]:
-    """Return the non-zombie processes of process group *pgid* (Linux ``/proc``)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass  # it exists but is not ours: look closer
-    if not os.path.isdir("/proc"):
-        return [pgid]  # no /proc to tell zombies apart: assume the worst
+def _live_pids(*, pid: int | None, pgid: int | None) -> list[int]:
+    """Return the processes, zombies excepted, that are *pid* or in process group *pgid*."""
+    if not os.path.isdir("/proc"):  # no /proc to tell zombies apart: probe with signal 0
+        live = []
+        for probe, target in ((os.kill, pid), (os.killpg, pgid)):
+            if target:
+                with contextlib.suppress(ProcessLookupError):
+                    probe(target, 0)
+                    live.append(target)
+        return live
     live = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
+            # The fields after "(command)": state, ppid, pgrp, ...
+            fields = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
         except OSError:
-            continue
-        # Fields after the command: state, ppid, pgrp, ...
-        if int(stat[2]) == pgid and stat[0] != b"Z":
+            continue  # ended while we looked
+        if fields[0] != b"Z" and (int(entry) == pid or (pgid and int(fields[2]) == pgid)):
             live.append(int(entry))
     return live
 
@@ -131,17 +132,16 @@ class ProviderConformance:
 
     Class attributes to set:
 
-    :attr plugins: the plugins under test: plugin objects or entry-point names.
-    :attr type_ids: the kernel type ids to exercise (each test runs once per id).
-    :attr config: the hub's config (one table per plugin), unless
-        ``conformance_setup`` returns one.
-    :attr local_kernels: ``False`` when the launch state's paths (connection
-        file) live on another machine, so they cannot be checked here.
-
-    Code snippets, for kernels whose language is not Python (``{text}`` is
-    replaced by a string literal written with ``repr``):
-    :attr print_code: prints ``{text}`` and a newline.
-    :attr busy_code: prints ``go`` (flushed), then loops forever.
+    - ``plugins``: the plugins under test: plugin objects or entry-point names.
+    - ``type_ids``: the kernel type ids to exercise (each test runs once per id).
+    - ``config``: the hub's config (one table per plugin), unless
+      ``conformance_setup`` returns one.
+    - ``local_kernels``: ``False`` when the pids and paths of the launch state
+      belong to another machine, so they cannot be checked here.
+    - ``print_code`` and ``busy_code``: snippets for kernels that do not speak
+      Python: print ``{text}`` (replaced by a ``repr`` string literal) and a
+      newline; print ``go`` (flushed), then loop forever.
+    - ``launch_timeout``, ``timeout``, ``interrupt_timeout``: seconds.
     """
 
     plugins: ClassVar[Sequence[object | str]] = ()
@@ -198,25 +198,24 @@ class ProviderConformance:
     async def assert_nothing_left(self, kernel: RunningKernel, state: Mapping[str, Any]) -> None:
         """Assert that nothing of *kernel* is left after it was shut down or killed.
 
-        The default checks what a local process leaves: no live process in the
-        state's ``pgid`` group or at its ``pid``, and (when :attr:`local_kernels`)
-        no ``connection_file`` and no path of the state left in the Jupyter
-        runtime dir. Override it to check containers, tunnels or remote files,
-        and call ``await super().assert_nothing_left(kernel, state)`` first.
+        The default checks that the manager says the kernel is gone and, when
+        :attr:`local_kernels`, what a local process leaves: no live process at
+        the state's ``pid`` or in its ``pgid`` group, no ``connection_file``,
+        and no path of the state left in the Jupyter runtime dir. Override it to
+        check containers, tunnels or remote files, and call
+        ``await super().assert_nothing_left(kernel, state)`` first.
 
         :param state: the manager's ``describe()`` output, taken before shutdown.
         """
         assert not await kernel.manager.is_alive(), f"{kernel.manager!r} is still alive"
-        for key in ("pgid", "pid"):
-            value = state.get(key)
-            if isinstance(value, int) and value > 0:
-                live = _live_pids_in_group(value) if key == "pgid" else []
-                if key == "pid" and Path(f"/proc/{value}").exists():
-                    stat = Path(f"/proc/{value}/stat").read_bytes().rsplit(b")", 1)[1].split()
-                    live = [] if stat[0] == b"Z" else [value]
-                assert not live, f"{kernel.type_id}: processes {live} ({key}={value}) still run"
         if not self.local_kernels:
-            return
+            return  # pids and paths in the state belong to another machine
+        pid, pgid = state.get("pid"), state.get("pgid")
+        live = _live_pids(
+            pid=pid if isinstance(pid, int) and pid > 0 else None,
+            pgid=pgid if isinstance(pgid, int) and pgid > 0 else None,
+        )
+        assert not live, f"{kernel.type_id}: processes {live} (pid={pid}, pgid={pgid}) still run"
         rdir = runtime_dir().resolve()
         for key, value in state.items():
             if not isinstance(value, str) or not os.path.isabs(value):
@@ -376,7 +375,7 @@ class ProviderConformance:
             "kernel_type": foreign,
             "request": LaunchRequest(kernel_id=str(uuid.uuid4())),
             "connection_info": {},
-            "state": {"pid": 0},
+            "state": {"pid": 0},  # a greedy make_manager gets far enough to return
         }
         tested = {name for name, _ in pm.list_name_plugin()} - {"kernel_hub.defaults"}
         checked = 0

@@ -221,3 +221,16 @@ def test_battery_is_documented():
     for name in names:
         assert f"`{name}`" in tutorial, f"docs/writing-a-plugin.md does not list {name}"
         assert f"``{name}``" in (kernel_hub.conformance.__doc__ or ""), name
+
+
+def test_live_pids_sees_a_process_group_until_it_ends():
+    from kernel_hub.conformance import _live_pids
+
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        assert _live_pids(pid=proc.pid, pgid=None) == [proc.pid]
+        assert _live_pids(pid=None, pgid=proc.pid) == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert _live_pids(pid=proc.pid, pgid=proc.pid) == []
