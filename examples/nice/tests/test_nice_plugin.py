@@ -9,7 +9,7 @@ import os
 import kernel_hub_nice.plugin
 import pytest
 
-from kernel_hub import KernelHub
+from kernel_hub import KernelHub, LaunchError
 from kernel_hub.plugins import make_plugin_manager
 
 plugin = kernel_hub_nice.plugin
@@ -53,6 +53,15 @@ async def test_kernel_runs_at_the_configured_niceness():
             assert int(text) == min(19, os.nice(0) + 7)
         finally:
             await kernel.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_hook_launch_without_nice_is_a_launch_error(tmp_path):
+    async with hub_with({}) as hub:
+        with pytest.raises(LaunchError, match="running 'nice' failed") as info:
+            await hub.launch("nice/python3", env={"PATH": str(tmp_path)})  # no nice there
+    assert "that its program is installed" in str(info.value)
+    assert not hub.kernels
 
 
 def test_entry_point_loads_this_plugin():
