@@ -37,6 +37,8 @@ The battery:
 - ``test_unknown_name_raises``: launching ``<provider>/<unknown>`` raises
   :class:`~kernel_hub.NoSuchKernelType`.
 
+Kernels are launched with automatic restarts off (the suite registers a
+``tryfirst`` ``restart_policy`` of its own), because it kills them on purpose.
 Kernel-launching tests carry the ``integration`` marker. Add ``pytestmark =
 [pytest.mark.docker]`` (or ``ssh``) to the subclass for tests of a service.
 """
@@ -59,9 +61,10 @@ import pytest_asyncio
 
 from .connection import runtime_dir
 from .errors import NoSuchKernelType
+from .hookspecs import hookimpl
 from .hub import KernelHub
 from .plugins import ENTRYPOINT_GROUP, make_plugin_manager
-from .types import KernelType, LaunchRequest, split_type_id
+from .types import KernelType, LaunchRequest, RestartPolicy, split_type_id
 
 if TYPE_CHECKING:
     from .client import AsyncKernelClient
@@ -76,8 +79,17 @@ __all__ = ["ProviderConformance", "load_plugins"]
 FOREIGN_PROVIDER = "kh-conformance-foreign"
 
 
+class _NoRestarts:
+    """Turn automatic restarts off: the battery kills kernels and checks that they stay dead."""
+
+    @staticmethod
+    @hookimpl(tryfirst=True)
+    def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
+        return RestartPolicy(enabled=False)
+
+
 def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
-    """Build a plugin manager holding only *plugins* and the core defaults.
+    """Build a plugin manager holding only *plugins*, the core defaults and :class:`_NoRestarts`.
 
     :param plugins: plugin objects (modules, classes), or names of entry points
         of the ``kernel_hub`` group, which are loaded as an installed host would.
@@ -96,6 +108,7 @@ def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
                 "distribution (pip install -e .) so that its entry point is registered",
                 pytrace=False,
             )
+    pm.register(_NoRestarts, name="kernel_hub.conformance.no_restarts")
     return pm
 
 
@@ -337,9 +350,10 @@ class ProviderConformance:
     @pytest.mark.asyncio
     async def test_describe_and_reattach(self, conformance_hub: KernelHub, type_id: str) -> None:
         kernel = await self._launch(conformance_hub, type_id)
+        manager: KernelManager = kernel.manager
         attached: RunningKernel | None = None
         try:
-            state = kernel.manager.describe()
+            state = manager.describe()
             assert isinstance(state, dict)
             wire = json.dumps(kernel.describe())  # what a host would persist
             saved = json.loads(wire)
@@ -347,14 +361,14 @@ class ProviderConformance:
             attached = await conformance_hub.attach(
                 saved["type_id"], saved["connection_info"], saved["state"]
             )
-            assert attached.manager is not kernel.manager
+            assert attached.manager is not manager
             assert await attached.manager.is_alive()
             async with attached.client() as client:
                 await self._check_execute(client)
             # The rebuilt manager controls the same kernel: killing through it ends it.
             await asyncio.wait_for(attached.manager.kill(), self.timeout)
-            await asyncio.wait_for(kernel.manager.wait(), self.timeout)
-            assert not await kernel.manager.is_alive()
+            await asyncio.wait_for(manager.wait(), self.timeout)
+            assert not await manager.is_alive()
         finally:
             if attached is not None:
                 await attached.shutdown(now=True)
@@ -377,7 +391,8 @@ class ProviderConformance:
             "connection_info": {},
             "state": {"pid": 0},  # a greedy make_manager gets far enough to return
         }
-        tested = {name for name, _ in pm.list_name_plugin()} - {"kernel_hub.defaults"}
+        # The core's own plugins (defaults, _NoRestarts) are not under test.
+        tested = {name for name, _ in pm.list_name_plugin() if not name.startswith("kernel_hub.")}
         checked = 0
         for hook in ("launch", "make_manager", "restart_policy"):
             for impl in getattr(pm.hook, hook).get_hookimpls():
