@@ -198,9 +198,9 @@ def test_a_type_under_another_provider_is_caught(outcomes):
 @pytest.mark.integration
 def test_leftovers_and_unjsonable_state_are_caught(outcomes):
     msg = outcomes["TestLeaky::test_shutdown_leaves_nothing[leaky/py]"]
-    assert "connection_file" in msg and "was left behind" in msg, msg
+    assert "connection_file" in msg and "was left behind" in msg, outcomes
     msg = outcomes["TestLeaky::test_describe_and_reattach[leaky/py]"]
-    assert "not JSON serializable" in msg, msg
+    assert "not JSON serializable" in msg, outcomes
 
 
 @pytest.mark.integration
