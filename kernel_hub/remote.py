@@ -210,11 +210,13 @@ class _Link:
             if sock is not None:
                 sock.close(linger=0)
         err = KernelHubError(f"{self.manager!r} was closed")
-        for fut in [*self.pending.values(), *self.event_waiters]:
+        for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(err)
         self.pending.clear()
-        self.event_waiters.clear()
+        # Waiters wake up and look at the state: after cleanup() the kernel is dead and
+        # wait() returns; after a mere close() their next wait for an event raises.
+        self._wake()
 
 
 class NannyManager(KernelManager):

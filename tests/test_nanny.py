@@ -45,11 +45,11 @@ def ipykernel_only_python() -> Iterator[str]:
         venv = os.path.join(tmp, "venv")
         subprocess.run([uv, "venv", "-q", "--python", sys.executable, venv], check=True)
         python = os.path.join(venv, "bin", "python")
-        subprocess.run(
-            [uv, "pip", "install", "-q", "--python", python, "ipykernel"],
-            check=True,
-            env={**os.environ, "VIRTUAL_ENV": venv},
-        )
+        install = [uv, "pip", "install", "-q", "--python", python, "ipykernel"]
+        env = {**os.environ, "VIRTUAL_ENV": venv}
+        # From the uv cache when it has ipykernel (uv sync put it there), else from the index.
+        if subprocess.run([*install, "--offline"], env=env, capture_output=True).returncode:
+            subprocess.run(install, check=True, env=env)
         yield python
 
 
@@ -513,3 +513,13 @@ def test_handshake_error_without_ipykernel(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert out.startswith('{"error": "ipykernel is not installed for ')
     assert f"run: {sys.executable} -m pip install ipykernel" in out
+
+
+@pytest.mark.parametrize("provider", ["spec", "ipykernel"])
+def test_hook_make_manager_of_local_providers_declines_nanny_kernels(provider):
+    import importlib
+
+    plugin = importlib.import_module(f"kernel_hub_{provider}.plugin")
+    kt = KernelType(provider=provider, name="python3")
+    info = {"key": "x", "nanny_control_port": 1, "nanny_events_port": 2}
+    assert plugin.make_manager(hub=None, kernel_type=kt, connection_info=info, state={}) is None
