@@ -64,8 +64,6 @@ class _Link:
         self.pending: dict[str, asyncio.Future[Message]] = {}
         #: Futures woken by the next event on the SUB socket.
         self.event_waiters: list[asyncio.Future[None]] = []
-        #: Set once a nanny_welcome arrived: from then on no event can be missed.
-        self.welcomed = False
         #: Set when the SUB socket lost its connection (until the next welcome).
         self.disconnected = False
         self.closed = False
@@ -77,6 +75,10 @@ class _Link:
         self._watch(self.dealer, self._on_reply)
         self.sub: zmq.Socket[bytes] | None = None
         self.monitor: zmq.Socket[bytes] | None = None
+
+    def __repr__(self) -> str:
+        state = "CLOSED" if self.closed else ("SUBSCRIBED" if self.sub is not None else "OPEN")
+        return f"<_Link {self.manager.where} [{state}]>"
 
     def _watch(self, sock: zmq.Socket[bytes], handler: Any) -> None:
         fd = int(sock.getsockopt(zmq.FD))
@@ -114,7 +116,6 @@ class _Link:
                 return
             if event["event"] in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
                 # SUB reconnects and re-subscribes by itself; the nanny then welcomes it again.
-                self.welcomed = False
                 self.disconnected = True
                 self._wake()
 
@@ -144,7 +145,6 @@ class _Link:
         kind = msg.header.get("msg_type")
         self.manager._on_event(kind, msg.content)
         if kind == "nanny_welcome":
-            self.welcomed = True
             self.disconnected = False
         self._wake()
 
@@ -431,7 +431,9 @@ class NannyManager(KernelManager):
 
     async def ping(self) -> dict[str, Any]:
         """Return the nanny's ``ping`` reply (``nanny_pid``, ``bad_signatures``)."""
-        return await self._request("ping")
+        reply = await self._request("ping")
+        self.nanny_pid = reply.get("nanny_pid", self.nanny_pid)
+        return reply
 
     async def last_output(self, lines: int = 20) -> str:
         """Return the last *lines* of the kernel's own stdout/stderr, from the nanny."""
