@@ -523,3 +523,30 @@ def test_hook_make_manager_of_local_providers_declines_nanny_kernels(provider):
     kt = KernelType(provider=provider, name="python3")
     info = {"key": "x", "nanny_control_port": 1, "nanny_events_port": 2}
     assert plugin.make_manager(hub=None, kernel_type=kt, connection_info=info, state={}) is None
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_cwd_env_and_kernel_name_reach_the_kernel(ipykernel_only_python, nannies, tmp_path):
+    import json
+
+    started = start_nanny(
+        "--cwd",
+        str(tmp_path),
+        "--env",
+        json.dumps({"KH_NANNY_TEST": "far away"}),
+        "--kernel-name",
+        "py-remote",
+        python=ipykernel_only_python,
+    )
+    nannies.append(started)
+    assert started.connection_info["kernel_name"] == "py-remote"
+    out = []
+    async with AsyncKernelClient(started.connection_info) as client:
+        await client.execute(
+            "import os, sys; print(os.getcwd(), os.environ['KH_NANNY_TEST'], sys.prefix)",
+            output_hook=lambda m: out.append(m.content.get("text", "")),
+            timeout=TIMEOUT,
+        )
+    venv = os.path.dirname(os.path.dirname(ipykernel_only_python))
+    assert "".join(out).strip() == f"{tmp_path} far away {venv}"
