@@ -11,7 +11,9 @@ Fixtures:
 - ``fake_kernel``: a :class:`FakeKernel` answering like ipykernel would.
 
 And :func:`require_service`, which skips a test whose service (dockerd, sshd)
-is missing on a developer's machine but fails it in CI (``CI=true``).
+is missing on a developer's machine but fails it in CI (``CI=true``), and
+:func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
+would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind.
 """
 
 from __future__ import annotations
