@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
+import glob
 import os
 import shutil
 import stat
@@ -35,15 +37,15 @@ TIMEOUT = 30
 # ---- fixtures ----
 
 
-@pytest.fixture(scope="session")
-def ipykernel_only_python() -> Iterator[str]:
-    """The python of a fresh venv with only ipykernel (and its dependencies) installed."""
+@contextlib.contextmanager
+def ipykernel_venv(base_python: str) -> Iterator[str]:
+    """Yield the python of a fresh venv of *base_python* with only ipykernel installed."""
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
         pytest.fail("uv is needed to build the ipykernel-only venv: python3 -m pip install uv")
     with tempfile.TemporaryDirectory(prefix="kh-ipykernel-only-") as tmp:
         venv = os.path.join(tmp, "venv")
-        subprocess.run([uv, "venv", "-q", "--python", sys.executable, venv], check=True)
+        subprocess.run([uv, "venv", "-q", "--python", base_python, venv], check=True)
         python = os.path.join(venv, "bin", "python")
         install = [uv, "pip", "install", "-q", "--python", python, "ipykernel"]
         env = {**os.environ, "VIRTUAL_ENV": venv}
@@ -51,6 +53,26 @@ def ipykernel_only_python() -> Iterator[str]:
         if subprocess.run([*install, "--offline"], env=env, capture_output=True).returncode:
             subprocess.run(install, check=True, env=env)
         yield python
+
+
+@pytest.fixture(scope="session")
+def ipykernel_only_python() -> Iterator[str]:
+    """The python of a fresh venv with only ipykernel (and its dependencies) installed."""
+    with ipykernel_venv(sys.executable) as python:
+        yield python
+
+
+def find_python38() -> str | None:
+    """Return a Python 3.8 interpreter if this machine has one (PATH or pyenv), else None."""
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = sorted(glob.glob(os.path.join(root, "versions", "3.8.*", "bin", "python3.8")))
+    candidates += [p for p in [shutil.which("python3.8")] if p]
+    for python in candidates:
+        # (a pyenv shim exists even when that version is not enabled: it must really run)
+        check = [python, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"]
+        if subprocess.run(check, capture_output=True).returncode == 0:
+            return python
+    return None
 
 
 @pytest.fixture
@@ -550,3 +572,30 @@ async def test_cwd_env_and_kernel_name_reach_the_kernel(ipykernel_only_python, n
         )
     venv = os.path.dirname(os.path.dirname(ipykernel_only_python))
     assert "".join(out).strip() == f"{tmp_path} far away {venv}"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_nanny_runs_on_python38(nannies):
+    python38 = find_python38()
+    if python38 is None:
+        pytest.skip("no Python 3.8 on this machine (PATH or pyenv); nanny.py targets >= 3.8")
+    with ipykernel_venv(python38) as python:
+        started = start_nanny(python=python)
+        nannies.append(started)
+        out = []
+        async with AsyncKernelClient(started.connection_info) as client:
+            await client.execute(
+                "import sys; print(sys.version_info[:2])",
+                output_hook=lambda m: out.append(m.content.get("text", "")),
+                timeout=TIMEOUT,
+            )
+            assert "".join(out) == "(3, 8)\n"
+            waiter = asyncio.ensure_future(client.manager.wait())
+            nanny_pid = await client.manager.restart()
+            started.kernel_pids.append(nanny_pid)
+            await client.manager.kill()
+            assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+            await client.manager.cleanup()
+        assert started.proc.wait(TIMEOUT) == 0
