@@ -281,6 +281,8 @@ class Nanny:
                 close_fds=True,
             )
         except OSError as exc:
+            # No kernel now: a failed restart must not keep the nanny waiting forever.
+            self._linger_deadline = time.monotonic() + self.linger
             raise NannyError(
                 f"cannot start the kernel: running {argv[0]!r} failed "
                 f"({exc.strerror or exc}); check the kernel's argv"

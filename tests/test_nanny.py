@@ -599,3 +599,27 @@ async def test_the_nanny_runs_on_python38(nannies):
             assert await asyncio.wait_for(waiter, TIMEOUT) == -9
             await client.manager.cleanup()
         assert started.proc.wait(TIMEOUT) == 0
+
+
+@pytest.mark.asyncio
+async def test_failed_restart_is_an_error_reply_and_the_nanny_still_lingers_out(nannies, tmp_path):
+    import json
+
+    from kernel_hub.errors import KernelHubError
+
+    program = tmp_path / "fake-kernel"
+    program.write_text("#!/bin/sh\nexec sleep 600\n")
+    program.chmod(0o700)
+    started = start_nanny("--argv", json.dumps([str(program)]), "--linger", "1")
+    nannies.append(started)
+    mgr = NannyManager(started.connection_info)
+    try:
+        assert await mgr.is_alive()
+        program.unlink()
+        with pytest.raises(KernelHubError, match="refused 'restart'.*cannot start the kernel"):
+            await mgr.restart()
+        assert not await mgr.is_alive()
+    finally:
+        mgr.close()
+    assert started.proc.wait(TIMEOUT) == 0  # no kernel, no restart: it leaves after --linger
+    assert not os.path.exists(started.workdir)
