@@ -623,3 +623,34 @@ async def test_failed_restart_is_an_error_reply_and_the_nanny_still_lingers_out(
         mgr.close()
     assert started.proc.wait(TIMEOUT) == 0  # no kernel, no restart: it leaves after --linger
     assert not os.path.exists(started.workdir)
+
+
+@pytest.mark.asyncio
+async def test_forged_events_cannot_fake_a_death():
+    """A fake nanny (an XPUB socket of the test) publishes a forged, then a real kernel_died."""
+    import zmq
+
+    key = "k" * 64
+    real, forger = Session(key), Session("x" * 64)
+    xpub = zmq.Context.instance().socket(zmq.XPUB)
+    xpub.linger = 0
+    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    info = {"ip": "127.0.0.1", "key": key, "nanny_control_port": 1, "nanny_events_port": port}
+    mgr = NannyManager(info, {"kernel_pid": 42})
+    try:
+        waiter = asyncio.ensure_future(mgr.wait())
+        while not xpub.poll(0):
+            await asyncio.sleep(0.01)  # the fake's socket; the manager never polls
+        assert xpub.recv() == b"\x01"  # the manager subscribed
+
+        def publish(session, kind, content):
+            xpub.send_multipart([kind.encode(), *session.serialize(session.msg(kind, content))])
+
+        publish(real, "nanny_welcome", {"alive": True, "kernel_pid": 42, "exit_status": None})
+        publish(forger, "kernel_died", {"exit_status": 0, "kernel_pid": 42})
+        publish(real, "kernel_died", {"exit_status": -15, "kernel_pid": 42})
+        assert await asyncio.wait_for(waiter, TIMEOUT) == -15
+        assert mgr.bad_signatures == 1
+    finally:
+        mgr.close()
+        xpub.close()
