@@ -61,3 +61,12 @@ def test_interoperates_with_jupyter_client_session():
 def test_unsupported_signature_scheme():
     with pytest.raises(ValueError, match="hmac-sha256"):
         Session("k", "rsa-sha256")
+
+
+def test_parts_that_are_not_one_object_each_are_rejected():
+    s = Session("k")
+    smuggled = [b"{},{}", b"{}", b"{}", b""]
+    for parts in (smuggled, [b"[]", b"{}", b"{}", b"{}"], [b"{}"] * 3 + [b"1"]):
+        frames = [DELIM, s.sign(parts), *parts]
+        with pytest.raises(ValueError, match="bad JSON|one JSON object"):
+            Session("k").deserialize(frames)
