@@ -369,8 +369,9 @@ class HostConnection:
             self._ready.set()  # wake waiters; connected() then raises
             reason = f"unreachable for {self.target.reconnect_timeout} s ({last_error})"
             log.error("ssh host %s is gone: %s", self.target.label, reason)
+            if _pool.get(self.key) is self:
+                del _pool[self.key]  # the next launch there starts afresh
             self._notify("gone", host=self.target.label, reason=reason)
-            _pool.pop(self.key, None)
 
     async def run(
         self, command: str, *, timeout: float | None = None

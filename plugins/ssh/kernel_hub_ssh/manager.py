@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.errors import LaunchError
+from kernel_hub.errors import KernelHubError, LaunchError
 from kernel_hub.manager import KernelManager
 from kernel_hub.types import LaunchResult
 
@@ -52,7 +53,9 @@ def _emitter(hub: KernelHub | None, kernel_id: str, type_id: str) -> Any:
         else:
             # The hub's loop may be closed by now (its host went away): then nobody listens.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(hub.emit, kind, kernel_id, type_id, **data)
+                loop.call_soon_threadsafe(
+                    functools.partial(hub.emit, kind, kernel_id, type_id, **data)
+                )
 
     return emit
 
@@ -177,7 +180,7 @@ async def make_remote_manager(
     tunnels = await SSHLoop.get().run(_take_tunnels(target, state, preferred))
     info = tunnels.connection_info(connection_info)
     try:
-        nanny = NannyManager(info, state)
+        nanny = NannyManager(info, state, type_id=kernel_type.id)
     except BaseException:
         await SSHLoop.get().run(tunnels.release())
         raise
@@ -269,7 +272,13 @@ class SSHKernelManager(KernelManager):
                 return None
             if state == "CONNECTED":
                 # Events published while the link was down are lost: ask once.
-                if not await self.nanny.is_alive():
+                try:
+                    alive = await self.nanny.is_alive()
+                except KernelHubError as exc:
+                    # The host came back without its nanny (rebooted, killed): the kernel is gone.
+                    self.gone_reason = f"the nanny did not answer after the reconnect ({exc})"
+                    return None
+                if not alive:
                     return self.nanny.exit_status
 
     async def signal(self, signum: int) -> None:
@@ -295,9 +304,28 @@ class SSHKernelManager(KernelManager):
         try:
             if not self.gone_reason and self.host.state == "CONNECTED":
                 await self.nanny.cleanup()
+            else:
+                close = getattr(self.nanny, "close", None)
+                if close is not None:
+                    close()
         finally:
             self._unsubscribe()
             await SSHLoop.get().run(self.tunnels.release())
+
+    async def close(self) -> None:
+        """Let go of the kernel without ending it: close sockets, tunnels and our connection ref.
+
+        The remote nanny and kernel keep running; :func:`make_remote_manager`
+        re-attaches to them from :meth:`describe`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._unsubscribe()
+        close = getattr(self.nanny, "close", None)
+        if close is not None:
+            close()
+        await SSHLoop.get().run(self.tunnels.release())
 
     def describe(self) -> dict[str, Any]:
         out = dict(self.state)

@@ -36,6 +36,7 @@ __all__ = [
     "make_remote_python",
     "processes_running",
     "start_sshd",
+    "wait_gone",
 ]
 
 #: Debian's OpenSSH server binary.
@@ -91,6 +92,28 @@ def processes_running(needle: str) -> list[tuple[int, str]]:
         if needle in args and state != b"Z":
             found.append((int(entry), args))
     return found
+
+
+def wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:
+    """Wait until every process in *pids* has ended; return those still alive after *timeout*.
+
+    Uses a pidfd per process (Linux), so it wakes on the exit instead of polling.
+    """
+    import select
+
+    deadline = time.monotonic() + timeout
+    alive = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                alive.append(pid)
+        finally:
+            os.close(fd)
+    return alive
 
 
 @dataclass

@@ -33,7 +33,7 @@ LOOPBACK = "127.0.0.1"
 
 
 async def _pump(reader: Any, writer: Any) -> None:
-    """Copy *reader* into *writer* until EOF or an error, then half-close *writer*."""
+    """Copy *reader* into *writer* until EOF or an error."""
     try:
         while True:
             data = await reader.read(_CHUNK)
@@ -41,8 +41,6 @@ async def _pump(reader: Any, writer: Any) -> None:
                 break
             writer.write(data)
             await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
     except (OSError, ConnectionError, EOFError, asyncio.IncompleteReadError):
         pass
     except Exception as exc:  # noqa: BLE001 - asyncssh raises its own error classes on drops
@@ -97,10 +95,22 @@ class Tunnel:
             except Exception as exc:  # noqa: BLE001 - any failure just drops this TCP stream
                 log.debug("%r: cannot open the remote end: %r", self, exc)
                 return
+            pumps = [
+                asyncio.ensure_future(_pump(reader, r_writer)),
+                asyncio.ensure_future(_pump(r_reader, writer)),
+            ]
             try:
-                await asyncio.gather(_pump(reader, r_writer), _pump(r_reader, writer))
+                # When either side ends (EOF, or the SSH link dropped), end both at once: a
+                # half-open local socket would let ZeroMQ write its next message into the void.
+                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
                 r_writer.close()
+        except asyncio.CancelledError:
+            # Only close() cancels us; asyncio's stream callback would log a cancelled task.
+            pass
         finally:
             writer.close()
             self._writers.discard(writer)

@@ -35,15 +35,26 @@ def target_of(sshd, **kw) -> SSHHostConfig:
 async def echo_server():
     """A TCP echo service on 127.0.0.1 (the "remote" loopback is this machine's)."""
 
+    writers = set()
+
     async def echo(reader, writer):
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
+        writers.add(writer)
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+            writers.discard(writer)
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     yield server.sockets[0].getsockname()[1]
     server.close()
+    # Streams sshd still holds open would outlive the test's loop: close them here.
+    for writer in list(writers):
+        writer.close()
     await server.wait_closed()
 
 
