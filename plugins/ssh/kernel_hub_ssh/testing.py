@@ -33,6 +33,8 @@ __all__ = [
     "SSHD",
     "SSHServer",
     "descendants",
+    "listening_sockets",
+    "process_listing",
     "make_remote_python",
     "processes_running",
     "start_sshd",
@@ -92,6 +94,40 @@ def processes_running(needle: str) -> list[tuple[int, str]]:
         if needle in args and state != b"Z":
             found.append((int(entry), args))
     return found
+
+
+def listening_sockets() -> list[tuple[str, int]]:
+    """Return ``(address, port)`` of every listening TCP socket on this machine (from /proc)."""
+    out = []
+    for path, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            with open(path) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            out.append((socket.inet_ntop(family, raw), int(hex_port, 16)))
+    return out
+
+
+def process_listing() -> str:
+    """Return every process's full command line, one a line (what ``ps -eo args`` shows)."""
+    lines = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    lines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                continue
+    return "\n".join(lines)
 
 
 def wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:

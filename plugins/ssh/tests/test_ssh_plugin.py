@@ -24,7 +24,12 @@ import pytest
 import pytest_asyncio
 from kernel_hub_ssh.connection import pool_snapshot
 from kernel_hub_ssh.manager import SSHKernelManager
-from kernel_hub_ssh.testing import processes_running, wait_gone
+from kernel_hub_ssh.testing import (
+    listening_sockets,
+    process_listing,
+    processes_running,
+    wait_gone,
+)
 
 from kernel_hub import KernelHub
 from kernel_hub.errors import LaunchError
@@ -161,15 +166,14 @@ async def test_launch_execute_interrupt_restart_kill(hub, sshd, remote_python, t
         assert state["ssh"]["port"] == sshd.port and state["nanny_pid"] > 0
 
         # Nothing of the kernel or the nanny listens on a non-loopback interface.
-        listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+        listening = listening_sockets()
         for port in [*state["remote_ports"].values(), *(info[k] for k in state["remote_ports"])]:
-            lines = [ln for ln in listening.splitlines() if f":{port} " in ln]
-            assert lines and all("127.0.0.1:" in ln.split()[3] for ln in lines), lines
+            addresses = {addr for addr, p in listening if p == port}
+            assert addresses == {"127.0.0.1"}, (port, addresses)
 
         # The key is in no process listing and in no log of either side.
         key = info["key"]
-        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-        assert key not in ps
+        assert key not in process_listing()
         for name in ("nanny.log", "kernel.log"):
             path = os.path.join(state["workdir"], name)
             if os.path.exists(path):
@@ -434,3 +438,30 @@ async def test_host_key_mismatch_through_the_hub(sshd, ssh_config, tmp_path):
     known.write_text(f"[127.0.0.1]:{sshd.port} {kind} {blob}\n")
     msg = await launch_fails(ssh_config, "mitm", sshd.kernel_table(known_hosts=str(known)))
     assert "does NOT match" in msg and str(known) in msg
+
+
+@sshmark
+async def test_host_gone_for_good_reports_the_kernel_dead(sshd, ssh_config, remote_python):
+    table = sshd.kernel_table(python=str(remote_python), connect_timeout=2, reconnect_timeout=1)
+    config = {"ssh": {**ssh_config, "flaky": table}}
+    async with KernelHub(config=config, plugins=[plugin], load_entrypoints=False) as hub:
+        kernel = await asyncio.wait_for(hub.launch("ssh/flaky"), 60)
+        nanny_pid = kernel.manager.describe()["nanny_pid"]
+        try:
+            waiter = asyncio.ensure_future(kernel.manager.wait())
+            os.kill(sshd.pid, signal.SIGSTOP)  # the host stops answering...
+            try:
+                (session,) = sshd.session_pids()
+                os.kill(session, signal.SIGKILL)  # ...and the link drops
+                assert await asyncio.wait_for(waiter, 30) is None
+            finally:
+                os.kill(sshd.pid, signal.SIGCONT)
+            assert not await kernel.manager.is_alive()
+            assert "unreachable for 1.0 s" in (kernel.manager.gone_reason or "")
+            assert repr(kernel.manager).startswith("<SSHKernelManager ssh/flaky [GONE")
+        finally:
+            await kernel.shutdown()
+            # The plugin could not reach the nanny to stop it; here the "remote" is local.
+            os.kill(nanny_pid, signal.SIGTERM)
+    assert wait_gone(remote_procs(remote_python)) == []
+    assert pool_snapshot() == []
