@@ -18,7 +18,7 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -71,16 +71,27 @@ class Tunnel:
             f"{self.host.target.label}:{self.remote_port} [{state} streams={len(self._tasks)}]>"
         )
 
-    async def open(self, local_port: int = 0) -> int:
-        """Bind 127.0.0.1:*local_port* (0: any free port) and return the bound port.
+    async def open(self, local_port: int = 0, *, avoid: Container[int] = ()) -> int:
+        """Bind 127.0.0.1:*local_port* (0: any free port not in *avoid*); return the bound port.
 
         :raises OSError: when *local_port* is taken.
         """
-        self._server = await asyncio.start_server(
-            self._accept, LOOPBACK, local_port, family=socket.AF_INET, reuse_address=True
-        )
-        self.local_port = self._server.sockets[0].getsockname()[1]
-        return self.local_port
+        rejected: list[asyncio.Server] = []
+        try:
+            while True:
+                server = await asyncio.start_server(
+                    self._accept, LOOPBACK, local_port, family=socket.AF_INET, reuse_address=True
+                )
+                port = server.sockets[0].getsockname()[1]
+                if local_port or port not in avoid:
+                    break
+                rejected.append(server)  # keep it bound so the OS offers another port
+        finally:
+            for other in rejected:
+                other.close()
+        self._server = server
+        self.local_port = port
+        return port
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -161,12 +172,12 @@ class TunnelSet:
                 tunnel = Tunnel(self.host, remote, name=name)
                 want = int((preferred or {}).get(name) or 0)
                 try:
-                    await tunnel.open(want)
+                    await tunnel.open(want, avoid=_remote_ports_seen)
                 except OSError as exc:
                     if not want or exc.errno != errno.EADDRINUSE:
                         raise
                     # Another process (the launcher, still attached) holds it: take any port.
-                    await tunnel.open(0)
+                    await tunnel.open(0, avoid=_remote_ports_seen)
                 self.tunnels[name] = tunnel
         except BaseException:
             await self.close()
@@ -193,6 +204,11 @@ class TunnelSet:
         with contextlib.suppress(Exception):
             await self.host.release()
 
+
+#: Remote ports of the kernels this process tunnels to. When the "remote" host is this very
+#: machine (tests, containers sharing the network), a local listener must not take a port that a
+#: remote kernel picked but has not bound yet: ipykernel binds only once it has imported.
+_remote_ports_seen: set[int] = set()
 
 #: The tunnel sets of this process, by (host key, remote work dir).
 _sets: dict[Any, TunnelSet] = {}
@@ -221,6 +237,9 @@ async def open_tunnels(
         existing.refs += 1
         await host.release()
         return existing
+    if len(_remote_ports_seen) > 4096:  # long-lived hosts: old kernels have bound long ago
+        _remote_ports_seen.clear()
+    _remote_ports_seen.update(remote_ports.values())
     ts = TunnelSet(host, remote_ports, key)
     await ts.open(preferred)
     ts.refs = 1

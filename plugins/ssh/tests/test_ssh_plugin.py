@@ -465,3 +465,27 @@ async def test_host_gone_for_good_reports_the_kernel_dead(sshd, ssh_config, remo
             os.kill(nanny_pid, signal.SIGTERM)
     assert wait_gone(remote_procs(remote_python)) == []
     assert pool_snapshot() == []
+
+
+@pytest.mark.asyncio
+async def test_hook_make_manager_rejects_a_state_without_ssh_details():
+    kt = KernelType(provider="ssh", name="box")
+    info = {"nanny_control_port": 1, "nanny_events_port": 2, "key": "k"}
+    pending = plugin.make_manager(hub=None, kernel_type=kt, connection_info=info, state={})
+    with pytest.raises(LaunchError, match="ssh/box: its state lacks the SSH details"):
+        await pending
+
+
+def test_hook_launch_of_an_unconfigured_name():
+    from kernel_hub.errors import NoSuchKernelType
+
+    class Hub:
+        def config_for(self, name):
+            return {"box": {"host": "h"}}
+
+    with pytest.raises(NoSuchKernelType, match="ssh/gone"):
+        plugin.launch(
+            hub=Hub(),
+            kernel_type=KernelType(provider="ssh", name="gone"),
+            request=LaunchRequest("k"),
+        )

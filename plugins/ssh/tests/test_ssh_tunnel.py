@@ -290,3 +290,29 @@ async def test_jump_host(sshd):
             conn.close()
 
     assert await on_ssh_loop(run()) == "hop"
+
+
+@pytest.mark.asyncio
+async def test_local_listener_avoids_ports_it_is_told_to(sshd):
+    from kernel_hub_ssh.tunnel import Tunnel
+
+    host = await on_ssh_loop(acquire(target_of(sshd)))
+    taken = []
+    try:
+
+        async def bind_some():
+            # Learn which ports the OS hands out next, then forbid them.
+            probe = [Tunnel(host, 1) for _ in range(3)]
+            ports = [await t.open() for t in probe]
+            for t in probe:
+                await t.close()
+            t = Tunnel(host, 1)
+            taken.append(t)
+            return ports, await t.open(avoid=set(ports))
+
+        ports, got = await on_ssh_loop(bind_some())
+        assert got not in ports
+    finally:
+        for t in taken:
+            await on_ssh_loop(t.close())
+        await on_ssh_loop(host.release())
