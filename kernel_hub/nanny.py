@@ -352,7 +352,9 @@ class Nanny:
             if signum == signal.SIGCHLD:
                 continue  # _check_kernel reaps
             _log(f"got signal {signum}: killing the kernel and exiting")
-            self._stop_kernel(quiet=True)
+            # Not quiet: hosts waiting on the kernel learn that it is gone (the socket's linger
+            # delivers the event before the nanny exits).
+            self._stop_kernel(quiet=False)
             self._exit = True
 
     def _check_kernel(self) -> None:

@@ -16,18 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from .errors import KernelHubError
+from .errors import KernelHubError, LaunchError
 from .manager import KernelManager
 from .session import BadSignature, Message, Session
 
-__all__ = ["NannyManager", "is_nanny_info"]
+if TYPE_CHECKING:
+    from .types import KernelType
+
+__all__ = ["NannyManager", "is_nanny_info", "start_local_nanny"]
 
 log = logging.getLogger("kernel_hub.remote")
 
@@ -57,8 +64,8 @@ class _Link:
         self.pending: dict[str, asyncio.Future[Message]] = {}
         #: Futures woken by the next event on the SUB socket.
         self.event_waiters: list[asyncio.Future[None]] = []
-        #: Set once a nanny_welcome arrived: from then on no event can be missed.
-        self.welcomed = False
+        #: Set when the SUB socket lost its connection (until the next welcome).
+        self.disconnected = False
         self.closed = False
         self._fds: list[int] = []
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
@@ -67,6 +74,11 @@ class _Link:
         self.dealer.connect(_url(manager.connection_info, "nanny_control_port"))
         self._watch(self.dealer, self._on_reply)
         self.sub: zmq.Socket[bytes] | None = None
+        self.monitor: zmq.Socket[bytes] | None = None
+
+    def __repr__(self) -> str:
+        state = "CLOSED" if self.closed else ("SUBSCRIBED" if self.sub is not None else "OPEN")
+        return f"<_Link {self.manager.where} [{state}]>"
 
     def _watch(self, sock: zmq.Socket[bytes], handler: Any) -> None:
         fd = int(sock.getsockopt(zmq.FD))
@@ -86,6 +98,26 @@ class _Link:
         sub.connect(_url(self.manager.connection_info, "nanny_events_port"))
         self.sub = sub
         self._watch(sub, self._on_event)
+        # A nanny killed outright sends nothing; its closed connection is the only news.
+        self.monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
+        fd = int(self.monitor.getsockopt(zmq.FD))
+        self.loop.add_reader(fd, self._drain_monitor)
+        self._fds.append(fd)
+        self.loop.call_soon(self._drain_monitor)
+
+    def _drain_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        mon = self.monitor
+        while not self.closed and mon is not None and not mon.closed:
+            try:
+                event = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CONNECT_RETRIED):
+                # SUB reconnects and re-subscribes by itself; the nanny then welcomes it again.
+                self.disconnected = True
+                self._wake()
 
     def _drain(self, sock: zmq.Socket[bytes], handler: Any) -> None:
         while not self.closed and not sock.closed:
@@ -113,7 +145,10 @@ class _Link:
         kind = msg.header.get("msg_type")
         self.manager._on_event(kind, msg.content)
         if kind == "nanny_welcome":
-            self.welcomed = True
+            self.disconnected = False
+        self._wake()
+
+    def _wake(self) -> None:
         waiters, self.event_waiters = self.event_waiters, []
         for fut in waiters:
             if not fut.done():
@@ -168,15 +203,20 @@ class _Link:
             for fd in self._fds:
                 self.loop.remove_reader(fd)
         self._fds.clear()
-        for sock in (self.dealer, self.sub):
+        if self.sub is not None and self.monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.sub.disable_monitor()
+        for sock in (self.dealer, self.sub, self.monitor):
             if sock is not None:
                 sock.close(linger=0)
         err = KernelHubError(f"{self.manager!r} was closed")
-        for fut in [*self.pending.values(), *self.event_waiters]:
+        for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(err)
         self.pending.clear()
-        self.event_waiters.clear()
+        # Waiters wake up and look at the state: after cleanup() the kernel is dead and
+        # wait() returns; after a mere close() their next wait for an event raises.
+        self._wake()
 
 
 class NannyManager(KernelManager):
@@ -331,19 +371,38 @@ class NannyManager(KernelManager):
         """Wait for the kernel's end, woken by the nanny's ``kernel_died`` event.
 
         PUB/SUB drops what is published before a subscription is live, so the
-        link first subscribes and waits for the ``nanny_welcome`` the nanny
-        publishes in answer to every new subscription; it carries the kernel's
-        state at that moment (the ``is_alive`` answer), and every later event
-        follows it on the same socket. No polling, and no death can slip
-        between the check and the wait.
+        link subscribes and the nanny answers every new subscription with a
+        ``nanny_welcome`` that carries the kernel's state at that moment (the
+        ``is_alive`` answer); every later event follows it on the same socket.
+        No polling, and no death can slip between the check and the wait.
+
+        If the event socket loses its connection (or cannot make one) and the
+        nanny then does not answer ``ping``, the nanny is taken for gone and
+        the kernel for ended: ``wait()`` returns the exit status known so far
+        (usually ``None``) instead of hanging.
         """
         link = self._link()
         link.subscribe()
-        while not link.welcomed:
-            await link.next_event()
         while not self._dead:
-            await link.next_event()
+            if link.disconnected:
+                await self._check_nanny(link)
+            else:
+                await link.next_event()
         return self._exit_status
+
+    async def _check_nanny(self, link: _Link) -> None:
+        """After the event socket lost its connection: is the nanny still there?
+
+        A nanny that does not answer ``ping`` within ``request_timeout`` is taken
+        for gone, and its kernel with it (ipykernel exits when its parent does):
+        the kernel counts as ended with an unknown exit status.
+        """
+        link.disconnected = False
+        try:
+            await link.request("ping", self.request_timeout)
+        except KernelHubError as exc:
+            log.warning("%r: the nanny is gone (%s); taking its kernel for ended", self, exc)
+            self._mark_dead(self._exit_status)
 
     async def signal(self, signum: int) -> None:
         """Send *signum* to the kernel's process group (no error if the kernel is gone)."""
@@ -372,7 +431,9 @@ class NannyManager(KernelManager):
 
     async def ping(self) -> dict[str, Any]:
         """Return the nanny's ``ping`` reply (``nanny_pid``, ``bad_signatures``)."""
-        return await self._request("ping")
+        reply = await self._request("ping")
+        self.nanny_pid = reply.get("nanny_pid", self.nanny_pid)
+        return reply
 
     async def last_output(self, lines: int = 20) -> str:
         """Return the last *lines* of the kernel's own stdout/stderr, from the nanny."""
@@ -416,3 +477,73 @@ class NannyManager(KernelManager):
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile
                     loop.call_soon_threadsafe(link.close)
+
+
+async def start_local_nanny(
+    kernel_type: KernelType,
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    kernel_id: str = "",
+    python: str = sys.executable,
+    stderr: int | None = None,
+    timeout: float = 60.0,
+) -> tuple[asyncio.subprocess.Process, NannyManager]:
+    """Start a nanny on this machine running *kernel_type*'s argv; return it and its manager.
+
+    What ``kernel-hub launch --nanny`` uses. The nanny runs in its own session
+    (no terminal signals), gets the kernel type's environment through its own
+    (never on its command line), and fills ``{connection_file}``; the other
+    argv templates are filled here.
+
+    :param python: the interpreter that runs ``nanny.py`` (needs pyzmq).
+    :param stderr: where the nanny's log goes (default: inherited).
+    :raises LaunchError: when the type has no argv or the nanny reports an error.
+    """
+    from . import nanny
+    from .subproc import expand_env, format_argv
+
+    if not kernel_type.argv:
+        raise LaunchError(
+            f"kernel type {kernel_type.id} has no argv; a local nanny runs command-line kernel "
+            "types such as ipykernel/python3 or spec/<name>"
+        )
+    if cwd is not None and not os.path.isdir(cwd):
+        raise LaunchError(f"cannot launch {kernel_type.id}: working directory {cwd!r} is missing")
+    argv = format_argv(
+        kernel_type.argv,
+        resource_dir=kernel_type.resource_dir or "",
+        kernel_id=kernel_id,
+        prefix=sys.prefix,
+    )
+    # Same precedence as local kernels: caller's env > the type's env (with ${VARS}) > ours.
+    full_env = {**os.environ, **(env or {})}
+    full_env = {**full_env, **expand_env(kernel_type.env, full_env), **(env or {})}
+    # Run as a remote nanny runs, from stdin: as a script path, its directory (kernel_hub/)
+    # would come first on sys.path and shadow the standard library's "types" module.
+    cmd = [python, "-", "--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
+    if cwd is not None:
+        cmd += ["--cwd", cwd]
+    with open(nanny.__file__, "rb") as src:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=src,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=full_env,
+            start_new_session=True,
+        )
+    assert proc.stdout is not None
+    handshake: dict[str, Any]
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        handshake = json.loads(line) if line else {"error": "it exited without a handshake"}
+    except (TimeoutError, ValueError) as exc:
+        handshake = {"error": f"no handshake line ({exc!r})"}
+    if "error" in handshake:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise LaunchError(f"the nanny could not start {kernel_type.id}: {handshake['error']}")
+    state = {k: handshake[k] for k in ("nanny_pid", "kernel_pid", "workdir")}
+    return proc, NannyManager(handshake["connection_info"], state, type_id=kernel_type.id)

@@ -45,11 +45,11 @@ def ipykernel_only_python() -> Iterator[str]:
         venv = os.path.join(tmp, "venv")
         subprocess.run([uv, "venv", "-q", "--python", sys.executable, venv], check=True)
         python = os.path.join(venv, "bin", "python")
-        subprocess.run(
-            [uv, "pip", "install", "-q", "--python", python, "ipykernel"],
-            check=True,
-            env={**os.environ, "VIRTUAL_ENV": venv},
-        )
+        install = [uv, "pip", "install", "-q", "--python", python, "ipykernel"]
+        env = {**os.environ, "VIRTUAL_ENV": venv}
+        # From the uv cache when it has ipykernel (uv sync put it there), else from the index.
+        if subprocess.run([*install, "--offline"], env=env, capture_output=True).returncode:
+            subprocess.run(install, check=True, env=env)
         yield python
 
 
@@ -203,3 +203,350 @@ async def test_client_builds_its_own_nanny_manager_runs_code_and_kill_wakes_wait
         assert await asyncio.wait_for(waiter, TIMEOUT) == -9
         assert mgr.exit_status == -9 and not await mgr.is_alive()
         assert not pid_alive(nanny.kernel_pid)
+
+
+BUSY = "import time\nprint('go', flush=True)\nwhile True: time.sleep(0.01)"
+
+
+async def _busy(client, code=BUSY):
+    """Start *code*; return the execute task once its loop runs (it printed "go")."""
+    started = asyncio.get_running_loop().create_future()
+
+    def hook(msg):
+        if "go" in msg.content.get("text", "") and not started.done():
+            started.set_result(None)
+
+    task = asyncio.ensure_future(client.execute(code, output_hook=hook, timeout=TIMEOUT))
+    await asyncio.wait_for(started, TIMEOUT)
+    return task
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_interrupt_a_busy_loop_through_the_nanny(nanny):
+    async with AsyncKernelClient(nanny.connection_info) as client:
+        task = await _busy(client)
+        await client.interrupt()  # interrupt_mode "signal": the NannyManager's interrupt op
+        reply = await asyncio.wait_for(task, TIMEOUT)
+        assert reply.content["status"] == "error"
+        assert reply.content["ename"] == "KeyboardInterrupt"
+        reply = await client.execute("1+1", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+        assert await client.manager.is_alive()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_kill_9_of_the_kernel_publishes_kernel_died_with_its_status(nanny, manager):
+    import zmq
+
+    session = Session(nanny.connection_info["key"])
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{nanny.connection_info['nanny_events_port']}")
+    try:
+        waiter = asyncio.ensure_future(manager.wait())
+
+        async def recv(skip=()):
+            while True:
+                while not sub.poll(0):
+                    await asyncio.sleep(0.01)  # a raw test socket; the manager never polls
+                msg = session.deserialize(sub.recv_multipart())
+                if msg.header["msg_type"] not in skip:
+                    return msg
+
+        welcome = await asyncio.wait_for(recv(), TIMEOUT)
+        assert welcome.header["msg_type"] == "nanny_welcome"
+        assert welcome.content["alive"] is True
+        assert welcome.content["kernel_pid"] == nanny.kernel_pid
+        os.kill(nanny.kernel_pid, 9)
+        # (the manager's own subscription makes the nanny welcome everybody once more)
+        died = await asyncio.wait_for(recv(skip=("nanny_welcome",)), TIMEOUT)
+        assert died.header["msg_type"] == "kernel_died"
+        assert died.content == {"exit_status": -9, "kernel_pid": nanny.kernel_pid}
+        assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+        assert not await manager.is_alive() and manager.exit_status == -9
+        assert "DEAD exit=-9" in repr(manager)
+    finally:
+        sub.close()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_forged_request_is_dropped_logged_counted_and_harmless(nanny, manager, nanny_log):
+    import zmq
+
+    good = Session(nanny.connection_info["key"])
+    forger = Session("not-the-key-" * 4)
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(f"tcp://127.0.0.1:{nanny.connection_info['nanny_control_port']}")
+    try:
+        forged = forger.msg("nanny_request", {"op": "kill"})
+        unsigned = good.serialize(good.msg("nanny_request", {"op": "kill"}))
+        unsigned[1] = b""
+        replayed = good.serialize(good.msg("nanny_request", {"op": "ping"}))
+        dealer.send_multipart(forger.serialize(forged))
+        dealer.send_multipart(unsigned)
+        dealer.send_multipart(replayed)
+        dealer.send_multipart(replayed)  # the same signature again: a replay
+        ping = good.msg("nanny_request", {"op": "ping"})
+        dealer.send_multipart(good.serialize(ping))
+        # Requests on one connection are handled in order, so the replies that come back
+        # before the last ping's show which requests got one.
+        replies = []
+        while not replies or replies[-1].parent_header["msg_id"] != ping.header["msg_id"]:
+            while not dealer.poll(0):
+                await asyncio.sleep(0.01)  # a raw test socket; the manager itself never polls
+            replies.append(good.deserialize(dealer.recv_multipart()))
+        assert [r.parent_header["msg_type"] for r in replies] == ["nanny_request"] * 2
+        assert replies[0].parent_header["msg_id"] == good.deserialize(replayed).header["msg_id"]
+        assert replies[-1].content["bad_signatures"] == 3
+    finally:
+        dealer.close()
+    assert await manager.is_alive()
+    assert (await manager.ping())["bad_signatures"] == 3
+    async with AsyncKernelClient(nanny.connection_info) as client:
+        reply = await client.execute("6*7", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+    with open(nanny_log.name) as f:
+        log = f.read()
+    assert "invalid signature" in log and "unsigned message" in log
+    assert "replayed signature" in log
+    assert nanny.connection_info["key"] not in log
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_sigterm_to_the_nanny_takes_the_kernel_with_it(nanny, manager):
+    waiter = asyncio.ensure_future(manager.wait())
+    assert await manager.is_alive()  # the waiter's subscription is live by the time ...
+    os.kill(nanny.nanny_pid, 15)
+    assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+    assert nanny.proc.wait(TIMEOUT) == 0
+    assert wait_pid_gone(nanny.kernel_pid, TIMEOUT)
+    assert not os.path.exists(nanny.workdir)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_nanny_killed_outright_wait_returns_and_kernel_follows(nanny, manager):
+    manager.request_timeout = 2.0
+    waiter = asyncio.ensure_future(manager.wait())
+    assert await manager.is_alive()
+    os.kill(nanny.nanny_pid, 9)
+    nanny.proc.wait(TIMEOUT)
+    assert await asyncio.wait_for(waiter, TIMEOUT) is None
+    # ipykernel's parent poller ends the orphaned kernel
+    assert wait_pid_gone(nanny.kernel_pid, TIMEOUT)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_restart_keeps_ports_and_key_and_wait_keeps_waiting(nanny, manager):
+    waiter = asyncio.ensure_future(manager.wait())
+    old = nanny.kernel_pid
+    new = await manager.restart()
+    nanny.kernel_pids.append(new)
+    assert new != old and manager.kernel_pid == new
+    assert wait_pid_gone(old, TIMEOUT)
+    async with AsyncKernelClient(nanny.connection_info) as client:
+        reply = await client.execute("import os; os.getpid()", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+    assert not waiter.done()
+    await manager.kill()
+    assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_cleanup_shuts_the_nanny_down_and_is_idempotent(nanny, manager):
+    await manager.cleanup()
+    assert nanny.proc.wait(TIMEOUT) == 0
+    assert wait_pid_gone(nanny.kernel_pid, TIMEOUT)
+    assert not os.path.exists(nanny.workdir)
+    await manager.cleanup()
+    assert "CLOSED" in repr(manager)
+
+
+REATTACH = """
+import asyncio, json, sys
+from kernel_hub import KernelHub, KernelType
+
+async def main():
+    saved = json.loads(sys.stdin.read())
+    async with KernelHub(config={}) as hub:
+        kt = KernelType(provider="elsewhere", name="py")  # no plugin owns it: core default
+        mgr = await hub.hooks.make_manager(
+            hub=hub, kernel_type=kt, connection_info=saved["connection_info"],
+            state=saved["state"])
+        from kernel_hub import AsyncKernelClient
+        async with AsyncKernelClient(saved["connection_info"], manager=mgr) as client:
+            out = []
+            await client.execute("print(x)", output_hook=lambda m: out.append(
+                m.content.get("text", "")), timeout=30)
+        print(json.dumps({"manager": type(mgr).__name__, "alive": await mgr.is_alive(),
+                          "out": "".join(out), "describe": mgr.describe()}))
+        mgr.close()  # detach: the kernel keeps running
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_reattach_from_describe_in_a_fresh_process(nanny, manager):
+    import json
+
+    async with AsyncKernelClient(nanny.connection_info, manager=manager) as client:
+        await client.execute("x = 'state survives'", timeout=TIMEOUT)
+    saved = {"connection_info": nanny.connection_info, "state": manager.describe()}
+    res = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", REATTACH],
+        input=json.dumps(saved),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    other = json.loads(res.stdout)
+    assert other["manager"] == "NannyManager" and other["alive"] is True
+    assert other["out"] == "state survives\n"
+    assert other["describe"]["kernel_pid"] == nanny.kernel_pid
+    assert other["describe"]["nanny_pid"] == nanny.nanny_pid
+    assert await manager.is_alive()  # the other process detached without ending it
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_hub_attach_and_shutdown_leave_nothing_running(nanny):
+    from kernel_hub import KernelHub
+
+    async with KernelHub(config={}) as hub:
+        kernel = await hub.attach(
+            "ipykernel/python3", nanny.connection_info, {"nanny_pid": nanny.nanny_pid}
+        )
+        assert isinstance(kernel.manager, NannyManager)  # the ipykernel plugin declined
+        async with kernel.client() as client:
+            assert (await client.execute("1", timeout=TIMEOUT)).content["status"] == "ok"
+        await kernel.shutdown()
+    assert nanny.proc.wait(TIMEOUT) == 0
+    assert wait_pid_gone(nanny.kernel_pid, TIMEOUT)
+
+
+@pytest.mark.integration
+def test_blocking_client_uses_the_nanny_from_its_own_loop(nanny):
+    from kernel_hub import BlockingKernelClient
+
+    with BlockingKernelClient(nanny.connection_info) as client:
+        client.wait_for_ready(TIMEOUT)
+        assert isinstance(client.async_client.manager, NannyManager)
+        reply = client.execute("import os; os.getpid()", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+        client.interrupt()  # idle kernel: harmless, but it went through the nanny
+        assert client.execute("2", timeout=TIMEOUT).content["status"] == "ok"
+    assert pid_alive(nanny.kernel_pid)
+
+
+@pytest.mark.integration
+def test_linger_then_exit_when_the_kernel_dies_on_its_own(ipykernel_only_python, nannies):
+    started = start_nanny("--linger", "1", python=ipykernel_only_python)
+    nannies.append(started)
+    os.kill(started.kernel_pid, 9)
+    assert started.proc.wait(TIMEOUT) == 0
+    assert not os.path.exists(started.workdir)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_daemon_detaches_and_shutdown_ends_it(ipykernel_only_python, nannies):
+    started = start_nanny("--daemon", python=ipykernel_only_python)
+    nannies.append(started)
+    assert started.proc.wait(TIMEOUT) == 0  # the parent relayed the handshake and left
+    assert started.nanny_pid != started.proc.pid
+    assert os.getsid(started.nanny_pid) == started.nanny_pid
+    assert os.path.exists(os.path.join(started.workdir, "nanny.log"))
+    mgr = NannyManager(started.connection_info)
+    async with AsyncKernelClient(started.connection_info, manager=mgr) as client:
+        assert (await client.execute("1", timeout=TIMEOUT)).content["status"] == "ok"
+    await mgr.cleanup()
+    assert wait_pid_gone(started.nanny_pid, TIMEOUT)
+    assert wait_pid_gone(started.kernel_pid, TIMEOUT)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_kernel_that_fails_to_start_explains_itself(nannies):
+    import json
+
+    argv = [sys.executable, "-c", "import sys; print('boom: no such module'); sys.exit(3)"]
+    started = start_nanny("--argv", json.dumps(argv), "--linger", "60")
+    nannies.append(started)
+    mgr = NannyManager(started.connection_info, {"kernel_pid": started.kernel_pid})
+    try:
+        assert await asyncio.wait_for(mgr.wait(), TIMEOUT) == 3
+        assert "boom: no such module" in await mgr.last_output()
+        with pytest.raises(Exception, match="unknown op 'nope'"):
+            await mgr._request("nope")
+    finally:
+        await mgr.cleanup()
+    assert started.proc.wait(TIMEOUT) == 0
+
+
+def test_handshake_error_without_pyzmq(tmp_path):
+    uv = os.environ.get("UV") or shutil.which("uv")
+    venv = tmp_path / "bare"
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    with pytest.raises(RuntimeError, match=r"pyzmq is not installed for .*pip install ipykernel"):
+        start_nanny(python=str(venv / "bin" / "python"))
+
+
+def test_handshake_error_without_ipykernel(monkeypatch, capsys):
+    import importlib.util
+
+    from kernel_hub import nanny as nanny_module
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert nanny_module.main(["--linger", "0"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith('{"error": "ipykernel is not installed for ')
+    assert f"run: {sys.executable} -m pip install ipykernel" in out
+
+
+@pytest.mark.parametrize("provider", ["spec", "ipykernel"])
+def test_hook_make_manager_of_local_providers_declines_nanny_kernels(provider):
+    import importlib
+
+    plugin = importlib.import_module(f"kernel_hub_{provider}.plugin")
+    kt = KernelType(provider=provider, name="python3")
+    info = {"key": "x", "nanny_control_port": 1, "nanny_events_port": 2}
+    assert plugin.make_manager(hub=None, kernel_type=kt, connection_info=info, state={}) is None
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_cwd_env_and_kernel_name_reach_the_kernel(ipykernel_only_python, nannies, tmp_path):
+    import json
+
+    started = start_nanny(
+        "--cwd",
+        str(tmp_path),
+        "--env",
+        json.dumps({"KH_NANNY_TEST": "far away"}),
+        "--kernel-name",
+        "py-remote",
+        python=ipykernel_only_python,
+    )
+    nannies.append(started)
+    assert started.connection_info["kernel_name"] == "py-remote"
+    out = []
+    async with AsyncKernelClient(started.connection_info) as client:
+        await client.execute(
+            "import os, sys; print(os.getcwd(), os.environ['KH_NANNY_TEST'], sys.prefix)",
+            output_hook=lambda m: out.append(m.content.get("text", "")),
+            timeout=TIMEOUT,
+        )
+    venv = os.path.dirname(os.path.dirname(ipykernel_only_python))
+    assert "".join(out).strip() == f"{tmp_path} far away {venv}"
