@@ -12,6 +12,7 @@ import contextlib
 import importlib.metadata
 import inspect
 import json
+import logging
 import os
 import signal
 import socket
@@ -137,7 +138,8 @@ def sshmark(fn):
 
 
 @sshmark
-async def test_launch_execute_interrupt_restart_kill(hub, sshd, remote_python, tmp_path):
+async def test_launch_execute_interrupt_restart_kill(hub, sshd, remote_python, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)  # asyncssh and kernel_hub at their most talkative
     events = []
     hub.events.subscribe(events.append)
     kernel = await asyncio.wait_for(
@@ -175,10 +177,8 @@ async def test_launch_execute_interrupt_restart_kill(hub, sshd, remote_python, t
         key = info["key"]
         assert key not in process_listing()
         for name in ("nanny.log", "kernel.log"):
-            path = os.path.join(state["workdir"], name)
-            if os.path.exists(path):
-                with open(path) as f:
-                    assert key not in f.read()
+            with open(os.path.join(state["workdir"], name)) as f:
+                assert key not in f.read()
         assert key not in sshd.log()
 
         async with kernel.client() as client:
@@ -228,6 +228,7 @@ async def test_launch_execute_interrupt_restart_kill(hub, sshd, remote_python, t
         await kernel.shutdown()
     assert wait_gone(remote_procs(remote_python)) == []
     assert not os.path.exists(workdir)
+    assert "ssh" in caplog.text and key not in caplog.text
 
 
 @sshmark
