@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -174,14 +175,12 @@ async def open_connection(target: SSHHostConfig) -> asyncssh.SSHClientConnection
         raise
     if jump is not None:
         # Closing the main connection then closes the jump connection too.
-        conn.set_tunnel(jump)  # type: ignore[attr-defined]
+        conn.set_tunnel(jump)
     return conn
 
 
 def _known_key_for(target: SSHHostConfig) -> bool:
     """Return whether the known_hosts file already holds a key for *target* (a mismatch)."""
-    import os
-
     path = target.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
     try:
         known = asyncssh.read_known_hosts(path)

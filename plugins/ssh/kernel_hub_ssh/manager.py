@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_hub.errors import KernelHubError, LaunchError
 from kernel_hub.manager import KernelManager
+from kernel_hub.remote import NannyManager
 from kernel_hub.types import LaunchResult
 
 from .config import SSHHostConfig
@@ -166,8 +167,6 @@ async def make_remote_manager(
     the process that launched the kernel, still attached), another is chosen and
     :attr:`SSHKernelManager.connection_info` holds the updated info.
     """
-    from kernel_hub.remote import NannyManager
-
     try:
         target = SSHHostConfig.from_state(state["ssh"])
         state["remote_ports"], state["workdir"]
@@ -200,7 +199,7 @@ class SSHKernelManager(KernelManager):
 
     def __init__(
         self,
-        nanny: KernelManager,
+        nanny: NannyManager,
         tunnels: TunnelSet,
         connection_info: Mapping[str, Any],
         state: Mapping[str, Any],
@@ -263,10 +262,8 @@ class SSHKernelManager(KernelManager):
                     if not task.done():
                         task.cancel()
                 await asyncio.gather(inner, link, return_exceptions=True)
-            if inner.done() and not inner.cancelled() and inner.exception() is None:
-                return inner.result()
-            if inner.done() and not inner.cancelled() and inner.exception() is not None:
-                raise inner.exception()  # type: ignore[misc]
+            if inner.done() and not inner.cancelled():
+                return inner.result()  # the exit status, or the nanny link's error
             state = link.result() if link.done() and not link.cancelled() else self.host.state
             if state in ("GONE", "CLOSED"):
                 return None
@@ -292,9 +289,14 @@ class SSHKernelManager(KernelManager):
             return
         await self.nanny.kill()
 
-    async def restart(self) -> None:
-        """Restart the remote kernel in place (same ports, same key) through the nanny."""
-        await self.nanny.restart()  # type: ignore[attr-defined]
+    async def restart(self) -> int:
+        """Restart the remote kernel in place (same ports, same key) through the nanny.
+
+        :returns: the new kernel's pid (on the remote host).
+        """
+        pid = await self.nanny.restart()
+        self.state["kernel_pid"] = pid
+        return pid
 
     async def cleanup(self) -> None:
         """Shut the nanny down (it removes its work dir), then close the tunnels and connection."""
@@ -305,9 +307,7 @@ class SSHKernelManager(KernelManager):
             if not self.gone_reason and self.host.state == "CONNECTED":
                 await self.nanny.cleanup()
             else:
-                close = getattr(self.nanny, "close", None)
-                if close is not None:
-                    close()
+                self.nanny.close()  # the nanny is out of reach: just let go of our sockets
         finally:
             self._unsubscribe()
             await SSHLoop.get().run(self.tunnels.release())
@@ -322,9 +322,7 @@ class SSHKernelManager(KernelManager):
             return
         self._closed = True
         self._unsubscribe()
-        close = getattr(self.nanny, "close", None)
-        if close is not None:
-            close()
+        self.nanny.close()
         await SSHLoop.get().run(self.tunnels.release())
 
     def describe(self) -> dict[str, Any]:

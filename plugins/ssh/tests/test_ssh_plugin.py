@@ -213,7 +213,9 @@ async def test_launch_execute_interrupt_restart_kill(hub, sshd, remote_python, t
         # restart in place through the nanny: same ports and key, a fresh kernel
         old_pid = state["kernel_pid"]
         new_pid = await kernel.manager.restart()
-        assert new_pid != old_pid
+        assert isinstance(new_pid, int) and new_pid != old_pid
+        assert kernel.manager.describe()["kernel_pid"] == new_pid
+        assert wait_gone([old_pid], 10) == []
         async with kernel.client() as client:
             content, out = await run(client, "print('x' in dir())")
             assert out == "False\n"
