@@ -316,3 +316,10 @@ async def test_local_listener_avoids_ports_it_is_told_to(sshd):
         for t in taken:
             await on_ssh_loop(t.close())
         await on_ssh_loop(host.release())
+
+
+@pytest.mark.asyncio
+async def test_missing_identity_file(sshd, tmp_path):
+    missing = tmp_path / "no_such_key"
+    msg = await connect_fails(target_of(sshd, identity_file=str(missing)))
+    assert f"cannot use identity_file {str(missing)!r}" in msg
