@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,15 +337,17 @@ def make_remote_python(
     This is the "remote" Python of the tests: it does not see kernel_hub, so a
     kernel that works there proves that the remote side needs nothing else.
     """
-    uv = shutil.which("uv")
+    uv = os.environ.get("UV") or shutil.which("uv")  # `uv run` sets UV to itself
     if uv is None:
         raise FileNotFoundError("uv is needed to build the remote test venv: pip install uv")
     path = Path(venv)
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    subprocess.run([uv, "venv", "-q", str(path)], check=True, env=env)
+    # This interpreter: uv must not try to download another one.
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(path)], check=True, env=env)
     python = path / "bin" / "python"
     if packages:
-        subprocess.run(
-            [uv, "pip", "install", "-q", "--python", str(python), *packages], check=True, env=env
-        )
+        install = [uv, "pip", "install", "-q", "--python", str(python), *packages]
+        # The shared uv cache usually has them: try offline first, the index only if needed.
+        if subprocess.run([*install, "--offline"], env=env, capture_output=True).returncode:
+            subprocess.run(install, check=True, env=env)
     return python
