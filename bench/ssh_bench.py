@@ -48,13 +48,15 @@ async def bare_asyncssh(server, python: Path) -> float:
     try:
         info = new_connection_info()  # ports free here are free "there" too: same machine
         remote_file = f"/tmp/bench-kernel-{info['shell_port']}.json"
+        # head -c reads exactly the file, leaving the channel open; $$ is the kernel's pid.
+        payload = json.dumps(dict(info))
         cmd = (
-            f"umask 077; cat > {remote_file}; "
+            f"umask 077; echo $$; head -c {len(payload)} > {remote_file}; "
             f"exec {shlex.quote(str(python))} -m ipykernel_launcher -f {remote_file}"
         )
         proc = await conn.create_process(cmd)
-        proc.stdin.write(json.dumps(dict(info)))
-        proc.stdin.write_eof()
+        proc.stdin.write(payload)
+        pid = int(await proc.stdout.readline())
         local = dict(info)
         listeners = []
         for channel in CHANNELS:
@@ -70,10 +72,11 @@ async def bare_asyncssh(server, python: Path) -> float:
         finally:
             await client.close()
         elapsed = time.perf_counter() - t0
-        proc.kill()
+        # sshd ignores signal requests and a closed channel does not end a non-pty command.
+        await conn.run(f"kill -9 {pid}; rm -f {remote_file}")
+        proc.close()
         for listener in listeners:
             listener.close()
-        await conn.run(f"rm -f {remote_file}")
         return elapsed
     finally:
         conn.close()

@@ -119,7 +119,10 @@ async def start_nanny(
     )
     conn = await host.connected(timeout)
     remote_pid: int | None = None
-    process = await conn.create_process(command, encoding="utf-8", errors="replace")
+    process: asyncssh.SSHClientProcess[str] | None = await conn.create_process(
+        command, encoding="utf-8", errors="replace"
+    )
+    assert process is not None
     try:
         async with asyncio.timeout(timeout):
             # A shell whose python is missing exits at once and may close stdin under us.
@@ -164,9 +167,12 @@ async def start_nanny(
                 f"the nanny on ssh host {label!r} sent a handshake without {missing}; "
                 "is the same kernel_hub version in use on both ends?"
             )
-        # The handshake is in: the daemon's parent exits, closing the channel.
-        with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
-            await asyncio.wait_for(process.wait_closed(), 2.0)
+        # The handshake is in and the daemon's parent exits, closing the channel: let that
+        # happen in the background instead of adding its round trip to every start.
+        task = asyncio.ensure_future(_close_when_done(process))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        process = None
         return reply
     except TimeoutError:
         if remote_pid is not None:
@@ -181,4 +187,15 @@ async def start_nanny(
             await kill_remote(host, remote_pid)
         raise
     finally:
-        process.close()
+        if process is not None:
+            process.close()
+
+
+#: Channels of started nannies, closing in the background (kept so they are not collected).
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close_when_done(process: asyncssh.SSHClientProcess[str]) -> None:
+    with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+        await asyncio.wait_for(process.wait_closed(), 10.0)
+    process.close()
