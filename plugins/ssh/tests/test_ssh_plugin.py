@@ -132,6 +132,14 @@ async def run(client, code: str) -> tuple[dict, str]:
     return reply.content, "".join(out)
 
 
+def no_restart(hub) -> dict:
+    """Return launch kwargs that keep kernel_hub's restarter (where it exists) out of a test.
+
+    Tests that kill a kernel on purpose check the manager, not what a restarter does next.
+    """
+    return {"restart": False} if "restart" in inspect.signature(hub.launch).parameters else {}
+
+
 def sshmark(fn):
     """Mark a test that needs sshd and starts real kernels."""
     return pytest.mark.ssh(pytest.mark.integration(pytest.mark.asyncio(fn)))
@@ -143,7 +151,8 @@ async def test_launch_execute_interrupt_restart_kill(hub, sshd, remote_python, t
     events = []
     hub.events.subscribe(events.append)
     kernel = await asyncio.wait_for(
-        hub.launch("ssh/box", cwd=str(tmp_path), env={"KH_SSH_TEST": "yes"}), 60
+        hub.launch("ssh/box", cwd=str(tmp_path), env={"KH_SSH_TEST": "yes"}, **no_restart(hub)),
+        60,
     )
     try:
         assert isinstance(kernel.manager, SSHKernelManager)
@@ -448,7 +457,7 @@ async def test_host_gone_for_good_reports_the_kernel_dead(sshd, ssh_config, remo
     table = sshd.kernel_table(python=str(remote_python), connect_timeout=2, reconnect_timeout=1)
     config = {"ssh": {**ssh_config, "flaky": table}}
     async with KernelHub(config=config, plugins=[plugin], load_entrypoints=False) as hub:
-        kernel = await asyncio.wait_for(hub.launch("ssh/flaky"), 60)
+        kernel = await asyncio.wait_for(hub.launch("ssh/flaky", **no_restart(hub)), 60)
         nanny_pid = kernel.manager.describe()["nanny_pid"]
         try:
             waiter = asyncio.ensure_future(kernel.manager.wait())
@@ -492,3 +501,34 @@ def test_hook_launch_of_an_unconfigured_name():
             kernel_type=KernelType(provider="ssh", name="gone"),
             request=LaunchRequest("k"),
         )
+
+
+@sshmark
+async def test_restarter_relaunches_a_dead_remote_kernel(hub, remote_python):
+    if "restart" not in inspect.signature(hub.launch).parameters:
+        pytest.skip("needs kernel_hub's restarter (the lifecycle work), not on this branch yet")
+    from kernel_hub import RestartPolicy
+
+    events = []
+    restarted = asyncio.Event()
+
+    def on_event(event):
+        events.append(event.kind)
+        if event.kind == "restarted":
+            restarted.set()
+
+    hub.events.subscribe(on_event)
+    policy = RestartPolicy(backoff_initial=0.1, backoff_max=0.1, jitter=0)
+    kernel = await asyncio.wait_for(hub.launch("ssh/box", restart=policy), 60)
+    try:
+        old_pid = kernel.manager.describe()["kernel_pid"]
+        os.kill(old_pid, signal.SIGKILL)  # the "remote" kernel dies on its own
+        await asyncio.wait_for(restarted.wait(), 60)
+        assert events[events.index("died") :][:3] == ["died", "restarting", "restarted"]
+        new_pid = kernel.manager.describe()["kernel_pid"]
+        assert new_pid != old_pid
+        async with kernel.client() as client:
+            content, out = await run(client, "import os; print(os.getpid())")
+            assert int(out) == new_pid
+    finally:
+        await kernel.shutdown()
