@@ -111,14 +111,37 @@ def _url(ip: str, port: Any) -> str:
 
 
 def _free_ports(ip: str, n: int) -> list[int]:
-    """Return *n* distinct ports that were free on *ip* a moment ago."""
-    socks = []
+    """Return *n* distinct ports that are free on *ip* now.
+
+    Chosen at random outside the OS's ephemeral range where possible: ports from
+    ``bind(0)`` share that range with the source ports of outgoing connections,
+    which can take one before the kernel binds it. (kernel_hub.connection does
+    the same; this file is self-contained, so it cannot import that.)
+    """
+    band = None
     try:
-        for _ in range(n):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        band = (10000, low - 1) if low - 1 >= 12000 else None
+    except (OSError, ValueError):
+        pass
+    socks = []
+    ports = []  # type: list[int]
+    try:
+        attempts = 0
+        while len(ports) < n:
+            attempts += 1
             s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
             socks.append(s)
-            s.bind((ip, 0))
-        return [s.getsockname()[1] for s in socks]
+            try:
+                s.bind((ip, band[0] + secrets.randbelow(band[1] - band[0] + 1) if band else 0))
+            except OSError:
+                if attempts > 200:
+                    band = None
+                continue
+            if s.getsockname()[1] not in ports:
+                ports.append(s.getsockname()[1])
+        return ports
     finally:
         for s in socks:
             s.close()
@@ -281,6 +304,8 @@ class Nanny:
                 close_fds=True,
             )
         except OSError as exc:
+            # No kernel now: a failed restart must not keep the nanny waiting forever.
+            self._linger_deadline = time.monotonic() + self.linger
             raise NannyError(
                 f"cannot start the kernel: running {argv[0]!r} failed "
                 f"({exc.strerror or exc}); check the kernel's argv"

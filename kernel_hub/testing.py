@@ -10,8 +10,16 @@ Fixtures:
   client logic is tested without a kernel process.
 - ``fake_kernel``: a :class:`FakeKernel` answering like ipykernel would.
 
-And :func:`require_service`, which skips a test whose service (dockerd, sshd)
-is missing on a developer's machine but fails it in CI (``CI=true``).
+Helpers: :class:`EventRecorder` records a hub's lifecycle events and awaits
+them; :func:`require_service` skips a test whose service (dockerd, sshd) is
+missing on a developer's machine but fails it in CI (``CI=true``);
+:class:`ProviderConformance` is the conformance suite for provider plugins (see
+:mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``); and
+:func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
+would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind.
+
+Enabling the plugin also registers the markers the suite uses
+(``integration``, ``slow``, ``docker``, ``ssh``), so ``--strict-markers`` works.
 """
 
 from __future__ import annotations
@@ -26,16 +34,23 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
+from .conformance import ProviderConformance
 from .connection import new_connection_info
 from .plugins import KernelHubPluginManager, make_plugin_manager
 from .session import Message, Session
 
+if TYPE_CHECKING:
+    from .events import KernelEvent
+    from .hub import KernelHub
+
 __all__ = [
+    "EventRecorder",
     "FakeKernel",
+    "ProviderConformance",
     "NannyProcess",
     "ScriptedTransport",
     "fake_kernel",
@@ -44,6 +59,21 @@ __all__ = [
     "scripted_transport",
     "start_nanny",
 ]
+
+#: The markers kernel_hub's tests and the conformance suite use.
+MARKERS = {
+    "integration": "starts a real ipykernel process",
+    "slow": "takes more than a few seconds",
+    "docker": "needs a real Docker engine",
+    "ssh": "needs a real sshd on loopback",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register :data:`MARKERS`, so that projects using the kit need not."""
+    for name, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+
 
 #: Gets each request the client sent; returns the ``(channel, message)`` pairs to deliver.
 Responder = Callable[[str, Message], Iterable[tuple[str, Message]]]
@@ -152,6 +182,65 @@ class FakeKernel:
         else:
             yield (channel, s.msg(reply_type, {"status": "ok"}, parent=req))
         yield self._status("idle", req)
+
+
+class EventRecorder:
+    """Record every event of *hub* and wait for particular ones (tests of hosts and plugins).
+
+    :param hub: the hub to subscribe to; :meth:`close` unsubscribes.
+    """
+
+    def __init__(self, hub: KernelHub) -> None:
+        self.events: list[KernelEvent] = []
+        self._waiters: list[tuple[str, str | None, int, asyncio.Future[KernelEvent]]] = []
+        self._unsubscribe = hub.events.subscribe(self._on_event)
+
+    def __repr__(self) -> str:
+        return f"<EventRecorder events={len(self.events)}>"
+
+    def close(self) -> None:
+        """Stop recording."""
+        self._unsubscribe()
+
+    def of(self, kernel_id: str | None = None, kind: str | None = None) -> list[KernelEvent]:
+        """Return the recorded events, of one kernel and/or one kind."""
+        return [
+            e
+            for e in self.events
+            if (kernel_id is None or e.kernel_id == kernel_id) and (kind is None or e.kind == kind)
+        ]
+
+    def kinds(self, kernel_id: str | None = None) -> list[str]:
+        """Return the kinds of the recorded events (of one kernel), in order."""
+        return [e.kind for e in self.of(kernel_id)]
+
+    def _on_event(self, event: KernelEvent) -> None:
+        self.events.append(event)
+        for kind, kernel_id, count, fut in self._waiters:
+            if not fut.done() and len(self.of(kernel_id, kind)) >= count:
+                fut.set_result(self.of(kernel_id, kind)[count - 1])
+
+    async def wait_for(
+        self, kind: str, kernel_id: str | None = None, *, count: int = 1, timeout: float = 30.0
+    ) -> KernelEvent:
+        """Return the *count*-th event of *kind* (of *kernel_id*), waiting for it if needed.
+
+        :raises TimeoutError: naming the events seen, after *timeout* seconds.
+        """
+        seen = self.of(kernel_id, kind)
+        if len(seen) >= count:
+            return seen[count - 1]
+        fut: asyncio.Future[KernelEvent] = asyncio.get_running_loop().create_future()
+        entry = (kind, kernel_id, count, fut)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no {kind!r} event #{count} within {timeout} s; seen: {self.kinds(kernel_id)}"
+            ) from None
+        finally:
+            self._waiters.remove(entry)
 
 
 def require_service(name: str, available: bool, how: str) -> None:

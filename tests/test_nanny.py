@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
+import glob
 import os
 import shutil
 import stat
@@ -35,15 +37,15 @@ TIMEOUT = 30
 # ---- fixtures ----
 
 
-@pytest.fixture(scope="session")
-def ipykernel_only_python() -> Iterator[str]:
-    """The python of a fresh venv with only ipykernel (and its dependencies) installed."""
+@contextlib.contextmanager
+def ipykernel_venv(base_python: str) -> Iterator[str]:
+    """Yield the python of a fresh venv of *base_python* with only ipykernel installed."""
     uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
         pytest.fail("uv is needed to build the ipykernel-only venv: python3 -m pip install uv")
     with tempfile.TemporaryDirectory(prefix="kh-ipykernel-only-") as tmp:
         venv = os.path.join(tmp, "venv")
-        subprocess.run([uv, "venv", "-q", "--python", sys.executable, venv], check=True)
+        subprocess.run([uv, "venv", "-q", "--python", base_python, venv], check=True)
         python = os.path.join(venv, "bin", "python")
         install = [uv, "pip", "install", "-q", "--python", python, "ipykernel"]
         env = {**os.environ, "VIRTUAL_ENV": venv}
@@ -51,6 +53,26 @@ def ipykernel_only_python() -> Iterator[str]:
         if subprocess.run([*install, "--offline"], env=env, capture_output=True).returncode:
             subprocess.run(install, check=True, env=env)
         yield python
+
+
+@pytest.fixture(scope="session")
+def ipykernel_only_python() -> Iterator[str]:
+    """The python of a fresh venv with only ipykernel (and its dependencies) installed."""
+    with ipykernel_venv(sys.executable) as python:
+        yield python
+
+
+def find_python38() -> str | None:
+    """Return a Python 3.8 interpreter if this machine has one (PATH or pyenv), else None."""
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = sorted(glob.glob(os.path.join(root, "versions", "3.8.*", "bin", "python3.8")))
+    candidates += [p for p in [shutil.which("python3.8")] if p]
+    for python in candidates:
+        # (a pyenv shim exists even when that version is not enabled: it must really run)
+        check = [python, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"]
+        if subprocess.run(check, capture_output=True).returncode == 0:
+            return python
+    return None
 
 
 @pytest.fixture
@@ -550,3 +572,85 @@ async def test_cwd_env_and_kernel_name_reach_the_kernel(ipykernel_only_python, n
         )
     venv = os.path.dirname(os.path.dirname(ipykernel_only_python))
     assert "".join(out).strip() == f"{tmp_path} far away {venv}"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_nanny_runs_on_python38(nannies):
+    python38 = find_python38()
+    if python38 is None:
+        pytest.skip("no Python 3.8 on this machine (PATH or pyenv); nanny.py targets >= 3.8")
+    with ipykernel_venv(python38) as python:
+        started = start_nanny(python=python)
+        nannies.append(started)
+        out = []
+        async with AsyncKernelClient(started.connection_info) as client:
+            await client.execute(
+                "import sys; print(sys.version_info[:2])",
+                output_hook=lambda m: out.append(m.content.get("text", "")),
+                timeout=TIMEOUT,
+            )
+            assert "".join(out) == "(3, 8)\n"
+            waiter = asyncio.ensure_future(client.manager.wait())
+            nanny_pid = await client.manager.restart()
+            started.kernel_pids.append(nanny_pid)
+            await client.manager.kill()
+            assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+            await client.manager.cleanup()
+        assert started.proc.wait(TIMEOUT) == 0
+
+
+@pytest.mark.asyncio
+async def test_failed_restart_is_an_error_reply_and_the_nanny_still_lingers_out(nannies, tmp_path):
+    import json
+
+    from kernel_hub.errors import KernelHubError
+
+    program = tmp_path / "fake-kernel"
+    program.write_text("#!/bin/sh\nexec sleep 600\n")
+    program.chmod(0o700)
+    started = start_nanny("--argv", json.dumps([str(program)]), "--linger", "1")
+    nannies.append(started)
+    mgr = NannyManager(started.connection_info)
+    try:
+        assert await mgr.is_alive()
+        program.unlink()
+        with pytest.raises(KernelHubError, match="refused 'restart'.*cannot start the kernel"):
+            await mgr.restart()
+        assert not await mgr.is_alive()
+    finally:
+        mgr.close()
+    assert started.proc.wait(TIMEOUT) == 0  # no kernel, no restart: it leaves after --linger
+    assert not os.path.exists(started.workdir)
+
+
+@pytest.mark.asyncio
+async def test_forged_events_cannot_fake_a_death():
+    """A fake nanny (an XPUB socket of the test) publishes a forged, then a real kernel_died."""
+    import zmq
+
+    key = "k" * 64
+    real, forger = Session(key), Session("x" * 64)
+    xpub = zmq.Context.instance().socket(zmq.XPUB)
+    xpub.linger = 0
+    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    info = {"ip": "127.0.0.1", "key": key, "nanny_control_port": 1, "nanny_events_port": port}
+    mgr = NannyManager(info, {"kernel_pid": 42})
+    try:
+        waiter = asyncio.ensure_future(mgr.wait())
+        while not xpub.poll(0):
+            await asyncio.sleep(0.01)  # the fake's socket; the manager never polls
+        assert xpub.recv() == b"\x01"  # the manager subscribed
+
+        def publish(session, kind, content):
+            xpub.send_multipart([kind.encode(), *session.serialize(session.msg(kind, content))])
+
+        publish(real, "nanny_welcome", {"alive": True, "kernel_pid": 42, "exit_status": None})
+        publish(forger, "kernel_died", {"exit_status": 0, "kernel_pid": 42})
+        publish(real, "kernel_died", {"exit_status": -15, "kernel_pid": 42})
+        assert await asyncio.wait_for(waiter, TIMEOUT) == -15
+        assert mgr.bad_signatures == 1
+    finally:
+        mgr.close()
+        xpub.close()
