@@ -220,10 +220,10 @@ class SSHKernelManager(KernelManager):
         self.gone_reason: str | None = None
 
     def __repr__(self) -> str:
-        if self._closed:
+        if self.gone_reason:
+            status = "GONE"  # the most useful fact, even once cleaned up
+        elif self._closed:
             status = "CLOSED"
-        elif self.gone_reason:
-            status = "GONE"
         else:
             status = {"CONNECTED": "RUNNING"}.get(self.host.state, self.host.state)
         return (
