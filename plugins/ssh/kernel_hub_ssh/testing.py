@@ -216,10 +216,16 @@ class SSHServer:
         if self.proc is None:
             return
         # Per-connection children call setsid(), so killing the listener's group is not enough.
-        pids = [self.proc.pid, *descendants(self.proc.pid)]
-        for pid in pids:
+        # End them first, while the listener is still there to reap them: orphaned, they would
+        # stay zombies wherever PID 1 does not reap.
+        children = descendants(self.proc.pid)
+        for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        wait_gone(children, 5.0)
+        pids = [self.proc.pid, *children]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
