@@ -538,6 +538,8 @@ class KernelHub:
         manager = await self.hooks.make_manager(
             hub=self, kernel_type=kt, connection_info=connection_info, state=state
         )
+        # A tunnelling provider may have had to pick new local ports in this process.
+        connection_info = getattr(manager, "connection_info", None) or connection_info
         kernel_id = kernel_id or str(uuid.uuid4())
         kernel = RunningKernel(
             self,

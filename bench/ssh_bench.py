@@ -1,0 +1,131 @@
+"""Benchmark: SSH kernel start → ready, kernel_hub-ssh against a bare asyncssh script.
+
+Both sides start from nothing (no open SSH connection), talk to the same real
+OpenSSH sshd on loopback (the test kit's :func:`kernel_hub_ssh.testing.start_sshd`)
+and the same remote venv with only ipykernel, and count as "ready" the same
+thing: ``kernel_info`` answered and IOPub delivering (``wait_for_ready``).
+
+- **kernel_hub**: ``hub.launch("ssh/box")``: connect, ship and start the nanny,
+  forward 7 ports through reconnect-proof tunnels, wait for the kernel.
+- **bare asyncssh**: connect, send a connection file on stdin and exec
+  ``python -m ipykernel_launcher`` remotely, ``forward_local_port`` the 5
+  kernel ports, wait for the kernel. No nanny (no remote interrupt/kill/
+  restart, no re-attach), no reconnects: the floor to compare against.
+
+Run: ``uv run python bench/ssh_bench.py [-n 7]``. Target: ratio ≤ 1.2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncssh
+import kernel_hub_ssh.plugin as plugin
+from kernel_hub_ssh.testing import make_remote_python, start_sshd
+
+from kernel_hub import AsyncKernelClient, KernelHub
+from kernel_hub.connection import CHANNELS, new_connection_info
+
+
+async def bare_asyncssh(server, python: Path) -> float:
+    """Start ipykernel over SSH by hand, forward its ports, wait until ready; return seconds."""
+    t0 = time.perf_counter()
+    conn = await asyncssh.connect(
+        server.host,
+        server.port,
+        username=server.user,
+        client_keys=[str(server.user_key)],
+        known_hosts=str(server.known_hosts),
+    )
+    try:
+        info = new_connection_info()  # ports free here are free "there" too: same machine
+        remote_file = f"/tmp/bench-kernel-{info['shell_port']}.json"
+        # head -c reads exactly the file, leaving the channel open; $$ is the kernel's pid.
+        payload = json.dumps(dict(info))
+        cmd = (
+            f"umask 077; echo $$; head -c {len(payload)} > {remote_file}; "
+            f"exec {shlex.quote(str(python))} -m ipykernel_launcher -f {remote_file}"
+        )
+        proc = await conn.create_process(cmd)
+        proc.stdin.write(payload)
+        pid = int(await proc.stdout.readline())
+        local = dict(info)
+        listeners = []
+        for channel in CHANNELS:
+            listener = await conn.forward_local_port(
+                "127.0.0.1", 0, "127.0.0.1", info[f"{channel}_port"]
+            )
+            listeners.append(listener)
+            local[f"{channel}_port"] = listener.get_port()
+        client = AsyncKernelClient(local)
+        await client.connect()
+        try:
+            await client.wait_for_ready(60)
+        finally:
+            await client.close()
+        elapsed = time.perf_counter() - t0
+        # sshd ignores signal requests and a closed channel does not end a non-pty command.
+        await conn.run(f"kill -9 {pid}; rm -f {remote_file}")
+        proc.close()
+        for listener in listeners:
+            listener.close()
+        return elapsed
+    finally:
+        conn.close()
+        await conn.wait_closed()
+
+
+async def with_kernel_hub(hub: KernelHub) -> float:
+    """Launch ssh/box through the hub (start → ready); return seconds."""
+    t0 = time.perf_counter()
+    kernel = await hub.launch("ssh/box")
+    elapsed = time.perf_counter() - t0
+    await kernel.shutdown(now=True)
+    return elapsed
+
+
+async def main(rounds: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="kh-ssh-bench-") as tmp:
+        server = start_sshd(Path(tmp) / "sshd")
+        try:
+            python = make_remote_python(Path(tmp) / "venv")
+            config = {"ssh": {"box": server.kernel_table(python=str(python))}}
+            hub_times: list[float] = []
+            bare_times: list[float] = []
+            async with KernelHub(config=config, plugins=[plugin], load_entrypoints=False) as hub:
+                # One warm-up of each: the first import of ipykernel fills the page cache.
+                await with_kernel_hub(hub)
+                await bare_asyncssh(server, python)
+                for _ in range(rounds):  # interleaved, so load changes hit both alike
+                    hub_times.append(await with_kernel_hub(hub))
+                    bare_times.append(await bare_asyncssh(server, python))
+        finally:
+            server.stop()
+    hub_med, bare_med = statistics.median(hub_times), statistics.median(bare_times)
+    print(f"rounds: {rounds} (after one warm-up each)")
+    print(
+        f"kernel_hub ssh/box start->ready: median {hub_med:.3f} s  "
+        f"(min {min(hub_times):.3f}, max {max(hub_times):.3f})"
+    )
+    print(
+        f"bare asyncssh + ipykernel:       median {bare_med:.3f} s  "
+        f"(min {min(bare_times):.3f}, max {max(bare_times):.3f})"
+    )
+    ratio = hub_med / bare_med
+    print(f"ratio: {ratio:.2f}x (target <= 1.2x): {'OK' if ratio <= 1.2 else 'OVER'}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--rounds", type=int, default=7, help="measured rounds (>= 5)")
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(max(5, args.rounds))))

@@ -1,0 +1,201 @@
+"""Start the nanny on the remote host over SSH and read its handshake line.
+
+The nanny's source travels on the SSH channel's stdin and runs as
+``<python> - --daemon ...``: the remote host needs nothing but a Python with
+ipykernel, and no file of ours is left there. The nanny makes the
+connection key and sends it back in its handshake line, inside the
+encrypted channel, so the key is never on a command line on either side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shlex
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from kernel_hub.errors import LaunchError
+
+if TYPE_CHECKING:
+    from .config import SSHKernelConfig
+    from .connection import HostConnection
+
+__all__ = ["kill_remote", "nanny_command", "start_nanny"]
+
+log = logging.getLogger("kernel_hub.ssh")
+
+#: The handshake keys every nanny prints (see docs/nanny-protocol.md).
+_HANDSHAKE_KEYS = ("connection_info", "nanny_pid", "kernel_pid", "workdir")
+
+
+def nanny_source() -> str:
+    """Return the text of the nanny, to be piped to the remote Python."""
+    from kernel_hub import nanny
+
+    return nanny.source()
+
+
+def _quote_path(path: str) -> str:
+    """Quote *path* for the remote shell, letting a leading ``~`` expand to the remote home."""
+    if path == "~":
+        return "~"
+    if path.startswith("~/"):
+        return "~/" + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def nanny_command(
+    python: str,
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    kernel_name: str = "",
+) -> str:
+    """Return the remote shell command that runs the nanny from stdin, detached.
+
+    ``echo $$; exec ...`` first reports the pid the nanny will have, so that a
+    start that fails half-way can still be cleaned up on the remote side.
+    """
+    args = ["-", "--daemon"]
+    if kernel_name:
+        args += ["--kernel-name", kernel_name]
+    if env:
+        args += ["--env", json.dumps(dict(env), sort_keys=True)]
+    cmd = f"{_quote_path(python)} {shlex.join(args)}"
+    if cwd:
+        cmd += f" --cwd {_quote_path(cwd)}"
+    return f"echo $$; exec {cmd}"
+
+
+async def kill_remote(host: HostConnection, pid: int, *, timeout: float = 10.0) -> None:
+    """SIGTERM remote *pid* (the nanny then kills its kernel and removes its work dir), then KILL.
+
+    Best effort: a host that is unreachable is logged, not raised.
+    """
+    # The --daemon nanny forks before its handshake: the child is the real nanny.
+    script = (
+        f"pkill -TERM -P {pid} 2>/dev/null; "
+        f"kill -TERM {pid} 2>/dev/null || exit 0; "
+        f"for i in $(seq 50); do kill -0 {pid} 2>/dev/null || exit 0; sleep 0.1; done; "
+        f"kill -KILL {pid} 2>/dev/null; exit 0"
+    )
+    try:
+        await host.run(script, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the original error
+        log.warning("could not stop remote process %s on %s: %r", pid, host.target.label, exc)
+
+
+def _python_missing(status: int | None, stderr: str) -> bool:
+    return status == 127 or "not found" in stderr or "No such file" in stderr
+
+
+async def start_nanny(
+    host: HostConnection,
+    kc: SSHKernelConfig,
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Start a nanny and its kernel on *host*; return the nanny's handshake (runs on the SSH loop).
+
+    :param cwd: the remote working directory (overrides the config's).
+    :param env: extra remote environment (over the config's).
+    :raises LaunchError: naming the host and the fix when the remote Python is
+        missing, lacks ipykernel, or the nanny fails or does not answer within
+        ``connect_timeout``; nothing is left running on the remote side.
+    """
+    label = host.target.label
+    timeout = host.target.connect_timeout
+    command = nanny_command(
+        kc.python,
+        cwd=cwd if cwd is not None else kc.cwd,
+        env={**kc.env, **(env or {})},
+        kernel_name=kc.name,
+    )
+    conn = await host.connected(timeout)
+    remote_pid: int | None = None
+    process: asyncssh.SSHClientProcess[str] | None = await conn.create_process(
+        command, encoding="utf-8", errors="replace"
+    )
+    assert process is not None
+    try:
+        async with asyncio.timeout(timeout):
+            # A shell whose python is missing exits at once and may close stdin under us.
+            with contextlib.suppress(OSError, asyncssh.Error, BrokenPipeError):
+                process.stdin.write(nanny_source())
+                process.stdin.write_eof()
+            first = await process.stdout.readline()
+            if first.strip().isdigit():
+                remote_pid = int(first)
+                line = await process.stdout.readline()
+            else:
+                line = first
+            if not line.strip():
+                result = await process.wait()
+                stderr = str(result.stderr or "").strip()
+                if _python_missing(result.exit_status, stderr):
+                    raise LaunchError(
+                        f"ssh host {label!r} has no Python at {kc.python!r} ({stderr or 'exit '}"
+                        f"{'' if stderr else result.exit_status}). Set 'python' in [ssh.{kc.name}] "
+                        "to the remote interpreter that has ipykernel, e.g. "
+                        "/opt/conda/bin/python or ~/venv/bin/python."
+                    )
+                raise LaunchError(
+                    f"the nanny on ssh host {label!r} exited without starting the kernel "
+                    f"(exit status {result.exit_status}): {stderr[-2000:] or 'no output'}"
+                )
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise LaunchError(
+                f"the nanny on ssh host {label!r} answered garbage instead of its handshake: "
+                f"{line[:200]!r}. Does the remote login shell print text for non-interactive "
+                "sessions (e.g. in ~/.bashrc)? Make it quiet."
+            ) from None
+        if not isinstance(reply, dict):
+            raise LaunchError(f"the nanny on ssh host {label!r} sent a malformed handshake")
+        if "error" in reply:
+            raise LaunchError(f"cannot start kernel ssh/{kc.name} on {label!r}: {reply['error']}")
+        missing = [k for k in _HANDSHAKE_KEYS if k not in reply]
+        if missing:
+            raise LaunchError(
+                f"the nanny on ssh host {label!r} sent a handshake without {missing}; "
+                "is the same kernel_hub version in use on both ends?"
+            )
+        # The handshake is in and the daemon's parent exits, closing the channel: let that
+        # happen in the background instead of adding its round trip to every start.
+        task = asyncio.ensure_future(_close_when_done(process))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+        process = None
+        return reply
+    except TimeoutError:
+        if remote_pid is not None:
+            await kill_remote(host, remote_pid)
+        raise LaunchError(
+            f"the kernel on ssh host {label!r} did not start within connect_timeout="
+            f"{timeout} s (no handshake from the nanny). Raise connect_timeout in "
+            f"[ssh.{kc.name}] if the host is just slow."
+        ) from None
+    except BaseException:
+        if remote_pid is not None:
+            await kill_remote(host, remote_pid)
+        raise
+    finally:
+        if process is not None:
+            process.close()
+
+
+#: Channels of started nannies, closing in the background (kept so they are not collected).
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _close_when_done(process: asyncssh.SSHClientProcess[str]) -> None:
+    with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+        await asyncio.wait_for(process.wait_closed(), 10.0)
+    process.close()

@@ -1,0 +1,85 @@
+"""Tests of the ``[ssh.<name>]`` config tables: parsing, validation, kernel types."""
+
+from __future__ import annotations
+
+import pytest
+from kernel_hub_ssh.config import SSHHostConfig, kernel_types, parse_config
+
+from kernel_hub.errors import ConfigError
+
+
+def test_minimal_table_gives_defaults():
+    (kc,) = parse_config({"Box": {"host": "box"}}).values()
+    assert kc.name == "box"
+    assert kc.python == "python3"
+    assert kc.language == "python"
+    assert kc.target == SSHHostConfig(host="box")
+    assert kc.target.connect_timeout == 10.0
+    assert kc.target.known_hosts is None
+    assert kc.target.insecure_no_host_key_check is False
+    kt = kc.kernel_type()
+    assert kt.id == "ssh/box"
+    assert kt.display_name == "box (ssh box)"
+    assert kt.metadata == {"host": "box", "python": "python3"}
+
+
+def test_full_table():
+    table = {
+        "host": "gpu",
+        "port": 2222,
+        "user": "me",
+        "identity_file": "~/.ssh/id_gpu",
+        "python": "/opt/py/bin/python",
+        "cwd": "~/work",
+        "env": {"A": "1"},
+        "display_name": "GPU",
+        "language": "python",
+        "jump_host": "me@bastion:22",
+        "connect_timeout": 3,
+        "reconnect_timeout": 30.5,
+        "known_hosts": "/etc/kh",
+        "insecure_no_host_key_check": False,
+        "config": ["/tmp/ssh_config"],
+    }
+    (kc,) = parse_config({"gpu": table}).values()
+    assert kc.target.label == "me@gpu:2222"
+    assert kc.target.identity_file is not None and kc.target.identity_file.endswith("/.ssh/id_gpu")
+    assert not kc.target.identity_file.startswith("~")
+    assert kc.target.connect_timeout == 3.0
+    assert kc.target.config == ("/tmp/ssh_config",)
+    assert kc.env == {"A": "1"}
+    assert kc.cwd == "~/work"  # expanded remotely, not here
+    assert SSHHostConfig.from_state(kc.target.to_state()) == kc.target
+    assert kernel_types({"gpu": table})[0].display_name == "GPU"
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ({}, ["[ssh.box]", "'host'"]),
+        ({"host": "h", "port": "22"}, ["[ssh.box]", "'port'", "int"]),
+        ({"host": "h", "port": True}, ["'port'"]),
+        ({"host": "h", "port": 70000}, ["'port'", "65535"]),
+        ({"host": "h", "connect_timeout": 0}, ["'connect_timeout'", "positive"]),
+        ({"host": "h", "env": {"A": 1}}, ["'env'", "strings"]),
+        ({"host": "h", "hots": "x"}, ["unknown", "'hots'", "known fields"]),
+        ({"host": "h", "insecure_no_host_key_check": "yes"}, ["insecure_no_host_key_check"]),
+        ({"host": "h", "interrupt_mode": "poke"}, ["interrupt_mode"]),
+        ({"host": "h", "config": [1]}, ["'config'"]),
+    ],
+)
+def test_bad_tables_name_table_and_field(table, words):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"box": table})
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_table_must_be_a_table():
+    with pytest.raises(ConfigError, match=r"\[ssh.box\] must be a table"):
+        parse_config({"box": "gpu-host"})
+
+
+def test_bad_name():
+    with pytest.raises(ConfigError, match=r"\[ssh.no way\]"):
+        parse_config({"no way": {"host": "h"}})
