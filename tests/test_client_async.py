@@ -121,3 +121,19 @@ async def test_wrong_key_client_gets_nothing_and_the_kernel_is_unaffected(kernel
     finally:
         await intruder.close()
     assert await kernel.manager.is_alive()
+
+
+async def test_execute_right_after_a_bare_connect_loses_no_output(kernel):
+    from kernel_hub import AsyncKernelClient
+
+    for _ in range(3):  # a fresh SUB socket each time; its subscription lands late
+        client = await AsyncKernelClient(kernel.connection_info).connect()
+        try:
+            out = []
+            reply = await client.execute("print('here')", output_hook=out.append, timeout=20)
+        finally:
+            await client.close()
+        assert reply.content["status"] == "ok"
+        assert [m.content.get("text") for m in out if m.header["msg_type"] == "stream"] == [
+            "here\n"
+        ]

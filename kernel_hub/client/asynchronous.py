@@ -402,12 +402,15 @@ class AsyncKernelClient:
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
+        pause = 0.05
         while not self._iopub_seen.is_set():
             if self._died is not None:
                 raise self._died
             nudge = self.session.msg("kernel_info_request")
             self._send("shell", nudge)  # its reply is simply ignored
-            wait = 0.05 if deadline is None else min(0.05, left() or 0.0)
+            # Backing off keeps a busy kernel's shell queue from filling with nudges.
+            wait = pause if deadline is None else min(pause, left() or 0.0)
+            pause = min(pause * 2, 1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._iopub_seen.wait(), wait)
             if deadline is not None and loop.time() >= deadline and not self._iopub_seen.is_set():
@@ -441,6 +444,10 @@ class AsyncKernelClient:
             arrive within *timeout* seconds (the execution keeps running; interrupt it).
         """
         await self._rejoined()
+        if self._iopub_seen is not None and not self._iopub_seen.is_set():
+            # Connected without wait_for_ready: a SUB socket misses what is published before
+            # its subscription lands, which would lose this execution's output and idle status.
+            await self._await_iopub(timeout)
         loop = asyncio.get_running_loop()
         content = {
             "code": code,
