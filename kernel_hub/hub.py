@@ -293,6 +293,9 @@ class RunningKernel:
         :param timeout: how long to wait for a polite shutdown before killing.
         """
         if self._status == "DEAD":
+            # Dead on its own, it may still be being cleaned up by its restarter (DEAD from the
+            # death on): after shutdown() returns, nothing of the kernel may be left.
+            await self._ended.wait()
             return
         if self._status == "SHUTTING_DOWN":
             await self._ended.wait()  # another shutdown is under way

@@ -341,6 +341,10 @@ class NannyManager(KernelManager):
             elif pid is None or self.kernel_pid is None or pid == self.kernel_pid:
                 self._mark_dead(content.get("exit_status"))
 
+    def _ended(self) -> bool:
+        """Return whether the kernel is known dead and this manager cleaned up (nothing to ask)."""
+        return self._dead and self._shut
+
     def _mark_dead(self, exit_status: int | None) -> None:
         self._dead = True
         self._exit_status = exit_status
@@ -357,9 +361,14 @@ class NannyManager(KernelManager):
 
         :raises KernelHubError: when the nanny does not answer (it, or its tunnel, is gone).
         """
-        if self._dead and self._shut:
+        if self._ended():
             return False
-        reply = await self._request("is_alive")
+        try:
+            reply = await self._request("is_alive")
+        except KernelHubError:
+            if self._ended():
+                return False  # cleaned up (by the hub's watcher, say) while we asked
+            raise
         if reply.get("alive"):
             if reply.get("kernel_pid") != self.kernel_pid:
                 self._mark_alive(reply.get("kernel_pid"))
@@ -413,8 +422,18 @@ class NannyManager(KernelManager):
         await self._request("interrupt")
 
     async def kill(self) -> None:
-        """SIGKILL the kernel's process group; return once the nanny has reaped it."""
-        reply = await self._request("kill", timeout=max(self.request_timeout, 15.0))
+        """SIGKILL the kernel's process group; return once the nanny has reaped it.
+
+        Killing a kernel that ended and was cleaned up is not an error.
+        """
+        if self._ended():
+            return
+        try:
+            reply = await self._request("kill", timeout=max(self.request_timeout, 15.0))
+        except KernelHubError:
+            if self._ended():
+                return  # cleaned up while we asked: the kernel is gone all the same
+            raise
         self._mark_dead(reply.get("exit_status"))
 
     async def restart(self) -> int:

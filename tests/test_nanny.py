@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 
 from kernel_hub import AsyncKernelClient, KernelType
-from kernel_hub.errors import LaunchError
+from kernel_hub.errors import KernelHubError, LaunchError
 from kernel_hub.nanny import Signer, source
 from kernel_hub.plugins import HookRelay
 from kernel_hub.remote import NannyManager
@@ -390,6 +390,23 @@ async def test_cleanup_shuts_the_nanny_down_and_is_idempotent(nanny, manager):
     assert not os.path.exists(nanny.workdir)
     await manager.cleanup()
     assert "CLOSED" in repr(manager)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_killed_and_cleaned_up_kernel_is_dead_not_an_error(nanny, manager):
+    # What the conformance suite does through a hub whose watcher cleans up a dead kernel
+    # meanwhile: is_alive during the cleanup, then kill again after it.
+    await asyncio.wait_for(manager.kill(), TIMEOUT)
+    await asyncio.wait_for(manager.wait(), TIMEOUT)
+    alive, _ = await asyncio.gather(manager.is_alive(), manager.cleanup())
+    assert alive is False
+    assert "CLOSED" in repr(manager)
+    await asyncio.wait_for(manager.kill(), TIMEOUT)  # dead and cleaned up: a no-op
+    assert not await manager.is_alive()
+    assert nanny.proc.wait(TIMEOUT) == 0
+    with pytest.raises(KernelHubError, match="is closed"):
+        await manager.interrupt()  # only the no-op questions are answered once closed
 
 
 REATTACH = """

@@ -256,6 +256,33 @@ async def test_without_restarts_a_death_is_final():
 
 @pytest.mark.integration
 @pytest.mark.asyncio
+async def test_shutdown_of_a_dead_kernel_waits_for_its_cleanup():
+    # A slow cleanup (a remote nanny, tunnels) still running when the host calls shutdown():
+    # shutdown() must not return before it is done.
+    async with KernelHub(config={}) as hub:
+        kernel = await hub.launch(PYTHON, restart=False)
+        manager = kernel.manager
+        started, release, cleaned = asyncio.Event(), asyncio.Event(), []
+        real_cleanup = manager.cleanup
+
+        async def gated_cleanup() -> None:
+            started.set()
+            await release.wait()
+            await real_cleanup()
+            cleaned.append(True)
+
+        manager.cleanup = gated_cleanup  # type: ignore[method-assign]
+        await manager.signal(signal.SIGKILL)
+        await asyncio.wait_for(started.wait(), 20)  # the restarter is cleaning up
+        assert kernel.status == "DEAD"
+        asyncio.get_running_loop().call_soon(release.set)
+        await kernel.shutdown()  # not through wait_for: its extra loop turns would hide a bug
+        assert cleaned == [True]
+        assert not Path(kernel.state["connection_file"]).exists()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
 async def test_manual_restart_relaunches_and_clients_follow():
     async with KernelHub(config={}) as hub:
         rec = EventRecorder(hub)
