@@ -9,8 +9,11 @@ ordinary calls.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
+import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -71,18 +74,51 @@ def get_client(*, ping_timeout: float = PING_TIMEOUT) -> docker.DockerClient:
         client = _clients.get(key)
     if client is not None:
         return client
+    _probe_unix_socket(key, ping_timeout)
+    reason = ""
     try:
         # version=None makes docker-py ask the engine for its API version: that is the ping.
         client = docker.from_env(timeout=ping_timeout)
     except DockerException as exc:
+        reason = _reason(exc)
+    if client is None:
+        _collect_failed_socket()
         raise EngineUnavailable(
-            f"the Docker engine at {engine_address()} is not reachable ({_reason(exc)}). "
-            + engine_help()
-        ) from None
+            f"the Docker engine at {engine_address()} is not reachable ({reason}). " + engine_help()
+        )
     client.api.timeout = API_TIMEOUT
     with _lock:
         # Another thread may have connected meanwhile; keep one client per address.
         return _clients.setdefault(key, client)
+
+
+def _probe_unix_socket(docker_host: str, timeout: float) -> None:
+    """Connect to an explicit ``unix://`` DOCKER_HOST once, closing the socket whatever happens.
+
+    docker-py leaks the socket of a failed unix connect (a ResourceWarning later);
+    probing first avoids that and gives the plain OS reason.
+    """
+    if not docker_host.startswith("unix://"):
+        return
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(docker_host[len("unix://") :])
+    except OSError as exc:
+        raise EngineUnavailable(
+            f"the Docker engine at {docker_host} is not reachable "
+            f"({(exc.strerror or str(exc)).lower()}). " + engine_help()
+        ) from None
+    finally:
+        sock.close()
+
+
+def _collect_failed_socket() -> None:
+    # The default or context address failed inside docker-py, which leaves that socket to
+    # the garbage collector: finalise it now, quietly, instead of as a stray ResourceWarning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def forget_client() -> None:
