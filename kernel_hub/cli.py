@@ -112,7 +112,6 @@ async def _cmd_launch(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with KernelHub() as hub:
-        hub.events.subscribe(_print_progress)
         kernel = await hub.launch(args.type, cwd=args.cwd)
         path = (
             Path(args.connection_file)

@@ -208,11 +208,19 @@ class DockerManager(KernelManager):
 
     async def cleanup(self) -> None:
         """Remove the container (forcibly, so none outlives its kernel) and the temp dir."""
-        from docker.errors import NotFound
+        from docker.errors import APIError, NotFound
 
         def remove() -> None:
-            with contextlib.suppress(NotFound):
-                get_client().api.remove_container(self.container_id, force=True)
+            api = get_client().api
+            try:
+                api.remove_container(self.container_id, force=True)
+            except NotFound:
+                pass
+            except APIError as exc:
+                if exc.status_code != 409:  # 409: another caller is removing it right now
+                    raise
+                with contextlib.suppress(NotFound):
+                    api.wait(self.container_id, condition="removed", timeout=60)
 
         if not self._removed:
             await asyncio.to_thread(remove)
