@@ -20,7 +20,7 @@ from typing import Any
 
 from kernel_hub.manager import KernelManager
 
-from .engine import get_client
+from .engine import engine_errors, get_client
 
 __all__ = ["DockerManager", "exit_status_of"]
 
@@ -170,7 +170,8 @@ class DockerManager(KernelManager):
         from docker.errors import NotFound
 
         try:
-            return dict(get_client().api.inspect_container(self.container_id)["State"])
+            with engine_errors():
+                return dict(get_client().api.inspect_container(self.container_id)["State"])
         except NotFound:
             return None
 
@@ -191,7 +192,7 @@ class DockerManager(KernelManager):
 
         def send() -> None:
             # 404: removed; 409: not running. Both mean "already gone", which is not an error.
-            with contextlib.suppress(APIError):
+            with engine_errors(), contextlib.suppress(APIError):
                 get_client().api.kill(self.container_id, signal=int(signum))
 
         if not self._removed:
@@ -212,15 +213,16 @@ class DockerManager(KernelManager):
 
         def remove() -> None:
             api = get_client().api
-            try:
-                api.remove_container(self.container_id, force=True)
-            except NotFound:
-                pass
-            except APIError as exc:
-                if exc.status_code != 409:  # 409: another caller is removing it right now
-                    raise
-                with contextlib.suppress(NotFound):
-                    api.wait(self.container_id, condition="removed", timeout=60)
+            with engine_errors():
+                try:
+                    api.remove_container(self.container_id, force=True)
+                except NotFound:
+                    pass
+                except APIError as exc:
+                    if exc.status_code != 409:  # 409: another caller is removing it right now
+                        raise
+                    with contextlib.suppress(NotFound):
+                        api.wait(self.container_id, condition="removed", timeout=60)
 
         if not self._removed:
             await asyncio.to_thread(remove)
@@ -233,7 +235,7 @@ class DockerManager(KernelManager):
         from docker.errors import APIError
 
         def logs() -> str:
-            with contextlib.suppress(APIError):
+            with engine_errors(), contextlib.suppress(APIError):
                 raw = get_client().api.logs(self.container_id, tail=lines)
                 return raw.decode(errors="replace").rstrip()
             return ""

@@ -14,7 +14,7 @@ import sys
 
 import kernel_hub_docker.plugin as plugin
 import pytest
-from kernel_hub_docker import DEFAULT_ARGV, DockerManager, DockerOptions
+from kernel_hub_docker import DEFAULT_ARGV, DockerManager, DockerOptions, EngineUnavailable
 from kernel_hub_docker.images import IMAGE_LABEL, options_of, types_from_config, types_from_images
 from kernel_hub_docker.manager import exit_status_of
 from kernel_hub_docker.owner import (
@@ -199,3 +199,13 @@ def test_cli_module_does_not_import_docker():
     code = "import sys, kernel_hub.cli as c; c.build_parser(); print('docker' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.asyncio
+async def test_manager_says_how_to_start_the_engine_when_it_is_gone(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/kernel-hub-test/docker.sock")
+    manager = DockerManager("c1", type_id="docker/py")
+    with pytest.raises(EngineUnavailable, match=r"not reachable.*dockerd.*DOCKER_HOST"):
+        await manager.is_alive()
+    with pytest.raises(EngineUnavailable):
+        await manager.signal(2)
