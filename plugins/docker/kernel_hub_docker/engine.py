@@ -38,6 +38,9 @@ PING_TIMEOUT = 3.0
 #: Seconds for ordinary API calls once the engine answered (per read while streaming a pull).
 API_TIMEOUT = 60.0
 
+#: HTTP connections kept per engine (docker-py's default is 10).
+POOL_SIZE = 128
+
 _clients: dict[str, docker.DockerClient] = {}
 _lock = threading.Lock()
 
@@ -78,7 +81,9 @@ def get_client(*, ping_timeout: float = PING_TIMEOUT) -> docker.DockerClient:
     reason = ""
     try:
         # version=None makes docker-py ask the engine for its API version: that is the ping.
-        client = docker.from_env(timeout=ping_timeout)
+        # Each running kernel's exit watcher holds one connection (a blocked wait call), so the
+        # pool is sized for many kernels, not docker-py's default of 10.
+        client = docker.from_env(timeout=ping_timeout, max_pool_size=POOL_SIZE)
     except DockerException as exc:
         reason = _reason(exc)
     if client is None:

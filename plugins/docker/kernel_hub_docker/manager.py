@@ -1,8 +1,8 @@
 """DockerManager: watch and control a kernel's container through the engine.
 
-``wait()`` is woken by the engine: one daemon thread per manager blocks in
-the engine's ``/containers/<id>/wait`` call and hands the exit status to every
-waiting coroutine, on whatever event loop it waits. Signals go to the
+``wait()`` is woken by the engine: one daemon thread per manager blocks on
+the engine's event stream for the container's ``die`` event and hands the
+exit status to every waiting coroutine, on whatever event loop it waits. Signals go to the
 container's PID 1, which is Docker's init (tini) by default: it forwards them
 to the kernel, so SIGINT interrupts ipykernel as it would a local process.
 """
@@ -54,14 +54,41 @@ class _ExitWatcher:
 
         while True:
             try:
-                result = get_client().api.wait(self.container_id, timeout=None)
-                self._finish(exit_status_of(result.get("StatusCode")))
+                self._finish(self._watch_once())
                 return
             except NotFound:
                 self._finish(None)  # removed: it has ended, its status is gone
                 return
             except Exception:  # noqa: BLE001 - engine hiccup: ask again, gently
                 time.sleep(1.0)
+
+    def _watch_once(self) -> int | None:
+        """Block until the container dies; return its exit status.
+
+        The engine's event stream reports ``die`` as soon as the process ends,
+        several hundred milliseconds before ``/wait`` returns (which also waits
+        for the network teardown). The engine subscribes a moment after it
+        answers, so recent events are replayed (a minute back: a remote engine's
+        clock may be off; a container dies only once, so any ``die`` is the one)
+        and the state is checked once subscribed: an exit at any moment is seen.
+        """
+        api = get_client().api
+        stream = api.events(
+            since=int(time.time()) - 60,
+            filters={"container": self.container_id, "type": "container", "event": ["die"]},
+            decode=True,
+        )
+        try:
+            state = api.inspect_container(self.container_id)["State"]
+            if state.get("Status") in ("exited", "dead"):
+                return exit_status_of(state.get("ExitCode"))
+            for event in stream:
+                if event.get("Action", event.get("status")) == "die":
+                    code = (event.get("Actor") or {}).get("Attributes", {}).get("exitCode")
+                    return exit_status_of(int(code)) if code is not None else None
+            raise ConnectionError("the engine closed its event stream")
+        finally:
+            stream.close()
 
     def _finish(self, status: int | None) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ import textwrap
 import kernel_hub_docker.plugin as plugin
 import pytest
 import pytest_asyncio
-from kernel_hub_docker import kernel_containers, prune
+from kernel_hub_docker import DockerManager, kernel_containers, prune
 from kernel_hub_docker.engine import get_client
 from kernel_hub_docker.owner import (
     LABEL_KERNEL_ID,
@@ -254,6 +254,12 @@ async def test_kill_ends_the_container_and_shutdown_removes_it(hub):
         assert not await manager.is_alive()
         assert manager.exit_status == -9
         assert repr(manager).endswith(f"[DEAD exit=-9 id={manager.container_id[:12]}]>")
+        # A manager rebuilt after the death (re-attach) learns the status from the engine.
+        fresh = DockerManager.from_state(manager.describe(), type_id=LABEL_TYPE)
+        status = await asyncio.wait_for(fresh.wait(), 30)
+        if not _has_restarter():  # the restarter may have removed the container already
+            assert status == -9
+            assert not await fresh.is_alive()
     finally:
         await shutdown_dead(kernel)
     assert container_gone(manager.container_id)
