@@ -277,8 +277,13 @@ async def launch_container(
         from .prune import prune
 
         _reconciled = True
-        with contextlib.suppress(LaunchError):
+        try:
             removed = await asyncio.to_thread(prune)
+        except LaunchError:
+            pass  # the engine is down: the launch below says so, with the fix
+        except Exception as exc:  # noqa: BLE001 - reconciling is a courtesy, not the launch
+            log.warning("could not remove kernel containers of dead owners: %r", exc)
+        else:
             if removed:
                 log.info("removed %d kernel containers of dead owners", len(removed))
     temp_dir = tempfile.mkdtemp(prefix="kernel-hub-docker-", dir=runtime_dir())

@@ -407,6 +407,25 @@ async def test_prune_removes_containers_of_dead_owners_only(docker_image, capsys
                 api.remove_container(cid, force=True)
 
 
+@pytest.mark.asyncio
+async def test_first_launch_of_a_process_reconciles_orphans(hub, docker_image, monkeypatch):
+    import kernel_hub_docker.launch
+
+    monkeypatch.setattr(kernel_hub_docker.launch, "_reconciled", False)  # a fresh host process
+    api = get_client().api
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    labels = {**owner_labels(), LABEL_OWNER_PID: str(dead.pid), LABEL_KERNEL_ID: "test-orphan"}
+    orphan = api.create_container(docker_image, command=["sleep", "300"], labels=labels)["Id"]
+    try:
+        kernel = await hub.launch(LABEL_TYPE)
+        await kernel.shutdown()
+        assert container_gone(orphan)
+    finally:
+        if not container_gone(orphan):
+            api.remove_container(orphan, force=True)
+
+
 # ---- clear failures ----
 
 
