@@ -105,43 +105,59 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 
 async def _cmd_launch(args: argparse.Namespace) -> int:
     from .connection import runtime_dir, write_connection_file
+    from .events import KernelEvent
     from .hub import KernelHub
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+
+    def on_event(event: KernelEvent) -> None:
+        print(event.describe(), file=sys.stderr, flush=True)
+
     async with KernelHub() as hub:
-        kernel = await hub.launch(args.type, cwd=args.cwd)
+        unsubscribe = hub.events.subscribe(on_event)
+        kernel = await hub.launch(
+            args.type, cwd=args.cwd, restart=False if args.no_restart else None
+        )
         path = (
             Path(args.connection_file)
             if args.connection_file
             else (runtime_dir() / f"kernel-hub-{kernel.id}.json")
         )
-        write_connection_file(kernel.connection_info, path)
-        try:
+
+        def publish() -> None:
+            # A restarted kernel has new ports and a new key: rewrite the file, reprint the JSON.
+            write_connection_file(kernel.connection_info, path)
             if args.json:
                 print(json.dumps({**kernel.describe(), "connection_file": str(path)}), flush=True)
-            else:
+
+        def on_restart(event: KernelEvent) -> None:
+            if event.kernel_id == kernel.id and event.kind == "restarted":
+                publish()
+
+        hub.events.subscribe(on_restart)
+        publish()
+        try:
+            if not args.json:
                 print(str(path), flush=True)
                 print(
                     f"kernel {kernel.type_id} ({kernel.id}) is running; Ctrl-C stops it",
                     file=sys.stderr,
                     flush=True,
                 )
-            died = asyncio.ensure_future(kernel.manager.wait())
+            ended = asyncio.ensure_future(kernel.wait())
             stopped = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({died, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (died, stopped):
+            await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (ended, stopped):
                 task.cancel()
-            if died.done() and not died.cancelled():
-                print(
-                    f"kernel {kernel.type_id} died (exit status {died.result()})", file=sys.stderr
-                )
-                return 1
-            return 0
+            # Ended on its own: died without restart, or restarts failed (both printed above).
+            return 1 if ended.done() and not ended.cancelled() else 0
         finally:
             path.unlink(missing_ok=True)
+            await kernel.shutdown()
+            unsubscribe()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the connection info as JSON")
     p.add_argument("--cwd", help="the kernel's working directory")
     p.add_argument("--connection-file", help="where to write the connection file")
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="do not restart the kernel when it dies (default: the kernel type's restart policy)",
+    )
 
     _add_plugin_commands(sub, set(sub.choices))
     return parser

@@ -164,7 +164,9 @@ def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy | N
     """Return how kernels of *kernel_type* are restarted when they die unexpectedly.
 
     Called by :meth:`KernelHub.launch` once per launch, unless the caller
-    passed ``restart=`` explicitly (call arguments win).
+    passed a policy or ``restart=False`` (call arguments win). The policy holds
+    for the kernel's whole life; :class:`~kernel_hub.restarter.KernelRestarter`
+    applies it.
 
     :param hub: the calling hub.
     :param kernel_type: the type being launched.

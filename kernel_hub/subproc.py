@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .connection import new_connection_info, runtime_dir, write_connection_file
 from .errors import LaunchError
 from .manager import KernelManager
+from .reaper import reaper
 from .types import LaunchResult
 
 if TYPE_CHECKING:
@@ -89,7 +90,8 @@ async def launch_subprocess(
     # and win (call arguments > kernel-type config > environment).
     env = {**os.environ, **request.env}
     env = {**env, **expand_env(kernel_type.env, env), **request.env}
-    # ipykernel exits when this process goes away (its parent poller watches this pid).
+    # ipykernel exits when this process goes away (its parent poller watches this pid); the
+    # reaper (see kernel_hub.reaper) does the same for any kernel, its children and files.
     env["JPY_PARENT_PID"] = str(os.getpid())
     log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -114,6 +116,8 @@ async def launch_subprocess(
     finally:
         os.close(log_fd)
     _children[proc.pid] = proc
+    # Should this process die, even by SIGKILL, the reaper kills the group and removes the files.
+    reaper().add(proc.pid, [str(conn_file), str(log_file)])
     state = {
         "pid": proc.pid,
         "pgid": proc.pid,
@@ -271,6 +275,7 @@ class SubprocessManager(KernelManager):
             if path:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
+        reaper().remove(self.pgid or self.pid)
 
     async def last_output(self, lines: int = 20) -> str:
         """Return the last *lines* of the kernel's own stdout/stderr, if logged."""

@@ -43,7 +43,7 @@ def test_run_code_and_exit_status(tmp_path):
     assert ok.stdout == "42\n"
     bad = run("run", "ipykernel/python3", "-c", "raise ValueError('nope')")
     assert bad.returncode == 1
-    assert "ValueError" in bad.stderr
+    assert "ValueError: nope" in bad.stderr and "\x1b[" not in bad.stderr
     script = tmp_path / "s.py"
     script.write_text("import os\nprint(os.getcwd())\n")
     res = run("run", "--file", str(script), "--cwd", str(tmp_path))

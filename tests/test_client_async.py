@@ -101,3 +101,20 @@ async def test_shutdown_ends_the_process(kernel):
         await c.shutdown(timeout=5)
     assert await kernel.manager.is_alive() is False
     assert kernel.manager.exit_status == 0
+
+
+async def test_wrong_key_client_gets_nothing_and_the_kernel_is_unaffected(kernel):
+    from kernel_hub import AsyncKernelClient
+
+    forged = dict(kernel.connection_info, key="0" * 64)
+    intruder = await AsyncKernelClient(forged).connect()
+    try:
+        with pytest.raises(TimeoutError):
+            await intruder.execute("import os; os._exit(1)", timeout=1.0)
+        # The kernel's own (validly signed) IOPub traffic fails our wrong-key check: counted.
+        async with kernel.client() as c:
+            assert (await c.execute("1+1", timeout=10)).content["status"] == "ok"
+        assert intruder.bad_signatures > 0
+    finally:
+        await intruder.close()
+    assert await kernel.manager.is_alive()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
@@ -14,6 +15,7 @@ from ..session import BadSignature, Message, Session
 from ._channels import Transport, ZMQTransport
 
 if TYPE_CHECKING:
+    from ..hub import RunningKernel
     from ..manager import KernelManager
 
 __all__ = ["AsyncKernelClient", "console_output_hook"]
@@ -28,6 +30,8 @@ StdinHook = Callable[[str, bool], "str | Awaitable[str]"]
 Handler = Callable[[Message], Any]
 
 CHANNELS = ("shell", "control", "stdin", "iopub")
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class _Execution:
@@ -60,6 +64,11 @@ class AsyncKernelClient:
     :param interrupt_mode: ``"signal"`` or ``"message"``, from the kernel type.
     :param transport: the wire; a :class:`ZMQTransport` by default (tests pass a fake).
     :param ready_timeout: how long ``async with client:`` waits in :meth:`wait_for_ready`.
+    :param kernel: the :class:`~kernel_hub.RunningKernel` this client talks to;
+        given by ``kernel.client()``. The client then follows the kernel across
+        restarts: it reconnects to the relaunched process by itself, keeping its
+        handlers (requests that were waiting when the kernel died fail with
+        :class:`~kernel_hub.KernelDied`).
     """
 
     def __init__(
@@ -71,6 +80,7 @@ class AsyncKernelClient:
         transport: Transport | None = None,
         session: Session | None = None,
         ready_timeout: float | None = 60.0,
+        kernel: RunningKernel | None = None,
     ) -> None:
         self.connection_info = dict(connection_info)
         #: How long ``async with client:`` waits for the kernel to answer.
@@ -81,6 +91,8 @@ class AsyncKernelClient:
             self.connection_info.get("key", ""),
             self.connection_info.get("signature_scheme", "hmac-sha256"),
         )
+        # Only a transport built here can be rebuilt for a restarted kernel.
+        self._own_transport = transport is None
         self._transport = transport or ZMQTransport(
             self.connection_info, identity=self.session.session_id.encode()
         )
@@ -90,6 +102,10 @@ class AsyncKernelClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._iopub_seen: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._rejoin: asyncio.Task[None] | None = None
+        self._kernel = kernel
+        if kernel is not None:
+            kernel._clients.add(self)
         self._died: KernelDied | None = None
         self._state = "NEW"
         #: Messages dropped because their signature was missing, wrong or replayed.
@@ -144,11 +160,70 @@ class AsyncKernelClient:
         self._pending.clear()
         self._executions.clear()
 
+    def _kernel_restarted(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
+        """Switch to the relaunched kernel; called by the RunningKernel from any thread."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._follow(connection_info, manager)  # never connected: just update
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._follow(connection_info, manager)
+        else:
+            # A blocking client lives on kernel_hub's private loop: sockets are used there only.
+            loop.call_soon_threadsafe(self._follow, connection_info, manager)
+
+    def _follow(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
+        """Close the old transport and open one on *connection_info*, keeping the handlers."""
+        if self._state == "CLOSED":
+            return
+        self._fail_waiting(
+            KernelDied(f"the kernel {manager.type_id} restarted while a request was waiting")
+        )
+        self._died = None
+        self.connection_info = dict(connection_info)
+        self.manager = manager
+        if not self._own_transport:
+            return  # an injected transport (tests) is the caller's business
+        self.session = Session(
+            self.connection_info.get("key", ""),
+            self.connection_info.get("signature_scheme", "hmac-sha256"),
+        )
+        self._transport.close()
+        self._transport = ZMQTransport(
+            self.connection_info, identity=self.session.session_id.encode()
+        )
+        if self._state != "CONNECTED":
+            return
+        if self._watcher is not None:
+            self._watcher.cancel()
+        if self._rejoin is not None:
+            self._rejoin.cancel()
+        self._iopub_seen = asyncio.Event()
+        self._transport.open(self._on_message)
+        self._watcher = asyncio.ensure_future(self._watch_manager(manager))
+        # Requests wait for this first, so that no output of the next execution is lost.
+        self._rejoin = asyncio.ensure_future(self._await_iopub(self.ready_timeout))
+
+    async def _rejoined(self) -> None:
+        """Wait until a reconnect after a restart has its IOPub subscription in place."""
+        task = self._rejoin
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+
     async def close(self) -> None:
         """Close the channels; requests still waiting fail with :class:`KernelHubError`."""
         if self._state == "CLOSED":
             return
         self._state = "CLOSED"
+        if self._kernel is not None:
+            self._kernel._clients.discard(self)
+        if self._rejoin is not None:
+            self._rejoin.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -275,6 +350,7 @@ class AsyncKernelClient:
 
         :raises TimeoutError: when no reply arrives within *timeout* seconds.
         """
+        await self._rejoined()
         if self._died is not None:
             raise self._died
         msg = self.session.msg(msg_type, content)
@@ -298,6 +374,16 @@ class AsyncKernelClient:
         arrives: then output of the next execution cannot be lost.
         """
         await self.connect()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        reply = await self.request(
+            "kernel_info_request", timeout=None if deadline is None else timeout
+        )
+        await self._await_iopub(None if deadline is None else max(0.0, deadline - loop.time()))
+        return reply
+
+    async def _await_iopub(self, timeout: float | None) -> None:
+        """Nudge the kernel with ``kernel_info_request`` until IOPub delivers a message."""
         assert self._iopub_seen is not None
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -305,7 +391,6 @@ class AsyncKernelClient:
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
-        reply = await self.request("kernel_info_request", timeout=left())
         while not self._iopub_seen.is_set():
             if self._died is not None:
                 raise self._died
@@ -318,7 +403,6 @@ class AsyncKernelClient:
                 raise TimeoutError(
                     f"kernel answered but its IOPub channel was silent for {timeout} s"
                 )
-        return reply
 
     # ---- requests ----
 
@@ -345,6 +429,7 @@ class AsyncKernelClient:
         :raises TimeoutError: when the reply or the final idle status does not
             arrive within *timeout* seconds (the execution keeps running; interrupt it).
         """
+        await self._rejoined()
         loop = asyncio.get_running_loop()
         content = {
             "code": code,
@@ -468,16 +553,18 @@ class AsyncKernelClient:
                 "no manager; get the client from a RunningKernel (kernel.client())"
             )
 
-    async def shutdown(self, *, timeout: float = 5.0) -> None:
+    async def shutdown(self, *, timeout: float = 5.0, restart: bool = False) -> None:
         """Ask the kernel to shut down, wait for it to end, and kill it if it does not.
 
         Sends ``shutdown_request`` on the control channel and waits up to
         *timeout* seconds for the reply, then (with a manager) up to *timeout*
         more for the process to end, then kills it.
+
+        :param restart: the ``restart`` field of the request (a relaunch follows).
         """
         with contextlib.suppress(TimeoutError, KernelDied, KernelHubError):
             await self.request(
-                "shutdown_request", {"restart": False}, channel="control", timeout=timeout
+                "shutdown_request", {"restart": restart}, channel="control", timeout=timeout
             )
         if self.manager is None:
             return
@@ -509,7 +596,10 @@ def console_output_hook(
             out.flush()
     elif msg_type == "error":
         tb = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
-        err.write("\n".join(tb) + "\n")
+        text = "\n".join(tb) + "\n"
+        if not getattr(err, "isatty", lambda: False)():
+            text = _ANSI_RE.sub("", text)  # kernels colour tracebacks for terminals only
+        err.write(text)
         err.flush()
 
 

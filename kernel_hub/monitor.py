@@ -1,0 +1,118 @@
+"""ActivityMonitor: a kernel's execution state and last activity, from its IOPub channel.
+
+The hub holds one per running kernel so that hosts can show ``busy``/``idle``
+and cull kernels idle for too long. It is one SUB socket on the kernel's
+IOPub, drained by the transport's single loop callback: no task, future or
+thread per message. Only ``status`` messages are verified and fully parsed;
+any other message just moves :attr:`ActivityMonitor.last_activity`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from .client._channels import ZMQTransport
+from .session import DELIM, Session
+
+__all__ = ["ActivityMonitor", "ExecutionState"]
+
+ExecutionState = Literal["starting", "idle", "busy", "dead"]
+
+_KERNEL_STATES = frozenset({"starting", "idle", "busy"})
+
+
+class ActivityMonitor:
+    """Follow one kernel's IOPub ``status`` messages.
+
+    Owned by a :class:`~kernel_hub.RunningKernel`, which opens it on each
+    (re)launched kernel's connection info and closes it when the kernel ends.
+    """
+
+    def __init__(self) -> None:
+        #: ``starting``, ``idle``, ``busy`` (from the kernel) or ``dead`` (set by the hub).
+        self.execution_state: ExecutionState = "starting"
+        #: ``time.time()`` of the last IOPub message (or of the launch).
+        self.last_activity = time.time()
+        #: IOPub messages seen, over all launches of the kernel.
+        self.messages = 0
+        self._transport: ZMQTransport | None = None
+        self._session: Session | None = None
+        self._waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
+
+    def __repr__(self) -> str:
+        where = "OPEN" if self._transport is not None else "CLOSED"
+        return f"<ActivityMonitor [{where} {self.execution_state} messages={self.messages}]>"
+
+    def open(self, connection_info: Mapping[str, Any]) -> None:
+        """Subscribe to the IOPub of the kernel at *connection_info*; call on the hub's loop.
+
+        A previous subscription (of the kernel before a restart) is closed first.
+        """
+        self.close()
+        self.set_state("starting")
+        self._session = Session(
+            connection_info.get("key", ""), connection_info.get("signature_scheme", "hmac-sha256")
+        )
+        # SUB sockets have no routing id; the identity is unused.
+        self._transport = ZMQTransport(connection_info, identity=b"", channels=("iopub",))
+        self._transport.open(self._on_message)
+
+    def close(self) -> None:
+        """Drop the subscription (idempotent); the last known state stays readable."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def _on_message(self, channel: str, frames: list[bytes]) -> None:
+        self.last_activity = time.time()
+        self.messages += 1
+        try:
+            idx = frames.index(DELIM)
+            msg_type = json.loads(frames[idx + 2]).get("msg_type")
+        except (ValueError, IndexError, AttributeError):
+            return
+        if msg_type != "status" or self._session is None:
+            return
+        try:
+            # Checks the signature: only the kernel's own status may change the state.
+            msg = self._session.deserialize(frames)
+        except ValueError:
+            return
+        state = msg.content.get("execution_state")
+        if state in _KERNEL_STATES:
+            self.set_state(state)
+
+    def set_state(self, state: ExecutionState) -> None:
+        """Set the execution state and wake those waiting for it (the hub sets ``dead``)."""
+        self.execution_state = state
+        if not self._waiters:
+            return
+        waiting = self._waiters
+        self._waiters = []
+        for states, fut in waiting:
+            if fut.done():
+                continue
+            if state in states:
+                fut.set_result(state)
+            else:
+                self._waiters.append((states, fut))
+
+    async def wait_for(self, *states: ExecutionState, timeout: float | None = None) -> str:
+        """Return once the execution state is one of *states* (at once if it already is).
+
+        :raises TimeoutError: after *timeout* seconds.
+        """
+        if self.execution_state in states:
+            return self.execution_state
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        entry = (frozenset(states), fut)
+        self._waiters.append(entry)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)

@@ -1,0 +1,200 @@
+"""KernelRestarter: watch a running kernel and relaunch it, within limits, when it dies.
+
+One restarter per :class:`~kernel_hub.RunningKernel`, one asyncio task each.
+The task awaits ``manager.wait()`` for the kernel's whole life, so a local
+kernel costs one pidfd registered with the loop and no polling. When the
+kernel dies without being asked to, the restarter emits ``died``, releases
+what the dead kernel held, waits the policy's backoff, relaunches the same
+kernel type with the same :class:`~kernel_hub.LaunchRequest` and emits
+``restarted``; once the policy's limit is spent it emits ``failed`` and the
+kernel is dropped from the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random as _random
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import KernelHubError
+
+if TYPE_CHECKING:
+    from .hub import RunningKernel
+    from .manager import KernelManager
+    from .types import RestartPolicy
+
+__all__ = ["KernelRestarter", "RestartBudget"]
+
+log = logging.getLogger("kernel_hub.restarter")
+
+
+class RestartBudget:
+    """Count restarts within a policy's sliding window: pure logic, clock injectable.
+
+    :param policy: the limit, window and stable-start time to apply.
+    :param clock: a monotonic clock in seconds.
+    """
+
+    def __init__(
+        self, policy: RestartPolicy, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._times: deque[float] = deque()
+
+    def __repr__(self) -> str:
+        return f"<RestartBudget {self.used}/{self.policy.limit} in {self.policy.window:g} s>"
+
+    @property
+    def used(self) -> int:
+        """Restarts within the current window."""
+        self._prune()
+        return len(self._times)
+
+    def _prune(self) -> None:
+        now = self._clock()
+        while self._times and now - self._times[0] >= self.policy.window:
+            self._times.popleft()
+
+    def next_attempt(self) -> int | None:
+        """Return the number (1-based) of the next restart, or ``None`` when the limit is spent."""
+        used = self.used
+        return None if used >= self.policy.limit else used + 1
+
+    def record(self) -> None:
+        """Count one restart, now."""
+        self._times.append(self._clock())
+
+    def ran_for(self, seconds: float) -> None:
+        """Forget past restarts when the kernel stayed up ``stable_after`` seconds or more."""
+        if seconds >= self.policy.stable_after:
+            self._times.clear()
+
+
+class KernelRestarter:
+    """Watch *kernel*'s manager and apply *policy* when the kernel dies unexpectedly.
+
+    Created and started by the hub for every kernel it launches or attaches
+    (with restarts disabled it still notices the death, emits ``died`` and
+    marks the kernel dead). :meth:`stop` is called before any purposeful
+    shutdown, kill or manual restart, so those never trigger a relaunch.
+
+    :param kernel: the running kernel; its ``manager`` is swapped on each relaunch.
+    :param policy: limit, window, backoff and stable-start time.
+    :param random: the jitter source, a function returning a float in ``[0, 1)``.
+    :param clock: a monotonic clock in seconds.
+    """
+
+    def __init__(
+        self,
+        kernel: RunningKernel,
+        policy: RestartPolicy,
+        *,
+        random: Callable[[], float] = _random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kernel = kernel
+        self.policy = policy
+        self.budget = RestartBudget(policy, clock=clock)
+        #: Automatic restarts done over the kernel's whole life.
+        self.restarts = 0
+        self._random = random
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def __repr__(self) -> str:
+        if self._task is None or self._task.done():
+            state = "STOPPED"
+        else:
+            state = "WATCHING" if self.policy.enabled else "WATCHING no-restart"
+        return (
+            f"<KernelRestarter {self.kernel.type_id} {self.kernel.id[:8]} "
+            f"[{state} restarts={self.budget.used}/{self.policy.limit}]>"
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start watching the kernel's current manager (on the running loop)."""
+        if self.running:
+            return
+        self._stopping = False
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        """Stop watching; a death from now on is not restarted. Idempotent.
+
+        A relaunch in progress is cancelled, and the half-started kernel is
+        killed by the hub's launch helper.
+        """
+        self._stopping = True
+        task = self._task
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                manager = self.kernel.manager
+                up_since = self._clock()
+                try:
+                    status = await manager.wait()
+                except Exception:  # noqa: BLE001 - a broken manager is treated as a death
+                    log.exception("waiting for %r failed; treating the kernel as dead", manager)
+                    status = None
+                if self._stopping:
+                    return
+                self.budget.ran_for(self._clock() - up_since)
+                if not await self._recover(manager, status):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the kernel must end in a known state
+            log.exception("the restarter of %r failed", self.kernel)
+            self.kernel._end(failed=f"the restarter failed: {exc!r}")
+
+    async def _recover(self, manager: KernelManager, status: int | None) -> bool:
+        """Handle one unexpected death; return whether the kernel runs again."""
+        kernel, policy = self.kernel, self.policy
+        kernel._died()
+        kernel.hub.emit("died", kernel.id, kernel.type_id, exit_status=status)
+        # Gone for the restarter means gone: a manager that only lost its link is killed.
+        with contextlib.suppress(Exception):
+            if await manager.is_alive():
+                await manager.kill()
+        await manager.cleanup()  # before the relaunch, which reuses the connection file name
+        if not policy.enabled:
+            kernel._end()
+            return False
+        error = ""
+        while True:
+            attempt = self.budget.next_attempt()
+            if attempt is None:
+                reason = f"{policy.limit} restarts within {policy.window:g} s"
+                kernel._end(failed=reason + (f"; the last one failed: {error}" if error else ""))
+                return False
+            delay = policy.delay(attempt, random=self._random())
+            data = {"attempt": attempt, "delay": round(delay, 3)}
+            kernel.hub.emit("restarting", kernel.id, kernel.type_id, **data)
+            await asyncio.sleep(delay)  # the backoff itself, not a synchronisation
+            self.budget.record()
+            try:
+                await kernel._relaunch()
+            except KernelHubError as exc:
+                error = (str(exc).strip().splitlines() or [repr(exc)])[0]
+                log.warning("restart %d of %r failed: %s", attempt, kernel, error)
+                continue
+            self.restarts += 1
+            kernel.hub.emit("restarted", kernel.id, kernel.type_id, attempt=attempt)
+            return True

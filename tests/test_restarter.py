@@ -1,0 +1,376 @@
+"""The restarter with real kernels: death, backoff, limits, purposeful shutdown, manual restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kernel_hub import (
+    KernelDied,
+    KernelHub,
+    KernelHubError,
+    KernelType,
+    RestartPolicy,
+    SubprocessManager,
+    hookimpl,
+    launch_subprocess,
+)
+from kernel_hub.restarter import RestartBudget
+from kernel_hub.testing import EventRecorder
+
+PYTHON = "ipykernel/python3"
+#: Small backoffs keep the tests fast; jitter stays on so that it is exercised.
+FAST = RestartPolicy(limit=3, window=60, backoff_initial=0.1, backoff_max=1, jitter=0.5)
+
+IPYKERNEL_ARGV = (sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}")
+EXIT_AT_ONCE = (sys.executable, "-c", "import sys; sys.exit(3)")
+
+
+def crash_looping_plugin() -> type:
+    """Return a provider whose first launch is a real ipykernel and every later one exits (3).
+
+    It records ``time.time()`` of each launch, to measure the backoff between attempts.
+    """
+
+    class CrashLoop:
+        name = "crashloop"
+        launches: list[float] = []
+
+        @staticmethod
+        @hookimpl
+        def find_kernel_types(hub):
+            return [KernelType(provider="crashloop", name="k", argv=IPYKERNEL_ARGV)]
+
+        @staticmethod
+        @hookimpl
+        def launch(hub, kernel_type, request):
+            if kernel_type.provider != "crashloop":
+                return None
+            argv = IPYKERNEL_ARGV if not CrashLoop.launches else EXIT_AT_ONCE
+            CrashLoop.launches.append(time.time())
+            return launch_subprocess(kernel_type, request, argv=argv)
+
+        @staticmethod
+        @hookimpl
+        def make_manager(hub, kernel_type, connection_info, state):
+            if kernel_type.provider != "crashloop":
+                return None
+            return SubprocessManager.from_state(state)
+
+        @staticmethod
+        @hookimpl
+        def restart_policy(hub, kernel_type):
+            return FAST if kernel_type.provider == "crashloop" else None
+
+    return CrashLoop
+
+
+async def gone(pid: int, timeout: float = 10.0) -> bool:
+    """Return whether *pid* has ended (or is a zombie) within *timeout* seconds (observation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+# ---- pure logic ----
+
+
+def test_budget_counts_within_the_window_and_resets_when_stable():
+    now = [100.0]
+    budget = RestartBudget(RestartPolicy(limit=2, window=10, stable_after=5), clock=lambda: now[0])
+    assert budget.next_attempt() == 1
+    budget.record()
+    assert budget.next_attempt() == 2
+    budget.record()
+    assert budget.next_attempt() is None
+    assert repr(budget) == "<RestartBudget 2/2 in 10 s>"
+    now[0] += 10  # both restarts slid out of the window
+    assert budget.next_attempt() == 1
+    budget.record()
+    budget.ran_for(4.9)
+    assert budget.used == 1
+    budget.ran_for(5)
+    assert budget.used == 0
+    assert RestartBudget(RestartPolicy(limit=0)).next_attempt() is None
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter_on_top():
+    p = RestartPolicy(backoff_initial=0.1, backoff_max=0.3, jitter=0.5)
+    assert [p.delay(n) for n in (1, 2, 3, 4)] == pytest.approx([0.1, 0.2, 0.3, 0.3])
+    assert p.delay(2, random=0.999) == pytest.approx(0.2 * 1.4995)
+
+
+# ---- real kernels ----
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_kill_9_restarts_and_the_same_client_keeps_working():
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch(PYTHON, restart=FAST)
+        old_pid, old_key = kernel.manager.pid, kernel.connection_info["key"]
+        streams = []
+        async with kernel.client() as client:
+            client.on(
+                "iopub", lambda m: streams.append(m) if m.header["msg_type"] == "stream" else None
+            )
+            await client.execute("x = 1", timeout=10)
+            # A request waiting when the kernel dies fails with KernelDied.
+            waiting = asyncio.ensure_future(client.execute("import time; time.sleep(60)"))
+            await kernel.wait_for_execution_state("busy", timeout=10)
+            os.kill(old_pid, signal.SIGKILL)
+            with pytest.raises(KernelDied):
+                await asyncio.wait_for(waiting, 20)
+            died = await rec.wait_for("died", kernel.id)
+            assert died.data == {"exit_status": -signal.SIGKILL}
+            await rec.wait_for("restarted", kernel.id, timeout=60)
+            assert kernel.manager.pid != old_pid and kernel.connection_info["key"] != old_key
+            assert kernel.status == "RUNNING" and kernel.restarts == 1
+            assert hub.get(kernel.id) is kernel
+            # The same client, reconnected: a fresh kernel (x is gone), handlers kept.
+            out = []
+            reply = await client.execute("print(6*7); x", output_hook=out.append, timeout=20)
+            assert reply.content["status"] == "error" and reply.content["ename"] == "NameError"
+            assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == ["42\n"]
+            assert streams[-1].content["text"] == "42\n"
+            assert client.manager is kernel.manager
+        assert rec.kinds(kernel.id) == ["starting", "ready", "died", "restarting", "restarted"]
+        restarting = rec.of(kernel.id, "restarting")[0]
+        assert restarting.data["attempt"] == 1
+        assert FAST.delay(1) <= restarting.data["delay"] <= FAST.delay(1, random=1)
+        # The old kernel's files are gone; the new ones exist until shutdown.
+        assert Path(kernel.state["connection_file"]).exists()
+        await kernel.shutdown()
+        assert rec.kinds(kernel.id)[-1] == "shutdown"
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_blocking_client_follows_a_restart():
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch(PYTHON, restart=FAST)
+        client = await asyncio.to_thread(kernel.blocking_client)
+        try:
+            await asyncio.to_thread(client.wait_for_ready, 20)
+            await kernel.manager.signal(signal.SIGKILL)
+            await rec.wait_for("restarted", kernel.id, timeout=60)
+            reply = await asyncio.to_thread(client.execute, "1+1", timeout=20)
+            assert reply.content["status"] == "ok"
+            assert client.connection_info == kernel.connection_info
+        finally:
+            await asyncio.to_thread(client.close)
+            await kernel.shutdown()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_kernel_dying_at_every_start_fails_after_exactly_the_limit():
+    plugin = crash_looping_plugin()
+    async with KernelHub(plugins=[plugin], config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch("crashloop/k")
+        assert kernel.restart_policy == FAST  # from the plugin's restart_policy hook
+        await kernel.manager.signal(signal.SIGKILL)
+        failed = await rec.wait_for("failed", kernel.id, timeout=60)
+        await asyncio.wait_for(kernel.wait(), 5)
+    assert rec.kinds(kernel.id) == [
+        "starting",
+        "ready",
+        "died",
+        "restarting",
+        "restarting",
+        "restarting",
+        "failed",
+    ]
+    assert "3 restarts within 60 s" in failed.data["reason"]
+    assert "exited during start-up (exit status 3)" in failed.data["reason"]
+    assert len(plugin.launches) == 1 + FAST.limit
+    attempts = rec.of(kernel.id, "restarting")
+    assert [e.data["attempt"] for e in attempts] == [1, 2, 3]
+    # Backoff, measured: each relaunch comes at least its delay after the event announcing it,
+    # and the delays grow.
+    died = rec.of(kernel.id, "died")[0]
+    assert plugin.launches[1] - died.time >= FAST.delay(1)
+    for n, event in enumerate(attempts, start=1):
+        assert plugin.launches[n] - event.time >= event.data["delay"] - 0.001
+        assert FAST.delay(n) <= event.data["delay"] <= FAST.delay(n, random=1)
+        if n > 1:
+            assert plugin.launches[n] - plugin.launches[n - 1] >= FAST.delay(n)
+    assert kernel.status == "DEAD" and kernel.execution_state == "dead"
+    assert kernel.id not in hub.kernels
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_purposeful_shutdown_and_kill_are_not_restarted():
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        polite, now = await asyncio.gather(
+            hub.launch(PYTHON, restart=FAST), hub.launch(PYTHON, restart=FAST)
+        )
+        await polite.shutdown()
+        await now.shutdown(now=True)
+        for kernel in (polite, now):
+            assert rec.kinds(kernel.id) == ["starting", "ready", "shutdown"]
+            assert not kernel._restarter.running
+            assert kernel.status == "DEAD" and kernel.restarts == 0
+            assert not await kernel.manager.is_alive()
+        assert not hub.kernels
+        with pytest.raises(KernelHubError, match="only a RUNNING kernel"):
+            await polite.restart()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_without_restarts_a_death_is_final():
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch(PYTHON, restart=False)
+        assert not kernel.restart_policy.enabled
+        await kernel.manager.signal(signal.SIGTERM)
+        await asyncio.wait_for(kernel.wait(), 20)
+        assert rec.kinds(kernel.id) == ["starting", "ready", "died"]
+        assert rec.of(kernel.id, "died")[0].data["exit_status"] == -signal.SIGTERM
+        assert kernel.status == "DEAD" and not hub.kernels
+        assert not Path(kernel.state["connection_file"]).exists()
+        await kernel.shutdown()  # quiet no-op
+        assert rec.kinds(kernel.id) == ["starting", "ready", "died"]
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_manual_restart_relaunches_and_clients_follow():
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch(PYTHON, restart=FAST)
+        old = kernel.manager
+        async with kernel.client() as client:
+            await client.execute("x = 1", timeout=10)
+            await kernel.restart()
+            assert await old.wait() == 0  # it ended on the shutdown_request, politely
+            assert kernel.manager is not old and kernel.status == "RUNNING"
+            reply = await client.execute("x", timeout=20)
+            assert reply.content["ename"] == "NameError"
+            await kernel.restart(now=True)
+            assert (await client.execute("1", timeout=20)).content["status"] == "ok"
+        assert rec.kinds(kernel.id) == ["starting", "ready", *["restarting", "restarted"] * 2]
+        assert rec.of(kernel.id, "restarted")[0].data == {"requested": True}
+        assert kernel.restarts == 0  # manual restarts do not use up the policy
+        assert kernel._restarter.running
+        await kernel.shutdown()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_restart_reaches_the_dead_kernels_grandchildren():
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch(PYTHON, restart=FAST)
+        async with kernel.client() as c:
+            out = []
+            code = (
+                "import subprocess, sys\n"
+                "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+                "print(p.pid)"
+            )
+            await c.execute(code, output_hook=out.append, timeout=10)
+        grandchild = int(out[-1].content["text"])
+        os.kill(kernel.manager.pid, signal.SIGKILL)  # the leader only, not its group
+        await rec.wait_for("restarted", kernel.id, timeout=60)
+        assert await gone(grandchild)
+        await kernel.shutdown()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_execution_state_and_last_activity_follow_iopub(tmp_path):
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch(PYTHON, restart=FAST)
+        # It may still be busy answering the readiness probes for a moment.
+        assert kernel.execution_state in ("idle", "busy")
+        await kernel.wait_for_execution_state("idle", timeout=10)
+        before = kernel.last_activity
+        flag = tmp_path / "go"
+        code = f"import os, time\nwhile not os.path.exists({str(flag)!r}): time.sleep(0.01)"
+        async with kernel.client() as client:
+            running = asyncio.ensure_future(client.execute(code, timeout=30))
+            assert await kernel.wait_for_execution_state("busy", timeout=10) == "busy"
+            assert kernel.last_activity > before
+            flag.touch()
+            await running
+            await kernel.wait_for_execution_state("idle", timeout=10)
+        assert "OPEN idle" in repr(kernel._monitor)
+        await kernel.manager.signal(signal.SIGKILL)
+        await kernel.wait_for_execution_state("dead", timeout=10)
+        await rec.wait_for("restarted", kernel.id, timeout=60)
+        await kernel.wait_for_execution_state("idle", timeout=10)
+        await kernel.shutdown()
+        assert kernel.execution_state == "dead"
+        assert "CLOSED dead" in repr(kernel._monitor)
+
+
+def test_restart_policy_resolution(plugin_manager):
+    kt = KernelType(provider="x", name="y")
+
+    class Policy:
+        @staticmethod
+        @hookimpl
+        def restart_policy(hub, kernel_type):
+            return RestartPolicy(enabled=False, limit=7) if kernel_type.provider == "x" else None
+
+    plugin_manager.register(Policy)
+    hub = KernelHub(plugin_manager=plugin_manager, config={})
+    assert hub._restart_policy(kt, None) == RestartPolicy(enabled=False, limit=7)
+    assert hub._restart_policy(kt, True) == RestartPolicy(limit=7)
+    assert not (hub._restart_policy(kt, False)).enabled
+    assert hub._restart_policy(kt, FAST) is FAST
+    other = KernelType(provider="z", name="y")
+    assert hub._restart_policy(other, None) == RestartPolicy()  # the core default
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_first_launch_that_fails_emits_failed_and_leaves_nothing():
+    plugin = crash_looping_plugin()
+    plugin.launches.append(0.0)  # pretend the good first launch happened: this one exits at once
+    async with KernelHub(plugins=[plugin], config={}) as hub:
+        rec = EventRecorder(hub)
+        with pytest.raises(KernelHubError, match="exited during start-up"):
+            await hub.launch("crashloop/k", kernel_id="doomed")
+        assert rec.kinds("doomed") == ["starting", "failed"]
+        assert "exit status 3" in rec.of("doomed", "failed")[0].data["reason"]
+        assert not hub.kernels
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_shutdown_during_a_manual_restart_wins_and_leaves_nothing():
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch(PYTHON, restart=FAST)
+        restarting = asyncio.ensure_future(kernel.restart())
+        await rec.wait_for("restarting", kernel.id)
+        await kernel.shutdown()
+        with pytest.raises(KernelHubError, match="shut down while it was restarting"):
+            await restarting
+        assert rec.kinds(kernel.id) == ["starting", "ready", "restarting", "shutdown"]
+        assert kernel.status == "DEAD" and not hub.kernels
+        assert not await kernel.manager.is_alive()
+        runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
+        assert not list(runtime.glob(f"kernel-{kernel.id}*"))
