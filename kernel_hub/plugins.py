@@ -114,7 +114,9 @@ def load_entrypoint_plugins(
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not break the others
             log.warning("kernel_hub plugin %r (%s) failed to load: %r", ep.name, dist[0], exc)
-            pm.failed[ep.name] = PluginInfo(ep.name, dist[0], dist[1], error=repr(exc))
+            # The type, the message and what was imported: enough to find the culprit.
+            error = f"{type(exc).__name__}: {exc} (importing {ep.value})"
+            pm.failed[ep.name] = PluginInfo(ep.name, dist[0], dist[1], error=error)
             continue
         try:
             pm.register(plugin, name=ep.name)

@@ -13,7 +13,12 @@ Fixtures:
 :class:`EventRecorder` records a hub's lifecycle events and awaits them.
 
 And :func:`require_service`, which skips a test whose service (dockerd, sshd)
-is missing on a developer's machine but fails it in CI (``CI=true``).
+is missing on a developer's machine but fails it in CI (``CI=true``), and
+:class:`ProviderConformance`, the conformance suite for provider plugins
+(see :mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``).
+
+Enabling the plugin also registers the markers the suite uses
+(``integration``, ``slow``, ``docker``, ``ssh``), so ``--strict-markers`` works.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .conformance import ProviderConformance
 from .connection import new_connection_info
 from .plugins import KernelHubPluginManager, make_plugin_manager
 from .session import Message, Session
@@ -36,12 +42,28 @@ if TYPE_CHECKING:
 __all__ = [
     "EventRecorder",
     "FakeKernel",
+    "ProviderConformance",
     "ScriptedTransport",
     "fake_kernel",
     "plugin_manager",
     "require_service",
     "scripted_transport",
 ]
+
+#: The markers kernel_hub's tests and the conformance suite use.
+MARKERS = {
+    "integration": "starts a real ipykernel process",
+    "slow": "takes more than a few seconds",
+    "docker": "needs a real Docker engine",
+    "ssh": "needs a real sshd on loopback",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register :data:`MARKERS`, so that projects using the kit need not."""
+    for name, help_text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {help_text}")
+
 
 #: Gets each request the client sent; returns the ``(channel, message)`` pairs to deliver.
 Responder = Callable[[str, Message], Iterable[tuple[str, Message]]]

@@ -140,6 +140,7 @@ async def test_kill_9_restarts_and_the_same_client_keeps_working():
             await rec.wait_for("restarted", kernel.id, timeout=60)
             assert kernel.manager.pid != old_pid and kernel.connection_info["key"] != old_key
             assert kernel.status == "RUNNING" and kernel.restarts == 1
+            assert repr(kernel._restarter).endswith("[WATCHING restarts=1/3]>")
             assert hub.get(kernel.id) is kernel
             # The same client, reconnected: a fresh kernel (x is gone), handlers kept.
             out = []
@@ -228,6 +229,7 @@ async def test_purposeful_shutdown_and_kill_are_not_restarted():
         for kernel in (polite, now):
             assert rec.kinds(kernel.id) == ["starting", "ready", "shutdown"]
             assert not kernel._restarter.running
+            assert repr(kernel._restarter).endswith("[STOPPED restarts=0/3]>")
             assert kernel.status == "DEAD" and kernel.restarts == 0
             assert not await kernel.manager.is_alive()
         assert not hub.kernels
@@ -374,3 +376,25 @@ async def test_shutdown_during_a_manual_restart_wins_and_leaves_nothing():
         assert not await kernel.manager.is_alive()
         runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
         assert not list(runtime.glob(f"kernel-{kernel.id}*"))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_kernel_that_stayed_up_long_enough_gets_its_restarts_back():
+    once = dict(limit=1, window=600, backoff_initial=0.05, backoff_max=0.05, jitter=0)
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        stable, fragile = await asyncio.gather(
+            hub.launch(PYTHON, restart=RestartPolicy(**once, stable_after=0)),
+            hub.launch(PYTHON, restart=RestartPolicy(**once, stable_after=600)),
+        )
+        for n in (1, 2):
+            await stable.manager.signal(signal.SIGKILL)
+            await fragile.manager.signal(signal.SIGKILL)
+            await rec.wait_for("restarted", stable.id, count=n, timeout=60)
+            await rec.wait_for("restarted" if n == 1 else "failed", fragile.id, timeout=60)
+        assert stable.restarts == 2 and stable.status == "RUNNING"
+        assert rec.kinds(fragile.id)[-3:] == ["restarted", "died", "failed"]
+        assert "1 restarts within 600 s" in rec.of(fragile.id, "failed")[0].data["reason"]
+        await stable.shutdown()

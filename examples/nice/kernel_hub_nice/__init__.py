@@ -1,0 +1,1 @@
+"""kernel_hub provider plugin ``nice``: this Python's ipykernel under ``nice -n N``."""
