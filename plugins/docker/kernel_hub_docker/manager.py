@@ -239,23 +239,25 @@ class DockerManager(KernelManager):
         from docker.errors import APIError, NotFound
 
         def remove() -> None:
-            api = get_client().api
-            with engine_errors():
-                try:
-                    api.remove_container(self.container_id, force=True)
-                except NotFound:
-                    pass
-                except APIError as exc:
-                    if exc.status_code != 409:  # 409: another caller is removing it right now
-                        raise
-                    with contextlib.suppress(NotFound):
-                        api.wait(self.container_id, condition="removed", timeout=60)
+            # One thread does both: if the awaiting task is cancelled (a loop shutting down),
+            # the thread still finishes, and the temp dir does not outlive the container.
+            if not self._removed:
+                api = get_client().api
+                with engine_errors():
+                    try:
+                        api.remove_container(self.container_id, force=True)
+                    except NotFound:
+                        pass
+                    except APIError as exc:
+                        if exc.status_code != 409:  # 409: another caller is removing it now
+                            raise
+                        with contextlib.suppress(NotFound):
+                            api.wait(self.container_id, condition="removed", timeout=60)
+                self._removed = True
+            if self.temp_dir:
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
 
-        if not self._removed:
-            await asyncio.to_thread(remove)
-            self._removed = True
-        if self.temp_dir:
-            await asyncio.to_thread(shutil.rmtree, self.temp_dir, True)
+        await asyncio.to_thread(remove)
 
     async def last_output(self, lines: int = 20) -> str:
         """Return the container's last *lines* log lines (the kernel's own stdout/stderr)."""
