@@ -66,7 +66,7 @@ class DockerOptions:
     :param mount_cwd: bind-mount the launch request's ``cwd`` and work there.
     :param pull: pull the image when it is missing locally.
     :param user: the user to run as (``"1000:1000"``), default the image's.
-    :param init: run Docker's init (tini) as PID 1 so signals reach the kernel.
+    :param init: run Docker's init (tini) as PID 1: it forwards signals and reaps zombies.
     :param source: ``"config"`` or ``"label"``: where the type came from.
     """
 

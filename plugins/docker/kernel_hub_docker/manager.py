@@ -2,9 +2,10 @@
 
 ``wait()`` is woken by the engine: one daemon thread per manager blocks on
 the engine's event stream for the container's ``die`` event and hands the
-exit status to every waiting coroutine, on whatever event loop it waits. Signals go to the
-container's PID 1, which is Docker's init (tini) by default: it forwards them
-to the kernel, so SIGINT interrupts ipykernel as it would a local process.
+exit status to every waiting coroutine, on whatever event loop it waits.
+Signals go to the container's PID 1, which is Docker's init (tini) by
+default: it forwards them to the kernel, so SIGINT interrupts ipykernel as it
+would a local process.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ class DockerManager(KernelManager):
             await asyncio.to_thread(send)
 
     async def interrupt(self) -> None:
-        """Send SIGINT; Docker's init forwards it to the kernel process."""
+        """Send SIGINT to PID 1: Docker's init forwards it; a kernel that is PID 1 handles it."""
         await self.signal(_signal.SIGINT)
 
     async def kill(self) -> None:

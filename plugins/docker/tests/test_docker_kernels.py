@@ -210,10 +210,14 @@ async def test_resource_limits_are_in_the_inspect_data(hub):
 # ---- interrupt, kill, death ----
 
 
+@pytest.mark.parametrize("init", [True, False], ids=["docker-init", "kernel-as-pid1"])
 @pytest.mark.asyncio
-async def test_interrupt_a_busy_loop(hub):
-    kernel = await hub.launch(LABEL_TYPE)
+async def test_interrupt_a_busy_loop(hub, init):
+    # With Docker's init (the default) tini forwards SIGINT to the kernel; without it the kernel
+    # is PID 1, which gets only signals it has handlers for, and Python handles SIGINT.
+    kernel = await hub.launch(LABEL_TYPE, params={"init": init})
     try:
+        assert inspect(kernel.manager.container_id)["HostConfig"]["Init"] is init
         go = asyncio.Event()
 
         def on_output(msg) -> None:
