@@ -24,6 +24,7 @@ from .errors import (
 from .hookspecs import hookimpl, hookspec
 from .hub import KernelHub, RunningKernel
 from .manager import KernelManager
+from .remote import NannyManager
 from .run import run_kernel, run_kernel_async
 from .session import Message
 from .subproc import SubprocessManager, launch_subprocess
@@ -42,6 +43,7 @@ __all__ = [
     "LaunchRequest",
     "LaunchResult",
     "Message",
+    "NannyManager",
     "NoSuchKernelType",
     "PluginError",
     "RestartPolicy",

@@ -1,4 +1,4 @@
-"""The ``kernel-hub`` command line: list, run, launch, plugins, and plugins' own commands.
+"""The ``kernel-hub`` command line: list, run, launch, attach, plugins, and plugins' commands.
 
 A plugin adds subcommands through the ``kernel_hub.cli`` entry-point group: each
 entry point names a function ``add_commands(subparsers)`` that adds its parsers
@@ -160,6 +160,151 @@ async def _cmd_launch(args: argparse.Namespace) -> int:
             unsubscribe()
 
 
+async def _cmd_launch_nanny(args: argparse.Namespace) -> int:
+    """``launch --nanny``: the kernel runs under a local nanny, managed through its sockets."""
+    import subprocess
+    import uuid
+
+    from .client import AsyncKernelClient
+    from .connection import runtime_dir, write_connection_file
+    from .errors import KernelDied, LaunchError
+    from .hub import KernelHub
+    from .remote import start_local_nanny
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    hub = KernelHub()
+    kt = await (hub.default_kernel_type() if args.type is None else hub.get_kernel_type(args.type))
+    kernel_id = str(uuid.uuid4())
+    proc, manager = await start_local_nanny(
+        kt,
+        cwd=args.cwd,
+        kernel_id=kernel_id,
+        stderr=None if args.verbose else subprocess.DEVNULL,
+    )
+    info = manager.connection_info
+    path = (
+        Path(args.connection_file)
+        if args.connection_file
+        else runtime_dir() / f"kernel-hub-{kernel_id}.json"
+    )
+    try:
+        client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
+        try:
+            await client.wait_for_ready(60.0)
+        except (KernelDied, TimeoutError) as exc:
+            tail = await manager.last_output()
+            raise LaunchError(
+                f"kernel {kt.id} did not become ready under its nanny ({exc})."
+                + (f" Its last output:\n{tail}" if tail else "")
+            ) from None
+        finally:
+            await client.close()
+        write_connection_file(info, path)
+        if args.json:
+            described = {
+                "kernel_id": kernel_id,
+                "type_id": kt.id,
+                "connection_info": info,
+                "state": manager.describe(),
+                "connection_file": str(path),
+            }
+            print(json.dumps(described), flush=True)
+        else:
+            print(str(path), flush=True)
+            print(
+                f"kernel {kt.id} ({kernel_id}) is running under nanny pid {manager.nanny_pid}; "
+                "Ctrl-C stops it",
+                file=sys.stderr,
+                flush=True,
+            )
+        died = asyncio.ensure_future(manager.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        exited = asyncio.ensure_future(proc.wait())
+        await asyncio.wait({died, stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (died, stopped, exited):
+            task.cancel()
+        if stopped.done() and not stopped.cancelled():
+            # Politely first (shutdown_request on control), then the nanny kills what is left.
+            client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
+            await client.connect()
+            try:
+                await client.shutdown(timeout=5.0)
+            finally:
+                await client.close()
+            return 0
+        if died.done() and not died.cancelled():
+            print(f"kernel {kt.id} died (exit status {died.result()})", file=sys.stderr)
+        else:
+            print(f"the nanny of kernel {kt.id} exited unexpectedly", file=sys.stderr)
+        return 1
+    finally:
+        await manager.cleanup()  # the nanny's shutdown: kernel killed, work dir removed, exit
+        try:
+            await asyncio.wait_for(proc.wait(), 10.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        path.unlink(missing_ok=True)
+
+
+def _read_attach_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return ``(connection_info, state)`` from a connection file or ``launch --json`` output."""
+    from .connection import read_connection_file
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise KernelHubError(f"cannot read {path!r}: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("connection_info"), dict):
+        return dict(data["connection_info"]), dict(data.get("state") or {})
+    try:
+        return dict(read_connection_file(path)), {}
+    except ValueError as exc:
+        raise KernelHubError(str(exc)) from None
+
+
+async def _cmd_attach(args: argparse.Namespace) -> int:
+    """Attach to a running kernel from its connection file; never shut it down on exit."""
+    from .client import AsyncKernelClient
+    from .remote import NannyManager, is_nanny_info
+
+    info, state = _read_attach_file(args.file)
+    manager = NannyManager(info, state) if is_nanny_info(info) else None
+    client = AsyncKernelClient(info, manager=manager)
+    try:
+        if args.kill or args.restart:
+            if manager is None:
+                raise KernelHubError(
+                    f"{args.file} has no nanny ports: --kill and --restart need a kernel "
+                    "started with 'kernel-hub launch --nanny'"
+                )
+            if args.kill:
+                await manager.kill()
+                print(f"killed (exit status {manager.exit_status})", file=sys.stderr)
+            else:
+                pid = await manager.restart()
+                print(f"restarted (kernel pid {pid})", file=sys.stderr)
+            return 0
+        if args.interrupt:
+            await client.connect()
+            await client.interrupt()
+            return 0
+        async with client:
+            if args.code is None:
+                reply = await client.kernel_info(timeout=args.timeout)
+                print(json.dumps(reply.content, indent=1))
+                return 0
+            reply = await client.execute_interactive(args.code, timeout=args.timeout)
+            return 0 if reply.content.get("status") == "ok" else 1
+    finally:
+        await client.close()
+        if manager is not None:
+            manager.close()  # only our sockets: the kernel keeps running
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kernel-hub", description="Find, launch and talk to Jupyter kernels through plugins."
@@ -191,6 +336,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not restart the kernel when it dies (default: the kernel type's restart policy)",
     )
+    p.add_argument(
+        "--nanny",
+        action="store_true",
+        help="run the kernel under a nanny; the connection info gains nanny ports, so other "
+        "processes can interrupt, restart and kill it ('kernel-hub attach')",
+    )
+
+    p = sub.add_parser(
+        "attach", help="use a running kernel from its connection file (it keeps running)"
+    )
+    p.add_argument("file", help="a connection file, or the output of 'launch --json'")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("-c", dest="code", metavar="CODE", help="run CODE and print its output")
+    what.add_argument("--interrupt", action="store_true", help="interrupt the running code")
+    what.add_argument("--kill", action="store_true", help="kill the kernel (nanny only)")
+    what.add_argument("--restart", action="store_true", help="restart the kernel (nanny only)")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
 
     _add_plugin_commands(sub, set(sub.choices))
     return parser
@@ -206,9 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plugins": _cmd_plugins,
         "run": _cmd_run,
         "launch": _cmd_launch,
+        "launch-nanny": _cmd_launch_nanny,
+        "attach": _cmd_attach,
     }
     try:
-        result = (getattr(args, "func", None) or commands[args.command])(args)
+        command = args.command
+        if command == "launch" and args.nanny:
+            command = "launch-nanny"
+        result = (getattr(args, "func", None) or commands[command])(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return int(result)

@@ -45,17 +45,48 @@ class ConnectionInfo(TypedDict, total=False):
 _recent_ports: deque[int] = deque(maxlen=512)
 
 
+def port_band() -> tuple[int, int] | None:
+    """Return a band of ports outside the OS's ephemeral range, or ``None`` if there is none.
+
+    A port handed to a kernel is free only until the kernel binds it. Ports the
+    OS picks for ``bind(0)`` come from the ephemeral range, which is also where
+    every outgoing TCP connection (our own clients' included) takes its source
+    port, so such a port can be taken in between and the kernel dies with
+    "Address already in use". Below (or above) that range only deliberate binds
+    compete, and a random choice there practically never collides.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        return None
+    if low - 1 >= 12000:
+        return 10000, low - 1
+    if high + 1 <= 63000:
+        return high + 1, 65535
+    return None
+
+
 def free_ports(n: int, ip: str = "127.0.0.1") -> list[int]:
-    """Return *n* distinct TCP ports that were free on *ip* a moment ago."""
+    """Return *n* distinct TCP ports that are free on *ip* now (see :func:`port_band`)."""
+    band = port_band()
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     socks: list[socket.socket] = []
     ports: list[int] = []
     try:
+        attempts = 0
         while len(ports) < n:
-            s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+            attempts += 1
+            s = socket.socket(family)
             socks.append(s)
-            s.bind((ip, 0))
+            try:
+                s.bind((ip, secrets.randbelow(band[1] - band[0] + 1) + band[0] if band else 0))
+            except OSError:
+                if attempts > 200:
+                    band = None  # a crowded band: let the OS choose instead
+                continue
             port = s.getsockname()[1]
-            if port not in _recent_ports:
+            if port not in _recent_ports and port not in ports:
                 ports.append(port)
     finally:
         for s in socks:

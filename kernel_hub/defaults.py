@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .hookspecs import hookimpl
 from .types import RestartPolicy
 
 if TYPE_CHECKING:
     from .hub import KernelHub
+    from .remote import NannyManager
     from .types import KernelType
 
 __all__ = ["DEFAULT_PLUGINS", "DEFAULT_RESTART_POLICY"]
@@ -24,6 +26,22 @@ class CoreDefaults:
     @hookimpl(trylast=True)
     def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
         return DEFAULT_RESTART_POLICY
+
+    @staticmethod
+    @hookimpl(trylast=True)
+    def make_manager(
+        hub: KernelHub,
+        kernel_type: KernelType,
+        connection_info: Mapping[str, Any],
+        state: Mapping[str, Any],
+    ) -> NannyManager | None:
+        # Any kernel served by a nanny is managed through it, whoever launched it; a provider
+        # that tunnels (SSH) implements make_manager itself to re-open its tunnels first.
+        from .remote import NannyManager, is_nanny_info
+
+        if not is_nanny_info(connection_info):
+            return None
+        return NannyManager.from_state(connection_info, state, type_id=kernel_type.id)
 
 
 #: ``(name, plugin)`` pairs that :func:`make_plugin_manager` registers last.

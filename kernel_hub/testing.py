@@ -10,12 +10,13 @@ Fixtures:
   client logic is tested without a kernel process.
 - ``fake_kernel``: a :class:`FakeKernel` answering like ipykernel would.
 
-:class:`EventRecorder` records a hub's lifecycle events and awaits them.
-
-And :func:`require_service`, which skips a test whose service (dockerd, sshd)
-is missing on a developer's machine but fails it in CI (``CI=true``), and
-:class:`ProviderConformance`, the conformance suite for provider plugins
-(see :mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``).
+Helpers: :class:`EventRecorder` records a hub's lifecycle events and awaits
+them; :func:`require_service` skips a test whose service (dockerd, sshd) is
+missing on a developer's machine but fails it in CI (``CI=true``);
+:class:`ProviderConformance` is the conformance suite for provider plugins (see
+:mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``); and
+:func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
+would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind.
 
 Enabling the plugin also registers the markers the suite uses
 (``integration``, ``slow``, ``docker``, ``ssh``), so ``--strict-markers`` works.
@@ -24,9 +25,16 @@ Enabling the plugin also registers the markers the suite uses
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
@@ -43,11 +51,13 @@ __all__ = [
     "EventRecorder",
     "FakeKernel",
     "ProviderConformance",
+    "NannyProcess",
     "ScriptedTransport",
     "fake_kernel",
     "plugin_manager",
     "require_service",
     "scripted_transport",
+    "start_nanny",
 ]
 
 #: The markers kernel_hub's tests and the conformance suite use.
@@ -262,3 +272,116 @@ def fake_kernel() -> FakeKernel:
 def scripted_transport() -> Callable[[Session, Responder], ScriptedTransport]:
     """A factory of :class:`ScriptedTransport` objects."""
     return ScriptedTransport
+
+
+# ---- nanny ----
+
+
+class NannyProcess:
+    """A nanny started by :func:`start_nanny`; :meth:`stop` leaves nothing behind.
+
+    :param proc: the process started (for ``--daemon``, the parent that exited).
+    :param handshake: the nanny's handshake line, decoded.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], handshake: dict[str, Any]) -> None:
+        self.proc = proc
+        self.handshake = handshake
+        self.connection_info: dict[str, Any] = handshake["connection_info"]
+        self.nanny_pid: int = handshake["nanny_pid"]
+        self.workdir: str = handshake["workdir"]
+        #: Every kernel pid seen; a test that restarts the kernel appends the new one.
+        self.kernel_pids: list[int] = [handshake["kernel_pid"]]
+
+    def __repr__(self) -> str:
+        return f"<NannyProcess pid={self.nanny_pid} kernel={self.kernel_pids[-1]}>"
+
+    @property
+    def kernel_pid(self) -> int:
+        return self.kernel_pids[-1]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the nanny (it kills its kernel), SIGKILL what is left, remove its work dir."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.nanny_pid, signal.SIGTERM)
+        if self.proc.pid == self.nanny_pid:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        else:  # --daemon: not our child; wait for it to go away
+            if not wait_pid_gone(self.nanny_pid, timeout):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.nanny_pid, signal.SIGKILL)
+            self.proc.wait()
+        for pid in self.kernel_pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Return whether *pid* runs (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def wait_pid_gone(pid: int, timeout: float) -> bool:
+    """Wait up to *timeout* s for *pid* to end (woken by a pidfd); return whether it did."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(pidfd, selectors.EVENT_READ)
+            sel.select(timeout)  # readable once the process has exited
+        return not pid_alive(pid)
+    finally:
+        os.close(pidfd)
+
+
+def start_nanny(
+    *args: str,
+    python: str = sys.executable,
+    stderr: int | IO[bytes] | None = None,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+) -> NannyProcess:
+    """Run ``python - *args < nanny.py`` as a remote provider would; return after the handshake.
+
+    :param stderr: where the nanny's log goes (default: inherited).
+    :raises RuntimeError: when the nanny answers with an error or no handshake in time.
+    """
+    from .nanny import __file__ as nanny_file
+
+    with open(nanny_file, "rb") as src:
+        proc = subprocess.Popen(
+            [python, "-", *args],
+            stdin=src,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=None if env is None else dict(env),
+            start_new_session=True,  # like over SSH: no terminal signals from the test run
+        )
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        ready = sel.select(timeout)
+    line = proc.stdout.readline() if ready else b""
+    proc.stdout.close()
+    try:
+        handshake = json.loads(line)
+    except ValueError:
+        handshake = {"error": f"no handshake within {timeout} s (got {line!r})"}
+    if "error" in handshake:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the nanny failed: {handshake['error']}")
+    return NannyProcess(proc, handshake)

@@ -39,3 +39,14 @@ def test_read_connection_file_names_the_problem(tmp_path):
         read_connection_file(bad)
     with pytest.raises(ValueError, match="cannot read connection file"):
         read_connection_file(tmp_path / "missing.json")
+
+
+def test_ports_avoid_the_ephemeral_range():
+    from kernel_hub.connection import port_band
+
+    band = port_band()
+    if band is None:
+        pytest.skip("this OS has no port band outside its ephemeral range")
+    ports = new_connection_info()
+    for c in ("shell", "iopub", "stdin", "control", "hb"):
+        assert band[0] <= ports[f"{c}_port"] <= band[1]

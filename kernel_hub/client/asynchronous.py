@@ -17,6 +17,7 @@ from ._channels import Transport, ZMQTransport
 if TYPE_CHECKING:
     from ..hub import RunningKernel
     from ..manager import KernelManager
+    from ..remote import NannyManager
 
 __all__ = ["AsyncKernelClient", "console_output_hook"]
 
@@ -60,7 +61,9 @@ class AsyncKernelClient:
 
     :param connection_info: the kernel's connection info (ports, ip, key).
     :param manager: the kernel's manager; needed for signal interrupts and for
-        ``shutdown`` to make sure the kernel has ended.
+        ``shutdown`` to make sure the kernel has ended. Without one, connection
+        info that carries nanny ports gets a :class:`~kernel_hub.remote.NannyManager`
+        of its own, whose sockets :meth:`close` releases (the kernel keeps running).
     :param interrupt_mode: ``"signal"`` or ``"message"``, from the kernel type.
     :param transport: the wire; a :class:`ZMQTransport` by default (tests pass a fake).
     :param ready_timeout: how long ``async with client:`` waits in :meth:`wait_for_ready`.
@@ -83,6 +86,12 @@ class AsyncKernelClient:
         kernel: RunningKernel | None = None,
     ) -> None:
         self.connection_info = dict(connection_info)
+        # A kernel served by a nanny can be interrupted and killed by anyone holding its key.
+        self._own_manager: NannyManager | None = None
+        if manager is None and "nanny_control_port" in self.connection_info:
+            from ..remote import NannyManager
+
+            manager = self._own_manager = NannyManager(self.connection_info)
         #: How long ``async with client:`` waits for the kernel to answer.
         self.ready_timeout = ready_timeout
         self.manager = manager
@@ -229,6 +238,8 @@ class AsyncKernelClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         self._transport.close()
+        if self._own_manager is not None:
+            self._own_manager.close()
         self._fail_waiting(KernelHubError("the client was closed while waiting for a reply"))
 
     async def __aenter__(self) -> AsyncKernelClient:

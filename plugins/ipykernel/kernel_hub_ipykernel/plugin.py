@@ -36,6 +36,7 @@ def make_manager(
     connection_info: Mapping[str, Any],
     state: Mapping[str, Any],
 ) -> SubprocessManager | None:
-    if kernel_type.provider != PROVIDER:
+    # A kernel of this type started under a nanny (kernel-hub launch --nanny) is the core's.
+    if kernel_type.provider != PROVIDER or "nanny_control_port" in connection_info:
         return None
     return SubprocessManager.from_state(state, type_id=kernel_type.id)

@@ -1,0 +1,654 @@
+"""The nanny: start one kernel next to itself and serve its manager over signed ZeroMQ.
+
+This file is shipped whole to machines where kernel_hub is not installed (over
+SSH, into a container) and run there with any Python >= 3.8 that has pyzmq,
+which every ipykernel installation brings::
+
+    python3 - [options] < nanny.py
+
+So it uses only the standard library and pyzmq, never imports kernel_hub or
+jupyter_client, keeps to Python 3.8 syntax, and does nothing at import time:
+``from kernel_hub.nanny import source`` is how a provider gets the text to send.
+The protocol (options, handshake line, ops, events) is specified in
+``docs/nanny-protocol.md``; the host side is :class:`kernel_hub.remote.NannyManager`.
+"""
+
+# Annotations stay strings (never evaluated), so ``list[str]`` and ``X | None`` are fine on 3.8;
+# runtime code must keep to 3.8: no match, no zip(strict=), no datetime.UTC.
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["DELIM", "Nanny", "Signer", "main", "source"]
+
+DELIM = b"<IDS|MSG>"
+PROTOCOL_VERSION = "5.3"
+DEFAULT_LINGER = 600.0
+KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+def source() -> str:
+    """Return the text of this file, to be run remotely as ``python3 - < nanny.py``."""
+    with open(os.path.abspath(__file__), encoding="utf-8") as f:
+        return f.read()
+
+
+def _log(message: str) -> None:
+    """Write one line to stderr (the nanny's log; never the key)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: UP017 - 3.8
+    try:
+        sys.stderr.write(f"{stamp} kernel-hub-nanny[{os.getpid()}]: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr gone (SSH channel closed): logging must not kill the nanny
+
+
+class NannyError(Exception):
+    """A start-up failure; its message goes into the handshake's ``error``."""
+
+
+class Signer:
+    """HMAC-sign and check Jupyter multipart messages, refusing replays.
+
+    :param key: the connection key.
+    :param scheme: ``hmac-<hash>`` as in the connection file.
+    """
+
+    #: How many recent signatures are remembered to refuse replays.
+    history_size = 2**16
+
+    def __init__(self, key: bytes, scheme: str = "hmac-sha256") -> None:
+        kind, _, hash_name = scheme.partition("-")
+        if kind != "hmac" or not hasattr(hashlib, hash_name):
+            raise NannyError(f"unsupported signature_scheme {scheme!r}; use 'hmac-sha256'")
+        self._auth = hmac.new(key, digestmod=getattr(hashlib, hash_name))
+        self._seen: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+
+    def sign(self, parts: list[bytes]) -> bytes:
+        h = self._auth.copy()
+        for p in parts:
+            h.update(p)
+        return h.hexdigest().encode("ascii")
+
+    def check(self, signature: bytes, parts: list[bytes]) -> str | None:
+        """Return ``None`` if *signature* is valid and new, else why it is refused."""
+        if not signature:
+            return "unsigned message"
+        if not hmac.compare_digest(signature, self.sign(parts)):
+            return "invalid signature"
+        if signature in self._seen:
+            return "replayed signature"
+        self._seen[signature] = None
+        if len(self._seen) > self.history_size:
+            self._seen.popitem(last=False)
+        return None
+
+
+def _pack(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _url(ip: str, port: Any) -> str:
+    host = "[" + ip + "]" if ":" in ip else ip
+    return f"tcp://{host}:{port}"
+
+
+def _free_ports(ip: str, n: int) -> list[int]:
+    """Return *n* distinct ports that are free on *ip* now.
+
+    Chosen at random outside the OS's ephemeral range where possible: ports from
+    ``bind(0)`` share that range with the source ports of outgoing connections,
+    which can take one before the kernel binds it. (kernel_hub.connection does
+    the same; this file is self-contained, so it cannot import that.)
+    """
+    band = None
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        band = (10000, low - 1) if low - 1 >= 12000 else None
+    except (OSError, ValueError):
+        pass
+    socks = []
+    ports = []  # type: list[int]
+    try:
+        attempts = 0
+        while len(ports) < n:
+            attempts += 1
+            s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+            socks.append(s)
+            try:
+                s.bind((ip, band[0] + secrets.randbelow(band[1] - band[0] + 1) if band else 0))
+            except OSError:
+                if attempts > 200:
+                    band = None
+                continue
+            if s.getsockname()[1] not in ports:
+                ports.append(s.getsockname()[1])
+        return ports
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _default_argv() -> list[str]:
+    return [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+
+
+def _check_ipykernel(argv: list[str]) -> None:
+    """Fail early, with the fix, when argv runs this Python's ipykernel and it is missing."""
+    if "ipykernel_launcher" not in argv:
+        return
+    prog = os.path.realpath(shutil.which(argv[0]) or argv[0])
+    if prog != os.path.realpath(sys.executable):
+        return  # another interpreter: it reports its own missing module
+    try:
+        found = importlib.util.find_spec("ipykernel") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise NannyError(
+            f"ipykernel is not installed for {sys.executable}; "
+            f"run: {sys.executable} -m pip install ipykernel"
+        )
+
+
+class Nanny:
+    """One kernel, its work dir, and the two signed sockets that manage it.
+
+    :param argv: the kernel's command line; ``{connection_file}`` is filled in.
+    :param cwd: the kernel's working directory.
+    :param env: extra environment variables for the kernel.
+    :param ip: the address the kernel and the nanny's sockets bind to.
+    :param kernel_name: written into the connection info.
+    :param linger: how long to wait for ``restart``/``shutdown`` after the kernel died on its own.
+    :param daemon: ignore SIGHUP (the nanny outlives the SSH channel that started it).
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        ip: str = "127.0.0.1",
+        kernel_name: str = "",
+        linger: float = DEFAULT_LINGER,
+        daemon: bool = False,
+    ) -> None:
+        self.argv = list(argv)
+        self.daemon = daemon
+        self.cwd = cwd
+        self.env = dict(env or {})
+        self.ip = ip
+        self.kernel_name = kernel_name
+        self.linger = linger
+        self.workdir = ""
+        self.connection_file = ""
+        self.log_file = ""
+        self.connection_info: dict[str, Any] = {}
+        self.proc: subprocess.Popen | None = None  # type: ignore[type-arg]
+        self.kernel_pid: int | None = None
+        self.exit_status: int | None = None
+        #: Requests dropped because of a missing, wrong or replayed signature.
+        self.bad_signatures = 0
+        self.session = uuid.uuid4().hex
+        self._signer: Signer | None = None
+        self._zmq: Any = None
+        self._ctx: Any = None
+        self._control: Any = None
+        self._events: Any = None
+        self._wake_r = -1
+        self._wake_w = -1
+        self._signals: list[int] = []
+        self._linger_deadline: float | None = None
+        self._exit = False
+
+    # ---- start ----
+
+    def start(self) -> dict[str, Any]:
+        """Make the work dir, bind the sockets, start the kernel; return the handshake."""
+        try:
+            import zmq
+        except ImportError:
+            raise NannyError(
+                f"pyzmq is not installed for {sys.executable}; "
+                f"run: {sys.executable} -m pip install ipykernel"
+            ) from None
+        self._zmq = zmq
+        _check_ipykernel(self.argv)
+        if self.cwd is not None and not os.path.isdir(self.cwd):
+            raise NannyError(f"working directory {self.cwd!r} does not exist on this machine")
+        self.workdir = tempfile.mkdtemp(prefix="kernel-hub-nanny-")  # mode 0700
+        self.connection_file = os.path.join(self.workdir, "kernel.json")
+        self.log_file = os.path.join(self.workdir, "kernel.log")
+        key = secrets.token_hex(32)
+        self._signer = Signer(key.encode("ascii"))
+        self._ctx = zmq.Context()
+        self._control = self._ctx.socket(zmq.ROUTER)
+        # XPUB (wire-compatible with PUB) tells the nanny of each new subscription, so it can
+        # publish nanny_welcome: proof to that subscriber that no later event will be lost.
+        self._events = self._ctx.socket(zmq.XPUB)
+        self._events.setsockopt(zmq.XPUB_VERBOSE, 1)
+        try:
+            control_port = self._bind(self._control)
+            events_port = self._bind(self._events)
+        except zmq.ZMQError as exc:
+            raise NannyError(f"cannot bind the nanny's sockets on {self.ip}: {exc}") from None
+        info: dict[str, Any] = {"transport": "tcp", "ip": self.ip}
+        # The nanny's own ports are bound already, so the OS cannot hand them out again here.
+        ports = _free_ports(self.ip, len(KERNEL_PORTS))
+        info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
+        info.update(
+            key=key,
+            signature_scheme="hmac-sha256",
+            kernel_name=self.kernel_name,
+            nanny_control_port=control_port,
+            nanny_events_port=events_port,
+        )
+        self.connection_info = info
+        kernel_info = {k: v for k, v in info.items() if not k.startswith("nanny_")}
+        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(kernel_info, f, indent=1)
+        self._install_signals()
+        self._start_kernel()
+        return {
+            "connection_info": info,
+            "nanny_pid": os.getpid(),
+            "kernel_pid": self.kernel_pid,
+            "workdir": self.workdir,
+        }
+
+    def _bind(self, sock: Any) -> int:
+        sock.linger = 1000  # long enough to deliver the shutdown reply, short enough to exit
+        sock.bind(_url(self.ip, "*"))
+        endpoint = sock.getsockopt(self._zmq.LAST_ENDPOINT).decode()
+        return int(endpoint.rsplit(":", 1)[1])
+
+    def _start_kernel(self) -> None:
+        argv = [
+            a.replace("{connection_file}", self.connection_file).replace("{prefix}", sys.prefix)
+            for a in self.argv
+        ]
+        env = dict(os.environ)
+        env.update(self.env)
+        # ipykernel exits when its parent goes away; its parent is this nanny.
+        env["JPY_PARENT_PID"] = str(os.getpid())
+        log_fd = os.open(self.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,  # its own process group: signals reach its children
+                close_fds=True,
+            )
+        except OSError as exc:
+            # No kernel now: a failed restart must not keep the nanny waiting forever.
+            self._linger_deadline = time.monotonic() + self.linger
+            raise NannyError(
+                f"cannot start the kernel: running {argv[0]!r} failed "
+                f"({exc.strerror or exc}); check the kernel's argv"
+            ) from None
+        finally:
+            os.close(log_fd)
+        self.proc = proc
+        self.kernel_pid = proc.pid
+        self.exit_status = None
+        self._linger_deadline = None
+        _log(f"kernel started, pid {proc.pid}: {' '.join(argv)}")
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        # The C-level handler writes to this pipe, which wakes the zmq poll at once.
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            if signum == signal.SIGHUP and self.daemon:
+                signal.signal(signum, signal.SIG_IGN)
+            else:
+                signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._signals.append(signum)
+
+    # ---- serve ----
+
+    def serve(self) -> int:
+        """Answer requests until ``shutdown``, a terminating signal, or the linger ran out."""
+        zmq = self._zmq
+        poller = zmq.Poller()
+        poller.register(self._control, zmq.POLLIN)
+        poller.register(self._events, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        try:
+            while not self._exit:
+                timeout = None
+                if self._linger_deadline is not None:
+                    timeout = max(0.0, self._linger_deadline - time.monotonic()) * 1000
+                ready = dict(poller.poll(timeout))
+                if self._wake_r in ready:
+                    self._drain_wakeups()
+                self._handle_signals()
+                self._check_kernel()
+                if self._control in ready:
+                    self._drain_control()
+                if self._events in ready:
+                    self._drain_subscriptions()
+                deadline = self._linger_deadline
+                if deadline is not None and time.monotonic() >= deadline and not self._exit:
+                    _log(f"no restart or shutdown within {self.linger} s of the kernel's death")
+                    self._exit = True
+        finally:
+            self.close()
+        return 0
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_signals(self) -> None:
+        while self._signals:
+            signum = self._signals.pop(0)
+            if signum == signal.SIGCHLD:
+                continue  # _check_kernel reaps
+            _log(f"got signal {signum}: killing the kernel and exiting")
+            # Not quiet: hosts waiting on the kernel learn that it is gone (the socket's linger
+            # delivers the event before the nanny exits).
+            self._stop_kernel(quiet=False)
+            self._exit = True
+
+    def _check_kernel(self) -> None:
+        """Reap the kernel if it ended, kill what it left in its group, publish kernel_died."""
+        proc = self.proc
+        if proc is None or proc.poll() is None:
+            return
+        self._reaped(proc, quiet=False)
+
+    def _reaped(self, proc: Any, *, quiet: bool) -> None:
+        self.proc = None
+        self.exit_status = proc.returncode
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # grandchildren left in the kernel's group
+        except OSError:
+            pass
+        _log(f"kernel {proc.pid} ended, exit status {proc.returncode}")
+        if not quiet:
+            self._publish("kernel_died", {"exit_status": proc.returncode, "kernel_pid": proc.pid})
+            self._linger_deadline = time.monotonic() + self.linger
+
+    def _stop_kernel(self, *, quiet: bool) -> int | None:
+        """SIGKILL the kernel's process group and reap it; return its exit status."""
+        proc = self.proc
+        if proc is None:
+            return self.exit_status
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+            _log(f"kernel {proc.pid} survived SIGKILL for 10 s")
+            return None
+        self._reaped(proc, quiet=quiet)
+        return self.exit_status
+
+    # ---- messages ----
+
+    def _msg(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> list[bytes]:
+        header = {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "username": "kernel-hub-nanny",
+            "session": self.session,
+            "date": datetime.now(timezone.utc).isoformat(),  # noqa: UP017 - 3.8
+            "version": PROTOCOL_VERSION,
+        }
+        parts = [_pack(header), _pack(parent), _pack({}), _pack(content)]
+        assert self._signer is not None
+        return [DELIM, self._signer.sign(parts), *parts]
+
+    def _publish(self, event: str, content: dict[str, Any]) -> None:
+        frames = self._msg(event, content, {})
+        self._events.send_multipart([event.encode(), *frames])
+
+    def _drain_subscriptions(self) -> None:
+        zmq = self._zmq
+        while True:
+            try:
+                frame = self._events.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frame[:1] == b"\x01":  # a (re)subscription, not an unsubscription
+                self._publish("nanny_welcome", self._status())
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "alive": self.proc is not None,
+            "exit_status": self.exit_status,
+            "kernel_pid": self.kernel_pid,
+            "nanny_pid": os.getpid(),
+        }
+
+    def _drain_control(self) -> None:
+        zmq = self._zmq
+        while not self._exit:
+            try:
+                frames = self._control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle_request(frames)
+
+    def _handle_request(self, frames: list[bytes]) -> None:
+        try:
+            idx = frames.index(DELIM)
+        except ValueError:
+            idx = -1
+        if idx < 1 or len(frames) < idx + 6:
+            self.bad_signatures += 1
+            _log("dropped a request that is not a Jupyter message")
+            return
+        idents, signature, parts = frames[:idx], frames[idx + 1], frames[idx + 2 : idx + 6]
+        assert self._signer is not None
+        why = self._signer.check(signature, parts)
+        if why is not None:
+            self.bad_signatures += 1
+            _log(f"dropped a request with a bad signature ({why}); {self.bad_signatures} so far")
+            return
+        try:
+            header = json.loads(parts[0])
+            content = json.loads(parts[3])
+            op = content["op"]
+        except (ValueError, KeyError, TypeError):
+            header, content, op = {}, {}, None
+        try:
+            reply = self._dispatch(op, content)
+        except Exception as exc:  # noqa: BLE001 - the caller gets the error, the nanny lives
+            reply = {"status": "error", "evalue": f"{op}: {exc}"}
+        self._control.send_multipart([*idents, *self._msg("nanny_reply", reply, header)])
+        if op == "shutdown":
+            self._exit = True
+
+    def _dispatch(self, op: Any, content: dict[str, Any]) -> dict[str, Any]:
+        ok: dict[str, Any] = {"status": "ok"}
+        if op == "ping":
+            ok.update(nanny_pid=os.getpid(), bad_signatures=self.bad_signatures)
+        elif op == "is_alive":
+            self._check_kernel()
+            ok.update(
+                alive=self.proc is not None,
+                exit_status=self.exit_status,
+                kernel_pid=self.kernel_pid,
+            )
+        elif op in ("signal", "interrupt"):
+            signum = signal.SIGINT if op == "interrupt" else int(content["signum"])
+            if self.proc is not None:
+                try:
+                    os.killpg(self.proc.pid, signum)
+                except ProcessLookupError:
+                    pass
+        elif op == "kill":
+            ok["exit_status"] = self._stop_kernel(quiet=False)
+        elif op == "restart":
+            self._stop_kernel(quiet=True)
+            self._start_kernel()
+            self._publish("kernel_restarted", {"kernel_pid": self.kernel_pid})
+            ok["kernel_pid"] = self.kernel_pid
+        elif op == "shutdown":
+            self._stop_kernel(quiet=True)
+        elif op == "log_tail":
+            ok["text"] = self._log_tail(int(content.get("lines", 20)))
+        else:
+            return {"status": "error", "evalue": f"unknown op {op!r}"}
+        return ok
+
+    def _log_tail(self, lines: int) -> str:
+        try:
+            with open(self.log_file, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+    # ---- stop ----
+
+    def close(self) -> None:
+        """Kill the kernel if alive, close the sockets, remove the work dir."""
+        self._stop_kernel(quiet=True)
+        for sock in (self._control, self._events):
+            if sock is not None:
+                sock.close()  # with linger: a last reply still goes out
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        _log("exiting")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="nanny.py", description="Start a Jupyter kernel and serve its manager over ZeroMQ."
+    )
+    p.add_argument("--argv", help="the kernel's argv as JSON, with {connection_file}")
+    p.add_argument("--cwd", help="the kernel's working directory")
+    p.add_argument("--env", help="extra environment variables as a JSON object")
+    p.add_argument("--ip", default="127.0.0.1", help="the address to bind (default 127.0.0.1)")
+    p.add_argument("--kernel-name", default="", help="kernel_name in the connection info")
+    p.add_argument("--daemon", action="store_true", help="detach after the handshake")
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=DEFAULT_LINGER,
+        help="seconds to wait for restart/shutdown after the kernel died (default 600)",
+    )
+    return p.parse_args(argv)
+
+
+def _daemonize() -> int:
+    """Fork; the parent relays the child's handshake line and exits. Return the write fd.
+
+    Only a process that is not a group leader may start a new session, and the
+    process that sshd started is one; so the child, a fresh pid, does the work.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(w)
+        chunks = []
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        line = b"".join(chunks)
+        sys.stdout.write(line.decode("utf-8", "replace"))
+        sys.stdout.flush()
+        os._exit(0 if line.startswith(b'{"connection_info"') else 1)
+    os.close(r)
+    os.setsid()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return w
+
+
+def _redirect_stdio(path: str) -> None:
+    """Point stdin at /dev/null and stdout/stderr at *path*, so the SSH channel can close."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.close(null)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the nanny: print the handshake line, then serve until told to stop."""
+    args = _parse_args(argv)
+    out_fd = _daemonize() if args.daemon else None
+
+    def say(obj: dict[str, Any]) -> None:
+        line = (json.dumps(obj) + "\n").encode("utf-8")
+        if out_fd is not None:
+            os.write(out_fd, line)
+            os.close(out_fd)
+        else:
+            sys.stdout.write(line.decode("utf-8"))
+            sys.stdout.flush()
+
+    nanny = None
+    try:
+        kernel_argv = json.loads(args.argv) if args.argv else _default_argv()
+        env = json.loads(args.env) if args.env else {}
+        if not isinstance(kernel_argv, list) or not all(isinstance(a, str) for a in kernel_argv):
+            raise NannyError("--argv must be a JSON list of strings")
+        if not isinstance(env, dict):
+            raise NannyError("--env must be a JSON object")
+        nanny = Nanny(
+            kernel_argv,
+            cwd=args.cwd,
+            env={str(k): str(v) for k, v in env.items()},
+            ip=args.ip,
+            kernel_name=args.kernel_name,
+            linger=args.linger,
+            daemon=args.daemon,
+        )
+        handshake = nanny.start()
+    except (NannyError, ValueError) as exc:
+        if nanny is not None:
+            nanny.close()
+        say({"error": str(exc)})
+        return 1
+    if args.daemon:
+        _redirect_stdio(os.path.join(nanny.workdir, "nanny.log"))
+    say(handshake)
+    return nanny.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

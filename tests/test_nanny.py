@@ -1,0 +1,656 @@
+"""The nanny and NannyManager, with real processes.
+
+The nanny runs as a remote provider runs it: ``python - < nanny.py``, by default
+in a fresh venv that has nothing but ipykernel (no kernel_hub, no jupyter_client
+of ours). Every nanny a test starts is stopped in teardown, failed test or not,
+and its pids are checked to be gone.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import glob
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+import pytest_asyncio
+
+from kernel_hub import AsyncKernelClient, KernelType
+from kernel_hub.errors import LaunchError
+from kernel_hub.nanny import Signer, source
+from kernel_hub.plugins import HookRelay
+from kernel_hub.remote import NannyManager
+from kernel_hub.session import Session
+from kernel_hub.testing import NannyProcess, pid_alive, start_nanny, wait_pid_gone
+
+TIMEOUT = 30
+
+
+# ---- fixtures ----
+
+
+@contextlib.contextmanager
+def ipykernel_venv(base_python: str) -> Iterator[str]:
+    """Yield the python of a fresh venv of *base_python* with only ipykernel installed."""
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv is needed to build the ipykernel-only venv: python3 -m pip install uv")
+    with tempfile.TemporaryDirectory(prefix="kh-ipykernel-only-") as tmp:
+        venv = os.path.join(tmp, "venv")
+        subprocess.run([uv, "venv", "-q", "--python", base_python, venv], check=True)
+        python = os.path.join(venv, "bin", "python")
+        install = [uv, "pip", "install", "-q", "--python", python, "ipykernel"]
+        env = {**os.environ, "VIRTUAL_ENV": venv}
+        # From the uv cache when it has ipykernel (uv sync put it there), else from the index.
+        if subprocess.run([*install, "--offline"], env=env, capture_output=True).returncode:
+            subprocess.run(install, check=True, env=env)
+        yield python
+
+
+@pytest.fixture(scope="session")
+def ipykernel_only_python() -> Iterator[str]:
+    """The python of a fresh venv with only ipykernel (and its dependencies) installed."""
+    with ipykernel_venv(sys.executable) as python:
+        yield python
+
+
+def find_python38() -> str | None:
+    """Return a Python 3.8 interpreter if this machine has one (PATH or pyenv), else None."""
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    candidates = sorted(glob.glob(os.path.join(root, "versions", "3.8.*", "bin", "python3.8")))
+    candidates += [p for p in [shutil.which("python3.8")] if p]
+    for python in candidates:
+        # (a pyenv shim exists even when that version is not enabled: it must really run)
+        check = [python, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"]
+        if subprocess.run(check, capture_output=True).returncode == 0:
+            return python
+    return None
+
+
+@pytest.fixture
+def nannies() -> Iterator[list[NannyProcess]]:
+    """A list to put started nannies in; each is stopped, and checked gone, after the test."""
+    started: list[NannyProcess] = []
+    yield started
+    for nanny in started:
+        nanny.stop()
+    for nanny in started:
+        assert not pid_alive(nanny.nanny_pid), f"{nanny!r} outlived its test"
+        for pid in nanny.kernel_pids:
+            assert wait_pid_gone(pid, TIMEOUT), f"kernel {pid} of {nanny!r} outlived its test"
+        assert not os.path.exists(nanny.workdir)
+
+
+@pytest.fixture
+def nanny_log(tmp_path):
+    """A file for the nanny's stderr (its log)."""
+    with open(tmp_path / "nanny.log", "wb") as f:
+        yield f
+
+
+@pytest.fixture
+def nanny(ipykernel_only_python, nannies, nanny_log) -> NannyProcess:
+    """A nanny + kernel running in the ipykernel-only venv."""
+    started = start_nanny(python=ipykernel_only_python, stderr=nanny_log)
+    nannies.append(started)
+    return started
+
+
+@pytest_asyncio.fixture
+async def manager(nanny):
+    mgr = NannyManager(nanny.connection_info, {"nanny_pid": nanny.nanny_pid})
+    yield mgr
+    mgr.close()
+
+
+# ---- the shipped file ----
+
+
+STDLIB = set(sys.stdlib_module_names)
+
+
+def test_source_is_one_self_contained_python38_file():
+    text = source()
+    tree = ast.parse(text, feature_version=(3, 8))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative imports cannot be shipped"
+            imported.add((node.module or "").split(".")[0])
+        elif isinstance(node, ast.Match):  # pragma: no cover - ast.parse already refuses it
+            pytest.fail("match statements need Python 3.10")
+        elif isinstance(node, ast.keyword) and node.arg == "strict":
+            pytest.fail("zip(strict=) needs Python 3.10")
+        elif isinstance(node, ast.Attribute) and node.attr == "UTC":
+            pytest.fail("datetime.UTC needs Python 3.11")
+    assert imported - STDLIB - {"__future__"} == {"zmq"}
+    # side-effect free at import, runnable as python - < nanny.py
+    assert 'if __name__ == "__main__":' in text
+
+
+def test_signer_and_session_agree():
+    key = "k" * 64
+    session = Session(key)
+    signer = Signer(key.encode())
+    frames = session.serialize(session.msg("nanny_request", {"op": "ping"}))
+    sig, parts = frames[1], frames[2:6]
+    assert signer.check(sig, parts) is None
+    assert signer.check(sig, parts) == "replayed signature"
+    assert signer.check(b"", parts) == "unsigned message"
+    assert Signer(b"other").check(sig, parts) == "invalid signature"
+
+
+# ---- make_manager default ----
+
+
+def test_hook_make_manager_core_default_builds_a_nanny_manager(plugin_manager):
+    from kernel_hub import KernelHub
+
+    hub = KernelHub(plugin_manager=plugin_manager, config={})
+    kt = KernelType(provider="far", name="away")
+    info = {"ip": "127.0.0.1", "key": "x", "nanny_control_port": 1, "nanny_events_port": 2}
+    state = {"nanny_pid": 10, "kernel_pid": 11, "extra": "kept"}
+    mgr = asyncio.run(
+        HookRelay(plugin_manager).make_manager(
+            hub=hub, kernel_type=kt, connection_info=info, state=state
+        )
+    )
+    assert isinstance(mgr, NannyManager)
+    assert mgr.describe() == {"nanny": True, "nanny_pid": 10, "kernel_pid": 11, "extra": "kept"}
+    assert repr(mgr) == "<NannyManager far/away [RUNNING pid=11 nanny=127.0.0.1:1]>"
+    with pytest.raises(LaunchError, match="no installed plugin can manage"):
+        asyncio.run(
+            HookRelay(plugin_manager).make_manager(
+                hub=hub, kernel_type=kt, connection_info={"key": "x"}, state={}
+            )
+        )
+
+
+# ---- a real nanny in an ipykernel-only venv ----
+
+
+@pytest.mark.integration
+def test_ipykernel_only_venv_has_no_kernel_hub(ipykernel_only_python):
+    res = subprocess.run([ipykernel_only_python, "-c", "import kernel_hub"], capture_output=True)
+    assert res.returncode != 0 and b"ModuleNotFoundError" in res.stderr
+
+
+@pytest.mark.integration
+def test_handshake_workdir_and_key_stay_private(nanny):
+    info = nanny.connection_info
+    assert info["ip"] == "127.0.0.1" and info["signature_scheme"] == "hmac-sha256"
+    ports = [info[k] for k in info if k.endswith("_port")]
+    assert len(ports) == 7 == len(set(ports))
+    assert len(info["key"]) == 64
+    assert stat.S_IMODE(os.stat(nanny.workdir).st_mode) == 0o700
+    conn_file = os.path.join(nanny.workdir, "kernel.json")
+    assert stat.S_IMODE(os.stat(conn_file).st_mode) == 0o600
+    for pid in (nanny.nanny_pid, nanny.kernel_pid):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert info["key"].encode() not in f.read()
+    # the kernel is in its own process group, and its parent is the nanny
+    assert os.getpgid(nanny.kernel_pid) == nanny.kernel_pid
+    with open(f"/proc/{nanny.kernel_pid}/stat") as f:
+        assert int(f.read().rsplit(")", 1)[1].split()[1]) == nanny.nanny_pid
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_client_builds_its_own_nanny_manager_runs_code_and_kill_wakes_wait(nanny):
+    client = AsyncKernelClient(nanny.connection_info)
+    assert isinstance(client.manager, NannyManager)
+    async with client:
+        out = []
+        reply = await client.execute(
+            "import os; print(os.getppid())",
+            output_hook=lambda m: out.append(m.content.get("text", "")),
+            timeout=TIMEOUT,
+        )
+        assert reply.content["status"] == "ok"
+        assert "".join(out).strip() == str(nanny.nanny_pid)
+        mgr = client.manager
+        assert await mgr.is_alive()
+        waiter = asyncio.ensure_future(mgr.wait())
+        await mgr.kill()
+        assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+        assert mgr.exit_status == -9 and not await mgr.is_alive()
+        assert not pid_alive(nanny.kernel_pid)
+
+
+BUSY = "import time\nprint('go', flush=True)\nwhile True: time.sleep(0.01)"
+
+
+async def _busy(client, code=BUSY):
+    """Start *code*; return the execute task once its loop runs (it printed "go")."""
+    started = asyncio.get_running_loop().create_future()
+
+    def hook(msg):
+        if "go" in msg.content.get("text", "") and not started.done():
+            started.set_result(None)
+
+    task = asyncio.ensure_future(client.execute(code, output_hook=hook, timeout=TIMEOUT))
+    await asyncio.wait_for(started, TIMEOUT)
+    return task
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_interrupt_a_busy_loop_through_the_nanny(nanny):
+    async with AsyncKernelClient(nanny.connection_info) as client:
+        task = await _busy(client)
+        await client.interrupt()  # interrupt_mode "signal": the NannyManager's interrupt op
+        reply = await asyncio.wait_for(task, TIMEOUT)
+        assert reply.content["status"] == "error"
+        assert reply.content["ename"] == "KeyboardInterrupt"
+        reply = await client.execute("1+1", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+        assert await client.manager.is_alive()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_kill_9_of_the_kernel_publishes_kernel_died_with_its_status(nanny, manager):
+    import zmq
+
+    session = Session(nanny.connection_info["key"])
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{nanny.connection_info['nanny_events_port']}")
+    try:
+        waiter = asyncio.ensure_future(manager.wait())
+
+        async def recv(skip=()):
+            while True:
+                while not sub.poll(0):
+                    await asyncio.sleep(0.01)  # a raw test socket; the manager never polls
+                msg = session.deserialize(sub.recv_multipart())
+                if msg.header["msg_type"] not in skip:
+                    return msg
+
+        welcome = await asyncio.wait_for(recv(), TIMEOUT)
+        assert welcome.header["msg_type"] == "nanny_welcome"
+        assert welcome.content["alive"] is True
+        assert welcome.content["kernel_pid"] == nanny.kernel_pid
+        os.kill(nanny.kernel_pid, 9)
+        # (the manager's own subscription makes the nanny welcome everybody once more)
+        died = await asyncio.wait_for(recv(skip=("nanny_welcome",)), TIMEOUT)
+        assert died.header["msg_type"] == "kernel_died"
+        assert died.content == {"exit_status": -9, "kernel_pid": nanny.kernel_pid}
+        assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+        assert not await manager.is_alive() and manager.exit_status == -9
+        assert "DEAD exit=-9" in repr(manager)
+    finally:
+        sub.close()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_forged_request_is_dropped_logged_counted_and_harmless(nanny, manager, nanny_log):
+    import zmq
+
+    good = Session(nanny.connection_info["key"])
+    forger = Session("not-the-key-" * 4)
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(f"tcp://127.0.0.1:{nanny.connection_info['nanny_control_port']}")
+    try:
+        forged = forger.msg("nanny_request", {"op": "kill"})
+        unsigned = good.serialize(good.msg("nanny_request", {"op": "kill"}))
+        unsigned[1] = b""
+        replayed = good.serialize(good.msg("nanny_request", {"op": "ping"}))
+        dealer.send_multipart(forger.serialize(forged))
+        dealer.send_multipart(unsigned)
+        dealer.send_multipart(replayed)
+        dealer.send_multipart(replayed)  # the same signature again: a replay
+        ping = good.msg("nanny_request", {"op": "ping"})
+        dealer.send_multipart(good.serialize(ping))
+        # Requests on one connection are handled in order, so the replies that come back
+        # before the last ping's show which requests got one.
+        replies = []
+        while not replies or replies[-1].parent_header["msg_id"] != ping.header["msg_id"]:
+            while not dealer.poll(0):
+                await asyncio.sleep(0.01)  # a raw test socket; the manager itself never polls
+            replies.append(good.deserialize(dealer.recv_multipart()))
+        assert [r.parent_header["msg_type"] for r in replies] == ["nanny_request"] * 2
+        assert replies[0].parent_header["msg_id"] == good.deserialize(replayed).header["msg_id"]
+        assert replies[-1].content["bad_signatures"] == 3
+    finally:
+        dealer.close()
+    assert await manager.is_alive()
+    assert (await manager.ping())["bad_signatures"] == 3
+    async with AsyncKernelClient(nanny.connection_info) as client:
+        reply = await client.execute("6*7", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+    with open(nanny_log.name) as f:
+        log = f.read()
+    assert "invalid signature" in log and "unsigned message" in log
+    assert "replayed signature" in log
+    assert nanny.connection_info["key"] not in log
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_sigterm_to_the_nanny_takes_the_kernel_with_it(nanny, manager):
+    waiter = asyncio.ensure_future(manager.wait())
+    assert await manager.is_alive()  # the waiter's subscription is live by the time ...
+    os.kill(nanny.nanny_pid, 15)
+    assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+    assert nanny.proc.wait(TIMEOUT) == 0
+    assert wait_pid_gone(nanny.kernel_pid, TIMEOUT)
+    assert not os.path.exists(nanny.workdir)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_nanny_killed_outright_wait_returns_and_kernel_follows(nanny, manager):
+    manager.request_timeout = 2.0
+    waiter = asyncio.ensure_future(manager.wait())
+    assert await manager.is_alive()
+    os.kill(nanny.nanny_pid, 9)
+    nanny.proc.wait(TIMEOUT)
+    assert await asyncio.wait_for(waiter, TIMEOUT) is None
+    # ipykernel's parent poller ends the orphaned kernel
+    assert wait_pid_gone(nanny.kernel_pid, TIMEOUT)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_restart_keeps_ports_and_key_and_wait_keeps_waiting(nanny, manager):
+    waiter = asyncio.ensure_future(manager.wait())
+    old = nanny.kernel_pid
+    new = await manager.restart()
+    nanny.kernel_pids.append(new)
+    assert new != old and manager.kernel_pid == new
+    assert wait_pid_gone(old, TIMEOUT)
+    async with AsyncKernelClient(nanny.connection_info) as client:
+        reply = await client.execute("import os; os.getpid()", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+    assert not waiter.done()
+    await manager.kill()
+    assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_cleanup_shuts_the_nanny_down_and_is_idempotent(nanny, manager):
+    await manager.cleanup()
+    assert nanny.proc.wait(TIMEOUT) == 0
+    assert wait_pid_gone(nanny.kernel_pid, TIMEOUT)
+    assert not os.path.exists(nanny.workdir)
+    await manager.cleanup()
+    assert "CLOSED" in repr(manager)
+
+
+REATTACH = """
+import asyncio, json, sys
+from kernel_hub import KernelHub, KernelType
+
+async def main():
+    saved = json.loads(sys.stdin.read())
+    async with KernelHub(config={}) as hub:
+        kt = KernelType(provider="elsewhere", name="py")  # no plugin owns it: core default
+        mgr = await hub.hooks.make_manager(
+            hub=hub, kernel_type=kt, connection_info=saved["connection_info"],
+            state=saved["state"])
+        from kernel_hub import AsyncKernelClient
+        async with AsyncKernelClient(saved["connection_info"], manager=mgr) as client:
+            out = []
+            await client.execute("print(x)", output_hook=lambda m: out.append(
+                m.content.get("text", "")), timeout=30)
+        print(json.dumps({"manager": type(mgr).__name__, "alive": await mgr.is_alive(),
+                          "out": "".join(out), "describe": mgr.describe()}))
+        mgr.close()  # detach: the kernel keeps running
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_reattach_from_describe_in_a_fresh_process(nanny, manager):
+    import json
+
+    async with AsyncKernelClient(nanny.connection_info, manager=manager) as client:
+        await client.execute("x = 'state survives'", timeout=TIMEOUT)
+    saved = {"connection_info": nanny.connection_info, "state": manager.describe()}
+    res = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", REATTACH],
+        input=json.dumps(saved),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    other = json.loads(res.stdout)
+    assert other["manager"] == "NannyManager" and other["alive"] is True
+    assert other["out"] == "state survives\n"
+    assert other["describe"]["kernel_pid"] == nanny.kernel_pid
+    assert other["describe"]["nanny_pid"] == nanny.nanny_pid
+    assert await manager.is_alive()  # the other process detached without ending it
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_hub_attach_and_shutdown_leave_nothing_running(nanny):
+    from kernel_hub import KernelHub
+
+    async with KernelHub(config={}) as hub:
+        kernel = await hub.attach(
+            "ipykernel/python3", nanny.connection_info, {"nanny_pid": nanny.nanny_pid}
+        )
+        assert isinstance(kernel.manager, NannyManager)  # the ipykernel plugin declined
+        async with kernel.client() as client:
+            assert (await client.execute("1", timeout=TIMEOUT)).content["status"] == "ok"
+        await kernel.shutdown()
+    assert nanny.proc.wait(TIMEOUT) == 0
+    assert wait_pid_gone(nanny.kernel_pid, TIMEOUT)
+
+
+@pytest.mark.integration
+def test_blocking_client_uses_the_nanny_from_its_own_loop(nanny):
+    from kernel_hub import BlockingKernelClient
+
+    with BlockingKernelClient(nanny.connection_info) as client:
+        client.wait_for_ready(TIMEOUT)
+        assert isinstance(client.async_client.manager, NannyManager)
+        reply = client.execute("import os; os.getpid()", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+        client.interrupt()  # idle kernel: harmless, but it went through the nanny
+        assert client.execute("2", timeout=TIMEOUT).content["status"] == "ok"
+    assert pid_alive(nanny.kernel_pid)
+
+
+@pytest.mark.integration
+def test_linger_then_exit_when_the_kernel_dies_on_its_own(ipykernel_only_python, nannies):
+    started = start_nanny("--linger", "1", python=ipykernel_only_python)
+    nannies.append(started)
+    os.kill(started.kernel_pid, 9)
+    assert started.proc.wait(TIMEOUT) == 0
+    assert not os.path.exists(started.workdir)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_daemon_detaches_and_shutdown_ends_it(ipykernel_only_python, nannies):
+    started = start_nanny("--daemon", python=ipykernel_only_python)
+    nannies.append(started)
+    assert started.proc.wait(TIMEOUT) == 0  # the parent relayed the handshake and left
+    assert started.nanny_pid != started.proc.pid
+    assert os.getsid(started.nanny_pid) == started.nanny_pid
+    assert os.path.exists(os.path.join(started.workdir, "nanny.log"))
+    mgr = NannyManager(started.connection_info)
+    async with AsyncKernelClient(started.connection_info, manager=mgr) as client:
+        assert (await client.execute("1", timeout=TIMEOUT)).content["status"] == "ok"
+    await mgr.cleanup()
+    assert wait_pid_gone(started.nanny_pid, TIMEOUT)
+    assert wait_pid_gone(started.kernel_pid, TIMEOUT)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_kernel_that_fails_to_start_explains_itself(nannies):
+    import json
+
+    argv = [sys.executable, "-c", "import sys; print('boom: no such module'); sys.exit(3)"]
+    started = start_nanny("--argv", json.dumps(argv), "--linger", "60")
+    nannies.append(started)
+    mgr = NannyManager(started.connection_info, {"kernel_pid": started.kernel_pid})
+    try:
+        assert await asyncio.wait_for(mgr.wait(), TIMEOUT) == 3
+        assert "boom: no such module" in await mgr.last_output()
+        with pytest.raises(Exception, match="unknown op 'nope'"):
+            await mgr._request("nope")
+    finally:
+        await mgr.cleanup()
+    assert started.proc.wait(TIMEOUT) == 0
+
+
+def test_handshake_error_without_pyzmq(tmp_path):
+    uv = os.environ.get("UV") or shutil.which("uv")
+    venv = tmp_path / "bare"
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    with pytest.raises(RuntimeError, match=r"pyzmq is not installed for .*pip install ipykernel"):
+        start_nanny(python=str(venv / "bin" / "python"))
+
+
+def test_handshake_error_without_ipykernel(monkeypatch, capsys):
+    import importlib.util
+
+    from kernel_hub import nanny as nanny_module
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert nanny_module.main(["--linger", "0"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith('{"error": "ipykernel is not installed for ')
+    assert f"run: {sys.executable} -m pip install ipykernel" in out
+
+
+@pytest.mark.parametrize("provider", ["spec", "ipykernel"])
+def test_hook_make_manager_of_local_providers_declines_nanny_kernels(provider):
+    import importlib
+
+    plugin = importlib.import_module(f"kernel_hub_{provider}.plugin")
+    kt = KernelType(provider=provider, name="python3")
+    info = {"key": "x", "nanny_control_port": 1, "nanny_events_port": 2}
+    assert plugin.make_manager(hub=None, kernel_type=kt, connection_info=info, state={}) is None
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_cwd_env_and_kernel_name_reach_the_kernel(ipykernel_only_python, nannies, tmp_path):
+    import json
+
+    started = start_nanny(
+        "--cwd",
+        str(tmp_path),
+        "--env",
+        json.dumps({"KH_NANNY_TEST": "far away"}),
+        "--kernel-name",
+        "py-remote",
+        python=ipykernel_only_python,
+    )
+    nannies.append(started)
+    assert started.connection_info["kernel_name"] == "py-remote"
+    out = []
+    async with AsyncKernelClient(started.connection_info) as client:
+        await client.execute(
+            "import os, sys; print(os.getcwd(), os.environ['KH_NANNY_TEST'], sys.prefix)",
+            output_hook=lambda m: out.append(m.content.get("text", "")),
+            timeout=TIMEOUT,
+        )
+    venv = os.path.dirname(os.path.dirname(ipykernel_only_python))
+    assert "".join(out).strip() == f"{tmp_path} far away {venv}"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_the_nanny_runs_on_python38(nannies):
+    python38 = find_python38()
+    if python38 is None:
+        pytest.skip("no Python 3.8 on this machine (PATH or pyenv); nanny.py targets >= 3.8")
+    with ipykernel_venv(python38) as python:
+        started = start_nanny(python=python)
+        nannies.append(started)
+        out = []
+        async with AsyncKernelClient(started.connection_info) as client:
+            await client.execute(
+                "import sys; print(sys.version_info[:2])",
+                output_hook=lambda m: out.append(m.content.get("text", "")),
+                timeout=TIMEOUT,
+            )
+            assert "".join(out) == "(3, 8)\n"
+            waiter = asyncio.ensure_future(client.manager.wait())
+            nanny_pid = await client.manager.restart()
+            started.kernel_pids.append(nanny_pid)
+            await client.manager.kill()
+            assert await asyncio.wait_for(waiter, TIMEOUT) == -9
+            await client.manager.cleanup()
+        assert started.proc.wait(TIMEOUT) == 0
+
+
+@pytest.mark.asyncio
+async def test_failed_restart_is_an_error_reply_and_the_nanny_still_lingers_out(nannies, tmp_path):
+    import json
+
+    from kernel_hub.errors import KernelHubError
+
+    program = tmp_path / "fake-kernel"
+    program.write_text("#!/bin/sh\nexec sleep 600\n")
+    program.chmod(0o700)
+    started = start_nanny("--argv", json.dumps([str(program)]), "--linger", "1")
+    nannies.append(started)
+    mgr = NannyManager(started.connection_info)
+    try:
+        assert await mgr.is_alive()
+        program.unlink()
+        with pytest.raises(KernelHubError, match="refused 'restart'.*cannot start the kernel"):
+            await mgr.restart()
+        assert not await mgr.is_alive()
+    finally:
+        mgr.close()
+    assert started.proc.wait(TIMEOUT) == 0  # no kernel, no restart: it leaves after --linger
+    assert not os.path.exists(started.workdir)
+
+
+@pytest.mark.asyncio
+async def test_forged_events_cannot_fake_a_death():
+    """A fake nanny (an XPUB socket of the test) publishes a forged, then a real kernel_died."""
+    import zmq
+
+    key = "k" * 64
+    real, forger = Session(key), Session("x" * 64)
+    xpub = zmq.Context.instance().socket(zmq.XPUB)
+    xpub.linger = 0
+    port = xpub.bind_to_random_port("tcp://127.0.0.1")
+    info = {"ip": "127.0.0.1", "key": key, "nanny_control_port": 1, "nanny_events_port": port}
+    mgr = NannyManager(info, {"kernel_pid": 42})
+    try:
+        waiter = asyncio.ensure_future(mgr.wait())
+        while not xpub.poll(0):
+            await asyncio.sleep(0.01)  # the fake's socket; the manager never polls
+        assert xpub.recv() == b"\x01"  # the manager subscribed
+
+        def publish(session, kind, content):
+            xpub.send_multipart([kind.encode(), *session.serialize(session.msg(kind, content))])
+
+        publish(real, "nanny_welcome", {"alive": True, "kernel_pid": 42, "exit_status": None})
+        publish(forger, "kernel_died", {"exit_status": 0, "kernel_pid": 42})
+        publish(real, "kernel_died", {"exit_status": -15, "kernel_pid": 42})
+        assert await asyncio.wait_for(waiter, TIMEOUT) == -15
+        assert mgr.bad_signatures == 1
+    finally:
+        mgr.close()
+        xpub.close()
