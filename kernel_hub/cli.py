@@ -1,11 +1,20 @@
-"""The ``kernel-hub`` command line: list, run, launch, attach, plugins."""
+"""The ``kernel-hub`` command line: list, run, launch, attach, plugins, and plugins' commands.
+
+A plugin adds subcommands through the ``kernel_hub.cli`` entry-point group: each
+entry point names a function ``add_commands(subparsers)`` that adds its parsers
+and sets ``func`` (called with the parsed args; may return a coroutine) as a
+parser default. That keeps the four provider hooks free of CLI concerns, and
+the plugin's heavy imports stay inside ``func``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,7 +23,29 @@ from typing import Any
 
 from .errors import KernelHubError
 
-__all__ = ["main"]
+__all__ = ["CLI_ENTRYPOINT_GROUP", "main"]
+
+#: Entry points of plugin subcommands: ``name = "pkg.module:add_commands"``.
+CLI_ENTRYPOINT_GROUP = "kernel_hub.cli"
+
+log = logging.getLogger("kernel_hub.cli")
+
+
+def _print_progress(event: Any) -> None:
+    """Show a provider's slow steps (image pulls, tunnels) on stderr."""
+    if event.kind == "progress":
+        print(f"kernel-hub: {event.data.get('message', event.describe())}", file=sys.stderr)
+
+
+def _add_plugin_commands(sub: Any, builtin: set[str]) -> None:
+    blocked = {n.strip() for n in os.environ.get("KERNEL_HUB_DISABLE_PLUGINS", "").split(",")}
+    for ep in importlib.metadata.entry_points(group=CLI_ENTRYPOINT_GROUP):
+        if ep.name in builtin or ep.name in blocked:
+            continue
+        try:
+            ep.load()(sub)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+            log.warning("kernel-hub: the %r plugin's commands failed to load: %r", ep.name, exc)
 
 
 def _print_table(rows: list[list[str]], header: list[str]) -> None:
@@ -65,6 +96,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     else:
         code = sys.stdin.read()
     async with KernelHub() as hub:
+        hub.events.subscribe(_print_progress)
         kernel = await hub.launch(args.type, cwd=args.cwd)
         async with kernel.client() as client:
             reply = await client.execute_interactive(code, timeout=args.timeout)
@@ -321,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--kill", action="store_true", help="kill the kernel (nanny only)")
     what.add_argument("--restart", action="store_true", help="restart the kernel (nanny only)")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+
+    _add_plugin_commands(sub, set(sub.choices))
     return parser
 
 
@@ -341,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = args.command
         if command == "launch" and args.nanny:
             command = "launch-nanny"
-        result = commands[command](args)
+        result = (getattr(args, "func", None) or commands[command])(args)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return int(result)

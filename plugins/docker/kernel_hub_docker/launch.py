@@ -1,0 +1,328 @@
+"""Start one kernel in one container, with its ports published on 127.0.0.1 only.
+
+Inside the container the kernel binds ``0.0.0.0`` on fixed ports: it has to,
+to be reachable through Docker's port publishing, and that address is the
+container's own network namespace. On the host each port is published on
+127.0.0.1 with a port Docker chooses, read back from the container's inspect
+data, so nothing listens on other interfaces and no port race is possible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from kernel_hub.connection import CHANNELS, runtime_dir, write_connection_file
+from kernel_hub.errors import LaunchError
+from kernel_hub.subproc import expand_env, format_argv
+from kernel_hub.types import LaunchResult
+
+from .engine import engine_errors, get_client
+from .images import DockerOptions, options_of, parse_mount
+from .owner import LABEL_KERNEL_ID, LABEL_TEMP_DIR, LABEL_TYPE_ID, owner_labels
+
+if TYPE_CHECKING:
+    import docker
+
+    from kernel_hub import KernelHub
+    from kernel_hub.types import KernelType, LaunchRequest
+
+__all__ = ["CONTAINER_DIR", "CONTAINER_PORTS", "launch_container"]
+
+log = logging.getLogger("kernel_hub.docker")
+
+#: The kernel's ports inside the container (its own network namespace, so fixed ports are safe).
+CONTAINER_PORTS = {channel: 50550 + i for i, channel in enumerate(CHANNELS)}
+#: Where the private connection directory is mounted inside the container.
+CONTAINER_DIR = "/run/kernel-hub"
+
+_LOG_LINES = 20
+# Reap containers of dead owners once per process, before its first launch.
+_reconciled = False
+
+
+def _logs_tail(api: docker.APIClient, container_id: str, lines: int = _LOG_LINES) -> str:
+    with contextlib.suppress(Exception):
+        raw = api.logs(container_id, stdout=True, stderr=True, tail=lines)
+        return raw.decode(errors="replace").rstrip()
+    return ""
+
+
+def _ensure_image(
+    client: docker.DockerClient,
+    image: str,
+    *,
+    pull: bool,
+    progress: Any,
+) -> None:
+    """Make sure *image* is present locally, pulling it when allowed."""
+    from docker.errors import APIError, ImageNotFound
+
+    try:
+        client.api.inspect_image(image)
+        return
+    except ImageNotFound:
+        pass
+    if not pull:
+        raise LaunchError(
+            f"the Docker image {image!r} is not present on the engine. Build it (for the test "
+            "image: plugins/docker/scripts/build-test-image.sh), 'docker pull "
+            f"{image}', or set pull = true in this kernel type's [docker.<name>] config table."
+        )
+    repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
+    progress(f"pulling image {image}")
+    try:
+        last = ""
+        for event in client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+            if "error" in event:
+                raise APIError(event["error"])
+            status = event.get("status", "")
+            if status and status != last and "id" not in event:
+                last = status
+                progress(f"{image}: {status}")
+    except APIError as exc:
+        raise LaunchError(
+            f"pulling the Docker image {image!r} failed: {exc.explanation or exc}. Check the "
+            "image name and that its registry is reachable (or build the image locally)."
+        ) from None
+
+
+def _create_and_start(
+    hub: KernelHub | None,
+    kernel_type: KernelType,
+    request: LaunchRequest,
+    options: DockerOptions,
+    *,
+    temp_dir: str,
+    key: str,
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Blocking part of the launch; returns ``(connection_info, state)``."""
+    from docker.errors import APIError, DockerException
+
+    client = get_client()
+    api = client.api
+
+    def progress(message: str) -> None:
+        # Called on this worker thread; events are delivered on the hub's loop.
+        if hub is not None:
+            loop.call_soon_threadsafe(
+                lambda: hub.emit(
+                    "progress", request.kernel_id, kernel_type.id, step="pulling", message=message
+                )
+            )
+
+    with engine_errors():
+        _ensure_image(client, options.image, pull=options.pull, progress=progress)
+
+    kernel_info = {
+        "transport": "tcp",
+        "ip": "0.0.0.0",  # inside the container's namespace; see the module docstring
+        "key": key,
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": kernel_type.name,
+        **{f"{c}_port": p for c, p in CONTAINER_PORTS.items()},
+    }
+    conn_name = f"kernel-{request.kernel_id}.json"
+    write_connection_file(kernel_info, os.path.join(temp_dir, conn_name))
+    argv = format_argv(
+        kernel_type.argv,
+        connection_file=f"{CONTAINER_DIR}/{conn_name}",
+        kernel_id=request.kernel_id,
+        resource_dir="",
+        prefix="/usr",
+    )
+    env = {**expand_env(kernel_type.env, os.environ), **request.env}
+    binds = {temp_dir: {"bind": CONTAINER_DIR, "mode": "rw"}}
+    for spec in options.mounts:
+        host, target, mode = parse_mount(spec)
+        binds[host] = {"bind": target, "mode": mode}
+    workdir = options.workdir
+    if options.mount_cwd and request.cwd:
+        if not os.path.isdir(request.cwd):
+            raise LaunchError(
+                f"cannot launch {kernel_type.id}: working directory {request.cwd!r} does not exist"
+            )
+        cwd = os.path.abspath(request.cwd)
+        workdir = workdir or cwd
+        binds[cwd] = {"bind": workdir, "mode": "rw"}
+    labels = {
+        LABEL_KERNEL_ID: request.kernel_id,
+        LABEL_TYPE_ID: kernel_type.id,
+        LABEL_TEMP_DIR: temp_dir,
+        **owner_labels(),
+    }
+    ports = {f"{p}/tcp": ("127.0.0.1", None) for p in CONTAINER_PORTS.values()}
+    with engine_errors():
+        try:
+            host_config = api.create_host_config(
+                binds=binds,
+                port_bindings=ports,
+                init=options.init,
+                nano_cpus=int(options.cpus * 1e9) if options.cpus else None,
+                mem_limit=options.memory,
+                network_mode=options.network,
+            )
+        except DockerException as exc:
+            raise LaunchError(
+                f"cannot publish the ports of {kernel_type.id} on 127.0.0.1: {exc}. "
+                "Use a bridge or user-defined network (not 'host' or 'none')."
+            ) from None
+        created = api.create_container(
+            options.image,
+            command=argv,
+            environment=env,
+            working_dir=workdir,
+            user=options.user,
+            labels=labels,
+            ports=list(CONTAINER_PORTS.values()),
+            host_config=host_config,
+            name=f"kernel-hub-{request.kernel_id[:8]}-{secrets.token_hex(3)}",
+            # SIGINT is the kernel's interrupt, not its stop signal; docker stop sends TERM.
+            stop_signal="SIGTERM",
+        )
+        cid = created["Id"]
+        try:
+            try:
+                api.start(cid)
+            except APIError as exc:
+                explanation = str(exc.explanation or exc)
+                if "port" in explanation.lower() or "bind" in explanation.lower():
+                    raise LaunchError(
+                        f"Docker could not publish the ports of {kernel_type.id} on 127.0.0.1: "
+                        f"{explanation}. Check that the engine may bind loopback ports "
+                        "(userland-proxy, firewall) and that the network supports publishing."
+                    ) from None
+                raise LaunchError(
+                    f"Docker could not start the container of {kernel_type.id} "
+                    f"(image {options.image}): {explanation}"
+                ) from None
+            inspect = api.inspect_container(cid)
+            host_ports = _published_ports(inspect)
+            if inspect["State"].get("Running") is False and inspect["State"]["Status"] == "exited":
+                tail = _logs_tail(api, cid)
+                raise LaunchError(
+                    f"the container of {kernel_type.id} (image {options.image}) exited during "
+                    f"start with status {inspect['State'].get('ExitCode')}."
+                    + (f" Its last log lines:\n{tail}\n" if tail else " It logged nothing. ")
+                    + "Check the kernel type's argv and that ipykernel is installed in the image."
+                )
+            missing = [c for c in CHANNELS if c not in host_ports]
+            if missing:
+                raise LaunchError(
+                    f"Docker did not publish the kernel ports of {kernel_type.id} "
+                    f"({', '.join(missing)}) on 127.0.0.1 (network "
+                    f"{options.network or 'default'!r}). Use a bridge or user-defined network: "
+                    "'host' and 'none' networks cannot publish ports."
+                )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                api.remove_container(cid, force=True)
+            raise
+    info = {
+        "transport": "tcp",
+        "ip": "127.0.0.1",
+        "key": key,
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": kernel_type.name,
+        **{f"{c}_port": host_ports[c] for c in CHANNELS},
+    }
+    state = {
+        "container_id": cid,
+        "container_name": inspect["Name"].lstrip("/"),
+        "image": options.image,
+        "temp_dir": temp_dir,
+        "kernel_id": request.kernel_id,
+    }
+    return info, state
+
+
+def _published_ports(inspect: Mapping[str, Any]) -> dict[str, int]:
+    """Return ``channel -> host port`` from a container's inspect data."""
+    ports = (inspect.get("NetworkSettings") or {}).get("Ports") or {}
+    out = {}
+    for channel, port in CONTAINER_PORTS.items():
+        for binding in ports.get(f"{port}/tcp") or []:
+            if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+                out[channel] = int(binding["HostPort"])
+                break
+    return out
+
+
+async def launch_container(
+    hub: KernelHub | None, kernel_type: KernelType, request: LaunchRequest
+) -> LaunchResult:
+    """Start *kernel_type* in a new container and return its connection info and state.
+
+    Launch ``params`` override the type's container options (``cpus``,
+    ``memory``, ``image``, ``network``, ``mount_cwd``, ``pull``, …). Emits
+    ``progress`` events while an image is pulled.
+
+    :raises LaunchError: engine down, image missing, container exited during
+        start (with its last log lines), ports not published. Nothing is left:
+        the container and the temp dir are removed.
+    """
+    global _reconciled
+    options = options_of(kernel_type).merged(request.params)
+    if not _reconciled:
+        from .prune import prune
+
+        _reconciled = True
+        try:
+            removed = await asyncio.to_thread(prune)
+        except LaunchError:
+            pass  # the engine is down: the launch below says so, with the fix
+        except Exception as exc:  # noqa: BLE001 - reconciling is a courtesy, not the launch
+            log.warning("could not remove kernel containers of dead owners: %r", exc)
+        else:
+            if removed:
+                log.info("removed %d kernel containers of dead owners", len(removed))
+    temp_dir = tempfile.mkdtemp(prefix="kernel-hub-docker-", dir=runtime_dir())
+    work = asyncio.ensure_future(
+        asyncio.to_thread(
+            _create_and_start,
+            hub,
+            kernel_type,
+            request,
+            options,
+            temp_dir=temp_dir,
+            key=secrets.token_hex(32),
+            loop=asyncio.get_running_loop(),
+        )
+    )
+    try:
+        info, state = await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # The worker thread cannot be stopped; whatever it still creates is removed when it ends.
+        work.add_done_callback(functools.partial(_discard_late, temp_dir=temp_dir))
+        raise
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    return LaunchResult(connection_info=info, state=state)
+
+
+def _discard_late(
+    work: asyncio.Future[tuple[dict[str, Any], dict[str, Any]]], *, temp_dir: str
+) -> None:
+    """Remove the container and temp dir of a launch whose caller was cancelled."""
+    # A failed worker has removed its container already.
+    ok = not work.cancelled() and work.exception() is None
+    cid = work.result()[1]["container_id"] if ok else None
+
+    def remove() -> None:
+        if cid is not None:
+            with contextlib.suppress(Exception):
+                get_client().api.remove_container(cid, force=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+    threading.Thread(target=remove, name="kernel-hub-docker-discard", daemon=True).start()

@@ -1,0 +1,77 @@
+"""Plugin subcommands through the ``kernel_hub.cli`` entry-point group, and CLI progress output."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+
+import kernel_hub.cli as cli
+from kernel_hub.events import KernelEvent
+
+
+def add_hello(subparsers) -> None:
+    p = subparsers.add_parser("hello", help="say hello")
+    p.add_argument("--name", default="world")
+    p.set_defaults(func=lambda args: print(f"hello {args.name}") or 0)
+
+
+async def _async_cmd(args) -> int:
+    print("async ran")
+    return 3
+
+
+def add_async(subparsers) -> None:
+    subparsers.add_parser("later").set_defaults(func=_async_cmd)
+
+
+def broken(subparsers) -> None:
+    raise RuntimeError("plugin bug")
+
+
+def fake_entry_points(monkeypatch, *eps: importlib.metadata.EntryPoint) -> None:
+    real = importlib.metadata.entry_points
+
+    def entry_points(*, group: str):
+        if group == cli.CLI_ENTRYPOINT_GROUP:
+            return list(eps)
+        return real(group=group)
+
+    monkeypatch.setattr(cli.importlib.metadata, "entry_points", entry_points)
+
+
+def ep(name: str, attr: str) -> importlib.metadata.EntryPoint:
+    return importlib.metadata.EntryPoint(name, f"{__name__}:{attr}", cli.CLI_ENTRYPOINT_GROUP)
+
+
+def test_plugin_commands_are_added_and_dispatched(monkeypatch, capsys):
+    import sys
+
+    # Entry points are resolved by module name; this test module is importable under its own.
+    monkeypatch.setitem(sys.modules, __name__, sys.modules[__name__])
+    fake_entry_points(monkeypatch, ep("hello", "add_hello"), ep("later", "add_async"))
+    assert cli.main(["hello", "--name", "hub"]) == 0
+    assert cli.main(["later"]) == 3
+    assert capsys.readouterr().out == "hello hub\nasync ran\n"
+
+
+def test_broken_or_blocked_plugin_commands_do_not_break_the_cli(monkeypatch, caplog, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, __name__, sys.modules[__name__])
+    monkeypatch.setenv("KERNEL_HUB_DISABLE_PLUGINS", "hello")
+    fake_entry_points(
+        monkeypatch, ep("bad", "broken"), ep("hello", "add_hello"), ep("list", "add_hello")
+    )
+    caplog.set_level(logging.WARNING)
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no API
+    assert "hello" not in commands  # blocked
+    assert "plugin bug" in caplog.text and "'bad'" in caplog.text
+    assert cli.main(["plugins", "--json"]) == 0  # built-in commands still work
+    capsys.readouterr()
+
+
+def test_progress_events_are_printed(capsys):
+    cli._print_progress(KernelEvent("progress", "k1", "docker/x", {"message": "pulling image x"}))
+    cli._print_progress(KernelEvent("ready", "k1", "docker/x"))
+    assert capsys.readouterr().err == "kernel-hub: pulling image x\n"
