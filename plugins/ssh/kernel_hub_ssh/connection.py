@@ -19,13 +19,13 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import asyncssh
 
+from kernel_hub.client.blocking import LoopThread
 from kernel_hub.errors import LaunchError
 
 from .config import SSHHostConfig
@@ -54,52 +54,14 @@ BACKOFF_INITIAL = 0.2
 BACKOFF_MAX = 5.0
 
 
-class SSHLoop:
-    """The private event loop, in a daemon thread, that runs every SSH connection and tunnel."""
+class SSHLoop(LoopThread):
+    """The private event loop, in a daemon thread, that runs every SSH connection and tunnel.
 
-    _instance: SSHLoop | None = None
-    _lock = threading.Lock()
+    Use ``await SSHLoop.get().submit(coro)`` from any loop.
+    """
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.call_soon(ready.set)
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, name="kernel-hub-ssh", daemon=True)
-        self.thread.start()
-        ready.wait()
-
-    def __repr__(self) -> str:
-        return f"<SSHLoop [{'RUNNING' if self.thread.is_alive() else 'STOPPED'}]>"
-
-    @classmethod
-    def get(cls) -> SSHLoop:
-        """Return the process-wide SSH loop, starting it on first use."""
-        with cls._lock:
-            if cls._instance is None or not cls._instance.thread.is_alive():
-                cls._instance = cls()
-            return cls._instance
-
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run *coro* on the SSH loop and return its result, awaitable from any loop.
-
-        Cancelling the caller cancels *coro* too.
-        """
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
-
-    def run_sync(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run *coro* on the SSH loop from a thread without a loop and wait for it."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+    _instance = None
+    thread_name = "kernel-hub-ssh"
 
 
 def _parse_jump(spec: str) -> tuple[str, int | None, str | None]:

@@ -84,16 +84,16 @@ async def launch_remote(
     emit = _emitter(hub, request.kernel_id, kernel_type.id)
     target = kc.target
     emit("progress", step="connecting", message=f"connecting to {target.label}")
-    host = await ssh.run(acquire(target))
+    host = await ssh.submit(acquire(target))
     try:
         emit(
             "progress",
             step="starting nanny",
             message=f"starting the nanny and kernel with {kc.python} on {target.label}",
         )
-        handshake = await ssh.run(start_nanny(host, kc, cwd=request.cwd, env=request.env))
+        handshake = await ssh.submit(start_nanny(host, kc, cwd=request.cwd, env=request.env))
     except BaseException:
-        await ssh.run(host.release())
+        await ssh.submit(host.release())
         raise
     remote_info = dict(handshake["connection_info"])
     remote_ports = _remote_ports(remote_info)
@@ -104,10 +104,10 @@ async def launch_remote(
     )
     key = _tunnel_key(host, handshake["workdir"])
     try:
-        tunnels = await ssh.run(open_tunnels(host, remote_ports, key=key))
+        tunnels = await ssh.submit(open_tunnels(host, remote_ports, key=key))
     except BaseException as exc:
-        await ssh.run(kill_remote(host, int(handshake["nanny_pid"])))
-        await ssh.run(host.release())
+        await ssh.submit(kill_remote(host, int(handshake["nanny_pid"])))
+        await ssh.submit(host.release())
         if isinstance(exc, OSError):
             raise LaunchError(
                 f"cannot forward the ports of ssh/{kc.name} from {target.label} to 127.0.0.1 "
@@ -176,12 +176,12 @@ async def make_remote_manager(
             "pass the state that launch or describe() returned"
         ) from None
     preferred = {k: int(v) for k, v in connection_info.items() if k.endswith("_port")}
-    tunnels = await SSHLoop.get().run(_take_tunnels(target, state, preferred))
+    tunnels = await SSHLoop.get().submit(_take_tunnels(target, state, preferred))
     info = tunnels.connection_info(connection_info)
     try:
         nanny = NannyManager(info, state, type_id=kernel_type.id)
     except BaseException:
-        await SSHLoop.get().run(tunnels.release())
+        await SSHLoop.get().submit(tunnels.release())
         raise
     emit = _emitter(hub, str(state.get("kernel_id", "")), kernel_type.id)
     return SSHKernelManager(nanny, tunnels, info, state, type_id=kernel_type.id, emit=emit)
@@ -254,7 +254,7 @@ class SSHKernelManager(KernelManager):
                 return None
             generation = self.host.generation
             inner = asyncio.ensure_future(self.nanny.wait())
-            link = asyncio.ensure_future(ssh.run(self.host.wait_change(generation)))
+            link = asyncio.ensure_future(ssh.submit(self.host.wait_change(generation)))
             try:
                 await asyncio.wait({inner, link}, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -310,7 +310,7 @@ class SSHKernelManager(KernelManager):
                 self.nanny.close()  # the nanny is out of reach: just let go of our sockets
         finally:
             self._unsubscribe()
-            await SSHLoop.get().run(self.tunnels.release())
+            await SSHLoop.get().submit(self.tunnels.release())
 
     async def close(self) -> None:
         """Let go of the kernel without ending it: close sockets, tunnels and our connection ref.
@@ -323,7 +323,7 @@ class SSHKernelManager(KernelManager):
         self._closed = True
         self._unsubscribe()
         self.nanny.close()
-        await SSHLoop.get().run(self.tunnels.release())
+        await SSHLoop.get().submit(self.tunnels.release())
 
     def describe(self) -> dict[str, Any]:
         out = dict(self.state)

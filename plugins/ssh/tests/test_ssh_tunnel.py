@@ -69,7 +69,7 @@ async def roundtrip(port: int, payload: bytes) -> bytes:
 
 
 async def on_ssh_loop(coro):
-    return await SSHLoop.get().run(coro)
+    return await SSHLoop.get().submit(coro)
 
 
 @pytest.mark.asyncio
