@@ -3,8 +3,12 @@
 The hub holds one per running kernel so that hosts can show ``busy``/``idle``
 and cull kernels idle for too long. It is one SUB socket on the kernel's
 IOPub, drained by the transport's single loop callback: no task, future or
-thread per message. Only ``status`` messages are verified and fully parsed;
-any other message just moves :attr:`ActivityMonitor.last_activity`.
+thread per message. Only ``status`` messages are verified and parsed.
+
+Once the kernel's first (signed) status message shows the topic it publishes
+status on (ipykernel: ``kernel.<ident>.status``), the socket subscribes to that
+topic only, so a busy kernel's output stream is not received twice by the host
+(once by the clients, once by the monitor): the publisher filters it out.
 """
 
 from __future__ import annotations
@@ -35,10 +39,12 @@ class ActivityMonitor:
     def __init__(self) -> None:
         #: ``starting``, ``idle``, ``busy`` (from the kernel) or ``dead`` (set by the hub).
         self.execution_state: ExecutionState = "starting"
-        #: ``time.time()`` of the last IOPub message (or of the launch).
+        #: ``time.time()`` of the last IOPub status message (or of the launch).
         self.last_activity = time.time()
-        #: IOPub messages seen, over all launches of the kernel.
+        #: IOPub messages seen, over all launches of the kernel (status only once narrowed).
         self.messages = 0
+        #: The status topic this monitor narrowed its subscription to, if any.
+        self.topic: bytes | None = None
         self._transport: ZMQTransport | None = None
         self._session: Session | None = None
         self._waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
@@ -58,6 +64,7 @@ class ActivityMonitor:
             connection_info.get("key", ""), connection_info.get("signature_scheme", "hmac-sha256")
         )
         # SUB sockets have no routing id; the identity is unused.
+        self.topic = None
         self._transport = ZMQTransport(connection_info, identity=b"", channels=("iopub",))
         self._transport.open(self._on_message)
 
@@ -85,6 +92,11 @@ class ActivityMonitor:
         state = msg.content.get("execution_state")
         if state in _KERNEL_STATES:
             self.set_state(state)
+        if self.topic is None and self._transport is not None:
+            topic = msg.idents[0] if len(msg.idents) == 1 else b""
+            if topic.endswith(b".status"):  # a kernel that names its status topic
+                self.topic = topic
+                self._transport.narrow_subscription(topic)
 
     def set_state(self, state: ExecutionState) -> None:
         """Set the execution state and wake those waiting for it (the hub sets ``dead``)."""

@@ -107,6 +107,19 @@ class ZMQTransport:
         if self._loop is not None:
             self._loop.call_soon(self._drain, channel, sock)
 
+    def narrow_subscription(self, topic: bytes) -> None:
+        """Receive only IOPub messages whose topic starts with *topic* (instead of all).
+
+        The new subscription is added before the catch-all one is dropped, so no
+        message of that topic can fall in between. ZeroMQ filters at the publisher,
+        so the other messages no longer cross the wire to this socket at all.
+        """
+        sock = self._sockets.get("iopub")
+        if sock is None:
+            raise RuntimeError(f"no IOPub channel open on {self!r}")
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+        sock.setsockopt(zmq.UNSUBSCRIBE, b"")
+
     def close(self) -> None:
         self._on_message = None
         loop = self._loop
