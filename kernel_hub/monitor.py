@@ -77,23 +77,24 @@ class ActivityMonitor:
     def _on_message(self, channel: str, frames: list[bytes]) -> None:
         self.last_activity = time.time()
         self.messages += 1
+        if self._session is None:
+            return
         try:
-            idx = frames.index(DELIM)
-            msg_type = json.loads(frames[idx + 2]).get("msg_type")
+            if self.topic is None:  # still subscribed to everything: skip non-status cheaply
+                idx = frames.index(DELIM)
+                if json.loads(frames[idx + 2]).get("msg_type") != "status":
+                    return
+            # Only the kernel's own (signed) status may change the state; of a status
+            # message nothing but its content is needed.
+            idx = self._session.verify(frames)
+            content = json.loads(frames[idx + 5])
         except (ValueError, IndexError, AttributeError):
             return
-        if msg_type != "status" or self._session is None:
-            return
-        try:
-            # Checks the signature: only the kernel's own status may change the state.
-            msg = self._session.deserialize(frames)
-        except ValueError:
-            return
-        state = msg.content.get("execution_state")
+        state = content.get("execution_state") if type(content) is dict else None
         if state in _KERNEL_STATES:
             self.set_state(state)
         if self.topic is None and self._transport is not None:
-            topic = msg.idents[0] if len(msg.idents) == 1 else b""
+            topic = frames[0] if idx == 1 else b""
             if topic.endswith(b".status"):  # a kernel that names its status topic
                 self.topic = topic
                 self._transport.narrow_subscription(topic)

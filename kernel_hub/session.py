@@ -189,8 +189,11 @@ class Session:
         ]
         return [*msg.idents, DELIM, self.sign(parts), *parts, *(bytes(b) for b in msg.buffers)]
 
-    def deserialize(self, frames: Sequence[bytes]) -> Message:
-        """Parse the multipart *frames* of one message, checking its signature.
+    def verify(self, frames: Sequence[bytes]) -> int:
+        """Check the signature of one message's *frames*; return the delimiter's index.
+
+        For readers that need only one part (the hub's status monitor decodes
+        just ``content``); :meth:`deserialize` calls it too.
 
         :raises BadSignature: when the signature is missing, wrong or a replay.
         :raises ValueError: when the frames are not a Jupyter message.
@@ -214,8 +217,17 @@ class Session:
             digests[signature] = None
             if len(digests) > self.digest_history_size:
                 digests.popitem(last=False)
+        return idx
+
+    def deserialize(self, frames: Sequence[bytes]) -> Message:
+        """Parse the multipart *frames* of one message, checking its signature.
+
+        :raises BadSignature: when the signature is missing, wrong or a replay.
+        :raises ValueError: when the frames are not a Jupyter message.
+        """
+        idx = self.verify(frames)
         try:
-            header, parent, metadata, content = _decode_parts(parts)
+            header, parent, metadata, content = _decode_parts(frames[idx + 2 : idx + 6])
         except ValueError as exc:
             raise ValueError(f"not a Jupyter message: bad JSON ({exc})") from None
         return Message(

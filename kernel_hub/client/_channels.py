@@ -36,6 +36,9 @@ class Transport(Protocol):
         """Disconnect; no more *on_message* calls follow."""
 
 
+_NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+
 _SOCKET_TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
 
 
@@ -91,11 +94,16 @@ class ZMQTransport:
 
     def _drain(self, name: str, sock: zmq.Socket[bytes]) -> None:
         on_message = self._on_message
+        # recv + get(RCVMORE) with plain ints: recv_multipart converts its flags and
+        # options through Python enums on every part (measured ~1.5 µs a message).
+        recv, get = sock.recv, sock.get
         while on_message is not None and not sock.closed:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = [recv(_NOBLOCK)]
             except zmq.Again:
                 return
+            while get(_RCVMORE):
+                frames.append(recv(_NOBLOCK))
             on_message(name, frames)
 
     def send(self, channel: str, frames: list[bytes]) -> None:

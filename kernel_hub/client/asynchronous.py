@@ -343,9 +343,18 @@ class AsyncKernelClient:
             raise KernelHubError(f"{self!r} is not connected; use 'async with client:' first")
         self._transport.send(channel, self.session.serialize(msg))
 
-    async def _wait(self, fut: Awaitable[Any], timeout: float | None, what: str) -> Any:
+    async def _wait(self, *futs: Awaitable[Any], timeout: float | None, what: str) -> Any:
+        """Await *futs* in turn under one deadline; return the first one's result.
+
+        One ``asyncio.timeout`` scope instead of ``wait_for``/``gather``: no extra
+        task or future per request on the hot path.
+        """
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                result = await futs[0]
+                for fut in futs[1:]:
+                    await fut
+                return result
         except TimeoutError:
             raise TimeoutError(f"no {what} from the kernel within {timeout} s") from None
 
@@ -370,7 +379,9 @@ class AsyncKernelClient:
         self._pending[msg_id] = fut
         try:
             self._send(channel, msg)
-            return await self._wait(fut, timeout, msg_type.replace("_request", "_reply"))
+            return await self._wait(
+                fut, timeout=timeout, what=msg_type.replace("_request", "_reply")
+            )
         finally:
             self._pending.pop(msg_id, None)
 
@@ -465,9 +476,8 @@ class AsyncKernelClient:
         self._pending[msg_id] = fut
         try:
             self._send("shell", msg)
-            both = asyncio.gather(fut, ex.idle)
-            reply, _ = await self._wait(both, timeout, "execute_reply and idle status")
-            return reply  # type: ignore[no-any-return]
+            what = "execute_reply and idle status"
+            return await self._wait(fut, ex.idle, timeout=timeout, what=what)  # type: ignore[no-any-return]
         finally:
             self._pending.pop(msg_id, None)
             self._executions.pop(msg_id, None)
