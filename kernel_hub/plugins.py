@@ -270,10 +270,15 @@ class HookRelay:
 
     def list_plugins(self) -> list[PluginInfo]:
         """Return name, distribution, version and implemented hooks of every plugin."""
+        from .defaults import DEFAULT_PLUGINS
+
+        core = {name for name, _ in DEFAULT_PLUGINS}
         infos = []
         for name, plugin in self.pm.list_name_plugin():
             hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
             dist, version = self.pm.distributions.get(name, (None, None))
+            if name in core:  # the core's own trylast fallbacks
+                dist, version = "kernel-hub", importlib.metadata.version("kernel-hub")
             infos.append(PluginInfo(name, dist, version, hooks))
         infos.extend(self.pm.failed.values())
         return sorted(infos, key=lambda i: i.name)

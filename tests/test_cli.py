@@ -33,6 +33,7 @@ def test_plugins_lists_hooks():
     plugins = {p["name"]: p for p in json.loads(res.stdout)}
     assert plugins["spec"]["distribution"] == "kernel-hub-spec"
     assert "launch" in plugins["ipykernel"]["hooks"]
+    assert plugins["kernel_hub.defaults"]["distribution"] == "kernel-hub"
     assert "HOOKS" in run("plugins").stdout
 
 
