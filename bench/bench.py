@@ -27,7 +27,7 @@ of one kernel per variant. Scenarios:
    time, and every line must arrive.
 4. ``concurrent``: 8 kernels started at once → all ready; then all shut down.
 5. ``footprint``: RSS, thread and fd deltas of a fresh host process holding 8
-   kernels with one connected client each (``--footprint-child``).
+   kernels with one connected client each (``footprint.py``).
 
 Remote kernels (Docker, SSH) get their own section below, not filled in yet.
 Nothing is left behind: kernels run with a private ``JUPYTER_RUNTIME_DIR`` and
@@ -51,7 +51,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -61,6 +60,7 @@ from typing import Any
 
 import raw_client
 import zmq
+from footprint import helper_processes, snapshot
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "latest.json"
@@ -146,6 +146,32 @@ def retrying(v, what: str, fn: Callable[[], Any], attempts: int = 3) -> Any:
     raise AssertionError("unreachable")
 
 
+#: Settling: the loop keeps running until the process has used < 0.5 ms CPU in 50 ms.
+SETTLE_STEP, SETTLE_IDLE_CPU, SETTLE_MAX = 0.05, 0.0005, 5.0
+
+
+def settle() -> None:
+    """Wait until this process is idle, so work deferred past the reply is counted too."""
+    last = time.process_time()
+    for _ in range(int(SETTLE_MAX / SETTLE_STEP)):
+        time.sleep(SETTLE_STEP)
+        now = time.process_time()
+        if now - last < SETTLE_IDLE_CPU:
+            return
+        last = now
+
+
+async def settle_async() -> None:
+    """:func:`settle` for an event loop: callbacks still queued (a lagging IOPub reader) run."""
+    last = time.process_time()
+    for _ in range(int(SETTLE_MAX / SETTLE_STEP)):
+        await asyncio.sleep(SETTLE_STEP)
+        now = time.process_time()
+        if now - last < SETTLE_IDLE_CPU:
+            return
+        last = now
+
+
 # --------------------------------------------------------------------------------------------
 # variants: one class each, the same methods; async ones run on one persistent loop and time
 # themselves inside the coroutine, so run_until_complete's own cost is not counted.
@@ -217,7 +243,9 @@ class RawVariant:
             t0 = time.perf_counter()
             k.execute(EXEC_CODE, timeout=TIMEOUT)
             lat.append(time.perf_counter() - t0)
-        return lat, time.process_time() - c0, time.perf_counter() - w0
+        wall = time.perf_counter() - w0
+        settle()
+        return lat, time.process_time() - c0, wall
 
     def flood(self, k, code: str):
         texts: list[str] = []
@@ -230,7 +258,9 @@ class RawVariant:
 
         c0, t0 = time.process_time(), time.perf_counter()
         k.execute(code, on_output=on_output, timeout=TIMEOUT)
-        return time.perf_counter() - t0, time.process_time() - c0, texts, count[0]
+        wall = time.perf_counter() - t0
+        settle()
+        return wall, time.process_time() - c0, texts, count[0]
 
     def abort(self) -> None:
         for k in list(self.live):
@@ -322,7 +352,9 @@ class KernelHubVariant:
                 t0 = time.perf_counter()
                 await client.execute(EXEC_CODE, timeout=TIMEOUT)
                 lat.append(time.perf_counter() - t0)
-            return lat, time.process_time() - c0, time.perf_counter() - w0
+            wall = time.perf_counter() - w0
+            await settle_async()
+            return lat, time.process_time() - c0, wall
 
         return self.loop.run_until_complete(go())
 
@@ -337,7 +369,9 @@ class KernelHubVariant:
         async def go():
             c0, t0 = time.process_time(), time.perf_counter()
             await client.execute(code, output_hook=hook, timeout=TIMEOUT)
-            return time.perf_counter() - t0, time.process_time() - c0, texts, len(texts)
+            wall = time.perf_counter() - t0
+            await settle_async()
+            return wall, time.process_time() - c0, texts, len(texts)
 
         return self.loop.run_until_complete(go())
 
@@ -473,7 +507,9 @@ class JupyterClientVariant:
                 t0 = time.perf_counter()
                 await self._execute(kc, EXEC_CODE, None)
                 lat.append(time.perf_counter() - t0)
-            return lat, time.process_time() - c0, time.perf_counter() - w0
+            wall = time.perf_counter() - w0
+            await settle_async()
+            return lat, time.process_time() - c0, wall
 
         return self.loop.run_until_complete(go())
 
@@ -484,7 +520,9 @@ class JupyterClientVariant:
         async def go():
             c0, t0 = time.process_time(), time.perf_counter()
             await self._execute(kc, code, texts)
-            return time.perf_counter() - t0, time.process_time() - c0, texts, len(texts)
+            wall = time.perf_counter() - t0
+            await settle_async()
+            return wall, time.process_time() - c0, texts, len(texts)
 
         return self.loop.run_until_complete(go())
 
@@ -655,30 +693,11 @@ def scenario_concurrent(variants, p, samples, checks) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def snapshot() -> dict[str, int]:
-    """Return this process's RSS (kB), OS threads, Python threads and open fds."""
-    status = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            status[key] = value.split()
-    return {
-        "rss_kb": int(status["VmRSS"][0]),
-        "os_threads": int(status["Threads"][0]),
-        "py_threads": threading.active_count(),
-        "fds": len(os.listdir("/proc/self/fd")),
-    }
-
-
-def footprint_child(variant: str, n: int, workdir: Path) -> dict[str, Any]:
-    """Run in a fresh process: measure before/after importing and with *n* kernels running."""
-    gc.collect()
-    base = snapshot()
+def footprint_run(variant: str, n: int, workdir: str) -> dict[str, Any]:
+    """Start *n* kernels of *variant*, each with a client, and snapshot; called by footprint.py."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    v = VARIANT_CLASSES[variant](loop, workdir)
-    gc.collect()
-    imported = snapshot()
+    v = VARIANT_CLASSES[variant](loop, Path(workdir))
     handles: list[Any] = []
     try:
         handles, start_s = retrying(v, "footprint", lambda: v.start_many(n))
@@ -688,7 +707,7 @@ def footprint_child(variant: str, n: int, workdir: Path) -> dict[str, Any]:
             v.resume(s)
         time.sleep(0.5)  # let connections and helper threads settle
         gc.collect()
-        loaded = snapshot()
+        loaded = snapshot() | helper_processes()
         for s in sessions:
             v.disconnect(s)
         stop_s = v.stop_many(handles)
@@ -698,10 +717,6 @@ def footprint_child(variant: str, n: int, workdir: Path) -> dict[str, Any]:
             v.abort()
         loop.close()
     return {
-        "variant": variant,
-        "kernels": n,
-        "base": base,
-        "imported": imported,
         "loaded": loaded,
         "start_all_s": start_s,
         "shutdown_all_s": stop_s,
@@ -715,16 +730,7 @@ def scenario_footprint(p, samples, checks, workdir: Path) -> None:
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in VARIANTS}
     for r in range(reps):
         for name in rotated(VARIANTS, r):
-            cmd = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--footprint-child",
-                name,
-                "--kernels",
-                str(n),
-                "--workdir",
-                str(workdir),
-            ]
+            cmd = [sys.executable, str(BENCH_DIR / "footprint.py"), name, str(n), str(workdir)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             if proc.returncode != 0:
                 raise RuntimeError(f"footprint child {name} failed:\n{proc.stderr[-3000:]}")
@@ -779,10 +785,16 @@ def _metric_table(p: dict[str, Any]) -> list[tuple]:
     def med(scenario, field):
         return lambda s, v: statistics.median(s[scenario][v][field])
 
-    def fp(field, a, b):
-        return lambda s, v: statistics.median(
-            (r[b][field] - r[a][field]) for r in s["footprint"][v]
-        )
+    # footprint.py's snapshots: the variant's own imports count, the harness's do not.
+    def fp(field, with_imports):
+        def get(s, v):
+            return statistics.median(
+                (r["loaded"][field] - r["harness"][field])
+                + ((r["imported"][field] - r["base"][field]) if with_imports else 0)
+                for r in s["footprint"][v]
+            )
+
+        return get
 
     nk, nf = p["concurrent_kernels"], p["footprint_kernels"]
     return [
@@ -810,14 +822,19 @@ def _metric_table(p: dict[str, Any]) -> list[tuple]:
         ("concurrent_shutdown_ms", f"{nk} kernels → all shut down (median)", "ms", 1e3,
          med("concurrent", "shutdown_all_s"), None, None),
         ("rss_delta_mb", f"RSS Δ, {nf} kernels, incl. imports", "MB", 1 / 1024,
-         fp("rss_kb", "base", "loaded"), "ratio", 1.5),
+         fp("rss_kb", True), "ratio", 1.5),
         ("rss_delta_kernels_mb", f"RSS Δ, {nf} kernels, after imports", "MB", 1 / 1024,
-         fp("rss_kb", "imported", "loaded"), "ratio", 1.5),
+         fp("rss_kb", False), "ratio", 1.5),
+        ("helper_processes", f"helper processes with {nf} kernels", "", 1,
+         lambda s, v: max(r["loaded"]["helpers"] for r in s["footprint"][v]), None, None),
+        ("helper_rss_mb", "helper processes' RSS", "MB", 1 / 1024,
+         lambda s, v: statistics.median(r["loaded"]["helpers_rss_kb"] for r in s["footprint"][v]),
+         None, None),
         ("os_threads", f"OS threads with {nf} kernels", "", 1,
          lambda s, v: max(r["loaded"]["os_threads"] for r in s["footprint"][v]), "max", 3),
         ("py_threads", f"Python threads with {nf} kernels", "", 1,
          lambda s, v: max(r["loaded"]["py_threads"] for r in s["footprint"][v]), None, None),
-        ("fds_delta", f"open fds Δ with {nf} kernels", "", 1, fp("fds", "base", "loaded"),
+        ("fds_delta", f"open fds Δ with {nf} kernels", "", 1, fp("fds", True),
          None, None),
     ]  # fmt: skip
 
@@ -829,7 +846,7 @@ def summarize(samples: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
         for v in VARIANTS:
             row[v] = get(samples, v) * scale
         for v in ("kernel_hub", "jupyter_client"):
-            row[f"{v}/raw"] = row[v] / row["raw"] if row["raw"] else math.nan
+            row[f"{v}/raw"] = row[v] / row["raw"] if row["raw"] else None
         if kind == "ratio":
             row["kernel_hub_ok"] = row["kernel_hub/raw"] <= target
         elif kind == "max":
@@ -850,6 +867,10 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
 
 
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def render_table(summary: dict[str, Any]) -> str:
     head = ["metric", "unit", *VARIANTS, "kh/raw", "jc/raw", "target", "kh"]
     rows = [head]
@@ -865,7 +886,7 @@ def render_table(summary: dict[str, Any]) -> str:
         ok = {True: "ok", False: "MISS", None: ""}[row["kernel_hub_ok"]]
         rows.append([
             row["label"], row["unit"], *(_fmt(row[v]) for v in VARIANTS),
-            f"{row['kernel_hub/raw']:.2f}", f"{row['jupyter_client/raw']:.2f}", tgt, ok,
+            _ratio(row["kernel_hub/raw"]), _ratio(row["jupyter_client/raw"]), tgt, ok,
         ])  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = []
@@ -902,13 +923,48 @@ def processes_marked(marker: str) -> list[int]:
     return found
 
 
+def describe_process(pid: int) -> dict[str, Any]:
+    """Return what identifies a leftover process: its command, parent and launching host."""
+    info: dict[str, Any] = {"pid": pid}
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        info["state"], info["ppid"] = fields[0], int(fields[1])
+        ticks = os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as f:
+            info["age_s"] = round(float(f.read().split()[0]) - int(fields[19]) / ticks, 1)
+        info["cmdline"] = " ".join(proc_argv(pid))[:300]
+        info["JPY_PARENT_PID"] = proc_environ(pid).get("JPY_PARENT_PID")
+    return info
+
+
+def close_library_helpers() -> None:
+    """Stop helper processes a variant's library keeps for the host's lifetime.
+
+    kernel_hub's reaper would end at interpreter exit; it is closed here, through
+    its own API, so that the leak check below sees whether it really ends.
+    """
+    module = sys.modules.get("kernel_hub.reaper")
+    if module is not None and hasattr(module, "reaper"):
+        module.reaper().close()
+
+
 def leftovers(runtime_dir: Path) -> dict[str, list]:
+    close_library_helpers()
+    # A process that is exiting right now is given a moment before it counts as left behind.
+    deadline = time.monotonic() + 2.0
     procs = processes_marked(str(runtime_dir))
+    while procs and time.monotonic() < deadline:
+        time.sleep(0.1)
+        procs = processes_marked(str(runtime_dir))
+    described = [describe_process(pid) for pid in procs]
     for pid in procs:  # report them, and do not leave them running either
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     files = sorted(p.name for p in runtime_dir.iterdir()) if runtime_dir.exists() else []
-    return {"processes": procs, "files": files}
+    return {"processes": described, "files": files}
 
 
 # --------------------------------------------------------------------------------------------
@@ -957,18 +1013,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(SCENARIOS),
         help=f"comma-separated scenarios to run (default all: {','.join(SCENARIOS)})",
     )
-    ap.add_argument("--footprint-child", choices=VARIANTS, help=argparse.SUPPRESS)
-    ap.add_argument("--kernels", type=int, default=8, help=argparse.SUPPRESS)
-    ap.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.footprint_child:
-        print(json.dumps(footprint_child(args.footprint_child, args.kernels, args.workdir)))
-        return 0
-
     p = dict(QUICK if args.quick else FULL)
     only = [s for s in args.only.split(",") if s]
     unknown = set(only) - set(SCENARIOS)
@@ -1051,6 +1100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"launch failure ({f['variant']}, {f['scenario']}): {f['error'].splitlines()[-2:]}")
     left = checks["leftovers"]
     print(f"left behind: {len(left['processes'])} processes, {len(left['files'])} files")
+    for proc in left["processes"]:
+        print(f"  left behind (killed now): {proc}")
     share = foreign_cpu / (elapsed * (os.cpu_count() or 1))
     print(f"other processes used {foreign_cpu:.1f} CPU s ({share:.0%} of the machine) meanwhile")
     if share > 0.05:
