@@ -22,7 +22,9 @@ of one kernel per variant. Scenarios:
 1. ``start_stop``: start → ready (kernel_info answered and IOPub delivered),
    cold (a new process each time); then shutdown (request → process gone).
 2. ``execute``: ``execute("pass")`` round trips after a warm-up: latency
-   median/p99 and client CPU per round trip.
+   median/p99 and client CPU per round trip (``time.process_time()`` around a
+   block of round trips, so the event loop and every thread of this process
+   count, until the process is idle again: work deferred past the reply counts).
 3. ``iopub_flood``: ``print(i, flush=True)`` 20,000 times: client CPU, wall
    time, and every line must arrive.
 4. ``concurrent``: 8 kernels started at once → all ready; then all shut down.
@@ -800,6 +802,8 @@ def _metric_table(p: dict[str, Any]) -> list[tuple]:
     return [
         ("start_ready_ms", "start → ready (median)", "ms", 1e3, med("start_stop", "start_s"),
          "ratio", 1.10),
+        ("start_cpu_ms", "start: host CPU (median)", "ms", 1e3,
+         med("start_stop", "start_cpu_s"), None, None),
         ("shutdown_ms", "shutdown → process gone (median)", "ms", 1e3,
          med("start_stop", "shutdown_s"), "ratio", 1.2),
         ("exec_latency_median_ms", "execute('pass') latency median", "ms", 1e3,
