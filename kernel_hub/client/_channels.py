@@ -37,7 +37,8 @@ class Transport(Protocol):
 
 
 _NOBLOCK = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
+#: Messages read from one socket before the loop may serve others.
+_DRAIN_BATCH = 64
 
 _SOCKET_TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
 
@@ -93,18 +94,26 @@ class ZMQTransport:
             loop.call_soon(self._drain, name, sock)
 
     def _drain(self, name: str, sock: zmq.Socket[bytes]) -> None:
-        on_message = self._on_message
-        # recv + get(RCVMORE) with plain ints: recv_multipart converts its flags and
-        # options through Python enums on every part (measured ~1.5 µs a message).
-        recv, get = sock.recv, sock.get
-        while on_message is not None and not sock.closed:
+        # Frames with copy=False and .more: recv_multipart and get(RCVMORE) convert
+        # through Python enums on every part (measured 6.8 -> 4.8 µs a 7-frame message).
+        recv = sock.recv
+        for _ in range(_DRAIN_BATCH):
+            on_message = self._on_message  # None once closed, also by a callback
+            if on_message is None or sock.closed:
+                return
             try:
-                frames = [recv(_NOBLOCK)]
+                frame = recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            while get(_RCVMORE):
-                frames.append(recv(_NOBLOCK))
+            frames = [frame.bytes]
+            while frame.more:
+                frame = recv(_NOBLOCK, copy=False)
+                frames.append(frame.bytes)
             on_message(name, frames)
+        # A busy socket yields to the others on the loop (one flooding kernel must not
+        # starve the rest); the fd is edge-triggered, so continue by scheduling, not waiting.
+        if self._loop is not None:
+            self._loop.call_soon(self._drain, name, sock)
 
     def send(self, channel: str, frames: list[bytes]) -> None:
         sock = self._sockets.get(channel)

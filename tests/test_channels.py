@@ -1,0 +1,48 @@
+"""The ZeroMQ transport against real sockets: fairness of the drain."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import zmq
+
+from kernel_hub.client._channels import ZMQTransport
+
+
+@pytest.mark.asyncio
+async def test_a_flooding_socket_yields_to_the_rest_of_the_loop():
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    transport = ZMQTransport(
+        {"ip": "127.0.0.1", "shell_port": port}, identity=b"me", channels=("shell",)
+    )
+    loop = asyncio.get_running_loop()
+    got: list[list[bytes]] = []
+    seen_by_other_callback: list[int] = []
+    done = asyncio.Event()
+
+    def on_message(channel, frames):
+        got.append(frames)
+        if len(got) == 1:
+            loop.call_soon(lambda: seen_by_other_callback.append(len(got)))
+        if len(got) == 200:
+            done.set()
+
+    transport.open(on_message)
+    try:
+        transport.send("shell", [b"hello"])  # the ROUTER learns our identity
+        assert await asyncio.to_thread(router.poll, 5000)
+        router.recv_multipart()
+        for i in range(200):
+            router.send_multipart([b"me", b"part-a", str(i).encode()])
+        await asyncio.wait_for(done.wait(), 10)
+    finally:
+        transport.close()
+        router.close()
+    assert [f[1] for f in got[:3]] == [b"0", b"1", b"2"] and got[0][0] == b"part-a"
+    assert len(got) == 200
+    # Another callback ran while the 200 messages were still being delivered.
+    assert seen_by_other_callback and seen_by_other_callback[0] < 200
