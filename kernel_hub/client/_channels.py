@@ -37,6 +37,9 @@ class Transport(Protocol):
 
 
 _NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 #: Messages read from one socket before the loop may serve others.
 _DRAIN_BATCH = 64
 
@@ -96,7 +99,10 @@ class ZMQTransport:
     def _drain(self, name: str, sock: zmq.Socket[bytes]) -> None:
         # Frames with copy=False and .more: recv_multipart and get(RCVMORE) convert
         # through Python enums on every part (measured 6.8 -> 4.8 µs a 7-frame message).
-        recv = sock.recv
+        # After each message, ZMQ_EVENTS says whether another one is queued: cheaper
+        # than the zmq.Again a final recv would raise (1.5 vs 3.3 µs), and the check
+        # libzmq documents for its edge-triggered fd.
+        recv, get = sock.recv, sock.get
         for _ in range(_DRAIN_BATCH):
             on_message = self._on_message  # None once closed, also by a callback
             if on_message is None or sock.closed:
@@ -110,6 +116,8 @@ class ZMQTransport:
                 frame = recv(_NOBLOCK, copy=False)
                 frames.append(frame.bytes)
             on_message(name, frames)
+            if sock.closed or not get(_EVENTS) & _POLLIN:
+                return
         # A busy socket yields to the others on the loop (one flooding kernel must not
         # starve the rest); the fd is edge-triggered, so continue by scheduling, not waiting.
         if self._loop is not None:
@@ -119,9 +127,15 @@ class ZMQTransport:
         sock = self._sockets.get(channel)
         if sock is None:
             raise RuntimeError(f"channel {channel!r} is not open on {self!r}")
-        sock.send_multipart(frames, zmq.NOBLOCK)
-        # A send can consume the fd's edge for a message that arrived meanwhile.
-        if self._loop is not None:
+        # send() per frame with int flags: send_multipart type-checks every frame and
+        # combines its flags through enums.
+        send = sock.send
+        for frame in frames[:-1]:
+            send(frame, _SNDMORE_NOBLOCK)
+        send(frames[-1], _NOBLOCK)
+        # Sending processes ZeroMQ's pending commands, which can take the fd's edge for a
+        # message that arrived meanwhile: if one is queued, drain it on the next turn.
+        if self._loop is not None and sock.get(_EVENTS) & _POLLIN:
             self._loop.call_soon(self._drain, channel, sock)
 
     def narrow_subscription(self, topic: bytes) -> None:
