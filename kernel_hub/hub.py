@@ -39,6 +39,14 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else repr(exc)
 
 
+#: Launches tried when a kernel finds a port it was given already taken.
+_PORT_ATTEMPTS = 3
+
+
+class _PortTaken(LaunchError):
+    """The kernel could not bind a port it was given: another process took it first."""
+
+
 async def _wait_ready(
     kernel_type: KernelType,
     connection_info: Mapping[str, Any],
@@ -51,7 +59,10 @@ async def _wait_ready(
         await client.wait_for_ready(timeout)
     except KernelDied as exc:
         tail = await manager.last_output()
-        raise LaunchError(
+        # Ports are free when chosen, but another process (another host's kernel) may
+        # bind one before this kernel does; a launch with new ports gets past that.
+        error = _PortTaken if "Address already in use" in tail else LaunchError
+        raise error(
             f"kernel {kernel_type.id} exited during start-up "
             f"(exit status {exc.exit_status})."
             + (f" Its last output:\n{tail}" if tail else "")
@@ -432,10 +443,34 @@ class KernelHub:
 
         Used for the first launch and for every relaunch (with the same request).
         On any failure, or cancellation, the new process is killed and cleaned up.
+        A kernel that dies because a port it was given got taken meanwhile is
+        launched again, with new ports (up to three attempts).
 
         :param monitor: opened on the new kernel's IOPub before waiting, so that
             no status message after the kernel is ready is missed.
         """
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                return await self._start_once(
+                    kernel_type, request, ready_timeout=ready_timeout, monitor=monitor
+                )
+            except _PortTaken as exc:
+                if attempt == _PORT_ATTEMPTS:
+                    raise LaunchError(str(exc)) from None
+                log.info(
+                    "kernel %s lost a port to another process; launching it again",
+                    request.kernel_id,
+                )
+        raise AssertionError("unreachable")
+
+    async def _start_once(
+        self,
+        kernel_type: KernelType,
+        request: LaunchRequest,
+        *,
+        ready_timeout: float,
+        monitor: ActivityMonitor | None,
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any], KernelManager]:
         result = await self.hooks.launch(hub=self, kernel_type=kernel_type, request=request)
         manager = await self.hooks.make_manager(
             hub=self,

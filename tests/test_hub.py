@@ -77,6 +77,43 @@ async def test_kernel_dying_during_start_is_a_clear_error_and_leaves_nothing():
     assert not list(runtime.glob("kernel-*"))
 
 
+#: A kernel command that, while *marker* does not exist, creates it and first takes its own
+#: shell port with a listening socket, as another process might between choice and bind.
+PORT_THIEF = """
+import json, os, runpy, socket, sys
+cf, marker = sys.argv[1], sys.argv[2]
+if not os.path.exists(marker):
+    open(marker, "w").close()
+    thief = socket.socket()
+    thief.bind(("127.0.0.1", json.load(open(cf))["shell_port"]))
+    thief.listen()
+sys.argv = ["ipykernel_launcher", "-f", cf]
+runpy.run_module("ipykernel_launcher", run_name="__main__")
+"""
+
+
+async def test_a_kernel_whose_port_was_taken_is_launched_again_with_new_ports(tmp_path):
+    marker = tmp_path / "port-taken-once"
+    argv = (sys.executable, "-c", PORT_THIEF, "{connection_file}", str(marker))
+
+    class Thief(Crashy):
+        name = "thief"
+
+        @staticmethod
+        @hookimpl
+        def find_kernel_types(hub):
+            return [KernelType(provider="crashy", name="thief", argv=argv)]
+
+    async with KernelHub(plugins=[Thief], load_entrypoints=False, config={}) as hub:
+        kernel = await hub.launch("crashy/thief")
+        assert marker.exists()  # the first attempt lost its port and died
+        async with kernel.client() as c:
+            reply = await c.execute("1 + 1", timeout=10)
+        assert reply.content["status"] == "ok"
+    runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
+    assert not list(runtime.glob(f"kernel-{kernel.id}*"))
+
+
 async def test_missing_program_and_missing_cwd_are_launch_errors(hub, tmp_path):
     kt = KernelType(provider="crashy", name="x", argv=("/no/such/program", "{connection_file}"))
 
