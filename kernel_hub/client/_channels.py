@@ -62,13 +62,16 @@ class ZMQTransport:
         identity: bytes,
         context: zmq.Context[Any] | None = None,
         channels: tuple[str, ...] = ("shell", "control", "stdin", "iopub"),
+        sockets: Mapping[str, zmq.Socket[bytes]] | None = None,
     ) -> None:
         self._info = connection_info
         self._identity = identity
         self._context = context
         self._channels = channels
+        # Connected sockets handed over by another transport (see release()), used as they are.
+        self._given = dict(sockets or {})
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
-        self._fds: list[int] = []
+        self._fds: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_message: OnMessage | None = None
 
@@ -82,17 +85,19 @@ class ZMQTransport:
         self._loop = loop
         self._on_message = on_message
         for name in self._channels:
-            sock = ctx.socket(_SOCKET_TYPES[name])
-            sock.linger = 0
-            if name == "iopub":
-                sock.setsockopt(zmq.SUBSCRIBE, b"")
-            else:
-                sock.setsockopt(zmq.IDENTITY, self._identity)
-            sock.connect(channel_url(self._info, name))
+            sock = self._given.pop(name, None)
+            if sock is None:
+                sock = ctx.socket(_SOCKET_TYPES[name])
+                sock.linger = 0
+                if name == "iopub":
+                    sock.setsockopt(zmq.SUBSCRIBE, b"")
+                else:
+                    sock.setsockopt(zmq.IDENTITY, self._identity)
+                sock.connect(channel_url(self._info, name))
             self._sockets[name] = sock
-            fd = sock.getsockopt(zmq.FD)
+            fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]  # FD is an int
             loop.add_reader(fd, self._drain, name, sock)
-            self._fds.append(fd)
+            self._fds[name] = fd
             # The ZeroMQ fd is edge-triggered: drain once now in case it already fired.
             loop.call_soon(self._drain, name, sock)
 
@@ -102,7 +107,10 @@ class ZMQTransport:
         # After each message, ZMQ_EVENTS says whether another one is queued: cheaper
         # than the zmq.Again a final recv would raise (1.5 vs 3.3 µs), and the check
         # libzmq documents for its edge-triggered fd.
-        recv, get = sock.recv, sock.get
+        if self._sockets.get(name) is not sock:
+            return  # a drain scheduled before the socket was released or closed
+        recv = sock.recv
+        get: Callable[[int], int] = sock.get  # type: ignore[assignment]  # EVENTS is an int
         for _ in range(_DRAIN_BATCH):
             on_message = self._on_message  # None once closed, also by a callback
             if on_message is None or sock.closed:
@@ -135,7 +143,7 @@ class ZMQTransport:
         send(frames[-1], _NOBLOCK)
         # Sending processes ZeroMQ's pending commands, which can take the fd's edge for a
         # message that arrived meanwhile: if one is queued, drain it on the next turn.
-        if self._loop is not None and sock.get(_EVENTS) & _POLLIN:
+        if self._loop is not None and sock.get(_EVENTS) & _POLLIN:  # type: ignore[operator]
             self._loop.call_soon(self._drain, channel, sock)
 
     def narrow_subscription(self, topic: bytes) -> None:
@@ -151,13 +159,32 @@ class ZMQTransport:
         sock.setsockopt(zmq.SUBSCRIBE, topic)
         sock.setsockopt(zmq.UNSUBSCRIBE, b"")
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the transport was opened on (``None`` before :meth:`open`)."""
+        return self._loop
+
+    def release(self, channel: str) -> zmq.Socket[bytes] | None:
+        """Stop reading *channel* and hand its connected socket to the caller, who owns it now.
+
+        What is queued on it stays there for the new owner (no message is lost in
+        between); ``None`` if the channel is not open.
+        """
+        sock = self._sockets.pop(channel, None)
+        fd = self._fds.pop(channel, None)
+        loop = self._loop
+        if fd is not None and loop is not None and not loop.is_closed():
+            loop.remove_reader(fd)
+        return sock
+
     def close(self) -> None:
         self._on_message = None
         loop = self._loop
-        for fd in self._fds:
+        for fd in self._fds.values():
             if loop is not None and not loop.is_closed():
                 loop.remove_reader(fd)
         self._fds.clear()
-        for sock in self._sockets.values():
+        for sock in [*self._sockets.values(), *self._given.values()]:
             sock.close(linger=0)
         self._sockets.clear()
+        self._given.clear()

@@ -197,6 +197,7 @@ class AsyncKernelClient:
         self.manager = manager
         if not self._own_transport:
             return  # an injected transport (tests) is the caller's business
+        self._stop_feeding_monitor(hand_over=False)  # that socket is the old kernel's
         self.session = Session(
             self.connection_info.get("key", ""),
             self.connection_info.get("signature_scheme", "hmac-sha256"),
@@ -216,6 +217,34 @@ class AsyncKernelClient:
         self._watcher = asyncio.ensure_future(self._watch_manager(manager))
         # Requests wait for this first, so that no output of the next execution is lost.
         self._rejoin = asyncio.ensure_future(self._await_iopub(self.ready_timeout))
+
+    def _can_feed(
+        self, loop: asyncio.AbstractEventLoop | None, connection_info: Mapping[str, Any]
+    ) -> bool:
+        """Whether this client's IOPub can stand in for the kernel monitor's socket.
+
+        It must run on the monitor's loop, own a real transport (whose socket it can
+        hand over) and be connected to the very kernel the monitor follows.
+        """
+        info = self.connection_info
+        return (
+            self._own_transport
+            and self._state == "CONNECTED"
+            and self._loop is loop
+            and info.get("iopub_port") == connection_info.get("iopub_port")
+            and info.get("ip") == connection_info.get("ip")
+            and info.get("key") == connection_info.get("key")
+        )
+
+    def _stop_feeding_monitor(self, *, hand_over: bool = True) -> None:
+        """Give the kernel's monitor back a socket of its own, ours if *hand_over*."""
+        kernel = self._kernel
+        if kernel is None or not kernel._monitor.fed_by(self):
+            return
+        iopub = None
+        if hand_over and isinstance(self._transport, ZMQTransport):
+            iopub = self._transport.release("iopub")
+        kernel._monitor.feeder_closing(self, iopub)
 
     async def _rejoined(self) -> None:
         """Wait until a reconnect after a restart has its IOPub subscription in place."""
@@ -237,6 +266,7 @@ class AsyncKernelClient:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        self._stop_feeding_monitor()
         self._transport.close()
         if self._own_manager is not None:
             self._own_manager.close()
@@ -302,6 +332,8 @@ class AsyncKernelClient:
         is_status = msg.header.get("msg_type") == "status"
         if is_status:
             self.execution_state = msg.content.get("execution_state", self.execution_state)
+            if self._kernel is not None:  # the kernel's monitor may read its states from here
+                self._kernel._monitor.observe(self, self.execution_state)
         ex = self._executions.get(parent_id) if parent_id else None
         if ex is None:
             return
