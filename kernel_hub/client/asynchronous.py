@@ -35,10 +35,18 @@ CHANNELS = ("shell", "control", "stdin", "iopub")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-class _Execution:
-    """Bookkeeping of one execute request until its reply and IOPub idle both arrived."""
+def _expire(fut: asyncio.Future[Message], what: str, timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError(f"no {what} from the kernel within {timeout} s"))
 
-    __slots__ = ("idle", "output_hook", "stdin_hook")
+
+class _Execution:
+    """Bookkeeping of one execute request: done once its reply and its idle status arrived.
+
+    One future for both, so the waiting task wakes once per execution, not twice.
+    """
+
+    __slots__ = ("done", "idle", "output_hook", "reply", "stdin_hook")
 
     def __init__(
         self,
@@ -46,9 +54,21 @@ class _Execution:
         output_hook: OutputHook | None,
         stdin_hook: StdinHook | None,
     ) -> None:
-        self.idle: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[Message] = loop.create_future()
+        self.reply: Message | None = None
+        self.idle = False
         self.output_hook = output_hook
         self.stdin_hook = stdin_hook
+
+    def got_reply(self, reply: Message) -> None:
+        self.reply = reply
+        if self.idle and not self.done.done():
+            self.done.set_result(reply)
+
+    def got_idle(self) -> None:
+        self.idle = True
+        if self.reply is not None and not self.done.done():
+            self.done.set_result(self.reply)
 
 
 class AsyncKernelClient:
@@ -164,8 +184,8 @@ class AsyncKernelClient:
             if not fut.done():
                 fut.set_exception(err)
         for ex in self._executions.values():
-            if not ex.idle.done():
-                ex.idle.set_exception(err)
+            if not ex.done.done():
+                ex.done.set_exception(err)
         self._pending.clear()
         self._executions.clear()
 
@@ -315,8 +335,11 @@ class AsyncKernelClient:
             self._on_stdin(msg, parent_id)
         else:
             fut = self._pending.pop(parent_id, None)  # type: ignore[arg-type]
-            if fut is not None and not fut.done():
-                fut.set_result(msg)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(msg)
+            elif channel == "shell" and parent_id in self._executions:
+                self._executions[parent_id].got_reply(msg)  # type: ignore[index]
         for handler in self._handlers[channel]:
             try:
                 result = handler(msg)
@@ -338,8 +361,8 @@ class AsyncKernelClient:
         if ex is None:
             return
         if is_status:
-            if self.execution_state == "idle" and not ex.idle.done():
-                ex.idle.set_result(None)
+            if self.execution_state == "idle":
+                ex.got_idle()
             return
         if ex.output_hook is not None:
             try:
@@ -375,20 +398,21 @@ class AsyncKernelClient:
             raise KernelHubError(f"{self!r} is not connected; use 'async with client:' first")
         self._transport.send(channel, self.session.serialize(msg))
 
-    async def _wait(self, *futs: Awaitable[Any], timeout: float | None, what: str) -> Any:
-        """Await *futs* in turn under one deadline; return the first one's result.
+    async def _wait(
+        self, fut: asyncio.Future[Message], *, timeout: float | None, what: str
+    ) -> Message:
+        """Await *fut*, failing it with :class:`TimeoutError` after *timeout* seconds.
 
-        One ``asyncio.timeout`` scope instead of ``wait_for``/``gather``: no extra
-        task or future per request on the hot path.
+        A timer on the future instead of ``asyncio.timeout``/``wait_for``: no scope
+        object, extra task or cancellation per request on the hot path.
         """
+        if timeout is None:
+            return await fut
+        timer = fut.get_loop().call_later(timeout, _expire, fut, what, timeout)
         try:
-            async with asyncio.timeout(timeout):
-                result = await futs[0]
-                for fut in futs[1:]:
-                    await fut
-                return result
-        except TimeoutError:
-            raise TimeoutError(f"no {what} from the kernel within {timeout} s") from None
+            return await fut
+        finally:
+            timer.cancel()
 
     async def request(
         self,
@@ -503,15 +527,11 @@ class AsyncKernelClient:
         msg = self.session.msg("execute_request", content)
         msg_id = msg.header["msg_id"]
         ex = _Execution(loop, output_hook, stdin_hook)
-        fut: asyncio.Future[Message] = loop.create_future()
         self._executions[msg_id] = ex
-        self._pending[msg_id] = fut
         try:
             self._send("shell", msg)
-            what = "execute_reply and idle status"
-            return await self._wait(fut, ex.idle, timeout=timeout, what=what)  # type: ignore[no-any-return]
+            return await self._wait(ex.done, timeout=timeout, what="execute_reply and idle status")
         finally:
-            self._pending.pop(msg_id, None)
             self._executions.pop(msg_id, None)
 
     async def execute_interactive(
