@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 
 from . import hookspecs
-from ._entrypoints import entry_points as _find_entry_points
 from .errors import LaunchError, PluginError
 from .types import KernelType
 
@@ -90,7 +89,10 @@ class KernelHubPluginManager(pluggy.PluginManager):
 
 def _entry_points() -> Iterable[EntryPoint | importlib.metadata.EntryPoint]:
     # Our own reader: importlib.metadata costs ~2.6 MB of RSS and is not needed to launch.
-    return _find_entry_points(ENTRYPOINT_GROUP)
+    # Imported here, as a host that passes its plugins explicitly never reads entry points.
+    from ._entrypoints import entry_points
+
+    return entry_points(ENTRYPOINT_GROUP)
 
 
 def load_entrypoint_plugins(
