@@ -87,4 +87,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """List the lazy public names too, as if they had been imported."""
     return sorted({*globals(), *__all__})
