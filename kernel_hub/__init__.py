@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client import AsyncKernelClient, BlockingKernelClient
 from .errors import (
@@ -24,11 +24,13 @@ from .errors import (
 from .hookspecs import hookimpl, hookspec
 from .hub import KernelHub, RunningKernel
 from .manager import KernelManager
-from .remote import NannyManager
-from .run import run_kernel, run_kernel_async
 from .session import Message
-from .subproc import SubprocessManager, launch_subprocess
 from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy
+
+if TYPE_CHECKING:
+    from .remote import NannyManager
+    from .run import run_kernel, run_kernel_async
+    from .subproc import SubprocessManager, launch_subprocess
 
 __all__ = [
     "AsyncKernelClient",
@@ -58,9 +60,32 @@ __all__ = [
 ]
 
 
+#: Public names whose modules load on first use (PEP 562): a host that launches and
+#: talks to kernels through KernelHub does not need them, and every module costs RSS.
+_LAZY = {
+    "NannyManager": "remote",
+    "SubprocessManager": "subproc",
+    "launch_subprocess": "subproc",
+    "run_kernel": "run",
+    "run_kernel_async": "run",
+}
+
+
 def __getattr__(name: str) -> Any:
+    """Import a rarely used public name on first access, or compute ``__version__``."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups do not come back here
+        return value
     if name == "__version__":
-        from importlib.metadata import version
+        from importlib.metadata import version  # the launch path never asks for it
 
         return version("kernel-hub")
     raise AttributeError(f"module 'kernel_hub' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """List the lazy public names too, as if they had been imported."""
+    return sorted({*globals(), *__all__})

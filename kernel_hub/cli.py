@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._entrypoints import entry_points
 from .errors import KernelHubError
 
 __all__ = ["CLI_ENTRYPOINT_GROUP", "main"]
@@ -39,7 +39,7 @@ def _print_progress(event: Any) -> None:
 
 def _add_plugin_commands(sub: Any, builtin: set[str]) -> None:
     blocked = {n.strip() for n in os.environ.get("KERNEL_HUB_DISABLE_PLUGINS", "").split(",")}
-    for ep in importlib.metadata.entry_points(group=CLI_ENTRYPOINT_GROUP):
+    for ep in entry_points(CLI_ENTRYPOINT_GROUP):
         if ep.name in builtin or ep.name in blocked:
             continue
         try:

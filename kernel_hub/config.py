@@ -13,7 +13,6 @@ Precedence, everywhere: call arguments > kernel-type config > environment > defa
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """
     p = Path(path) if path is not None else config_path()
     try:
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
+        f = open(p, "rb")  # noqa: SIM115 - opened first so that no file, no tomllib import
     except FileNotFoundError:
         return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read kernel_hub config {str(p)!r}: {exc}") from None
+    # Imported here: most hosts have no config file, and tomllib is four modules.
+    import tomllib
+
+    try:
+        with f:
+            data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read kernel_hub config {str(p)!r}: {exc}") from None
     for key, value in data.items():

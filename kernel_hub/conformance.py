@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import inspect
 import json
 import os
@@ -59,6 +58,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pytest
 import pytest_asyncio
 
+from ._entrypoints import entry_points
 from .connection import runtime_dir
 from .errors import NoSuchKernelType
 from .hookspecs import hookimpl
@@ -97,7 +97,7 @@ def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
     """
     names = {p for p in plugins if isinstance(p, str)}
     objects = [p for p in plugins if not isinstance(p, str)]
-    eps = [ep for ep in importlib.metadata.entry_points(group=ENTRYPOINT_GROUP) if ep.name in names]
+    eps = [ep for ep in entry_points(ENTRYPOINT_GROUP) if ep.name in names]
     pm = make_plugin_manager(load_entrypoints=bool(names), entry_points=eps, plugins=objects)
     for name in sorted(names):
         if name in pm.failed:

@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import socket
+import sys
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -125,11 +126,33 @@ def channel_url(info: Mapping[str, Any], channel: str) -> str:
     return f"{info.get('transport', 'tcp')}://{ip}:{info[f'{channel}_port']}"
 
 
+def _jupyter_runtime_dir() -> str:
+    """Return ``jupyter_core.paths.jupyter_runtime_dir()``, importing jupyter_core only if needed.
+
+    jupyter_core.paths imports platformdirs, site and tempfile (≈10 modules, 1–2 MB
+    of RSS) to answer what, on Linux and other Unixes without
+    ``JUPYTER_PLATFORM_DIRS``, is a few environment lookups. Its rules are
+    followed exactly here; other platforms ask it.
+    """
+    env = os.environ
+    if env.get("JUPYTER_RUNTIME_DIR"):
+        return env["JUPYTER_RUNTIME_DIR"]
+    if sys.platform in ("darwin", "win32") or "JUPYTER_PLATFORM_DIRS" in env:
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        return jupyter_runtime_dir()
+    data = env.get("JUPYTER_DATA_DIR")
+    if not data:
+        xdg = env.get("XDG_DATA_HOME") or os.path.join(
+            os.path.realpath(os.path.expanduser("~")), ".local", "share"
+        )
+        data = os.path.join(xdg, "jupyter")
+    return os.path.join(data, "runtime")
+
+
 def runtime_dir() -> Path:
     """Return the Jupyter runtime directory, created private (0700) if missing."""
-    from jupyter_core.paths import jupyter_runtime_dir
-
-    path = Path(jupyter_runtime_dir())
+    path = Path(_jupyter_runtime_dir())
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 

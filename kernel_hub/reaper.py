@@ -4,7 +4,7 @@ ipykernel already exits when its parent (``JPY_PARENT_PID``) goes away, but it
 checks only once a second, kernels of other languages have no such watch, the
 subprocesses a kernel started survive it, and the connection files (with their
 keys) stay in the runtime dir. So the first local launch of a process starts
-one small helper, ``python -I -c <REAPER>``, in its own session, and tells it
+one small helper, ``python -I -S -c <REAPER>``, in its own session, and tells it
 over a pipe about every kernel's process group and files. Only this process
 holds the pipe's write end (the fd is not inheritable), so when the host ends
 — even by SIGKILL — the helper reads end-of-file at once, kills every process
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import subprocess
@@ -32,31 +31,42 @@ __all__ = ["Reaper", "reaper"]
 
 log = logging.getLogger("kernel_hub.reaper")
 
-#: The helper's whole program: stdlib only, no kernel_hub import, so it starts in ~20 ms.
+#: The helper's whole program. It runs as ``python -I -S``, uses only built-in C
+#: modules (posix, _signal, sys) and reads a line protocol instead of JSON: no site, no
+#: json/os/signal imports, so it starts in ~20 ms and holds ~1.4 MB less RSS (8.5 MB).
+#: A line is ``add <pgid> <hex path>...`` or ``remove <pgid>``; paths are hex-encoded
+#: bytes (os.fsencode), so any file name survives.
 REAPER = r"""
-import json, os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)
+import posix, sys, _signal
+_signal.signal(_signal.SIGINT, _signal.SIG_IGN)
 groups = {}
 for line in sys.stdin.buffer:
+    words = line.split()
     try:
-        cmd, pgid, files = json.loads(line)
-    except ValueError:
+        pgid = int(words[1])
+        files = [bytes.fromhex(w.decode("ascii")) for w in words[2:]]
+    except (IndexError, ValueError):
         continue
-    if cmd == "add":
+    if words[0] == b"add":
         groups[pgid] = files
     else:
         groups.pop(pgid, None)
 for pgid, files in groups.items():
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        posix.killpg(pgid, _signal.SIGKILL)
     except OSError:
         pass
     for path in files:
         try:
-            os.unlink(path)
+            posix.unlink(path)
         except OSError:
             pass
 """
+
+
+def _command(cmd: str, pgid: int, files: Sequence[str] = ()) -> bytes:
+    """Encode one line of the helper's protocol (see :data:`REAPER`)."""
+    return " ".join([cmd, str(int(pgid)), *(os.fsencode(f).hex() for f in files)]).encode() + b"\n"
 
 
 class Reaper:
@@ -87,17 +97,16 @@ class Reaper:
             if self._owner != os.getpid():
                 self._groups.clear()  # a forked child: the parent's kernels are not ours
             self._groups[pgid] = list(files)
-            self._send(["add", pgid, list(files)])
+            self._send(_command("add", pgid, files))
 
     def remove(self, pgid: int) -> None:
         """Unregister a process group that has been shut down and cleaned up."""
         with self._lock:
             if self._owner != os.getpid() or self._groups.pop(pgid, None) is None:
                 return  # not registered by this process (e.g. re-attached from saved state)
-            self._send(["remove", pgid, []])
+            self._send(_command("remove", pgid))
 
-    def _send(self, command: list[object]) -> None:
-        line = (json.dumps(command) + "\n").encode()
+    def _send(self, line: bytes) -> None:
         for _ in range(2):
             stdin = self._ensure_started()
             try:
@@ -128,7 +137,9 @@ class Reaper:
             return proc.stdin
         self._discard()
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", REAPER],
+            # -I: no environment, no user site; -S: no site (the venv's packages are
+            # not needed, and site's imports would cost RSS in every host).
+            [sys.executable, "-I", "-S", "-c", REAPER],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -138,7 +149,7 @@ class Reaper:
         self._proc, self._owner = proc, os.getpid()
         assert proc.stdin is not None
         for pgid, files in self._groups.items():
-            proc.stdin.write((json.dumps(["add", pgid, files]) + "\n").encode())
+            proc.stdin.write(_command("add", pgid, files))
         return proc.stdin
 
     def close(self, timeout: float = 5.0) -> None:

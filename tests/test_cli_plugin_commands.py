@@ -29,14 +29,14 @@ def broken(subparsers) -> None:
 
 
 def fake_entry_points(monkeypatch, *eps: importlib.metadata.EntryPoint) -> None:
-    real = importlib.metadata.entry_points
+    real = cli.entry_points
 
-    def entry_points(*, group: str):
+    def entry_points(group: str):
         if group == cli.CLI_ENTRYPOINT_GROUP:
             return list(eps)
-        return real(group=group)
+        return real(group)
 
-    monkeypatch.setattr(cli.importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(cli, "entry_points", entry_points)
 
 
 def ep(name: str, attr: str) -> importlib.metadata.EntryPoint:

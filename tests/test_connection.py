@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from kernel_hub.connection import (
     channel_url,
     new_connection_info,
     read_connection_file,
+    runtime_dir,
     write_connection_file,
 )
 
@@ -50,3 +52,38 @@ def test_ports_avoid_the_ephemeral_range():
     ports = new_connection_info()
     for c in ("shell", "iopub", "stdin", "control", "hb"):
         assert band[0] <= ports[f"{c}_port"] <= band[1]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"JUPYTER_RUNTIME_DIR": "{tmp}/rt"},
+        {"JUPYTER_DATA_DIR": "{tmp}/data"},
+        {"XDG_DATA_HOME": "{tmp}/xdg"},
+        {"XDG_DATA_HOME": ""},
+        {"JUPYTER_RUNTIME_DIR": "", "JUPYTER_DATA_DIR": ""},
+        {"JUPYTER_PLATFORM_DIRS": "1"},
+        {"JUPYTER_PLATFORM_DIRS": "0"},
+    ],
+    ids=["runtime", "data", "xdg", "empty-xdg", "empty", "platform-dirs", "platform-dirs-off"],
+)
+def test_runtime_dir_is_jupyter_cores(tmp_path, monkeypatch, env):
+    # HOME behind a symlink: jupyter_core resolves it, and so must we.
+    (tmp_path / "real-home").mkdir()
+    (tmp_path / "home").symlink_to(tmp_path / "real-home")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for name in (
+        "JUPYTER_RUNTIME_DIR",
+        "JUPYTER_DATA_DIR",
+        "XDG_DATA_HOME",
+        "JUPYTER_PLATFORM_DIRS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    path = runtime_dir()
+    assert path == Path(jupyter_runtime_dir())
+    assert path.is_dir() and path.stat().st_mode & 0o777 == 0o700
+    assert str(path).startswith(str(tmp_path))  # nothing escaped to the real home
