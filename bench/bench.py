@@ -908,25 +908,6 @@ def render_table(summary: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def processes_marked(marker: str) -> list[int]:
-    """Return live processes whose environment holds *marker* (our private runtime dir)."""
-    me, found = os.getpid(), []
-    needle = f"JUPYTER_RUNTIME_DIR={marker}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != b"Z":
-            found.append(int(entry))
-    return found
-
-
 def describe_process(pid: int) -> dict[str, Any]:
     """Return what identifies a leftover process: its command, parent and launching host."""
     info: dict[str, Any] = {"pid": pid}
@@ -957,10 +938,14 @@ def leftovers(runtime_dir: Path) -> dict[str, list]:
     close_library_helpers()
     # A process that is exiting right now is given a moment before it counts as left behind.
     deadline = time.monotonic() + 2.0
-    procs = processes_marked(str(runtime_dir))
+    # Imported here, not at the top: the footprint child imports this module as its harness.
+    from kernel_hub.testing import processes_with_env
+
+    marker = f"JUPYTER_RUNTIME_DIR={runtime_dir}"  # our private runtime dir
+    procs = processes_with_env(marker)
     while procs and time.monotonic() < deadline:
         time.sleep(0.1)
-        procs = processes_marked(str(runtime_dir))
+        procs = processes_with_env(marker)
     described = [describe_process(pid) for pid in procs]
     for pid in procs:  # report them, and do not leave them running either
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -13,6 +13,7 @@ Fixtures:
 Helpers: :class:`EventRecorder` records a hub's lifecycle events and awaits
 them; :func:`require_service` skips a test whose service (dockerd, sshd) is
 missing on a developer's machine but fails it in CI (``CI=true``);
+:func:`processes_with_env` finds the processes a run left behind;
 :class:`ProviderConformance` is the conformance suite for provider plugins (see
 :mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``); and
 :func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
@@ -55,6 +56,7 @@ __all__ = [
     "ScriptedTransport",
     "fake_kernel",
     "plugin_manager",
+    "processes_with_env",
     "require_service",
     "scripted_transport",
     "start_nanny",
@@ -329,6 +331,31 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in (b"Z", b"X")
+
+
+def processes_with_env(entry: str) -> list[int]:
+    """Return the live processes (zombies excepted) whose environment holds *entry*.
+
+    What a leak check looks for: every process a test run started carries a
+    variable it set (``JPY_PARENT_PID=<pid>``, ``JUPYTER_RUNTIME_DIR=<dir>``),
+    whoever its parent is by now. This process itself is never returned.
+
+    :param entry: one ``NAME=value`` item, matched exactly.
+    """
+    me, needle, found = os.getpid(), entry.encode(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # ended while we looked, or not ours to read
+        if needle in env and state != b"Z":
+            found.append(int(name))
+    return found
 
 
 def wait_pid_gone(pid: int, timeout: float) -> bool:
