@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from .plugins import KernelHubPluginManager
     from .session import Message
 
-__all__ = ["ProviderConformance", "load_plugins"]
+__all__ = ["ProviderConformance", "interrupt_busy_loop", "load_plugins"]
 
 #: A provider id no plugin may own: the decline tests hand its types to every hook.
 FOREIGN_PROVIDER = "kh-conformance-foreign"
@@ -86,6 +86,33 @@ class _NoRestarts:
     @hookimpl(tryfirst=True)
     def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
         return RestartPolicy(enabled=False)
+
+
+async def interrupt_busy_loop(
+    client: AsyncKernelClient, code: str, *, timeout: float, interrupt_timeout: float
+) -> Message:
+    """Run *code*, interrupt it once it has printed ``go``, and return its execute reply.
+
+    "go" on stdout means the loop runs: no sleep guessing when it started.
+
+    :param code: a busy loop that prints ``go`` (flushed) before it starts.
+    :param timeout: seconds for "go" to arrive, and the execute request's own timeout.
+    :param interrupt_timeout: seconds from the interrupt to the execute reply.
+    """
+    go = asyncio.Event()
+
+    def on_output(msg: Message) -> None:
+        if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
+            go.set()
+
+    task = asyncio.ensure_future(client.execute(code, output_hook=on_output, timeout=timeout))
+    try:
+        await asyncio.wait_for(go.wait(), timeout)
+        await client.interrupt()
+        return await asyncio.wait_for(task, interrupt_timeout)
+    finally:
+        task.cancel()  # a no-op once done; else don't leave it pending
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
@@ -292,24 +319,13 @@ class ProviderConformance:
     async def test_interrupt_busy_loop(self, conformance_hub: KernelHub, type_id: str) -> None:
         kernel = await self._launch(conformance_hub, type_id)
         try:
-            go = asyncio.Event()
-
-            def on_output(msg: Message) -> None:
-                if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
-                    go.set()
-
             async with kernel.client() as client:
-                task = asyncio.ensure_future(
-                    client.execute(self.busy_code, output_hook=on_output, timeout=self.timeout)
+                reply = await interrupt_busy_loop(
+                    client,
+                    self.busy_code,
+                    timeout=self.timeout,
+                    interrupt_timeout=self.interrupt_timeout,
                 )
-                try:
-                    # "go" means the loop runs: no sleep guessing when it started.
-                    await asyncio.wait_for(go.wait(), self.timeout)
-                    await client.interrupt()
-                    reply = await asyncio.wait_for(task, self.interrupt_timeout)
-                finally:
-                    task.cancel()  # a no-op once done; else don't leave it pending
-                    await asyncio.gather(task, return_exceptions=True)
                 assert reply.content["status"] == "error", reply.content
                 assert reply.content["ename"] == "KeyboardInterrupt", reply.content
                 await self._check_execute(client)  # it survived the interrupt

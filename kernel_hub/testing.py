@@ -15,7 +15,8 @@ them; :func:`require_service` skips a test whose service (dockerd, sshd) is
 missing on a developer's machine but fails it in CI (``CI=true``);
 :func:`processes_with_env` finds the processes a run left behind;
 :class:`ProviderConformance` is the conformance suite for provider plugins (see
-:mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``); and
+:mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``), with
+:func:`interrupt_busy_loop`, its interrupt check for a provider's own tests; and
 :func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
 would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind.
 
@@ -39,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
-from .conformance import ProviderConformance
+from .conformance import ProviderConformance, interrupt_busy_loop
 from .connection import new_connection_info
 from .plugins import KernelHubPluginManager, make_plugin_manager
 from .session import Message, Session
@@ -55,6 +56,7 @@ __all__ = [
     "NannyProcess",
     "ScriptedTransport",
     "fake_kernel",
+    "interrupt_busy_loop",
     "plugin_manager",
     "processes_with_env",
     "require_service",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -18,6 +17,7 @@ import pytest_asyncio
 
 from kernel_hub.plugins import HookRelay, make_plugin_manager
 from kernel_hub.subproc import SubprocessManager
+from kernel_hub.testing import interrupt_busy_loop
 from kernel_hub.types import KernelType, LaunchRequest
 
 plugin = kernel_hub_ipykernel.plugin
@@ -155,14 +155,7 @@ async def test_execute_and_signal_interrupt(hub, tmp_path):
     assert [kt.id for kt in await hub.find_kernel_types()] == ["ipykernel/python3"]
     kernel = await hub.launch("ipykernel/python3", cwd=str(tmp_path))
     try:
-        go = asyncio.Event()
         outputs: list = []
-
-        def on_output(msg) -> None:
-            outputs.append(msg)
-            if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
-                go.set()
-
         async with kernel.client() as client:
             reply = await client.execute(
                 "import os, sys; print(os.getcwd(), sys.executable)",
@@ -176,14 +169,7 @@ async def test_execute_and_signal_interrupt(hub, tmp_path):
             assert text.split() == [str(tmp_path), sys.executable]
 
             code = 'import sys; print("go", flush=True)\nwhile True: pass'
-            task = asyncio.create_task(client.execute(code, output_hook=on_output, timeout=30))
-            try:
-                await asyncio.wait_for(go.wait(), 10)
-                await client.interrupt()
-                reply = await asyncio.wait_for(task, 2)
-            finally:
-                task.cancel()  # a no-op once done; else don't leave it pending
-                await asyncio.gather(task, return_exceptions=True)
+            reply = await interrupt_busy_loop(client, code, timeout=30, interrupt_timeout=2)
             assert reply.content["status"] == "error"
             assert reply.content["ename"] == "KeyboardInterrupt"
 

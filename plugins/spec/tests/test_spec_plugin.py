@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from kernel_hub.plugins import HookRelay, make_plugin_manager
 from kernel_hub.subproc import SubprocessManager
+from kernel_hub.testing import interrupt_busy_loop
 from kernel_hub.types import KernelType, LaunchRequest
 
 plugin = kernel_hub_spec.plugin
@@ -204,22 +205,9 @@ async def test_message_mode_interrupt_stops_a_busy_loop(kernels_dir, spec_hub):
     kernel = await spec_hub.launch("spec/kh-msg")
     try:
         assert kernel.kernel_type.interrupt_mode == "message"
-        go = asyncio.Event()
-
-        def on_output(msg) -> None:
-            if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
-                go.set()
-
         async with kernel.client() as client:
             code = 'import sys; print("go", flush=True)\nwhile True: pass'
-            task = asyncio.create_task(client.execute(code, output_hook=on_output, timeout=30))
-            try:
-                await asyncio.wait_for(go.wait(), 10)
-                await client.interrupt()
-                reply = await asyncio.wait_for(task, 2)
-            finally:
-                task.cancel()  # a no-op once done; else don't leave it pending
-                await asyncio.gather(task, return_exceptions=True)
+            reply = await interrupt_busy_loop(client, code, timeout=30, interrupt_timeout=2)
         assert reply.content["status"] == "error"
         assert reply.content["ename"] == "KeyboardInterrupt"
     finally:
