@@ -14,6 +14,7 @@ Helpers: :class:`EventRecorder` records a hub's lifecycle events and awaits
 them; :func:`require_service` skips a test whose service (dockerd, sshd) is
 missing on a developer's machine but fails it in CI (``CI=true``);
 :func:`processes_with_env` finds the processes a run left behind;
+:func:`spawn_grandchild` has a kernel start a process of its own;
 :class:`ProviderConformance` is the conformance suite for provider plugins (see
 :mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``), with
 :func:`interrupt_busy_loop`, its interrupt check for a provider's own tests; and
@@ -46,6 +47,7 @@ from .plugins import KernelHubPluginManager, make_plugin_manager
 from .session import Message, Session
 
 if TYPE_CHECKING:
+    from .client import AsyncKernelClient
     from .events import KernelEvent
     from .hub import KernelHub
 
@@ -61,6 +63,7 @@ __all__ = [
     "processes_with_env",
     "require_service",
     "scripted_transport",
+    "spawn_grandchild",
     "start_nanny",
 ]
 
@@ -333,6 +336,26 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in (b"Z", b"X")
+
+
+#: Run in a kernel: starts a sleeping child process of the kernel's own and prints its pid.
+_SPAWN_GRANDCHILD = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "print(p.pid)"
+)
+
+
+async def spawn_grandchild(client: AsyncKernelClient, *, timeout: float = 10.0) -> int:
+    """Have the kernel start a sleeping child process of its own; return that child's pid.
+
+    For tests that a kernel's end (shutdown, kill, restart) reaches what it started.
+
+    :param timeout: seconds for the execute request.
+    """
+    out: list[Message] = []
+    await client.execute(_SPAWN_GRANDCHILD, output_hook=out.append, timeout=timeout)
+    return int(out[-1].content["text"])
 
 
 def processes_with_env(entry: str) -> list[int]:
