@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from .plugins import KernelHubPluginManager
     from .session import Message
 
-__all__ = ["ProviderConformance", "interrupt_busy_loop", "load_plugins"]
+__all__ = ["ProviderConformance", "execute_output", "interrupt_busy_loop", "load_plugins"]
 
 #: A provider id no plugin may own: the decline tests hand its types to every hook.
 FOREIGN_PROVIDER = "kh-conformance-foreign"
@@ -86,6 +86,19 @@ class _NoRestarts:
     @hookimpl(tryfirst=True)
     def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
         return RestartPolicy(enabled=False)
+
+
+async def execute_output(
+    client: AsyncKernelClient, code: str, *, timeout: float
+) -> tuple[dict[str, Any], str]:
+    """Execute *code*; return the reply's content and the text it printed (stream output).
+
+    :param timeout: seconds for the execute request.
+    """
+    outputs: list[Message] = []
+    reply = await client.execute(code, output_hook=outputs.append, timeout=timeout)
+    text = "".join(m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream")
+    return reply.content, text
 
 
 async def interrupt_busy_loop(
@@ -137,10 +150,6 @@ def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
             )
     pm.register(_NoRestarts, name="kernel_hub.conformance.no_restarts")
     return pm
-
-
-def _stream_text(outputs: list[Message]) -> str:
-    return "".join(m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream")
 
 
 def _live_pids(*, pid: int | None, pgid: int | None) -> list[int]:
@@ -274,11 +283,10 @@ class ProviderConformance:
 
     async def _check_execute(self, client: AsyncKernelClient) -> None:
         token = f"kh-conformance-{uuid.uuid4().hex[:8]}"
-        outputs: list[Message] = []
         code = self.print_code.format(text=repr(token))
-        reply = await client.execute(code, output_hook=outputs.append, timeout=self.timeout)
-        assert reply.content["status"] == "ok", reply.content
-        assert token in _stream_text(outputs), f"{token!r} not in the output {outputs!r}"
+        content, text = await execute_output(client, code, timeout=self.timeout)
+        assert content["status"] == "ok", content
+        assert token in text, f"{token!r} not in the output {text!r}"
 
     # ---- the battery ----
 

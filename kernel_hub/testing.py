@@ -17,7 +17,8 @@ missing on a developer's machine but fails it in CI (``CI=true``);
 :func:`spawn_grandchild` has a kernel start a process of its own;
 :class:`ProviderConformance` is the conformance suite for provider plugins (see
 :mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``), with
-:func:`interrupt_busy_loop`, its interrupt check for a provider's own tests; and
+:func:`execute_output` and :func:`interrupt_busy_loop`, its execute and interrupt
+checks, for a provider's own tests too; and
 :func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
 would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind.
 
@@ -41,7 +42,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
-from .conformance import ProviderConformance, interrupt_busy_loop
+from .conformance import ProviderConformance, execute_output, interrupt_busy_loop
 from .connection import new_connection_info
 from .plugins import KernelHubPluginManager, make_plugin_manager
 from .session import Message, Session
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EventRecorder",
+    "execute_output",
     "FakeKernel",
     "ProviderConformance",
     "NannyProcess",

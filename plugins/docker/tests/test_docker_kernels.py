@@ -31,7 +31,7 @@ from kernel_hub_docker.owner import (
 
 from kernel_hub import KernelDied, KernelHub, LaunchError, RestartPolicy, RunningKernel
 from kernel_hub.cli import main as cli_main
-from kernel_hub.testing import interrupt_busy_loop
+from kernel_hub.testing import execute_output, interrupt_busy_loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -84,16 +84,9 @@ async def shutdown_dead(kernel: RunningKernel) -> None:
 
 
 async def run(kernel: RunningKernel, code: str, timeout: float = 20) -> tuple[dict, str]:
-    """Execute *code*; return the reply content and the stdout text."""
-    out: list[str] = []
-
-    def hook(msg) -> None:
-        if msg.header["msg_type"] == "stream":
-            out.append(msg.content["text"])
-
+    """Execute *code* on a client of its own; return the reply content and the stdout text."""
     async with kernel.client() as client:
-        reply = await client.execute(code, output_hook=hook, timeout=timeout)
-    return reply.content, "".join(out)
+        return await execute_output(client, code, timeout=timeout)
 
 
 # ---- list ----

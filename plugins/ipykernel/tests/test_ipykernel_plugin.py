@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from kernel_hub.plugins import HookRelay, make_plugin_manager
 from kernel_hub.subproc import SubprocessManager
-from kernel_hub.testing import interrupt_busy_loop
+from kernel_hub.testing import execute_output, interrupt_busy_loop
 
 plugin = kernel_hub_ipykernel.plugin
 
@@ -138,17 +138,10 @@ async def test_execute_and_signal_interrupt(hub, tmp_path):
     assert [kt.id for kt in await hub.find_kernel_types()] == ["ipykernel/python3"]
     kernel = await hub.launch("ipykernel/python3", cwd=str(tmp_path))
     try:
-        outputs: list = []
         async with kernel.client() as client:
-            reply = await client.execute(
-                "import os, sys; print(os.getcwd(), sys.executable)",
-                output_hook=outputs.append,
-                timeout=10,
-            )
-            assert reply.content["status"] == "ok", reply.content
-            text = "".join(
-                m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream"
-            )
+            code = "import os, sys; print(os.getcwd(), sys.executable)"
+            content, text = await execute_output(client, code, timeout=10)
+            assert content["status"] == "ok", content
             assert text.split() == [str(tmp_path), sys.executable]
 
             code = 'import sys; print("go", flush=True)\nwhile True: pass'

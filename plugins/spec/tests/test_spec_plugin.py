@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from kernel_hub.plugins import HookRelay, make_plugin_manager
 from kernel_hub.subproc import SubprocessManager
-from kernel_hub.testing import interrupt_busy_loop
+from kernel_hub.testing import execute_output, interrupt_busy_loop
 from kernel_hub.types import KernelType, LaunchRequest
 
 plugin = kernel_hub_spec.plugin
@@ -148,10 +148,6 @@ async def spec_hub(kernels_dir):
         yield hub
 
 
-def collect_text(outputs: list) -> str:
-    return "".join(m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream")
-
-
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_kernel_sees_cwd_and_expanded_env(kernels_dir, spec_hub, tmp_path):
@@ -164,14 +160,13 @@ async def test_kernel_sees_cwd_and_expanded_env(kernels_dir, spec_hub, tmp_path)
     try:
         assert kernel.kernel_type.id == "spec/kh-ipy"
         assert isinstance(kernel.manager, SubprocessManager)
-        outputs: list = []
         async with kernel.client() as client:
             code = (
                 "import os; print(os.getcwd()); print(os.environ['KH_TEST'], os.environ['KH_REQ'])"
             )
-            reply = await client.execute(code, output_hook=outputs.append, timeout=10)
-        assert reply.content["status"] == "ok", reply.content
-        cwd, env = collect_text(outputs).splitlines()
+            content, text = await execute_output(client, code, timeout=10)
+        assert content["status"] == "ok", content
+        cwd, env = text.splitlines()
         assert cwd == str(workdir)
         assert env == os.environ["HOME"] + "-x 1"
     finally:

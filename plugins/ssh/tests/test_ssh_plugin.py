@@ -35,7 +35,7 @@ from kernel_hub_ssh.testing import (
 from kernel_hub import KernelHub
 from kernel_hub.errors import LaunchError
 from kernel_hub.plugins import make_plugin_manager
-from kernel_hub.testing import interrupt_busy_loop
+from kernel_hub.testing import execute_output, interrupt_busy_loop
 from kernel_hub.types import KernelType, LaunchRequest
 
 # ---- hooks (no sshd needed) ----
@@ -123,14 +123,7 @@ async def hub(ssh_config, remote_python):
 
 
 async def run(client, code: str) -> tuple[dict, str]:
-    out: list[str] = []
-
-    def hook(msg):
-        if msg.header["msg_type"] == "stream":
-            out.append(msg.content["text"])
-
-    reply = await client.execute(code, output_hook=hook, timeout=30)
-    return reply.content, "".join(out)
+    return await execute_output(client, code, timeout=30)
 
 
 def no_restart(hub) -> dict:
