@@ -54,11 +54,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EventRecorder",
-    "execute_output",
     "FakeKernel",
     "ProviderConformance",
     "NannyProcess",
     "ScriptedTransport",
+    "execute_output",
     "fake_kernel",
     "interrupt_busy_loop",
     "plugin_manager",
@@ -355,9 +355,8 @@ async def spawn_grandchild(client: AsyncKernelClient, *, timeout: float = 10.0) 
 
     :param timeout: seconds for the execute request.
     """
-    out: list[Message] = []
-    await client.execute(_SPAWN_GRANDCHILD, output_hook=out.append, timeout=timeout)
-    return int(out[-1].content["text"])
+    _, printed = await execute_output(client, _SPAWN_GRANDCHILD, timeout=timeout)
+    return int(printed)
 
 
 def processes_with_env(entry: str) -> list[int]:
