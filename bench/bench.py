@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date
 from importlib.metadata import version
 from pathlib import Path
@@ -270,7 +270,92 @@ class RawVariant:
         self.live.clear()
 
 
-class KernelHubVariant:
+class LoopVariant:
+    """The timing shared by the variants on an event loop.
+
+    A subclass says how to start, stop and execute on one kernel (``_start_one``,
+    ``_stop_one``, ``_execute``: each returns an awaitable); the clocks around
+    those calls, and so what is measured, are the same for every variant.
+    """
+
+    loop: asyncio.AbstractEventLoop
+
+    def _start_one(self) -> Awaitable[Any]:
+        raise NotImplementedError
+
+    def _stop_one(self, h) -> Awaitable[None]:
+        raise NotImplementedError
+
+    def _execute(self, session, code: str, texts: list[str] | None) -> Awaitable[Any]:
+        """Execute *code* to its reply; append its stream texts to *texts* unless None."""
+        raise NotImplementedError
+
+    def start(self):
+        async def go():
+            c0, t0 = time.process_time(), time.perf_counter()
+            h = await self._start_one()
+            return h, time.perf_counter() - t0, time.process_time() - c0
+
+        return self.loop.run_until_complete(go())
+
+    def stop(self, h) -> float:
+        async def go():
+            t0 = time.perf_counter()
+            await self._stop_one(h)
+            return time.perf_counter() - t0
+
+        return self.loop.run_until_complete(go())
+
+    def start_many(self, n: int):
+        async def go():
+            t0 = time.perf_counter()
+            hs = await asyncio.gather(
+                *(self._start_one() for _ in range(n)), return_exceptions=True
+            )
+            dt = time.perf_counter() - t0
+            for h in hs:
+                if isinstance(h, BaseException):
+                    raise h  # the started ones stay tracked for abort()
+            return hs, dt
+
+        return self.loop.run_until_complete(go())
+
+    def stop_many(self, hs) -> float:
+        async def go():
+            t0 = time.perf_counter()
+            await asyncio.gather(*(self._stop_one(h) for h in hs))
+            return time.perf_counter() - t0
+
+        return self.loop.run_until_complete(go())
+
+    def exec_block(self, session, n: int):
+        async def go():
+            lat = []
+            c0, w0 = time.process_time(), time.perf_counter()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                await self._execute(session, EXEC_CODE, None)
+                lat.append(time.perf_counter() - t0)
+            wall = time.perf_counter() - w0
+            await settle_async()
+            return lat, time.process_time() - c0, wall
+
+        return self.loop.run_until_complete(go())
+
+    def flood(self, session, code: str):
+        texts: list[str] = []
+
+        async def go():
+            c0, t0 = time.process_time(), time.perf_counter()
+            await self._execute(session, code, texts)
+            wall = time.perf_counter() - t0
+            await settle_async()
+            return wall, time.process_time() - c0, texts, len(texts)
+
+        return self.loop.run_until_complete(go())
+
+
+class KernelHubVariant(LoopVariant):
     """kernel_hub: ``KernelHub.launch`` + ``AsyncKernelClient``."""
 
     name = "kernel_hub"
@@ -288,44 +373,23 @@ class KernelHubVariant:
         # Discovery is host set-up, done once; every launch below is timed.
         loop.run_until_complete(self.hub.find_kernel_types())
 
-    def start(self):
-        async def go():
-            c0, t0 = time.process_time(), time.perf_counter()
-            k = await self.hub.launch(self.type_id, ready_timeout=TIMEOUT)
-            return k, time.perf_counter() - t0, time.process_time() - c0
+    # Plain defs handing back kernel_hub's own coroutines: no extra await layer is timed.
+    def _start_one(self):
+        # A failed launch's siblings stay in hub.kernels for abort().
+        return self.hub.launch(self.type_id, ready_timeout=TIMEOUT)
 
-        return self.loop.run_until_complete(go())
+    def _stop_one(self, k):
+        return k.shutdown()
 
-    def stop(self, k) -> float:
-        async def go():
-            t0 = time.perf_counter()
-            await k.shutdown()
-            return time.perf_counter() - t0
+    def _execute(self, session, code: str, texts: list[str] | None):
+        hook = None
+        if texts is not None:
 
-        return self.loop.run_until_complete(go())
+            def hook(msg):
+                if msg.header["msg_type"] == "stream":
+                    texts.append(msg.content["text"])
 
-    def start_many(self, n: int):
-        async def go():
-            t0 = time.perf_counter()
-            ks = await asyncio.gather(
-                *(self.hub.launch(self.type_id, ready_timeout=TIMEOUT) for _ in range(n)),
-                return_exceptions=True,
-            )
-            dt = time.perf_counter() - t0
-            for k in ks:
-                if isinstance(k, BaseException):
-                    raise k  # the launched ones stay in hub.kernels for abort()
-            return ks, dt
-
-        return self.loop.run_until_complete(go())
-
-    def stop_many(self, ks) -> float:
-        async def go():
-            t0 = time.perf_counter()
-            await asyncio.gather(*(k.shutdown() for k in ks))
-            return time.perf_counter() - t0
-
-        return self.loop.run_until_complete(go())
+        return session[1].execute(code, output_hook=hook, timeout=TIMEOUT)
 
     def pid(self, k) -> int:
         return k.manager.pid
@@ -344,45 +408,12 @@ class KernelHubVariant:
     def resume(self, session) -> None:
         pass
 
-    def exec_block(self, session, n: int):
-        client = session[1]
-
-        async def go():
-            lat = []
-            c0, w0 = time.process_time(), time.perf_counter()
-            for _ in range(n):
-                t0 = time.perf_counter()
-                await client.execute(EXEC_CODE, timeout=TIMEOUT)
-                lat.append(time.perf_counter() - t0)
-            wall = time.perf_counter() - w0
-            await settle_async()
-            return lat, time.process_time() - c0, wall
-
-        return self.loop.run_until_complete(go())
-
-    def flood(self, session, code: str):
-        client = session[1]
-        texts: list[str] = []
-
-        def hook(msg):
-            if msg.header["msg_type"] == "stream":
-                texts.append(msg.content["text"])
-
-        async def go():
-            c0, t0 = time.process_time(), time.perf_counter()
-            await client.execute(code, output_hook=hook, timeout=TIMEOUT)
-            wall = time.perf_counter() - t0
-            await settle_async()
-            return wall, time.process_time() - c0, texts, len(texts)
-
-        return self.loop.run_until_complete(go())
-
     def abort(self) -> None:
         if not self.loop.is_closed():
             self.loop.run_until_complete(self.hub.shutdown_all(now=True))
 
 
-class JupyterClientVariant:
+class JupyterClientVariant(LoopVariant):
     """jupyter_client: ``AsyncKernelManager`` + ``AsyncKernelClient`` with a native kernelspec."""
 
     name = "jupyter_client"
@@ -417,7 +448,7 @@ class JupyterClientVariant:
         )
         kc = km.client()
         kc.start_channels()
-        self.live.add((km, kc))
+        self.live.add((km, kc))  # for abort(), should a sibling start fail
         await kc.wait_for_ready(timeout=TIMEOUT)
         return km, kc
 
@@ -427,43 +458,23 @@ class JupyterClientVariant:
         await km.shutdown_kernel()
         self.live.discard(h)
 
-    def start(self):
-        async def go():
-            c0, t0 = time.process_time(), time.perf_counter()
-            h = await self._start_one()
-            return h, time.perf_counter() - t0, time.process_time() - c0
-
-        return self.loop.run_until_complete(go())
-
-    def stop(self, h) -> float:
-        async def go():
-            t0 = time.perf_counter()
-            await self._stop_one(h)
-            return time.perf_counter() - t0
-
-        return self.loop.run_until_complete(go())
-
-    def start_many(self, n: int):
-        async def go():
-            t0 = time.perf_counter()
-            hs = await asyncio.gather(
-                *(self._start_one() for _ in range(n)), return_exceptions=True
-            )
-            dt = time.perf_counter() - t0
-            for h in hs:
-                if isinstance(h, BaseException):
-                    raise h  # the started ones stay in self.live for abort()
-            return hs, dt
-
-        return self.loop.run_until_complete(go())
-
-    def stop_many(self, hs) -> float:
-        async def go():
-            t0 = time.perf_counter()
-            await asyncio.gather(*(self._stop_one(h) for h in hs))
-            return time.perf_counter() - t0
-
-        return self.loop.run_until_complete(go())
+    async def _execute(self, session, code: str, texts: list[str] | None):
+        kc = session[1]
+        msg_id = kc.execute(code, allow_stdin=False)
+        idle = False
+        while not idle:
+            msg = await kc.get_iopub_msg(timeout=TIMEOUT)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            msg_type = msg["msg_type"]
+            if msg_type == "status":
+                idle = msg["content"]["execution_state"] == "idle"
+            elif msg_type == "stream" and texts is not None:
+                texts.append(msg["content"]["text"])
+        while True:
+            reply = await kc.get_shell_msg(timeout=TIMEOUT)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply
 
     def pid(self, h) -> int:
         return h[0].provisioner.pid
@@ -481,52 +492,6 @@ class JupyterClientVariant:
 
     def resume(self, session) -> None:
         session[1].hb_channel.unpause()
-
-    async def _execute(self, kc, code: str, texts: list[str] | None):
-        msg_id = kc.execute(code, allow_stdin=False)
-        idle = False
-        while not idle:
-            msg = await kc.get_iopub_msg(timeout=TIMEOUT)
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            msg_type = msg["msg_type"]
-            if msg_type == "status":
-                idle = msg["content"]["execution_state"] == "idle"
-            elif msg_type == "stream" and texts is not None:
-                texts.append(msg["content"]["text"])
-        while True:
-            reply = await kc.get_shell_msg(timeout=TIMEOUT)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                return reply
-
-    def exec_block(self, session, n: int):
-        kc = session[1]
-
-        async def go():
-            lat = []
-            c0, w0 = time.process_time(), time.perf_counter()
-            for _ in range(n):
-                t0 = time.perf_counter()
-                await self._execute(kc, EXEC_CODE, None)
-                lat.append(time.perf_counter() - t0)
-            wall = time.perf_counter() - w0
-            await settle_async()
-            return lat, time.process_time() - c0, wall
-
-        return self.loop.run_until_complete(go())
-
-    def flood(self, session, code: str):
-        kc = session[1]
-        texts: list[str] = []
-
-        async def go():
-            c0, t0 = time.process_time(), time.perf_counter()
-            await self._execute(kc, code, texts)
-            wall = time.perf_counter() - t0
-            await settle_async()
-            return wall, time.process_time() - c0, texts, len(texts)
-
-        return self.loop.run_until_complete(go())
 
     def abort(self) -> None:
         async def go():
@@ -908,25 +873,6 @@ def render_table(summary: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def processes_marked(marker: str) -> list[int]:
-    """Return live processes whose environment holds *marker* (our private runtime dir)."""
-    me, found = os.getpid(), []
-    needle = f"JUPYTER_RUNTIME_DIR={marker}".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != b"Z":
-            found.append(int(entry))
-    return found
-
-
 def describe_process(pid: int) -> dict[str, Any]:
     """Return what identifies a leftover process: its command, parent and launching host."""
     info: dict[str, Any] = {"pid": pid}
@@ -957,10 +903,14 @@ def leftovers(runtime_dir: Path) -> dict[str, list]:
     close_library_helpers()
     # A process that is exiting right now is given a moment before it counts as left behind.
     deadline = time.monotonic() + 2.0
-    procs = processes_marked(str(runtime_dir))
+    # Imported here, not at the top: the footprint child imports this module as its harness.
+    from kernel_hub.testing import processes_with_env
+
+    marker = f"JUPYTER_RUNTIME_DIR={runtime_dir}"  # our private runtime dir
+    procs = processes_with_env(marker)
     while procs and time.monotonic() < deadline:
         time.sleep(0.1)
-        procs = processes_marked(str(runtime_dir))
+        procs = processes_with_env(marker)
     described = [describe_process(pid) for pid in procs]
     for pid in procs:  # report them, and do not leave them running either
         with contextlib.suppress(ProcessLookupError, PermissionError):

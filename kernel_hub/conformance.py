@@ -73,7 +73,7 @@ if TYPE_CHECKING:
     from .plugins import KernelHubPluginManager
     from .session import Message
 
-__all__ = ["ProviderConformance", "load_plugins"]
+__all__ = ["ProviderConformance", "execute_output", "interrupt_busy_loop", "load_plugins"]
 
 #: A provider id no plugin may own: the decline tests hand its types to every hook.
 FOREIGN_PROVIDER = "kh-conformance-foreign"
@@ -86,6 +86,46 @@ class _NoRestarts:
     @hookimpl(tryfirst=True)
     def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
         return RestartPolicy(enabled=False)
+
+
+async def execute_output(
+    client: AsyncKernelClient, code: str, *, timeout: float
+) -> tuple[dict[str, Any], str]:
+    """Execute *code*; return the reply's content and the text it printed (stream output).
+
+    :param timeout: seconds for the execute request.
+    """
+    outputs: list[Message] = []
+    reply = await client.execute(code, output_hook=outputs.append, timeout=timeout)
+    text = "".join(m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream")
+    return reply.content, text
+
+
+async def interrupt_busy_loop(
+    client: AsyncKernelClient, code: str, *, timeout: float, interrupt_timeout: float
+) -> Message:
+    """Run *code*, interrupt it once it has printed ``go``, and return its execute reply.
+
+    "go" on stdout means the loop runs: no sleep guessing when it started.
+
+    :param code: a busy loop that prints ``go`` (flushed) before it starts.
+    :param timeout: seconds for "go" to arrive, and the execute request's own timeout.
+    :param interrupt_timeout: seconds from the interrupt to the execute reply.
+    """
+    go = asyncio.Event()
+
+    def on_output(msg: Message) -> None:
+        if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
+            go.set()
+
+    task = asyncio.ensure_future(client.execute(code, output_hook=on_output, timeout=timeout))
+    try:
+        await asyncio.wait_for(go.wait(), timeout)
+        await client.interrupt()
+        return await asyncio.wait_for(task, interrupt_timeout)
+    finally:
+        task.cancel()  # a no-op once done; else don't leave it pending
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
@@ -110,10 +150,6 @@ def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
             )
     pm.register(_NoRestarts, name="kernel_hub.conformance.no_restarts")
     return pm
-
-
-def _stream_text(outputs: list[Message]) -> str:
-    return "".join(m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream")
 
 
 def _live_pids(*, pid: int | None, pgid: int | None) -> list[int]:
@@ -247,11 +283,10 @@ class ProviderConformance:
 
     async def _check_execute(self, client: AsyncKernelClient) -> None:
         token = f"kh-conformance-{uuid.uuid4().hex[:8]}"
-        outputs: list[Message] = []
         code = self.print_code.format(text=repr(token))
-        reply = await client.execute(code, output_hook=outputs.append, timeout=self.timeout)
-        assert reply.content["status"] == "ok", reply.content
-        assert token in _stream_text(outputs), f"{token!r} not in the output {outputs!r}"
+        content, text = await execute_output(client, code, timeout=self.timeout)
+        assert content["status"] == "ok", content
+        assert token in text, f"{token!r} not in the output {text!r}"
 
     # ---- the battery ----
 
@@ -292,24 +327,13 @@ class ProviderConformance:
     async def test_interrupt_busy_loop(self, conformance_hub: KernelHub, type_id: str) -> None:
         kernel = await self._launch(conformance_hub, type_id)
         try:
-            go = asyncio.Event()
-
-            def on_output(msg: Message) -> None:
-                if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
-                    go.set()
-
             async with kernel.client() as client:
-                task = asyncio.ensure_future(
-                    client.execute(self.busy_code, output_hook=on_output, timeout=self.timeout)
+                reply = await interrupt_busy_loop(
+                    client,
+                    self.busy_code,
+                    timeout=self.timeout,
+                    interrupt_timeout=self.interrupt_timeout,
                 )
-                try:
-                    # "go" means the loop runs: no sleep guessing when it started.
-                    await asyncio.wait_for(go.wait(), self.timeout)
-                    await client.interrupt()
-                    reply = await asyncio.wait_for(task, self.interrupt_timeout)
-                finally:
-                    task.cancel()  # a no-op once done; else don't leave it pending
-                    await asyncio.gather(task, return_exceptions=True)
                 assert reply.content["status"] == "error", reply.content
                 assert reply.content["ename"] == "KeyboardInterrupt", reply.content
                 await self._check_execute(client)  # it survived the interrupt

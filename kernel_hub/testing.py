@@ -13,8 +13,12 @@ Fixtures:
 Helpers: :class:`EventRecorder` records a hub's lifecycle events and awaits
 them; :func:`require_service` skips a test whose service (dockerd, sshd) is
 missing on a developer's machine but fails it in CI (``CI=true``);
+:func:`processes_with_env` finds the processes a run left behind;
+:func:`spawn_grandchild` has a kernel start a process of its own;
 :class:`ProviderConformance` is the conformance suite for provider plugins (see
-:mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``); and
+:mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``), with
+:func:`execute_output` and :func:`interrupt_busy_loop`, its execute and interrupt
+checks, for a provider's own tests too; and
 :func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
 would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind.
 
@@ -38,12 +42,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
-from .conformance import ProviderConformance
+from .conformance import ProviderConformance, execute_output, interrupt_busy_loop
 from .connection import new_connection_info
 from .plugins import KernelHubPluginManager, make_plugin_manager
 from .session import Message, Session
 
 if TYPE_CHECKING:
+    from .client import AsyncKernelClient
     from .events import KernelEvent
     from .hub import KernelHub
 
@@ -53,10 +58,14 @@ __all__ = [
     "ProviderConformance",
     "NannyProcess",
     "ScriptedTransport",
+    "execute_output",
     "fake_kernel",
+    "interrupt_busy_loop",
     "plugin_manager",
+    "processes_with_env",
     "require_service",
     "scripted_transport",
+    "spawn_grandchild",
     "start_nanny",
 ]
 
@@ -329,6 +338,50 @@ def pid_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in (b"Z", b"X")
+
+
+#: Run in a kernel: starts a sleeping child process of the kernel's own and prints its pid.
+_SPAWN_GRANDCHILD = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "print(p.pid)"
+)
+
+
+async def spawn_grandchild(client: AsyncKernelClient, *, timeout: float = 10.0) -> int:
+    """Have the kernel start a sleeping child process of its own; return that child's pid.
+
+    For tests that a kernel's end (shutdown, kill, restart) reaches what it started.
+
+    :param timeout: seconds for the execute request.
+    """
+    _, printed = await execute_output(client, _SPAWN_GRANDCHILD, timeout=timeout)
+    return int(printed)
+
+
+def processes_with_env(entry: str) -> list[int]:
+    """Return the live processes (zombies excepted) whose environment holds *entry*.
+
+    What a leak check looks for: every process a test run started carries a
+    variable it set (``JPY_PARENT_PID=<pid>``, ``JUPYTER_RUNTIME_DIR=<dir>``),
+    whoever its parent is by now. This process itself is never returned.
+
+    :param entry: one ``NAME=value`` item, matched exactly.
+    """
+    me, needle, found = os.getpid(), entry.encode(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{name}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # ended while we looked, or not ours to read
+        if needle in env and state != b"Z":
+            found.append(int(name))
+    return found
 
 
 def wait_pid_gone(pid: int, timeout: float) -> bool:

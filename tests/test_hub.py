@@ -13,6 +13,7 @@ import pytest
 
 from kernel_hub import KernelHub, KernelType, LaunchError, SubprocessManager, hookimpl
 from kernel_hub import launch_subprocess as _launch
+from kernel_hub.testing import spawn_grandchild
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
@@ -148,14 +149,7 @@ async def test_attach_from_describe_in_a_second_hub(hub):
 async def test_shutdown_reaches_grandchildren(hub):
     kernel = await hub.launch("ipykernel/python3")
     async with kernel.client() as c:
-        out = []
-        code = (
-            "import subprocess, sys\n"
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-            "print(p.pid)"
-        )
-        await c.execute(code, output_hook=out.append, timeout=10)
-    grandchild = int(out[-1].content["text"])
+        grandchild = await spawn_grandchild(c)
     await kernel.shutdown()
     with pytest.raises(ProcessLookupError):
         for _ in range(100):  # the kill is synchronous; reaping by init may lag a moment

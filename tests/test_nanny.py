@@ -29,7 +29,13 @@ from kernel_hub.nanny import Signer, source
 from kernel_hub.plugins import HookRelay
 from kernel_hub.remote import NannyManager
 from kernel_hub.session import Session
-from kernel_hub.testing import NannyProcess, pid_alive, start_nanny, wait_pid_gone
+from kernel_hub.testing import (
+    NannyProcess,
+    execute_output,
+    pid_alive,
+    start_nanny,
+    wait_pid_gone,
+)
 
 TIMEOUT = 30
 
@@ -210,14 +216,11 @@ async def test_client_builds_its_own_nanny_manager_runs_code_and_kill_wakes_wait
     client = AsyncKernelClient(nanny.connection_info)
     assert isinstance(client.manager, NannyManager)
     async with client:
-        out = []
-        reply = await client.execute(
-            "import os; print(os.getppid())",
-            output_hook=lambda m: out.append(m.content.get("text", "")),
-            timeout=TIMEOUT,
+        content, out = await execute_output(
+            client, "import os; print(os.getppid())", timeout=TIMEOUT
         )
-        assert reply.content["status"] == "ok"
-        assert "".join(out).strip() == str(nanny.nanny_pid)
+        assert content["status"] == "ok"
+        assert out.strip() == str(nanny.nanny_pid)
         mgr = client.manager
         assert await mgr.is_alive()
         waiter = asyncio.ensure_future(mgr.wait())
@@ -580,15 +583,11 @@ async def test_cwd_env_and_kernel_name_reach_the_kernel(ipykernel_only_python, n
     )
     nannies.append(started)
     assert started.connection_info["kernel_name"] == "py-remote"
-    out = []
     async with AsyncKernelClient(started.connection_info) as client:
-        await client.execute(
-            "import os, sys; print(os.getcwd(), os.environ['KH_NANNY_TEST'], sys.prefix)",
-            output_hook=lambda m: out.append(m.content.get("text", "")),
-            timeout=TIMEOUT,
-        )
+        code = "import os, sys; print(os.getcwd(), os.environ['KH_NANNY_TEST'], sys.prefix)"
+        _, out = await execute_output(client, code, timeout=TIMEOUT)
     venv = os.path.dirname(os.path.dirname(ipykernel_only_python))
-    assert "".join(out).strip() == f"{tmp_path} far away {venv}"
+    assert out.strip() == f"{tmp_path} far away {venv}"
 
 
 @pytest.mark.integration
@@ -601,14 +600,10 @@ async def test_the_nanny_runs_on_python38(nannies):
     with ipykernel_venv(python38) as python:
         started = start_nanny(python=python)
         nannies.append(started)
-        out = []
         async with AsyncKernelClient(started.connection_info) as client:
-            await client.execute(
-                "import sys; print(sys.version_info[:2])",
-                output_hook=lambda m: out.append(m.content.get("text", "")),
-                timeout=TIMEOUT,
-            )
-            assert "".join(out) == "(3, 8)\n"
+            code = "import sys; print(sys.version_info[:2])"
+            _, out = await execute_output(client, code, timeout=TIMEOUT)
+            assert out == "(3, 8)\n"
             waiter = asyncio.ensure_future(client.manager.wait())
             nanny_pid = await client.manager.restart()
             started.kernel_pids.append(nanny_pid)

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from kernel_hub.testing import pid_alive
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: A host application: launches two kernels, one with a grandchild, and a process with no
@@ -52,22 +54,13 @@ HOST = textwrap.dedent(
 )
 
 
-def running(pid: int) -> bool:
-    """Return whether *pid* runs (a zombie waiting to be reaped by init has ended)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-
-
 def wait_gone(pids: list[int], timeout: float) -> dict[int, float]:
     """Observe *pids* until all have ended or *timeout* passes; return seconds until each ended."""
     start = time.monotonic()
     ended: dict[int, float] = {}
     while time.monotonic() - start < timeout and len(ended) < len(pids):
         for pid in pids:
-            if pid not in ended and not running(pid):
+            if pid not in ended and not pid_alive(pid):
                 ended[pid] = time.monotonic() - start
         time.sleep(0.02)  # observation of processes we cannot wait on (not our children)
     return ended
@@ -95,7 +88,7 @@ def test_kernels_of_a_killed_host_exit_within_a_few_seconds(tmp_path):
         info = json.loads(line)
         pids = info["kernels"]
         watched = [*pids, info["grandchild"]]
-        assert all(running(pid) for pid in watched)
+        assert all(pid_alive(pid) for pid in watched)
         assert len(list(tmp_path.glob("kernel-*.json"))) == 3
         host.send_signal(signal.SIGKILL)
         host.wait(10)

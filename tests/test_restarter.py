@@ -22,7 +22,7 @@ from kernel_hub import (
     launch_subprocess,
 )
 from kernel_hub.restarter import RestartBudget
-from kernel_hub.testing import EventRecorder
+from kernel_hub.testing import EventRecorder, pid_alive, spawn_grandchild
 
 PYTHON = "ipykernel/python3"
 #: Small backoffs keep the tests fast; jitter stays on so that it is exercised.
@@ -75,11 +75,7 @@ async def gone(pid: int, timeout: float = 10.0) -> bool:
     """Return whether *pid* has ended (or is a zombie) within *timeout* seconds (observation)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    return True
-        except FileNotFoundError:
+        if not pid_alive(pid):
             return True
         await asyncio.sleep(0.02)
     return False
@@ -311,14 +307,7 @@ async def test_a_restart_reaches_the_dead_kernels_grandchildren():
         rec = EventRecorder(hub)
         kernel = await hub.launch(PYTHON, restart=FAST)
         async with kernel.client() as c:
-            out = []
-            code = (
-                "import subprocess, sys\n"
-                "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
-                "print(p.pid)"
-            )
-            await c.execute(code, output_hook=out.append, timeout=10)
-        grandchild = int(out[-1].content["text"])
+            grandchild = await spawn_grandchild(c)
         os.kill(kernel.manager.pid, signal.SIGKILL)  # the leader only, not its group
         await rec.wait_for("restarted", kernel.id, timeout=60)
         assert await gone(grandchild)

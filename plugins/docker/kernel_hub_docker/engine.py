@@ -83,7 +83,11 @@ def get_client(*, ping_timeout: float = PING_TIMEOUT) -> docker.DockerClient:
         # version=None makes docker-py ask the engine for its API version: that is the ping.
         # Each running kernel's exit watcher holds one connection (a blocked wait call), so the
         # pool is sized for many kernels, not docker-py's default of 10.
-        client = docker.from_env(timeout=ping_timeout, max_pool_size=POOL_SIZE)
+        # The timeout goes to requests, which takes seconds as a float (types-docker says int).
+        client = docker.from_env(
+            timeout=ping_timeout,  # type: ignore[arg-type]
+            max_pool_size=POOL_SIZE,
+        )
     except DockerException as exc:
         reason = _reason(exc)
     if client is None:
@@ -91,7 +95,7 @@ def get_client(*, ping_timeout: float = PING_TIMEOUT) -> docker.DockerClient:
         raise EngineUnavailable(
             f"the Docker engine at {engine_address()} is not reachable ({reason}). " + engine_help()
         )
-    client.api.timeout = API_TIMEOUT
+    client.api.timeout = API_TIMEOUT  # type: ignore[assignment]  # a float too, as above
     with _lock:
         # Another thread may have connected meanwhile; keep one client per address.
         return _clients.setdefault(key, client)

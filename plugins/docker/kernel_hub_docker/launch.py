@@ -142,7 +142,7 @@ def _create_and_start(
         prefix="/usr",
     )
     env = {**expand_env(kernel_type.env, os.environ), **request.env}
-    binds = {temp_dir: {"bind": CONTAINER_DIR, "mode": "rw"}}
+    binds: dict[str, Mapping[str, str]] = {temp_dir: {"bind": CONTAINER_DIR, "mode": "rw"}}
     for spec in options.mounts:
         host, target, mode = parse_mount(spec)
         binds[host] = {"bind": target, "mode": mode}
@@ -161,7 +161,9 @@ def _create_and_start(
         LABEL_TEMP_DIR: temp_dir,
         **owner_labels(),
     }
-    ports = {f"{p}/tcp": ("127.0.0.1", None) for p in CONTAINER_PORTS.values()}
+    ports: dict[int | str, tuple[str, None]] = {
+        f"{p}/tcp": ("127.0.0.1", None) for p in CONTAINER_PORTS.values()
+    }
     with engine_errors():
         try:
             host_config = api.create_host_config(

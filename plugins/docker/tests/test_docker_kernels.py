@@ -31,6 +31,7 @@ from kernel_hub_docker.owner import (
 
 from kernel_hub import KernelDied, KernelHub, LaunchError, RestartPolicy, RunningKernel
 from kernel_hub.cli import main as cli_main
+from kernel_hub.testing import execute_output, interrupt_busy_loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -83,16 +84,9 @@ async def shutdown_dead(kernel: RunningKernel) -> None:
 
 
 async def run(kernel: RunningKernel, code: str, timeout: float = 20) -> tuple[dict, str]:
-    """Execute *code*; return the reply content and the stdout text."""
-    out: list[str] = []
-
-    def hook(msg) -> None:
-        if msg.header["msg_type"] == "stream":
-            out.append(msg.content["text"])
-
+    """Execute *code* on a client of its own; return the reply content and the stdout text."""
     async with kernel.client() as client:
-        reply = await client.execute(code, output_hook=hook, timeout=timeout)
-    return reply.content, "".join(out)
+        return await execute_output(client, code, timeout=timeout)
 
 
 # ---- list ----
@@ -218,22 +212,10 @@ async def test_interrupt_a_busy_loop(hub, init):
     kernel = await hub.launch(LABEL_TYPE, params={"init": init})
     try:
         assert inspect(kernel.manager.container_id)["HostConfig"]["Init"] is init
-        go = asyncio.Event()
-
-        def on_output(msg) -> None:
-            if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
-                go.set()
-
         async with kernel.client() as client:
             code = 'print("go", flush=True)\nwhile True: pass'
-            task = asyncio.create_task(client.execute(code, output_hook=on_output, timeout=60))
-            try:
-                await asyncio.wait_for(go.wait(), 20)
-                await client.interrupt()
-                reply = await asyncio.wait_for(task, 2)  # "within 2 s", as a generous bound
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            # "within 2 s", as a generous bound
+            reply = await interrupt_busy_loop(client, code, timeout=60, interrupt_timeout=2)
             assert reply.content["status"] == "error"
             assert reply.content["ename"] == "KeyboardInterrupt"
             # ipykernel 6.17 (the image's) aborts an execute that arrives in the same loop turn

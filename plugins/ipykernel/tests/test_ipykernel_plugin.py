@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -18,7 +17,7 @@ import pytest_asyncio
 
 from kernel_hub.plugins import HookRelay, make_plugin_manager
 from kernel_hub.subproc import SubprocessManager
-from kernel_hub.types import KernelType, LaunchRequest
+from kernel_hub.testing import execute_output, interrupt_busy_loop
 
 plugin = kernel_hub_ipykernel.plugin
 
@@ -43,10 +42,6 @@ def no_ipykernel(monkeypatch):
 @pytest.fixture
 def with_ipykernel(monkeypatch):
     fake_find_spec(monkeypatch, installed=True)
-
-
-def other_type() -> KernelType:
-    return KernelType(provider="spec", name="python3", argv=("python",))
 
 
 # ---- what it offers ----
@@ -95,22 +90,10 @@ def test_offers_python3_here_without_importing_ipykernel(monkeypatch):
 
 
 def test_hooks_are_plain_functions():
-    # firstresult hooks must decide synchronously (see kernel_hub.hookspecs).
+    # firstresult hooks must decide synchronously (see kernel_hub.hookspecs). That they decline
+    # another provider's types is checked by the conformance battery (test_conformance_*.py).
     for hook in (plugin.find_kernel_types, plugin.launch, plugin.make_manager):
         assert not inspect.iscoroutinefunction(hook)
-
-
-def test_hook_launch_declines_other_providers():
-    request = LaunchRequest(kernel_id="k1")
-    assert plugin.launch(hub=None, kernel_type=other_type(), request=request) is None
-    pm = make_plugin_manager(load_entrypoints=False, plugins=[plugin])
-    assert pm.hook.launch(hub=None, kernel_type=other_type(), request=request) is None
-
-
-def test_hook_make_manager_declines_other_providers():
-    state = {"pid": os.getpid()}
-    kt = other_type()
-    assert plugin.make_manager(hub=None, kernel_type=kt, connection_info={}, state=state) is None
 
 
 def test_hook_make_manager_rebuilds_a_subprocess_manager(with_ipykernel):
@@ -155,35 +138,14 @@ async def test_execute_and_signal_interrupt(hub, tmp_path):
     assert [kt.id for kt in await hub.find_kernel_types()] == ["ipykernel/python3"]
     kernel = await hub.launch("ipykernel/python3", cwd=str(tmp_path))
     try:
-        go = asyncio.Event()
-        outputs: list = []
-
-        def on_output(msg) -> None:
-            outputs.append(msg)
-            if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
-                go.set()
-
         async with kernel.client() as client:
-            reply = await client.execute(
-                "import os, sys; print(os.getcwd(), sys.executable)",
-                output_hook=outputs.append,
-                timeout=10,
-            )
-            assert reply.content["status"] == "ok", reply.content
-            text = "".join(
-                m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream"
-            )
+            code = "import os, sys; print(os.getcwd(), sys.executable)"
+            content, text = await execute_output(client, code, timeout=10)
+            assert content["status"] == "ok", content
             assert text.split() == [str(tmp_path), sys.executable]
 
             code = 'import sys; print("go", flush=True)\nwhile True: pass'
-            task = asyncio.create_task(client.execute(code, output_hook=on_output, timeout=30))
-            try:
-                await asyncio.wait_for(go.wait(), 10)
-                await client.interrupt()
-                reply = await asyncio.wait_for(task, 2)
-            finally:
-                task.cancel()  # a no-op once done; else don't leave it pending
-                await asyncio.gather(task, return_exceptions=True)
+            reply = await interrupt_busy_loop(client, code, timeout=30, interrupt_timeout=2)
             assert reply.content["status"] == "error"
             assert reply.content["ename"] == "KeyboardInterrupt"
 

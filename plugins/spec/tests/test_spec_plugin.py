@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from kernel_hub.plugins import HookRelay, make_plugin_manager
 from kernel_hub.subproc import SubprocessManager
+from kernel_hub.testing import execute_output, interrupt_busy_loop
 from kernel_hub.types import KernelType, LaunchRequest
 
 plugin = kernel_hub_spec.plugin
@@ -46,10 +47,6 @@ def relay():
     return HookRelay(make_plugin_manager(load_entrypoints=False, plugins=[plugin]))
 
 
-def other_type() -> KernelType:
-    return KernelType(provider="other", name="k", argv=("k",))
-
-
 # ---- hooks ----
 
 
@@ -67,24 +64,10 @@ async def test_hook_find_kernel_types(kernels_dir, relay):
 
 
 def test_hooks_are_plain_functions():
-    # firstresult hooks must decide synchronously (see kernel_hub.hookspecs).
+    # firstresult hooks must decide synchronously (see kernel_hub.hookspecs). That they decline
+    # another provider's types is checked by the conformance battery (test_conformance_*.py).
     for hook in (plugin.find_kernel_types, plugin.launch, plugin.make_manager):
         assert not inspect.iscoroutinefunction(hook)
-
-
-def test_hook_launch_declines_other_providers():
-    request = LaunchRequest(kernel_id="k1")
-    assert plugin.launch(hub=None, kernel_type=other_type(), request=request) is None
-    pm = make_plugin_manager(load_entrypoints=False, plugins=[plugin])
-    assert pm.hook.launch(hub=None, kernel_type=other_type(), request=request) is None
-
-
-def test_hook_make_manager_declines_other_providers():
-    state = {"pid": os.getpid()}
-    assert (
-        plugin.make_manager(hub=None, kernel_type=other_type(), connection_info={}, state=state)
-        is None
-    )
 
 
 def test_hook_make_manager_rebuilds_a_subprocess_manager():
@@ -165,10 +148,6 @@ async def spec_hub(kernels_dir):
         yield hub
 
 
-def collect_text(outputs: list) -> str:
-    return "".join(m.content.get("text", "") for m in outputs if m.header["msg_type"] == "stream")
-
-
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_kernel_sees_cwd_and_expanded_env(kernels_dir, spec_hub, tmp_path):
@@ -181,14 +160,13 @@ async def test_kernel_sees_cwd_and_expanded_env(kernels_dir, spec_hub, tmp_path)
     try:
         assert kernel.kernel_type.id == "spec/kh-ipy"
         assert isinstance(kernel.manager, SubprocessManager)
-        outputs: list = []
         async with kernel.client() as client:
             code = (
                 "import os; print(os.getcwd()); print(os.environ['KH_TEST'], os.environ['KH_REQ'])"
             )
-            reply = await client.execute(code, output_hook=outputs.append, timeout=10)
-        assert reply.content["status"] == "ok", reply.content
-        cwd, env = collect_text(outputs).splitlines()
+            content, text = await execute_output(client, code, timeout=10)
+        assert content["status"] == "ok", content
+        cwd, env = text.splitlines()
         assert cwd == str(workdir)
         assert env == os.environ["HOME"] + "-x 1"
     finally:
@@ -204,22 +182,9 @@ async def test_message_mode_interrupt_stops_a_busy_loop(kernels_dir, spec_hub):
     kernel = await spec_hub.launch("spec/kh-msg")
     try:
         assert kernel.kernel_type.interrupt_mode == "message"
-        go = asyncio.Event()
-
-        def on_output(msg) -> None:
-            if msg.header["msg_type"] == "stream" and "go" in msg.content.get("text", ""):
-                go.set()
-
         async with kernel.client() as client:
             code = 'import sys; print("go", flush=True)\nwhile True: pass'
-            task = asyncio.create_task(client.execute(code, output_hook=on_output, timeout=30))
-            try:
-                await asyncio.wait_for(go.wait(), 10)
-                await client.interrupt()
-                reply = await asyncio.wait_for(task, 2)
-            finally:
-                task.cancel()  # a no-op once done; else don't leave it pending
-                await asyncio.gather(task, return_exceptions=True)
+            reply = await interrupt_busy_loop(client, code, timeout=30, interrupt_timeout=2)
         assert reply.content["status"] == "error"
         assert reply.content["ename"] == "KeyboardInterrupt"
     finally:

@@ -35,6 +35,7 @@ from kernel_hub_ssh.testing import (
 from kernel_hub import KernelHub
 from kernel_hub.errors import LaunchError
 from kernel_hub.plugins import make_plugin_manager
+from kernel_hub.testing import execute_output, interrupt_busy_loop
 from kernel_hub.types import KernelType, LaunchRequest
 
 # ---- hooks (no sshd needed) ----
@@ -122,14 +123,7 @@ async def hub(ssh_config, remote_python):
 
 
 async def run(client, code: str) -> tuple[dict, str]:
-    out: list[str] = []
-
-    def hook(msg):
-        if msg.header["msg_type"] == "stream":
-            out.append(msg.content["text"])
-
-    reply = await client.execute(code, output_hook=hook, timeout=30)
-    return reply.content, "".join(out)
+    return await execute_output(client, code, timeout=30)
 
 
 def no_restart(hub) -> dict:
@@ -206,21 +200,8 @@ async def test_launch_execute_interrupt_restart_kill(hub, sshd, remote_python, t
             await run(client, "x = 41")
 
             # interrupt: SIGINT through the nanny, over the tunnel
-            go = asyncio.Event()
-            task = asyncio.ensure_future(
-                client.execute(
-                    "print('go', flush=True)\nwhile True: pass",
-                    output_hook=lambda m: "go" in m.content.get("text", "") and go.set(),
-                    timeout=60,
-                )
-            )
-            try:
-                await asyncio.wait_for(go.wait(), 30)
-                await client.interrupt()
-                reply = await asyncio.wait_for(task, 30)
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            code = "print('go', flush=True)\nwhile True: pass"
+            reply = await interrupt_busy_loop(client, code, timeout=60, interrupt_timeout=30)
             assert reply.content["ename"] == "KeyboardInterrupt"
             content, out = await run(client, "print(x + 1)")
             assert out == "42\n"

@@ -210,6 +210,19 @@ async def connect_fails(target) -> str:
     return str(info.value)
 
 
+async def run_over(target, command: str) -> str:
+    """Connect to *target*, run *command* there and return its stdout."""
+
+    async def run():
+        conn = await open_connection(target)
+        try:
+            return (await conn.run(command, check=True)).stdout
+        finally:
+            conn.close()
+
+    return await on_ssh_loop(run())
+
+
 @pytest.mark.asyncio
 async def test_unreachable_host(sshd):
     msg = await connect_fails(target_of(sshd, port=_dead_port()))
@@ -252,44 +265,20 @@ async def test_insecure_opt_out_skips_the_host_key_check(sshd, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     target = target_of(sshd, known_hosts=str(empty), insecure_no_host_key_check=True)
-
-    async def run():
-        conn = await open_connection(target)
-        try:
-            return (await conn.run("echo ok", check=True)).stdout
-        finally:
-            conn.close()
-
-    assert await on_ssh_loop(run()) == "ok\n"
+    assert await run_over(target, "echo ok") == "ok\n"
 
 
 @pytest.mark.asyncio
 async def test_alias_from_ssh_config(sshd):
     target = SSHHostConfig(host=sshd.alias, config=(str(sshd.ssh_config),))
-
-    async def run():
-        conn = await open_connection(target)
-        try:
-            return (await conn.run("echo $USER", check=True)).stdout.strip()
-        finally:
-            conn.close()
-
-    assert await on_ssh_loop(run()) == sshd.user
+    assert (await run_over(target, "echo $USER")).strip() == sshd.user
 
 
 @pytest.mark.asyncio
 async def test_jump_host(sshd):
     # Hop through the same sshd to itself: proves the jump connection is made and used.
     target = target_of(sshd, jump_host=f"{sshd.user}@127.0.0.1:{sshd.port}")
-
-    async def run():
-        conn = await open_connection(target)
-        try:
-            return (await conn.run("echo hop", check=True)).stdout.strip()
-        finally:
-            conn.close()
-
-    assert await on_ssh_loop(run()) == "hop"
+    assert (await run_over(target, "echo hop")).strip() == "hop"
 
 
 @pytest.mark.asyncio
