@@ -29,7 +29,7 @@ of one kernel per variant. Scenarios:
    time, and every line must arrive.
 4. ``concurrent``: 8 kernels started at once → all ready; then all shut down.
 5. ``footprint``: RSS, thread and fd deltas of a fresh host process holding 8
-   kernels with one connected client each (``footprint.py``).
+   kernels with one connected client each, used once (``footprint.py``).
 
 Remote kernels (Docker, SSH) get their own section below, not filled in yet.
 Nothing is left behind: kernels run with a private ``JUPYTER_RUNTIME_DIR`` and
@@ -668,10 +668,12 @@ def footprint_run(variant: str, n: int, workdir: str) -> dict[str, Any]:
     handles: list[Any] = []
     try:
         handles, start_s = retrying(v, "footprint", lambda: v.start_many(n))
-        # One connected client per kernel, as a host would hold them.
+        # One connected client per kernel, as a host would hold them, each used once
+        # (a client that never talked is not what a host keeps).
         sessions = [v.connect(h) for h in handles]
         for s in sessions:
             v.resume(s)
+            v.exec_block(s, 1)
         time.sleep(0.5)  # let connections and helper threads settle
         gc.collect()
         loaded = snapshot() | helper_processes()
