@@ -782,6 +782,8 @@ def _metric_table(p: dict[str, Any]) -> list[tuple]:
          med("start_stop", "start_cpu_s"), None, None),
         ("shutdown_ms", "shutdown → process gone (median)", "ms", 1e3,
          med("start_stop", "shutdown_s"), "ratio", 1.2),
+        ("shutdown_paired", "shutdown: per-round ratio to raw (median)", "", 1,
+         paired("start_stop", "shutdown_s"), None, None),
         ("exec_latency_median_ms", "execute('pass') latency median", "ms", 1e3,
          med("execute", "latency_s"), None, None),
         ("exec_latency_p99_ms", "execute('pass') latency p99", "ms", 1e3,
