@@ -78,7 +78,7 @@ VARIANTS = ("raw", "kernel_hub", "jupyter_client")
 SCENARIOS = ("start_stop", "execute", "iopub_flood", "concurrent", "footprint")
 
 FULL = {
-    "start_n": 15,
+    "start_n": 30,
     "exec_warmup": 50,
     "exec_block": 50,
     "exec_rounds": 20,

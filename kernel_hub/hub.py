@@ -142,7 +142,7 @@ class RunningKernel:
 
     @property
     def last_activity(self) -> float:
-        """``time.time()`` of the kernel's last IOPub message (or of its launch)."""
+        """``time.time()`` of the kernel's last IOPub status message (or of its launch)."""
         return self._monitor.last_activity
 
     @property
