@@ -187,14 +187,17 @@ class HookRelay:
             returns something else than kernel types is logged and skipped.
         """
         impls = self.pm.hook.find_kernel_types.get_hookimpls()
+        plugins = self.pm.get_plugins()
 
         async def one(impl: pluggy.HookImpl) -> list[tuple[str, KernelType]]:
             name = impl.plugin_name
             try:
-                kwargs = {"hub": hub}
-                result: Any = await await_me_maybe(
-                    impl.function(**{a: kwargs[a] for a in impl.argnames})
-                )
+                # Each plugin on its own (so one that raises costs only its own types), but
+                # through pluggy, so that tracing and hook-call monitoring see the call.
+                others = [p for p in plugins if p is not impl.plugin]
+                call = self.pm.subset_hook_caller("find_kernel_types", remove_plugins=others)
+                answers = call(hub=hub)
+                result: Any = await await_me_maybe(answers[0]) if answers else None
                 types = [] if result is None else list(result)
             except Exception as exc:  # noqa: BLE001 - isolate a broken plugin
                 log.warning(

@@ -20,7 +20,7 @@ from kernel_hub import (
     hookimpl,
 )
 from kernel_hub.defaults import DEFAULT_RESTART_POLICY
-from kernel_hub.plugins import make_plugin_manager
+from kernel_hub.plugins import HookRelay, make_plugin_manager
 
 
 class FakeManager(KernelManager):
@@ -257,3 +257,22 @@ def test_tracing_logs_hook_calls(monkeypatch, caplog):
     with caplog.at_level(logging.DEBUG, "kernel_hub.plugins"):
         pm.hook.restart_policy(hub=None, kernel_type=KernelType(provider="p", name="n"))
     assert "restart_policy" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_tracing_sees_discovery_plugin_by_plugin(monkeypatch, caplog):
+    monkeypatch.setenv("KERNEL_HUB_TRACE_PLUGINS", "1")
+
+    class Lister:
+        name = "lister"
+
+        @staticmethod
+        @hookimpl
+        def find_kernel_types(hub):
+            return [KernelType(provider="lister", name="k")]
+
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[Lister])
+    with caplog.at_level(logging.DEBUG, "kernel_hub.plugins"):
+        found = await HookRelay(pm).find_kernel_types(hub=None)
+    assert ("lister", KernelType(provider="lister", name="k")) in found
+    assert "find_kernel_types" in caplog.text
