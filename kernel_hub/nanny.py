@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import hashlib
 import hmac
 import importlib.util
@@ -538,8 +539,16 @@ class Nanny:
     # ---- stop ----
 
     def close(self) -> None:
-        """Kill the kernel if alive, close the sockets, remove the work dir."""
+        """Kill the kernel if alive, tell subscribers, close the sockets, remove the work dir."""
         self._stop_kernel(quiet=True)
+        if self._events is not None:
+            # Every manager of this kernel (not just the one that asked) learns that there
+            # is nobody left to ask: their own shutdown need not wait for a reply.
+            with contextlib.suppress(Exception):
+                self._publish(
+                    "nanny_exiting",
+                    {"exit_status": self.exit_status, "kernel_pid": self.kernel_pid},
+                )
         for sock in (self._control, self._events):
             if sock is not None:
                 sock.close()  # with linger: a last reply still goes out

@@ -265,6 +265,8 @@ class NannyManager(KernelManager):
         self._exit_status: int | None = None
         self._dead = False
         self._shut = False
+        #: Set by the nanny's ``nanny_exiting`` event: nothing is left to ask.
+        self._nanny_gone = False
         self._links: dict[asyncio.AbstractEventLoop, _Link] = {}
         self._lock = threading.Lock()
 
@@ -322,7 +324,10 @@ class NannyManager(KernelManager):
     async def _request(
         self, op: str, *, timeout: float | None = None, **args: Any
     ) -> dict[str, Any]:
-        return await self._link().request(op, timeout or self.request_timeout, **args)
+        link = self._link()  # a closed manager says so first
+        if self._nanny_gone:
+            raise KernelHubError(f"the nanny at {self.where} has exited; its kernel is gone")
+        return await link.request(op, timeout or self.request_timeout, **args)
 
     def _on_event(self, kind: str | None, content: Mapping[str, Any]) -> None:
         """Update the shared state from an event (called on any link's loop)."""
@@ -332,6 +337,9 @@ class NannyManager(KernelManager):
                 self._mark_dead(content.get("exit_status"))
         elif kind == "kernel_restarted":
             self._mark_alive(pid)
+        elif kind == "nanny_exiting":
+            self._nanny_gone = True
+            self._mark_dead(content.get("exit_status", self._exit_status))
         elif kind == "nanny_welcome":
             if content.get("nanny_pid") is not None:
                 self.nanny_pid = content["nanny_pid"]
@@ -342,8 +350,11 @@ class NannyManager(KernelManager):
                 self._mark_dead(content.get("exit_status"))
 
     def _ended(self) -> bool:
-        """Return whether the kernel is known dead and this manager cleaned up (nothing to ask)."""
-        return self._dead and self._shut
+        """Return whether the kernel is known dead and there is nothing left to ask.
+
+        That is after this manager's cleanup, or once the nanny said it is exiting.
+        """
+        return self._dead and (self._shut or self._nanny_gone)
 
     def _mark_dead(self, exit_status: int | None) -> None:
         self._dead = True
@@ -471,7 +482,8 @@ class NannyManager(KernelManager):
         if self._shut:
             return
         try:
-            await self._request("shutdown", timeout=min(self.request_timeout, 5.0))
+            if not self._nanny_gone:  # shut down by another manager of the same kernel
+                await self._request("shutdown", timeout=min(self.request_timeout, 5.0))
         except KernelHubError as exc:
             log.warning("%r: shutdown got no answer (%s); the nanny may be gone already", self, exc)
         if not self._dead:

@@ -397,6 +397,34 @@ async def test_cleanup_shuts_the_nanny_down_and_is_idempotent(nanny, manager):
 
 @pytest.mark.integration
 @pytest.mark.asyncio
+async def test_a_second_manager_hears_the_nanny_exit_and_asks_nothing_more(nanny, manager):
+    # Two managers of one kernel (a host that re-attached, say); the first shuts it down.
+    other = NannyManager(nanny.connection_info, request_timeout=30)
+    welcomed = asyncio.Event()
+    on_event = other._on_event
+
+    def spy(kind, content):
+        on_event(kind, content)
+        if kind == "nanny_welcome":
+            welcomed.set()
+
+    other._on_event = spy  # type: ignore[method-assign]
+    try:
+        watching = asyncio.ensure_future(other.wait())
+        await asyncio.wait_for(welcomed.wait(), TIMEOUT)  # its subscription is live
+        await manager.cleanup()
+        await asyncio.wait_for(watching, TIMEOUT)  # woken by nanny_exiting
+        # Nothing is left to ask: answers come at once, not after a 30 s (or 5 s) timeout.
+        assert await asyncio.wait_for(other.is_alive(), 2) is False
+        await asyncio.wait_for(other.cleanup(), 2)
+        assert "CLOSED" in repr(other)
+    finally:
+        other.close()
+    assert nanny.proc.wait(TIMEOUT) == 0
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
 async def test_a_killed_and_cleaned_up_kernel_is_dead_not_an_error(nanny, manager):
     # What the conformance suite does through a hub whose watcher cleans up a dead kernel
     # meanwhile: is_alive during the cleanup, then kill again after it.
