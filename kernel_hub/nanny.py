@@ -29,6 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -236,7 +237,10 @@ class Nanny:
         _check_ipykernel(self.argv)
         if self.cwd is not None and not os.path.isdir(self.cwd):
             raise NannyError(f"working directory {self.cwd!r} does not exist on this machine")
-        self.workdir = tempfile.mkdtemp(prefix="kernel-hub-nanny-")  # mode 0700
+        _sweep_stale_workdirs(tempfile.gettempdir())
+        self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)  # mode 0700
+        with open(os.path.join(self.workdir, PID_FILE), "w") as f:
+            f.write(f"{os.getpid()} {_process_start(os.getpid())}")
         self.connection_file = os.path.join(self.workdir, "kernel.json")
         self.log_file = os.path.join(self.workdir, "kernel.log")
         key = secrets.token_hex(32)
@@ -577,6 +581,61 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds to wait for restart/shutdown after the kernel died (default 600)",
     )
     return p.parse_args(argv)
+
+
+#: Work dirs are ``<tmp>/kernel-hub-nanny-XXXXXXXX`` (0700), holding PID_FILE while the nanny runs.
+WORKDIR_PREFIX = "kernel-hub-nanny-"
+PID_FILE = "nanny.pid"
+
+
+def _process_start(pid: int) -> str:
+    """Return when *pid* started (clock ticks since boot), or ``""`` without ``/proc``.
+
+    With the pid it names one process: a pid alone may have been reused.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def _sweep_stale_workdirs(base: str) -> None:
+    """Remove the work dirs this user's nannies left when killed outright (``kill -9``).
+
+    A nanny removes its own work dir when it exits, unless it cannot run at all;
+    the next nanny on the machine then removes it: any ``kernel-hub-nanny-*``
+    dir of ours whose PID_FILE names a process that no longer runs. A dir
+    without that file (a nanny starting right now) is left alone.
+    """
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(WORKDIR_PREFIX):
+            continue
+        path = os.path.join(base, name)
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            with open(os.path.join(path, PID_FILE)) as f:
+                pid_text, _, started = f.read().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:
+            alive = True  # someone else's process now: its start time tells
+        if alive and _process_start(pid) == started:
+            continue
+        _log(f"removing {path}, left by nanny {pid} that ended without cleaning up")
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _daemonize() -> int:
