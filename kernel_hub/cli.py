@@ -243,7 +243,8 @@ async def _cmd_launch_nanny(args: argparse.Namespace) -> int:
     finally:
         await manager.cleanup()  # the nanny's shutdown: kernel killed, work dir removed, exit
         try:
-            await asyncio.wait_for(proc.wait(), 10.0)
+            async with asyncio.timeout(10.0):
+                await proc.wait()
         except TimeoutError:
             proc.kill()
             await proc.wait()

@@ -209,7 +209,8 @@ class ActivityMonitor:
         entry = (frozenset(states), fut)
         self._waiters.append(entry)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         finally:
             if entry in self._waiters:
                 self._waiters.remove(entry)

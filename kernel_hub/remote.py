@@ -174,7 +174,8 @@ class _Link:
             self.dealer.send_multipart(self.session.serialize(msg), zmq.NOBLOCK)
             # A send can consume the fd's edge for a reply that arrived meanwhile.
             self.loop.call_soon(self._drain, self.dealer, self._on_reply)
-            reply = await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                reply = await fut
         except TimeoutError:
             raise KernelHubError(
                 f"the nanny at {self.manager.where} did not answer {op!r} within {timeout} s; "
@@ -567,7 +568,8 @@ async def start_local_nanny(
     assert proc.stdout is not None
     handshake: dict[str, Any]
     try:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        async with asyncio.timeout(timeout):
+            line = await proc.stdout.readline()
         handshake = json.loads(line) if line else {"error": "it exited without a handshake"}
     except (TimeoutError, ValueError) as exc:
         handshake = {"error": f"no handshake line ({exc!r})"}

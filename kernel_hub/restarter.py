@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .aio import cancel_and_wait
 from .errors import KernelHubError
 
 if TYPE_CHECKING:
@@ -139,9 +140,7 @@ class KernelRestarter:
         task = self._task
         if task is None or task.done() or task is asyncio.current_task():
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         try:

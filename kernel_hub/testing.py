@@ -243,7 +243,8 @@ class EventRecorder:
         entry = (kind, kernel_id, count, fut)
         self._waiters.append(entry)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         except TimeoutError:
             raise TimeoutError(
                 f"no {kind!r} event #{count} within {timeout} s; seen: {self.kinds(kernel_id)}"

@@ -439,6 +439,42 @@ async def test_a_second_manager_hears_the_nanny_exit_and_asks_nothing_more(nanny
 
 @pytest.mark.integration
 @pytest.mark.asyncio
+async def test_a_request_cancelled_as_its_reply_arrives_is_cancelled(nanny, manager):
+    # Python 3.11's asyncio.wait_for returned the result when the reply and the cancel met in
+    # one loop turn, and swallowed the cancel: SSHKernelManager.wait() then looped on after
+    # an is_alive, and a client's close() hung on its watcher (seen in CI, ~1 run in 15).
+    assert await manager.is_alive()  # the link exists
+    link = manager._link()
+    asking: asyncio.Task[bool] | None = None
+
+    class ReplyThenCancel:
+        """The reply's future, which cancels its caller the moment the reply is set."""
+
+        def __init__(self, fut: asyncio.Future) -> None:
+            self.fut = fut
+
+        def done(self) -> bool:
+            return self.fut.done()
+
+        def set_result(self, msg) -> None:
+            self.fut.set_result(msg)
+            assert asking is not None
+            asking.cancel()  # before the caller has run again
+
+    class Pending(dict):
+        def pop(self, key, *default):
+            fut = super().pop(key, *default)
+            return ReplyThenCancel(fut) if fut is not None else fut
+
+    link.pending = Pending(link.pending)
+    asking = asyncio.ensure_future(manager.is_alive())
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(asking, TIMEOUT)
+    assert asking.cancelled()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
 async def test_a_killed_and_cleaned_up_kernel_is_dead_not_an_error(nanny, manager):
     # What the conformance suite does through a hub whose watcher cleans up a dead kernel
     # meanwhile: is_alive during the cleanup, then kill again after it.

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ..aio import cancel_and_wait
 from ..errors import KernelDied, KernelHubError
 from ..session import BadSignature, Message, Session
 from ._channels import Transport, ZMQTransport
@@ -283,9 +284,7 @@ class AsyncKernelClient:
         if self._rejoin is not None:
             self._rejoin.cancel()
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await cancel_and_wait(self._watcher)
         self._stop_feeding_monitor()
         self._transport.close()
         if self._own_manager is not None:
@@ -479,7 +478,8 @@ class AsyncKernelClient:
             wait = pause if deadline is None else min(pause, left() or 0.0)
             pause = min(pause * 2, 1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._iopub_seen.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._iopub_seen.wait()
             if deadline is not None and loop.time() >= deadline and not self._iopub_seen.is_set():
                 raise TimeoutError(
                     f"kernel answered but its IOPub channel was silent for {timeout} s"
@@ -649,7 +649,8 @@ class AsyncKernelClient:
         if self.manager is None:
             return
         try:
-            await asyncio.wait_for(self.manager.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.manager.wait()
         except TimeoutError:
             log.warning("kernel did not exit %s s after shutdown_request; killing it", timeout)
             await self.manager.kill()

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
+from kernel_hub.aio import cancel_and_wait
 from kernel_hub.client.blocking import LoopThread
 from kernel_hub.errors import LaunchError
 
@@ -284,7 +285,8 @@ class HostConnection:
         if self.state in ("GONE", "CLOSED"):
             raise ConnectionError(f"ssh connection to {self.target.label} is {self.state.lower()}")
         if not self._ready.is_set():
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         if self.conn is None or self.state != "CONNECTED":
             raise ConnectionError(f"ssh connection to {self.target.label} is {self.state.lower()}")
         return self.conn
@@ -339,7 +341,8 @@ class HostConnection:
     ) -> asyncssh.SSHCompletedProcess:
         """Run a short *command* on the host and return its completed process."""
         conn = await self.connected(timeout)
-        return await asyncio.wait_for(conn.run(command, check=False), timeout)
+        async with asyncio.timeout(timeout):
+            return await conn.run(command, check=False)
 
     async def release(self) -> None:
         """Drop one reference; the last one closes the connection."""
@@ -355,9 +358,7 @@ class HostConnection:
         self._ready.set()
         self._changed.set()
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            await cancel_and_wait(self._watcher)
         if self.conn is not None:
             self.conn.close()
             with contextlib.suppress(Exception):

@@ -197,5 +197,6 @@ _closing: set[asyncio.Task[None]] = set()
 
 async def _close_when_done(process: asyncssh.SSHClientProcess[str]) -> None:
     with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
-        await asyncio.wait_for(process.wait_closed(), 10.0)
+        async with asyncio.timeout(10.0):
+            await process.wait_closed()
     process.close()

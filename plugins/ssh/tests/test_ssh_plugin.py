@@ -301,7 +301,8 @@ async def iopub_live(client) -> None:
             with contextlib.suppress(TimeoutError):
                 await client.kernel_info(timeout=0.5)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(seen.wait(), 0.2)
+                async with asyncio.timeout(0.2):  # wait_for may swallow the caller's cancel
+                    await seen.wait()
     finally:
         remove()
 
