@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["cancel_and_wait"]
+__all__ = ["being_cancelled", "cancel_and_wait"]
 
 
 async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
@@ -27,6 +27,15 @@ async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
     try:
         await task
     except asyncio.CancelledError:
-        me = asyncio.current_task()
-        if me is not None and me.cancelling():
+        if being_cancelled():
             raise
+
+
+def being_cancelled() -> bool:
+    """Return whether someone asked to cancel the running task.
+
+    In an ``except CancelledError`` this tells a cancel of our own caller
+    (to be passed on) from the end of a task we awaited.
+    """
+    me = asyncio.current_task()
+    return me is not None and me.cancelling() > 0

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .aio import being_cancelled
 from .client import AsyncKernelClient, BlockingKernelClient
 from .config import load_config
 from .errors import KernelDied, KernelHubError, LaunchError, NoSuchKernelType, PluginError
@@ -277,8 +278,7 @@ class RunningKernel:
         try:
             await task
         except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if me is not None and me.cancelling():
+            if being_cancelled():
                 raise
             raise KernelHubError(
                 f"{self!r} was shut down while it was restarting; launch a new kernel"

@@ -21,12 +21,18 @@ async def _slow_to_stop(stopping: asyncio.Event, release: asyncio.Event) -> None
         raise
 
 
-async def test_cancel_and_wait_ends_the_task_and_returns():
+async def _stopping() -> tuple[asyncio.Task[None], asyncio.Future[None], asyncio.Event]:
+    """Start cancel_and_wait on a slow task; return once the task is busy stopping."""
     stopping, release = asyncio.Event(), asyncio.Event()
     task = asyncio.ensure_future(_slow_to_stop(stopping, release))
     await asyncio.sleep(0)
     stopper = asyncio.ensure_future(cancel_and_wait(task))
     await asyncio.wait_for(stopping.wait(), 5)
+    return task, stopper, release
+
+
+async def test_cancel_and_wait_ends_the_task_and_returns():
+    task, stopper, release = await _stopping()
     assert not stopper.done()  # it waits for the task's end, not just for the cancel
     release.set()
     await asyncio.wait_for(stopper, 5)
@@ -34,16 +40,13 @@ async def test_cancel_and_wait_ends_the_task_and_returns():
 
 
 async def test_a_cancel_of_the_caller_meanwhile_propagates():
-    stopping, release = asyncio.Event(), asyncio.Event()
-    task = asyncio.ensure_future(_slow_to_stop(stopping, release))
-    await asyncio.sleep(0)
-    stopper = asyncio.ensure_future(cancel_and_wait(task))
-    await asyncio.wait_for(stopping.wait(), 5)
+    task, stopper, release = await _stopping()
     stopper.cancel()  # whoever called cancel_and_wait is cancelled itself
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(stopper, 5)
     assert stopper.cancelled()  # with suppress(CancelledError) it returned None instead
+    assert task.cancelled()
 
 
 async def test_the_task_s_own_error_is_raised():
