@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from kernel_hub import KernelHubError
+from kernel_hub.manager import KernelManager
 from kernel_hub.session import Session
 
 
@@ -121,3 +122,38 @@ async def test_message_interrupt_goes_to_control(fake_kernel):
         await client.interrupt(timeout=2)
         assert client._transport.sent[-1][0] == "control"
         assert client._transport.sent[-1][1].header["msg_type"] == "interrupt_request"
+
+
+class _BrokenWaitManager(KernelManager):
+    """A manager whose wait() fails (an unreachable nanny, say); nothing else is used."""
+
+    def __init__(self) -> None:
+        self.type_id = "fake/broken"
+
+    async def wait(self) -> int | None:
+        raise KernelHubError("the nanny link broke")
+
+    async def is_alive(self) -> bool:
+        return True
+
+    async def signal(self, signum: int) -> None: ...
+
+    async def kill(self) -> None: ...
+
+    async def cleanup(self) -> None: ...
+
+    def describe(self) -> dict:
+        return {}
+
+
+@pytest.mark.asyncio
+async def test_a_failing_manager_wait_is_logged_and_close_still_closes(fake_kernel, caplog):
+    # The client's death watch awaits manager.wait(); its failure is no death, and close()
+    # must neither raise it nor leave the channels open.
+    client = fake_kernel.client(manager=_BrokenWaitManager())
+    with caplog.at_level(logging.WARNING, "kernel_hub.client"):
+        async with client:
+            reply = await client.execute("print(1)", timeout=2)
+            assert reply.content["status"] == "ok"  # requests still work
+    assert repr(client).endswith("[CLOSED]>")
+    assert "wait() failed" in caplog.text and "the nanny link broke" in caplog.text

@@ -171,7 +171,11 @@ class AsyncKernelClient:
 
     async def _watch_manager(self, manager: KernelManager) -> None:
         """Fail the waiting requests with :class:`KernelDied` when the kernel ends."""
-        status = await manager.wait()
+        try:
+            status = await manager.wait()
+        except Exception as exc:  # noqa: BLE001 - a broken watch must not break close()
+            log.warning("%r stopped watching %r: its wait() failed (%r)", self, manager, exc)
+            return
         self._fail_waiting(
             KernelDied(
                 f"the kernel {manager.type_id} died (exit status {status})", exit_status=status
