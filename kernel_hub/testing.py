@@ -376,11 +376,9 @@ def processes_with_env(entry: str) -> list[int]:
         try:
             with open(f"/proc/{name}/environ", "rb") as f:
                 env = f.read().split(b"\0")
-            with open(f"/proc/{name}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except (OSError, IndexError):
+        except OSError:
             continue  # ended while we looked, or not ours to read
-        if needle in env and state != b"Z":
+        if needle in env and pid_alive(int(name)):
             found.append(int(name))
     return found
 
