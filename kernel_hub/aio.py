@@ -3,8 +3,8 @@
 Python 3.11's ``asyncio.wait_for`` hands back the result when the awaited
 future and a cancel of the caller meet in one loop turn, and the cancel is
 lost. Code that waits in a loop (``manager.wait()`` across reconnects, say)
-then loops on, and whoever cancelled it waits forever. kernel_hub therefore
-uses ``async with asyncio.timeout(...)`` for timeouts, and
+then loops on, and whoever cancelled it waits forever. kernel_hub's runtime
+code therefore uses ``async with asyncio.timeout(...)`` for timeouts, and
 :func:`cancel_and_wait` to stop a task of its own.
 """
 
