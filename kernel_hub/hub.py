@@ -472,7 +472,7 @@ class KernelHub:
         monitor: ActivityMonitor | None,
     ) -> tuple[Mapping[str, Any], Mapping[str, Any], KernelManager]:
         result = await self.hooks.launch(hub=self, kernel_type=kernel_type, request=request)
-        manager = await self.hooks.make_manager(
+        manager = result.manager or await self.hooks.make_manager(
             hub=self,
             kernel_type=kernel_type,
             connection_info=result.connection_info,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from .client import AsyncKernelClient, BlockingKernelClient
-from .client.blocking import LoopThread
+from .loopthread import LoopThread
 
 __all__ = ["run_kernel", "run_kernel_async"]
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .manager import KernelManager
 
 __all__ = ["KernelType", "LaunchRequest", "LaunchResult", "RestartPolicy", "split_type_id"]
 
@@ -122,10 +125,16 @@ class LaunchResult:
         transport, signature_scheme), as in a Jupyter connection file.
     :param state: a JSON-able description of what was started, enough for
         ``make_manager`` to rebuild a manager for it, in this or another process.
+    :param manager: the live manager of what was started, if the launch has one
+        (it holds the child process, the open connection or tunnel). The hub
+        then uses it as it is and calls ``make_manager`` only to rebuild a
+        manager from *state*, on :meth:`KernelHub.attach`. Live objects pass
+        from launch to manager here, never through module globals.
     """
 
     connection_info: Mapping[str, Any]
     state: Mapping[str, Any]
+    manager: KernelManager | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 import asyncssh
 
 from kernel_hub.aio import cancel_and_wait
-from kernel_hub.client.blocking import LoopThread
 from kernel_hub.errors import LaunchError
+from kernel_hub.provider import LoopThread
 
 from .config import SSHHostConfig
 
