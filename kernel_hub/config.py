@@ -3,6 +3,14 @@
 Location: ``$KERNEL_HUB_CONFIG`` if set, else
 ``$XDG_CONFIG_HOME/kernel-hub/config.toml`` (``~/.config/kernel-hub/config.toml``).
 Precedence, everywhere: call arguments > kernel-type config > environment > defaults.
+A ``$KERNEL_HUB_CONFIG`` that names a missing file is an error (the user asked
+for that file); the default path may be absent. A top-level table that no
+installed plugin owns is reported once, naming the known plugins.
+
+A plugin may check its own table: the plugin object (its ``plugin`` module)
+may have a plain function ``check_config(section) -> Iterable[ConfigCheck]``,
+one :class:`ConfigCheck` per table, with the effective value and source of
+each setting. ``kernel-hub config check`` calls it; no hook is involved.
 
 .. code-block:: toml
 
@@ -12,13 +20,55 @@ Precedence, everywhere: call arguments > kernel-type config > environment > defa
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["config_path", "load_config"]
+__all__ = [
+    "CHECK_ATTRIBUTE",
+    "ConfigCheck",
+    "config_path",
+    "load_config",
+    "unknown_tables",
+    "warn_unknown_tables",
+]
+
+log = logging.getLogger("kernel_hub.config")
+
+#: The optional attribute of a plugin object that checks its config table.
+CHECK_ATTRIBUTE = "check_config"
+
+#: Sources of an effective value, as :class:`ConfigCheck` names them.
+SOURCES = ("config", "environment", "default")
+
+
+@dataclass(frozen=True)
+class ConfigCheck:
+    """What a plugin made of one table of the config file.
+
+    :param table: the table's dotted name, e.g. ``"ssh.gpu-box"`` or ``"docker"``.
+    :param values: setting name -> ``(effective value, source)``; the source is
+        ``"config"``, ``"default"``, or ``"environment"`` / ``"environment VAR"``.
+    :param error: one line naming the bad field and the fix, when the plugin
+        rejects (and skips) the table; ``values`` may then be empty.
+    """
+
+    table: str
+    values: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return JSON-able data (``kernel-hub config check --json``)."""
+        return {
+            "table": self.table,
+            "values": {k: {"value": v, "source": src} for k, (v, src) in self.values.items()},
+            "error": self.error,
+        }
 
 
 def config_path() -> Path:
@@ -33,13 +83,18 @@ def config_path() -> Path:
 def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Read the config file; a missing file is an empty config.
 
-    :raises ConfigError: naming the file and the problem when it is not valid TOML
-        or a plugin's entry is not a table.
+    :raises ConfigError: naming the file and the problem when it is not valid TOML,
+        a plugin's entry is not a table, or ``$KERNEL_HUB_CONFIG`` names a missing file.
     """
     p = Path(path) if path is not None else config_path()
     try:
         f = open(p, "rb")  # noqa: SIM115 - opened first so that no file, no tomllib import
     except FileNotFoundError:
+        if path is None and os.environ.get("KERNEL_HUB_CONFIG"):
+            raise ConfigError(
+                f"KERNEL_HUB_CONFIG names {str(p)!r}, which does not exist; create it, "
+                "or unset KERNEL_HUB_CONFIG to use the default config file"
+            ) from None
         return {}
     except OSError as exc:
         raise ConfigError(f"cannot read kernel_hub config {str(p)!r}: {exc}") from None
@@ -58,3 +113,31 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
                 f"not {type(value).__name__}"
             )
     return data
+
+
+def unknown_tables(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """Return the top-level tables of *config* that no plugin in *known* owns."""
+    names = set(known)
+    return sorted(str(key) for key in config if key not in names)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_unknown_tables(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """Log one warning per unknown top-level table (once per process); return them."""
+    names = sorted(set(known))
+    unknown = unknown_tables(config, names)
+    path = str(config_path())
+    for table in unknown:
+        if (path, table) in _warned:
+            continue
+        _warned.add((path, table))
+        log.warning(
+            "kernel_hub config %s: no installed plugin owns the table [%s]; it is ignored. "
+            "Known plugins: %s (a typo? 'kernel-hub plugins' lists them)",
+            path,
+            table,
+            ", ".join(names) or "none",
+        )
+    return unknown

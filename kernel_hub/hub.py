@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .aio import being_cancelled
 from .client import AsyncKernelClient, BlockingKernelClient
-from .config import load_config
+from .config import load_config, warn_unknown_tables
 from .errors import KernelDied, KernelHubError, LaunchError, NoSuchKernelType, PluginError
 from .events import EventBus, KernelEvent
 from .monitor import ActivityMonitor, ExecutionState
@@ -351,6 +351,8 @@ class KernelHub:
         )
         self.hooks = HookRelay(self.pm)
         self.config: Mapping[str, Any] = load_config() if config is None else config
+        if config is None:  # the user's file: say which tables no plugin reads
+            warn_unknown_tables(self.config, (name for name, _ in self.pm.list_name_plugin()))
         self._types: dict[str, KernelType] = {}
         self._kernels: dict[str, RunningKernel] = {}
         #: Lifecycle events of this hub's kernels; ``hub.events.subscribe(callback)``.

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .argv import expand_env, format_argv
+from .config import ConfigCheck
 from .errors import (
     ConfigError,
     KernelDied,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANNELS",
+    "ConfigCheck",
     "ConfigError",
     "HubContext",
     "KernelDied",

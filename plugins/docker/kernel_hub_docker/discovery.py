@@ -2,7 +2,10 @@
 
 When the engine does not answer within the ping timeout, no docker type is
 offered and one warning says how to start the engine: ``kernel-hub list``
-keeps working for every other provider.
+keeps working for every other provider. A local engine is asked over its
+unix socket with the standard library (:mod:`.probe`), so discovery never
+imports docker-py; two images that declare the same type name are reported,
+and the newest wins.
 """
 
 from __future__ import annotations
@@ -12,14 +15,15 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .engine import PING_TIMEOUT, EngineUnavailable, engine_errors, get_client
+from .engine import PING_TIMEOUT, EngineUnavailable, engine_address, engine_help
 from .images import IMAGE_LABEL, types_from_config, types_from_images
+from .probe import EngineSilent, get_json, local_socket
 
 if TYPE_CHECKING:
     from kernel_hub import KernelHub
     from kernel_hub.types import KernelType
 
-__all__ = ["find_docker_types", "list_labelled_images"]
+__all__ = ["engine_answers", "find_docker_types", "list_labelled_images"]
 
 log = logging.getLogger("kernel_hub.docker")
 
@@ -27,18 +31,60 @@ log = logging.getLogger("kernel_hub.docker")
 def list_labelled_images(*, ping_timeout: float = PING_TIMEOUT) -> list[tuple[str, dict[str, str]]]:
     """Return ``(reference, labels)`` of every local image carrying :data:`IMAGE_LABEL`.
 
-    Blocking. The reference is the image's first tag, or its id when untagged.
+    Blocking. Newest image first. The reference is the image's first tag, or
+    its id when untagged.
 
     :raises EngineUnavailable: when the engine does not answer.
     """
-    client = get_client(ping_timeout=ping_timeout)
-    with engine_errors():
-        images = client.api.images(filters={"label": IMAGE_LABEL})
+    images = _engine_images(ping_timeout)
+    images.sort(key=lambda image: image.get("Created") or 0, reverse=True)
     out = []
     for image in images:
         tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
         out.append((tags[0] if tags else image["Id"], dict(image.get("Labels") or {})))
     return out
+
+
+def _engine_images(ping_timeout: float) -> list[dict[str, Any]]:
+    """Return the engine's labelled images (its ``/images/json`` objects)."""
+    path = local_socket()
+    if path is None:  # a tcp:// or ssh:// engine: docker-py knows its TLS and SSH settings
+        from .engine import engine_errors, get_client
+
+        client = get_client(ping_timeout=ping_timeout)
+        with engine_errors():
+            return list(client.api.images(filters={"label": IMAGE_LABEL}))
+    try:
+        found = get_json(
+            "/images/json",
+            sock_path=path,
+            timeout=ping_timeout,
+            query={"filters": {"label": [IMAGE_LABEL]}},
+        )
+    except EngineSilent as exc:
+        raise EngineUnavailable(
+            f"the Docker engine at {engine_address()} is not reachable ({exc}). " + engine_help()
+        ) from None
+    return list(found)
+
+
+def engine_answers(*, ping_timeout: float = PING_TIMEOUT) -> None:
+    """Return when the engine answers a ping; blocking, standard library only for a local one.
+
+    :raises EngineUnavailable: when it does not.
+    """
+    path = local_socket()
+    if path is None:
+        from .engine import get_client
+
+        get_client(ping_timeout=ping_timeout)
+        return
+    try:
+        get_json("/_ping", sock_path=path, timeout=ping_timeout)
+    except EngineSilent as exc:
+        raise EngineUnavailable(
+            f"the Docker engine at {engine_address()} is not reachable ({exc}). " + engine_help()
+        ) from None
 
 
 async def find_docker_types(hub: KernelHub | None) -> list[KernelType]:
@@ -55,7 +101,7 @@ async def find_docker_types(hub: KernelHub | None) -> list[KernelType]:
         if discover:
             images = await asyncio.to_thread(list_labelled_images, ping_timeout=ping_timeout)
         else:
-            await asyncio.to_thread(get_client, ping_timeout=ping_timeout)
+            await asyncio.to_thread(engine_answers, ping_timeout=ping_timeout)
             images = []
     except EngineUnavailable as exc:
         log.warning("docker kernel types are left out: %s", exc)

@@ -213,12 +213,15 @@ def label_of(labels: Mapping[str, str] | None) -> dict[str, Any] | None:
 def types_from_images(images: Iterable[tuple[str, Mapping[str, str] | None]]) -> list[KernelType]:
     """Return a kernel type per labelled image.
 
-    :param images: ``(reference, labels)`` pairs; the reference (first tag, or
-        the id of an untagged image) is what the container runs.
+    :param images: ``(reference, labels)`` pairs, newest image first; the
+        reference (first tag, or the id of an untagged image) is what the
+        container runs.
     The type's name is the label's ``name``, else the image's repository name.
-    A malformed label is logged and skipped.
+    A malformed label is logged and skipped. When two images give the same
+    name, the first (the newest) wins and a warning names both.
     """
-    found = []
+    found: dict[str, KernelType] = {}
+    source: dict[str, str] = {}
     for ref, labels in images:
         try:
             data = label_of(labels)
@@ -226,14 +229,25 @@ def types_from_images(images: Iterable[tuple[str, Mapping[str, str] | None]]) ->
                 continue
             default_name = ref.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
             name = str(data.get("name") or default_name)
-            found.append(
-                _kernel_type(
-                    name, {**data, "image": ref}, where=f"image {ref} label", source="label"
-                )
+            kt = _kernel_type(
+                name, {**data, "image": ref}, where=f"image {ref} label", source="label"
             )
         except (ValueError, ConfigError) as exc:
             log.warning("skipping image %s: bad %s label: %s", ref, IMAGE_LABEL, exc)
-    return found
+            continue
+        if kt.id in found:
+            log.warning(
+                "images %s and %s both offer the kernel type %s; %s wins (the newer). "
+                'Give one another "name" in its %s label (kernel-hub docker label)',
+                source[kt.id],
+                ref,
+                kt.id,
+                source[kt.id],
+                IMAGE_LABEL,
+            )
+            continue
+        found[kt.id], source[kt.id] = kt, ref
+    return list(found.values())
 
 
 def options_of(kernel_type: KernelType) -> DockerOptions:

@@ -14,20 +14,33 @@
     connect_timeout = 10          # seconds, for each connection attempt and for the start
 
 Reading the config never connects anywhere: ``kernel-hub list`` shows
-``ssh/<name>`` for every table at once.
+``ssh/<name>`` for every table at once. A table with a bad field is left out
+with one warning naming the table, the field and the fix; the other tables
+still give their kernel types. ``kernel-hub config check`` shows each table's
+effective values (:func:`check_config`).
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel_hub.errors import ConfigError
-from kernel_hub.types import KernelType, split_type_id
+from kernel_hub.provider import ConfigCheck, ConfigError, KernelType, split_type_id
 
-__all__ = ["PROVIDER", "SSHHostConfig", "SSHKernelConfig", "kernel_types", "parse_config"]
+__all__ = [
+    "PROVIDER",
+    "SSHHostConfig",
+    "SSHKernelConfig",
+    "check_config",
+    "kernel_types",
+    "parse_config",
+]
+
+log = logging.getLogger("kernel_hub.ssh")
 
 #: The provider id, and the name of this plugin's table in the config file.
 PROVIDER = "ssh"
@@ -174,8 +187,10 @@ def _parse_table(name: str, table: Any) -> SSHKernelConfig:
         )
     unknown = sorted(set(table) - set(_FIELDS))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], _FIELDS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
-            f"{_where(name)} has unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"{_where(name)} has unknown field(s) {', '.join(map(repr, unknown))}{hint}; "
             f"known fields: {', '.join(sorted(_FIELDS))}"
         )
     for key, value in table.items():
@@ -241,18 +256,78 @@ def _parse_table(name: str, table: Any) -> SSHKernelConfig:
     return kc
 
 
-def parse_config(section: Mapping[str, Any]) -> dict[str, SSHKernelConfig]:
+def parse_config(section: Mapping[str, Any], *, strict: bool = False) -> dict[str, SSHKernelConfig]:
     """Parse the ``[ssh]`` section of the config: ``{name: table}``.
 
-    :raises ConfigError: naming the table and field that is wrong and how to fix it.
+    :param strict: raise on the first bad table instead of leaving it out.
+    A bad table left out is logged once per process, in one line naming the
+    table, the field and the fix.
+
+    :raises ConfigError: (only when *strict*) naming the table and field that is
+        wrong and how to fix it.
     """
     out: dict[str, SSHKernelConfig] = {}
     for name, table in section.items():
-        kc = _parse_table(str(name), table)
+        try:
+            kc = _parse_table(str(name), table)
+        except ConfigError as exc:
+            if strict:
+                raise
+            _warn_once(f"{exc}. The ssh/{name} kernel type is left out until this is fixed")
+            continue
         out[kc.name] = kc
     return out
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
 def kernel_types(section: Mapping[str, Any]) -> list[KernelType]:
-    """Return the kernel types of the ``[ssh]`` section, without connecting anywhere."""
+    """Return the kernel types of the good tables of ``[ssh]``, without connecting anywhere."""
     return [kc.kernel_type() for kc in parse_config(section).values()]
+
+
+#: What each field is when a table does not set it, in words for ``config check``.
+_DEFAULTS: dict[str, Any] = {
+    "port": "from ~/.ssh/config, else 22",
+    "user": "from ~/.ssh/config, else the local user",
+    "identity_file": "the SSH agent and default keys",
+    "python": "python3",
+    "cwd": "the remote home",
+    "env": {},
+    "display_name": "<name> (ssh <host>)",
+    "language": "python",
+    "jump_host": "from ~/.ssh/config (ProxyJump), else none",
+    "connect_timeout": 10.0,
+    "reconnect_timeout": 60.0,
+    "known_hosts": "~/.ssh/known_hosts",
+    "insecure_no_host_key_check": False,
+    "config": ["~/.ssh/config"],
+    "interrupt_mode": "signal",
+}
+
+
+def check_config(section: Mapping[str, Any]) -> list[ConfigCheck]:
+    """Check every ``[ssh.<name>]`` table: its effective values and their sources.
+
+    The optional ``check_config`` attribute of the plugin (see
+    :mod:`kernel_hub.config`); ``kernel-hub config check`` calls it.
+    """
+    checks = []
+    for name, table in section.items():
+        try:
+            _parse_table(str(name), table)
+        except ConfigError as exc:
+            checks.append(ConfigCheck(f"{PROVIDER}.{name}", error=str(exc)))
+            continue
+        values: dict[str, tuple[Any, str]] = {"host": (table["host"], "config")}
+        for key, default in _DEFAULTS.items():
+            values[key] = (table[key], "config") if key in table else (default, "default")
+        checks.append(ConfigCheck(f"{PROVIDER}.{name}", values))
+    return checks

@@ -23,8 +23,6 @@ from kernel_hub.remote import NannyManager
 from kernel_hub.types import LaunchResult
 
 from .config import SSHHostConfig
-from .connection import HostConnection, SSHLoop, acquire
-from .remote_launch import kill_remote, start_nanny
 from .tunnel import TunnelSet, get_tunnels, open_tunnels
 
 if TYPE_CHECKING:
@@ -32,6 +30,19 @@ if TYPE_CHECKING:
     from kernel_hub.types import KernelType, LaunchRequest
 
     from .config import SSHKernelConfig
+    from .connection import HostConnection
+
+
+def _ssh_loop() -> Any:
+    """Return the SSH loop thread; asyncssh (and cryptography) load here, on first real use.
+
+    ``kernel-hub list`` and every host import this module through the plugin;
+    importing asyncssh costs ~35 MB and 0.5 s, so only a launch or attach pays it.
+    """
+    from .connection import SSHLoop
+
+    return SSHLoop.get()
+
 
 __all__ = ["SSHKernelManager", "launch_remote", "make_remote_manager"]
 
@@ -62,7 +73,7 @@ def _emitter(hub: KernelHub | None, kernel_id: str, type_id: str) -> Any:
 
 
 def _tunnel_key(host: HostConnection | SSHHostConfig, workdir: str) -> tuple[Any, ...]:
-    target = host.target if isinstance(host, HostConnection) else host
+    target = host if isinstance(host, SSHHostConfig) else host.target
     return (target.host, target.port, target.user, target.jump_host, workdir)
 
 
@@ -80,7 +91,10 @@ async def launch_remote(
 
     :raises LaunchError: naming the host and what to fix; nothing is left running.
     """
-    ssh = SSHLoop.get()
+    from .connection import acquire
+    from .remote_launch import kill_remote, start_nanny
+
+    ssh = _ssh_loop()
     emit = _emitter(hub, request.kernel_id, kernel_type.id)
     target = kc.target
     emit("progress", step="connecting", message=f"connecting to {target.label}")
@@ -145,6 +159,8 @@ async def _take_tunnels(
         else:
             existing.refs += 1
         return existing
+    from .connection import acquire
+
     host = await acquire(target)
     remote_ports = {k: int(v) for k, v in dict(state["remote_ports"]).items()}
     try:
@@ -176,12 +192,12 @@ async def make_remote_manager(
             "pass the state that launch or describe() returned"
         ) from None
     preferred = {k: int(v) for k, v in connection_info.items() if k.endswith("_port")}
-    tunnels = await SSHLoop.get().submit(_take_tunnels(target, state, preferred))
+    tunnels = await _ssh_loop().submit(_take_tunnels(target, state, preferred))
     info = tunnels.connection_info(connection_info)
     try:
         nanny = NannyManager(info, state, type_id=kernel_type.id)
     except BaseException:
-        await SSHLoop.get().submit(tunnels.release())
+        await _ssh_loop().submit(tunnels.release())
         raise
     emit = _emitter(hub, str(state.get("kernel_id", "")), kernel_type.id)
     return SSHKernelManager(nanny, tunnels, info, state, type_id=kernel_type.id, emit=emit)
@@ -248,7 +264,7 @@ class SSHKernelManager(KernelManager):
         return await self.nanny.is_alive()
 
     async def wait(self) -> int | None:
-        ssh = SSHLoop.get()
+        ssh = _ssh_loop()
         while True:
             if self.gone_reason or self.host.state in ("GONE", "CLOSED"):
                 return None
@@ -310,7 +326,7 @@ class SSHKernelManager(KernelManager):
                 self.nanny.close()  # the nanny is out of reach: just let go of our sockets
         finally:
             self._unsubscribe()
-            await SSHLoop.get().submit(self.tunnels.release())
+            await _ssh_loop().submit(self.tunnels.release())
 
     async def close(self) -> None:
         """Let go of the kernel without ending it: close sockets, tunnels and our connection ref.
@@ -323,7 +339,7 @@ class SSHKernelManager(KernelManager):
         self._closed = True
         self._unsubscribe()
         self.nanny.close()
-        await SSHLoop.get().submit(self.tunnels.release())
+        await _ssh_loop().submit(self.tunnels.release())
 
     def describe(self) -> dict[str, Any]:
         out = dict(self.state)

@@ -9,6 +9,7 @@ from kernel_hub.errors import NoSuchKernelType
 from kernel_hub.hookspecs import hookimpl
 
 from .config import PROVIDER, kernel_types, parse_config
+from .config import check_config as check_config  # for 'kernel-hub config check'
 from .manager import launch_remote, make_remote_manager
 
 if TYPE_CHECKING:

@@ -70,16 +70,16 @@ def test_full_table():
 )
 def test_bad_tables_name_table_and_field(table, words):
     with pytest.raises(ConfigError) as info:
-        parse_config({"box": table})
+        parse_config({"box": table}, strict=True)
     for word in words:
         assert word in str(info.value)
 
 
 def test_table_must_be_a_table():
     with pytest.raises(ConfigError, match=r"\[ssh.box\] must be a table"):
-        parse_config({"box": "gpu-host"})
+        parse_config({"box": "gpu-host"}, strict=True)
 
 
 def test_bad_name():
     with pytest.raises(ConfigError, match=r"\[ssh.no way\]"):
-        parse_config({"no way": {"host": "h"}})
+        parse_config({"no way": {"host": "h"}}, strict=True)

@@ -1,0 +1,283 @@
+"""``kernel-hub run`` and ``kernel-hub launch`` (also ``--nanny``): start kernels from a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..console import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    CommandError,
+    CtrlC,
+    Progress,
+)
+from ..errors import KernelDied, LaunchError
+
+if TYPE_CHECKING:
+    import argparse
+
+    from ..hub import KernelHub, RunningKernel
+
+__all__ = ["START_TIMEOUT", "cmd_launch", "cmd_launch_nanny", "cmd_run"]
+
+#: Seconds a kernel may take to answer its first ``kernel_info`` (``--start-timeout``).
+START_TIMEOUT = 60.0
+
+
+def _cli_words(exc: LaunchError) -> str:
+    """Return *exc*'s message with the Python API's advice put in command-line words."""
+    return str(exc).replace("Raise ready_timeout= ", "Raise --start-timeout ")
+
+
+async def _launch(
+    hub: KernelHub, args: argparse.Namespace, *, progress: bool = True, **kwargs: Any
+) -> RunningKernel:
+    """Launch ``args.type``, showing progress; failures become one-line command errors."""
+    display = Progress()
+    unsubscribe = hub.events.subscribe(display.on_event) if progress else lambda: None
+    try:
+        return await hub.launch(args.type, cwd=args.cwd, ready_timeout=args.start_timeout, **kwargs)
+    except LaunchError as exc:
+        status = EXIT_TIMEOUT if isinstance(exc.__cause__, TimeoutError) else EXIT_NOT_RUNNING
+        raise CommandError(_cli_words(exc), status) from exc
+    finally:
+        unsubscribe()
+        display.close()
+
+
+def _read_code(args: argparse.Namespace) -> str:
+    if args.code is not None:
+        return str(args.code)
+    if args.file is None:
+        return sys.stdin.read()
+    try:
+        return Path(args.file).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise CommandError(
+            f"cannot read the code file {args.file!r} ({reason.lower()}); "
+            "give a readable file with -f, or the code itself with -c"
+        ) from None
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    """Launch, run the code like a console, shut down; Ctrl-C interrupts, twice stops."""
+    from ..hub import KernelHub
+
+    code = _read_code(args)
+    async with KernelHub() as hub:
+        launching = asyncio.ensure_future(_launch(hub, args))
+        with CtrlC(lambda _: _cancel(launching)):
+            try:
+                kernel = await launching
+            except asyncio.CancelledError:
+                return EXIT_INTERRUPTED
+        async with kernel.client() as client:
+            execution = asyncio.ensure_future(
+                client.execute_interactive(code, timeout=args.timeout)
+            )
+
+            def on_press(n: int) -> None:
+                if n == 1:
+                    print(
+                        "\nkernel-hub: interrupting the kernel (Ctrl-C again to shut it down)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    interrupting = asyncio.ensure_future(client.interrupt())
+                    interrupting.add_done_callback(_log_failure)
+                else:
+                    execution.cancel()
+
+            with CtrlC(on_press) as presses:
+                try:
+                    reply = await execution
+                except asyncio.CancelledError:
+                    await kernel.shutdown(now=True)
+                    return EXIT_INTERRUPTED
+                except TimeoutError:
+                    await kernel.shutdown(now=True)
+                    raise CommandError(
+                        f"the code did not finish within --timeout {args.timeout:g} s; the "
+                        "kernel was stopped. Raise --timeout, or leave it out to wait",
+                        EXIT_TIMEOUT,
+                    ) from None
+                except KernelDied as exc:
+                    raise CommandError(
+                        f"the kernel {kernel.type_id} died while running the code ({exc})",
+                        EXIT_FAILED,
+                    ) from None
+        if presses.presses:
+            return EXIT_INTERRUPTED
+    return EXIT_OK if reply.content.get("status") == "ok" else EXIT_FAILED
+
+
+def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        print(f"kernel-hub: error: cannot interrupt: {task.exception()}", file=sys.stderr)
+
+
+async def cmd_launch(args: argparse.Namespace) -> int:
+    from ..connection import runtime_dir, write_connection_file
+    from ..events import KernelEvent
+    from ..hub import KernelHub
+    from ..liveness import RECORD_KEY, launcher_record
+    from ..subproc import SubprocessManager
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_event(event: KernelEvent) -> None:
+        print(event.describe(), file=sys.stderr, flush=True)
+
+    async with KernelHub() as hub:
+        unsubscribe = hub.events.subscribe(on_event)
+        kernel = await _launch(
+            hub, args, progress=False, restart=False if args.no_restart else None
+        )
+        path = (
+            Path(args.connection_file)
+            if args.connection_file
+            else (runtime_dir() / f"kernel-hub-{kernel.id}.json")
+        )
+
+        def publish() -> None:
+            # A restarted kernel has new ports and a new key: rewrite the file, reprint the JSON.
+            # The record lets 'attach' tell a stale file (its launcher killed outright) at once.
+            manager = kernel.manager
+            pid = manager.pid if isinstance(manager, SubprocessManager) else None
+            record = launcher_record(pid, type_id=kernel.type_id, kernel_id=kernel.id)
+            write_connection_file({**kernel.connection_info, RECORD_KEY: record}, path)
+            if args.json:
+                print(json.dumps({**kernel.describe(), "connection_file": str(path)}), flush=True)
+
+        def on_restart(event: KernelEvent) -> None:
+            if event.kernel_id == kernel.id and event.kind == "restarted":
+                publish()
+
+        hub.events.subscribe(on_restart)
+        publish()
+        try:
+            if not args.json:
+                print(str(path), flush=True)
+                print(
+                    f"kernel {kernel.type_id} ({kernel.id}) is running; Ctrl-C stops it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            ended = asyncio.ensure_future(kernel.wait())
+            stopped = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (ended, stopped):
+                task.cancel()
+            # Ended on its own: died without restart, or restarts failed (both printed above).
+            return 1 if ended.done() and not ended.cancelled() else 0
+        finally:
+            path.unlink(missing_ok=True)
+            await kernel.shutdown()
+            unsubscribe()
+
+
+async def cmd_launch_nanny(args: argparse.Namespace) -> int:
+    """``launch --nanny``: the kernel runs under a local nanny, managed through its sockets."""
+    import subprocess
+    import uuid
+
+    from ..client import AsyncKernelClient
+    from ..connection import runtime_dir, write_connection_file
+    from ..errors import KernelDied, LaunchError
+    from ..hub import KernelHub
+    from ..remote import start_local_nanny
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    hub = KernelHub()
+    kt = await (hub.default_kernel_type() if args.type is None else hub.get_kernel_type(args.type))
+    kernel_id = str(uuid.uuid4())
+    proc, manager = await start_local_nanny(
+        kt,
+        cwd=args.cwd,
+        kernel_id=kernel_id,
+        stderr=None if args.verbose else subprocess.DEVNULL,
+    )
+    info = manager.connection_info
+    path = (
+        Path(args.connection_file)
+        if args.connection_file
+        else runtime_dir() / f"kernel-hub-{kernel_id}.json"
+    )
+    try:
+        client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
+        try:
+            await client.wait_for_ready(60.0)
+        except (KernelDied, TimeoutError) as exc:
+            tail = await manager.last_output()
+            raise LaunchError(
+                f"kernel {kt.id} did not become ready under its nanny ({exc})."
+                + (f" Its last output:\n{tail}" if tail else "")
+            ) from None
+        finally:
+            await client.close()
+        write_connection_file(info, path)
+        if args.json:
+            described = {
+                "kernel_id": kernel_id,
+                "type_id": kt.id,
+                "connection_info": info,
+                "state": manager.describe(),
+                "connection_file": str(path),
+            }
+            print(json.dumps(described), flush=True)
+        else:
+            print(str(path), flush=True)
+            print(
+                f"kernel {kt.id} ({kernel_id}) is running under nanny pid {manager.nanny_pid}; "
+                "Ctrl-C stops it",
+                file=sys.stderr,
+                flush=True,
+            )
+        died = asyncio.ensure_future(manager.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        exited = asyncio.ensure_future(proc.wait())
+        await asyncio.wait({died, stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (died, stopped, exited):
+            task.cancel()
+        if stopped.done() and not stopped.cancelled():
+            # Politely first (shutdown_request on control), then the nanny kills what is left.
+            client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
+            await client.connect()
+            try:
+                await client.shutdown(timeout=5.0)
+            finally:
+                await client.close()
+            return 0
+        if died.done() and not died.cancelled():
+            print(f"kernel {kt.id} died (exit status {died.result()})", file=sys.stderr)
+        else:
+            print(f"the nanny of kernel {kt.id} exited unexpectedly", file=sys.stderr)
+        return 1
+    finally:
+        await manager.cleanup()  # the nanny's shutdown: kernel killed, work dir removed, exit
+        try:
+            async with asyncio.timeout(10.0):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        path.unlink(missing_ok=True)
