@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
+import io
 import logging
 
 import kernel_hub.cli as cli
+from kernel_hub.console import Progress
 from kernel_hub.events import KernelEvent
 
 
@@ -71,7 +73,25 @@ def test_broken_or_blocked_plugin_commands_do_not_break_the_cli(monkeypatch, cap
     capsys.readouterr()
 
 
-def test_progress_events_are_printed(capsys):
-    cli._print_progress(KernelEvent("progress", "k1", "docker/x", {"message": "pulling image x"}))
-    cli._print_progress(KernelEvent("ready", "k1", "docker/x"))
-    assert capsys.readouterr().err == "kernel-hub: pulling image x\n"
+def test_progress_events_are_printed_as_lines_off_a_terminal():
+    out = io.StringIO()
+    progress = Progress(out, tty=False)
+    progress.on_event(KernelEvent("starting", "k1", "docker/x"))  # a quick start says nothing
+    progress.on_event(KernelEvent("progress", "k1", "docker/x", {"message": "pulling image x"}))
+    progress.on_event(KernelEvent("ready", "k1", "docker/x"))
+    progress.close()
+    assert out.getvalue() == "kernel-hub: pulling image x\n"
+
+
+def test_progress_on_a_terminal_redraws_one_line_and_erases_it():
+    out = io.StringIO()
+    progress = Progress(out, tty=True)
+    progress.on_event(KernelEvent("starting", "k1", "docker/x"))
+    progress.on_event(KernelEvent("progress", "k1", "docker/x", {"message": "pulling image x"}))
+    assert "pulling image x" in repr(progress)
+    progress.close()
+    progress.on_event(KernelEvent("progress", "k1", "docker/x", {"message": "late"}))
+    text = out.getvalue()
+    assert text.count("\r\x1b[2K") == 3  # two frames, then the erase
+    assert "starting kernel docker/x (0 s)" in text and "pulling image x (0 s)" in text
+    assert "\n" not in text and "late" not in text and text.endswith("\r\x1b[2K")

@@ -38,12 +38,6 @@ CLI_ENTRYPOINT_GROUP = "kernel_hub.cli"
 log = logging.getLogger("kernel_hub.cli")
 
 
-def _print_progress(event: Any) -> None:
-    """Show a provider's slow steps (image pulls, tunnels) on stderr, one line each."""
-    if event.kind == "progress":
-        print(f"kernel-hub: {event.data.get('message', event.describe())}", file=sys.stderr)
-
-
 def _add_plugin_commands(sub: Any, builtin: set[str]) -> None:
     blocked = {n.strip() for n in os.environ.get("KERNEL_HUB_DISABLE_PLUGINS", "").split(",")}
     for ep in entry_points(CLI_ENTRYPOINT_GROUP):

@@ -28,14 +28,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from kernel_hub.errors import ConfigError
-from kernel_hub.types import KernelType
+from kernel_hub.provider import ConfigCheck, ConfigError, KernelType
 
 __all__ = [
     "DEFAULT_ARGV",
     "IMAGE_LABEL",
     "PROVIDER",
     "DockerOptions",
+    "check_config",
     "types_from_config",
     "types_from_images",
 ]
@@ -254,3 +254,52 @@ def options_of(kernel_type: KernelType) -> DockerOptions:
     """Return the container options stored in a docker kernel type's metadata."""
     data = dict(kernel_type.metadata.get("docker") or {})
     return DockerOptions.parse(data, where=f"kernel type {kernel_type.id}")
+
+
+#: The plugin's own settings (scalars of ``[docker]``) and their defaults.
+_SETTINGS = {"ping_timeout": 3.0, "discover_labels": True}
+
+
+def check_config(section: Mapping[str, Any]) -> list[ConfigCheck]:
+    """Check ``[docker]`` and every ``[docker.<name>]``: effective values and their sources.
+
+    The optional ``check_config`` attribute of the plugin (see
+    :mod:`kernel_hub.config`); ``kernel-hub config check`` calls it.
+    """
+    import os
+
+    values: dict[str, tuple[Any, str]] = {}
+    for key, default in _SETTINGS.items():
+        values[key] = (section[key], "config") if key in section else (default, "default")
+    host = os.environ.get("DOCKER_HOST")
+    values["engine"] = (
+        (host, "environment DOCKER_HOST") if host else ("unix:///var/run/docker.sock", "default")
+    )
+    unknown = [k for k, v in section.items() if not isinstance(v, Mapping) and k not in _SETTINGS]
+    error = (
+        f"[docker] has unknown setting(s) {', '.join(map(repr, unknown))}; known settings: "
+        f"{', '.join(_SETTINGS)} (kernel types go in [docker.<name>] tables)"
+        if unknown
+        else None
+    )
+    checks = [ConfigCheck(PROVIDER, values, error)]
+    defaults = DockerOptions(image="").to_dict()
+    for name, table in section.items():
+        if not isinstance(table, Mapping):
+            continue
+        where = f"[docker.{name}]"
+        try:
+            kt = _kernel_type(name, table, where=where, source="config")
+        except ConfigError as exc:
+            checks.append(ConfigCheck(f"{PROVIDER}.{name}", error=str(exc)))
+            continue
+        opts = dict(kt.metadata["docker"])
+        opts.pop("source", None)
+        found: dict[str, tuple[Any, str]] = {
+            "display_name": (kt.display_name, "config" if "display_name" in table else "default"),
+            "argv": (list(kt.argv), "config" if "argv" in table else "default"),
+        }
+        for key, value in opts.items():
+            found[key] = (value, "config") if key in table else (defaults[key], "default")
+        checks.append(ConfigCheck(f"{PROVIDER}.{name}", found))
+    return checks

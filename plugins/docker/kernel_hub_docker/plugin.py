@@ -9,6 +9,7 @@ from kernel_hub.hookspecs import hookimpl
 
 from .discovery import find_docker_types
 from .images import PROVIDER
+from .images import check_config as check_config  # for 'kernel-hub config check'
 from .launch import launch_container
 from .manager import DockerManager
 

@@ -1,0 +1,268 @@
+"""The command line as a newcomer meets it: clear errors, exit codes, Ctrl-C, stale files, progress.
+
+Each test runs ``kernel-hub`` as a real subprocess (issue 16, items 1-6 and 12).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernel_hub.connection import new_connection_info, write_connection_file
+from kernel_hub.testing import pid_alive, wait_pid_gone
+
+CLI = [sys.executable, "-m", "kernel_hub"]
+#: Generous: two shared cores; nothing here waits this long on a healthy machine.
+TIMEOUT = 60
+
+
+def cli(*args: str, timeout: float = TIMEOUT, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+
+
+def one_error_line(stderr: str) -> str:
+    """Return the single ``kernel-hub: error:`` line of *stderr*; fail on a traceback."""
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("kernel-hub: error:")]
+    assert len(errors) == 1, stderr
+    return errors[0]
+
+
+@contextlib.contextmanager
+def popen(*args: str, **kw: object) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def read_until(stream, text: str) -> str:
+    """Read *stream* line by line until one contains *text*; return all read (test timeout bounds it)."""
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"no {text!r} in {''.join(seen)!r}")
+
+
+# ---- item 6: a subcommand's typo shows that subcommand's usage ----
+
+
+def test_a_typo_in_a_subcommand_option_shows_the_subcommands_usage():
+    res = cli("run", "--timout", "3", "-c", "1")
+    assert res.returncode == 2
+    assert res.stderr.startswith("usage: kernel-hub run ")
+    assert "unrecognized arguments: --timout" in res.stderr
+    nested = cli("config", "check", "--jsn")
+    assert nested.returncode == 2 and nested.stderr.startswith("usage: kernel-hub config check")
+
+
+# ---- item 3: one line and a documented exit code instead of a traceback ----
+
+
+def test_run_with_a_missing_file_is_one_line_with_the_fix(tmp_path):
+    res = cli("run", "-f", str(tmp_path / "nope.py"))
+    assert res.returncode == 2
+    line = one_error_line(res.stderr)
+    assert "nope.py" in line and "no such file" in line and "-c" in line
+    verbose = cli("-v", "run", "-f", str(tmp_path / "nope.py"))
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
+
+
+@pytest.mark.integration
+def test_run_timeout_is_one_line_and_stops_the_kernel_at_once():
+    code = "import os; print(os.getpid(), flush=True); import time; time.sleep(600)"
+    started = time.monotonic()
+    res = cli("run", "--timeout", "3", "-c", code)
+    elapsed = time.monotonic() - started
+    assert res.returncode == 4
+    line = one_error_line(res.stderr)
+    assert "--timeout 3" in line and "did not finish" in line
+    kernel_pid = int(res.stdout.split()[0])
+    assert wait_pid_gone(kernel_pid, 10)
+    # Before: TimeoutError's traceback after a 5 s polite shutdown of the busy kernel.
+    # Now the kernel is killed at once: launch + 3 s + kill, well under the old total on any load.
+    assert elapsed < 3 + 30, elapsed
+
+
+# ---- item 4: a start timeout for the CLI, with advice in CLI words ----
+
+
+@pytest.fixture
+def silent_spec(tmp_path):
+    """A kernelspec whose process never answers, marked so that the test can find it."""
+    marker = f"kh-silent-{os.getpid()}-{time.monotonic_ns()}"
+    spec = tmp_path / "kernels" / "silent"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-c", "import time; time.sleep(600)", marker, "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "silent"}))
+    return str(tmp_path), marker
+
+
+def processes_with(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    pids.append(int(entry))
+    return pids
+
+
+def test_start_timeout_bounds_a_kernel_that_never_answers(silent_spec):
+    path, marker = silent_spec
+    started = time.monotonic()
+    res = cli("run", "spec/silent", "--start-timeout", "3", "-c", "1", JUPYTER_PATH=path)
+    elapsed = time.monotonic() - started
+    assert res.returncode == 4, res.stderr
+    assert "did not become ready within 3" in res.stderr
+    assert "--start-timeout" in res.stderr and "ready_timeout=" not in res.stderr
+    assert "Traceback" not in res.stderr
+    assert elapsed < 3 + 30, elapsed  # before: a fixed 60 s
+    assert processes_with(marker) == []
+
+
+# ---- items 1 and 5: attach to stale files; interrupt without a nanny ----
+
+
+def test_attach_to_a_file_whose_kernel_is_gone_says_so_within_its_timeout(tmp_path):
+    path = write_connection_file(new_connection_info(), tmp_path / "kernel-gone.json")
+    started = time.monotonic()
+    res = cli("attach", str(path), "-c", "1", "--timeout", "2")
+    elapsed = time.monotonic() - started
+    assert res.returncode == 3
+    line = one_error_line(res.stderr)
+    assert f"the kernel of {path} is not running" in line and "no heartbeat" in line
+    assert elapsed < 2 + 20, elapsed  # before: 60 s, then a traceback
+
+
+@pytest.mark.integration
+def test_attach_interrupt_advice_then_a_stale_file_after_the_launcher_is_killed(tmp_path):
+    path = tmp_path / "k.json"
+    with popen("launch", "--connection-file", str(path)) as launcher:
+        assert launcher.stdout.readline().strip() == str(path)
+        record = json.loads(path.read_text())["kernel_hub"]
+        assert record["launcher_pid"] == launcher.pid
+        kernel_pid = record["kernel_pid"]
+
+        res = cli("attach", str(path), "--interrupt")
+        assert res.returncode == 2
+        line = one_error_line(res.stderr)
+        assert "no nanny ports" in line and "--message" in line and "launch --nanny" in line
+        assert "kernel.client()" not in line  # no Python-API advice on the command line
+        ok = cli("attach", str(path), "--interrupt", "--message")
+        assert ok.returncode == 0, ok.stderr
+        assert cli("attach", str(path), "-c", "print(6*7)").stdout == "42\n"
+
+        launcher.kill()  # SIGKILL: no cleanup, the file stays; the reaper ends the kernel
+        launcher.wait()
+        assert wait_pid_gone(kernel_pid, 20)
+        assert path.exists()
+        started = time.monotonic()
+        res = cli("attach", str(path), "-c", "1")
+        elapsed = time.monotonic() - started
+    path.unlink()
+    assert res.returncode == 3
+    line = one_error_line(res.stderr)
+    assert f"the kernel of {path} is not running (started {record['started']}" in line
+    assert f"by pid {launcher.pid})" in line and f"process {kernel_pid} is gone" in line
+    assert elapsed < 20, elapsed  # the pid check needs no waiting at all
+
+
+# ---- item 2: Ctrl-C interrupts the kernel, a second one stops everything ----
+
+LOOP = "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(600)\n"
+STUBBORN = (  # the pid is printed inside the try: a Ctrl-C after it is always caught
+    "import os, time\n"
+    "while True:\n"
+    "    try:\n"
+    "        print(os.getpid(), flush=True)\n"
+    "        time.sleep(600)\n"
+    "    except KeyboardInterrupt:\n"
+    "        print('ignored', flush=True)\n"
+)
+
+
+@pytest.mark.integration
+def test_ctrl_c_during_run_interrupts_the_kernel_like_a_console():
+    with popen("run", "-c", LOOP) as proc:
+        kernel_pid = int(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        err = read_until(proc.stderr, "KeyboardInterrupt")
+        assert "interrupting the kernel" in err
+        assert proc.wait(TIMEOUT) == 130
+    assert wait_pid_gone(kernel_pid, 20)
+
+
+@pytest.mark.integration
+def test_a_second_ctrl_c_stops_a_kernel_that_ignores_the_first():
+    with popen("run", "-c", STUBBORN) as proc:
+        kernel_pid = int(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.readline().strip() == "ignored"  # the kernel got the interrupt
+        assert pid_alive(kernel_pid) and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 130
+    assert wait_pid_gone(kernel_pid, 20)
+
+
+# ---- item 12: progress on a terminal ----
+
+
+@pytest.mark.integration
+def test_run_on_a_terminal_shows_what_it_waits_for_then_clears_the_line():
+    """stderr is a pseudo-terminal: a spinner line while the kernel starts, erased afterwards."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*CLI, "run", "-c", "print('done')"],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+        )
+        os.close(follower)
+        follower = -1
+        out, _ = proc.communicate(timeout=TIMEOUT)
+        seen = b""
+        while select.select([leader], [], [], 0)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's last writer has gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+    assert proc.returncode == 0 and out == "done\n"
+    text = seen.decode()
+    assert "starting kernel ipykernel/python3" in text and "\r" in text
+    assert text.endswith("\r\x1b[2K")  # erased: the terminal is left clean
