@@ -62,7 +62,7 @@ def popen(*args: str, **kw: object) -> Iterator[subprocess.Popen[str]]:
 
 
 def read_until(stream, text: str) -> str:
-    """Read *stream* line by line until one contains *text*; return all read (test timeout bounds it)."""
+    """Read *stream* until a line contains *text*; return all read (the test timeout bounds it)."""
     seen = []
     for line in stream:
         seen.append(line)
