@@ -138,6 +138,6 @@ def warn_unknown_tables(config: Mapping[str, Any], known: Iterable[str]) -> list
             "Known plugins: %s (a typo? 'kernel-hub plugins' lists them)",
             path,
             table,
-            ", ".join(names) or "none",
+            ", ".join(n for n in names if not n.startswith("kernel_hub.")) or "none",
         )
     return unknown

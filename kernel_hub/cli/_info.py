@@ -63,7 +63,11 @@ def cmd_config(args: argparse.Namespace) -> int:
     pm = make_plugin_manager()
     checks: list[ConfigCheck] = []
     notes: dict[str, str] = {}
-    known = sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
+    known = sorted(
+        name
+        for name, plugin in pm.list_name_plugin()
+        if plugin is not None and not name.startswith("kernel_hub.")
+    )
     for name, section in config.items():
         plugin = pm.get_plugin(name)
         if plugin is None:
