@@ -47,25 +47,32 @@ async def cmd_attach(args: argparse.Namespace) -> int:
     from ..remote import NannyManager, is_nanny_info
 
     info, state, record = _read_attach_file(args.file)
+    nanny = is_nanny_info(info)
+    if (args.kill or args.restart) and not nanny:
+        raise CommandError(
+            f"{args.file} has no nanny ports, so kernel-hub cannot kill or restart its "
+            "kernel; start kernels with 'kernel-hub launch --nanny' to control them "
+            "from other processes"
+        )
+    if args.interrupt and not (nanny or args.message):
+        raise CommandError(
+            f"{args.file} has no nanny ports, so kernel-hub cannot signal its kernel; "
+            "add --message if the kernel handles interrupt_request (kernelspec "
+            "interrupt_mode 'message'), or start it with 'kernel-hub launch --nanny'"
+        )
     probe = args.timeout if args.timeout is not None else args.start_timeout
     reason = await asyncio.to_thread(
         not_running_reason, args.file, info, record, timeout=min(probe, 10.0)
     )
     if reason is not None:
         raise CommandError(reason, EXIT_NOT_RUNNING)
-    manager = NannyManager(info, state) if is_nanny_info(info) else None
+    manager = NannyManager(info, state) if nanny else None
     interrupt_mode = "message" if args.message else "signal"
     client = AsyncKernelClient(
         info, manager=manager, interrupt_mode=interrupt_mode, ready_timeout=probe
     )
     try:
-        if args.kill or args.restart:
-            if manager is None:
-                raise CommandError(
-                    f"{args.file} has no nanny ports, so kernel-hub cannot kill or restart its "
-                    "kernel; start kernels with 'kernel-hub launch --nanny' to control them "
-                    "from other processes"
-                )
+        if manager is not None and (args.kill or args.restart):
             if args.kill:
                 await manager.kill()
                 print(f"killed (exit status {manager.exit_status})", file=sys.stderr)
@@ -74,12 +81,6 @@ async def cmd_attach(args: argparse.Namespace) -> int:
                 print(f"restarted (kernel pid {pid})", file=sys.stderr)
             return EXIT_OK
         if args.interrupt:
-            if manager is None and not args.message:
-                raise CommandError(
-                    f"{args.file} has no nanny ports, so kernel-hub cannot signal its kernel; "
-                    "add --message if the kernel handles interrupt_request (kernelspec "
-                    "interrupt_mode 'message'), or start it with 'kernel-hub launch --nanny'"
-                )
             await client.connect()
             await client.interrupt(timeout=probe)
             return EXIT_OK
