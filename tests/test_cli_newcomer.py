@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -266,3 +267,16 @@ def test_run_on_a_terminal_shows_what_it_waits_for_then_clears_the_line():
     text = seen.decode()
     assert "starting kernel ipykernel/python3" in text and "\r" in text
     assert text.endswith("\r\x1b[2K")  # erased: the terminal is left clean
+
+
+# ---- the documented exit codes are the real ones ----
+
+
+def test_docs_cli_md_documents_every_exit_status():
+    from kernel_hub import console
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    rows = {int(m) for m in re.findall(r"^\| (\d+) \|", doc, re.M)}
+    codes = {v for k, v in vars(console).items() if k.startswith("EXIT_")}
+    assert rows == codes
+    assert "Exit codes: 0 ok, 1 the code raised" in cli("--help").stdout

@@ -1,0 +1,68 @@
+"""The README's way to install the plugins today works (issue 16, item 9).
+
+The distributions are not on PyPI; the README says to build wheels with
+``uv build`` and install them with ``--find-links``. This does exactly that
+in a fresh venv and checks that the ssh plugin is there and offers a type
+from a config table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kernel_hub.testing import require_service
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_names_every_plugin_and_explains_nice():
+    readme = (ROOT / "README.md").read_text()
+    for dist in ("kernel-hub-spec", "kernel-hub-ipykernel", "kernel-hub-ssh", "kernel-hub-docker"):
+        assert f"[`{dist}`](plugins/" in readme
+    assert "`nice/python3`" in readme and "[`examples/nice`](examples/nice)" in readme
+    assert "not on PyPI yet" in readme
+    for plugin in ROOT.glob("plugins/*/README.md"):
+        assert "not on PyPI yet" in plugin.read_text(), plugin
+
+
+@pytest.mark.slow
+def test_wheels_built_with_uv_install_with_find_links(tmp_path):
+    uv = os.environ.get("UV") or shutil.which("uv")
+    require_service("uv", uv is not None, "install uv: python3 -m pip install uv")
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
+    }
+    run = {"env": env, "capture_output": True, "text": True, "timeout": 300, "check": True}
+    dist = tmp_path / "dist"
+    for package in ("kernel-hub", "kernel-hub-ssh", "kernel-hub-ipykernel"):
+        subprocess.run(
+            [uv, "build", "-q", "--wheel", "--package", package, "-o", str(dist)], cwd=ROOT, **run
+        )
+    venv = tmp_path / "venv"
+    subprocess.run([uv, "venv", "-q", str(venv)], **run)
+    python = str(venv / "bin" / "python")
+    # What the README says, with uv's pip (the venv has no pip of its own).
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", python, "--find-links", str(dist),
+         "kernel-hub-ssh", "kernel-hub-ipykernel"],
+        **run,
+    )  # fmt: skip
+    config = tmp_path / "kh.toml"
+    config.write_text('[ssh.box]\nhost = "box"\n')
+    cli_env = {**env, "KERNEL_HUB_CONFIG": str(config)}
+    cli_env.pop("KERNEL_HUB_DISABLE_PLUGINS", None)
+    res = subprocess.run(
+        [str(venv / "bin" / "kernel-hub"), "list", "--json"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert {t["id"] for t in json.loads(res.stdout)} == {"ssh/box"}  # no ipykernel in that venv
