@@ -14,7 +14,7 @@ __all__ = ["add_commands"]
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add ``kernel-hub docker prune`` and ``kernel-hub docker ps``.
+    """Add ``kernel-hub docker prune``, ``ps`` and ``label``.
 
     :param subparsers: the ``kernel-hub`` parser's subparsers action.
     """
@@ -37,6 +37,24 @@ def add_commands(subparsers: Any) -> None:
     ps = sub.add_parser("ps", help="list kernel containers with their owners")
     ps.add_argument("--json", action="store_true", help="print JSON")
     ps.set_defaults(func=_cmd_ps)
+
+    label = sub.add_parser(
+        "label",
+        help="make an existing image a kernel type (adds the org.kernel-hub.kernel label)",
+        description="Build a new image FROM IMAGE with the org.kernel-hub.kernel label "
+        "(nothing is downloaded) and tag it IMAGE, or --tag.",
+    )
+    label.add_argument("image", help="the image (name:tag or id); it needs python3 with ipykernel")
+    label.add_argument("--name", help="the type's name: docker/NAME (default: the repository)")
+    label.add_argument("--display-name", help="the name shown to users")
+    label.add_argument("--language", help="the kernel's language (default: python)")
+    label.add_argument(
+        "--argv",
+        help='the kernel command as JSON, e.g. \'["python3", "-m", "ipykernel_launcher", '
+        '"-f", "{connection_file}"]\' (default: that)',
+    )
+    label.add_argument("-t", "--tag", help="tag the labelled image TAG instead of IMAGE")
+    label.set_defaults(func=_cmd_label)
 
 
 def _print(containers: list[Any], *, as_json: bool, empty: str) -> None:
@@ -64,4 +82,24 @@ def _cmd_ps(args: argparse.Namespace) -> int:
     from .prune import kernel_containers
 
     _print(kernel_containers(), as_json=args.json, empty="no kernel containers")
+    return 0
+
+
+def _cmd_label(args: argparse.Namespace) -> int:
+    from kernel_hub.provider import ConfigError
+
+    from .labelling import label_image, label_value
+
+    argv = None
+    if args.argv:
+        try:
+            argv = json.loads(args.argv)
+        except ValueError as exc:
+            raise ConfigError(f"--argv must be a JSON list of strings ({exc})") from None
+    data = label_value(
+        name=args.name, display_name=args.display_name, language=args.language, argv=argv
+    )
+    ref = label_image(args.image, data, tag=args.tag)
+    name = args.name or ref.rsplit("/", 1)[-1].split(":", 1)[0]
+    print(f"{ref} is the kernel type docker/{name}; 'kernel-hub list' shows it")
     return 0
