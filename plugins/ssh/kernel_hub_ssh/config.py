@@ -22,7 +22,6 @@ effective values (:func:`check_config`).
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from collections.abc import Mapping
@@ -187,6 +186,8 @@ def _parse_table(name: str, table: Any) -> SSHKernelConfig:
         )
     unknown = sorted(set(table) - set(_FIELDS))
     if unknown:
+        import difflib  # only for a typo
+
         close = difflib.get_close_matches(unknown[0], _FIELDS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(

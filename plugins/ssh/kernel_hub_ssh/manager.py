@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_hub.errors import KernelHubError, LaunchError
 from kernel_hub.manager import KernelManager
-from kernel_hub.remote import NannyManager
 from kernel_hub.types import LaunchResult
 
 from .config import SSHHostConfig
@@ -27,6 +26,7 @@ from .tunnel import TunnelSet, get_tunnels, open_tunnels
 
 if TYPE_CHECKING:
     from kernel_hub import KernelHub
+    from kernel_hub.provider import NannyManager
     from kernel_hub.types import KernelType, LaunchRequest
 
     from .config import SSHKernelConfig
@@ -195,6 +195,8 @@ async def make_remote_manager(
     tunnels = await _ssh_loop().submit(_take_tunnels(target, state, preferred))
     info = tunnels.connection_info(connection_info)
     try:
+        from kernel_hub.provider import NannyManager  # ZeroMQ's client side: at first use
+
         nanny = NannyManager(info, state, type_id=kernel_type.id)
     except BaseException:
         await _ssh_loop().submit(tunnels.release())
