@@ -180,6 +180,9 @@ def test_attach_interrupt_advice_then_a_stale_file_after_the_launcher_is_killed(
         ok = cli("attach", str(path), "--interrupt", "--message")
         assert ok.returncode == 0, ok.stderr
         assert cli("attach", str(path), "-c", "print(6*7)").stdout == "42\n"
+        slow = cli("attach", str(path), "-c", "import time; time.sleep(60)", "--timeout", "2")
+        assert slow.returncode == 4
+        assert "did not answer in time" in one_error_line(slow.stderr)
 
         launcher.kill()  # SIGKILL: no cleanup, the file stays; the reaper ends the kernel
         launcher.wait()
