@@ -5,6 +5,12 @@ entry point names a function ``add_commands(subparsers)`` that adds its parsers
 and sets ``func`` (called with the parsed args; may return a coroutine) as a
 parser default. That keeps the four provider hooks free of CLI concerns, and
 the plugin's heavy imports stay inside ``func``.
+
+This module holds the parser and :func:`main` (exit codes, one-line errors);
+the commands live beside it: ``_launch`` (``run``, ``launch``, ``launch
+--nanny``), ``_attach`` and ``_info`` (``list``, ``plugins``, ``config
+check``). What a person sees (progress, Ctrl-C, exit codes) is
+:mod:`kernel_hub.console`.
 """
 
 from __future__ import annotations
@@ -60,8 +66,8 @@ class _Parser(argparse.ArgumentParser):
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
         ns, extras = super().parse_known_args(args, namespace)
-        if not hasattr(ns, "_kh_parser"):  # the innermost subcommand's parser sets it first
-            ns._kh_parser = self
+        if not hasattr(ns, "kh_parser"):  # the innermost subcommand's parser sets it first
+            ns.kh_parser = self
         return ns, extras
 
 
@@ -184,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:
-        args._kh_parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.kh_parser.error(f"unrecognized arguments: {' '.join(extras)}")
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=level, format="kernel-hub: %(levelname)s: %(message)s")
     commands: dict[str, Any] = {
