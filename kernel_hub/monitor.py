@@ -131,7 +131,7 @@ class ActivityMonitor:
         if (
             self._feeder is not None
             or transport is None
-            or not client._can_feed(self._loop, self._info)
+            or not client.can_feed(self._loop, self._info)
         ):
             return False
         transport.close()  # what it holds is stale or reaches the client too

@@ -25,8 +25,7 @@ costs nothing to import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .argv import expand_env, format_argv
 from .errors import (
@@ -37,7 +36,7 @@ from .errors import (
     NoSuchKernelType,
     PluginError,
 )
-from .hookspecs import hookimpl
+from .hookspecs import HubContext, hookimpl
 from .manager import KernelManager
 from .procs import pid_alive, process_start, process_token
 from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, split_type_id
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
         write_connection_file,
     )
     from .loopthread import LoopThread
+    from .nanny import source as nanny_source
     from .remote import NannyManager, is_nanny_info
     from .subproc import SubprocessManager, launch_subprocess
 
@@ -77,6 +77,7 @@ __all__ = [
     "format_argv",
     "hookimpl",
     "is_nanny_info",
+    "nanny_source",
     "launch_subprocess",
     "new_connection_info",
     "pid_alive",
@@ -89,29 +90,6 @@ __all__ = [
 ]
 
 
-class HubContext(Protocol):
-    """What a plugin may use of the hub that calls its hooks (the ``hub`` argument).
-
-    :class:`kernel_hub.KernelHub` is one; a plugin needs nothing else of it.
-    """
-
-    def config_for(self, plugin: str) -> dict[str, Any]:
-        """Return the ``[<plugin>]`` table of the kernel_hub config file (empty if absent)."""
-        ...
-
-    def emit(self, kind: str, kernel_id: str, type_id: str, **data: Any) -> None:
-        """Emit a lifecycle event (``progress``, ``connection_lost``, ...).
-
-        Safe to call from any thread: the event is delivered on the hub's loop.
-        """
-        ...
-
-    @property
-    def config(self) -> Mapping[str, Any]:
-        """The whole parsed config file."""
-        ...
-
-
 _LAZY = {
     "CHANNELS": "connection",
     "new_connection_info": "connection",
@@ -121,6 +99,7 @@ _LAZY = {
     "cancel_and_wait": "aio",
     "LoopThread": "loopthread",
     "NannyManager": "remote",
+    "nanny_source": "nanny",
     "is_nanny_info": "remote",
     "SubprocessManager": "subproc",
     "launch_subprocess": "subproc",
@@ -132,7 +111,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __package__), name)
+        module = importlib.import_module(f".{_LAZY[name]}", __package__)
+        value = getattr(module, "source" if name == "nanny_source" else name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'kernel_hub.provider' has no attribute {name!r}")

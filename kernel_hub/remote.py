@@ -16,25 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from .errors import KernelHubError, LaunchError
+from .errors import KernelHubError
 from .manager import KernelManager
 from .session import BadSignature, Message, Session
 
 if TYPE_CHECKING:
-    from .types import KernelType
+    pass
 
-__all__ = ["NannyManager", "is_nanny_info", "start_local_nanny"]
+__all__ = ["NannyManager", "is_nanny_info"]
 
 log = logging.getLogger("kernel_hub.remote")
 
@@ -223,9 +219,10 @@ class _Link:
 class NannyManager(KernelManager):
     """Manage a kernel through its nanny, wherever the two run.
 
-    Built by the core's ``make_manager`` fallback whenever the connection info
-    carries ``nanny_control_port`` (and by :class:`~kernel_hub.AsyncKernelClient`
-    given such connection info without a manager). ``wait()`` wakes on the
+    Built by the hub for kernels it runs under a local nanny, by the core's
+    ``make_manager`` fallback for a provider's kernel whose connection info
+    carries ``nanny_control_port``, and by providers that wrap it (SSH).
+    ``wait()`` wakes on the
     nanny's ``kernel_died`` event, never by polling.
 
     ``cleanup()`` sends the nanny ``shutdown``: it kills the kernel if it still
@@ -509,74 +506,3 @@ class NannyManager(KernelManager):
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile
                     loop.call_soon_threadsafe(link.close)
-
-
-async def start_local_nanny(
-    kernel_type: KernelType,
-    *,
-    cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
-    kernel_id: str = "",
-    python: str = sys.executable,
-    stderr: int | None = None,
-    timeout: float = 60.0,
-) -> tuple[asyncio.subprocess.Process, NannyManager]:
-    """Start a nanny on this machine running *kernel_type*'s argv; return it and its manager.
-
-    What ``kernel-hub launch --nanny`` uses. The nanny runs in its own session
-    (no terminal signals), gets the kernel type's environment through its own
-    (never on its command line), and fills ``{connection_file}``; the other
-    argv templates are filled here.
-
-    :param python: the interpreter that runs ``nanny.py`` (needs pyzmq).
-    :param stderr: where the nanny's log goes (default: inherited).
-    :raises LaunchError: when the type has no argv or the nanny reports an error.
-    """
-    from . import nanny
-    from .subproc import expand_env, format_argv
-
-    if not kernel_type.argv:
-        raise LaunchError(
-            f"kernel type {kernel_type.id} has no argv; a local nanny runs command-line kernel "
-            "types such as ipykernel/python3 or spec/<name>"
-        )
-    if cwd is not None and not os.path.isdir(cwd):
-        raise LaunchError(f"cannot launch {kernel_type.id}: working directory {cwd!r} is missing")
-    argv = format_argv(
-        kernel_type.argv,
-        resource_dir=kernel_type.resource_dir or "",
-        kernel_id=kernel_id,
-        prefix=sys.prefix,
-    )
-    # Same precedence as local kernels: caller's env > the type's env (with ${VARS}) > ours.
-    full_env = {**os.environ, **(env or {})}
-    full_env = {**full_env, **expand_env(kernel_type.env, full_env), **(env or {})}
-    # Run as a remote nanny runs, from stdin: as a script path, its directory (kernel_hub/)
-    # would come first on sys.path and shadow the standard library's "types" module.
-    cmd = [python, "-", "--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
-    if cwd is not None:
-        cmd += ["--cwd", cwd]
-    with open(nanny.__file__, "rb") as src:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=src,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=full_env,
-            start_new_session=True,
-        )
-    assert proc.stdout is not None
-    handshake: dict[str, Any]
-    try:
-        async with asyncio.timeout(timeout):
-            line = await proc.stdout.readline()
-        handshake = json.loads(line) if line else {"error": "it exited without a handshake"}
-    except (TimeoutError, ValueError) as exc:
-        handshake = {"error": f"no handshake line ({exc!r})"}
-    if "error" in handshake:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        raise LaunchError(f"the nanny could not start {kernel_type.id}: {handshake['error']}")
-    state = {k: handshake[k] for k in ("nanny_pid", "kernel_pid", "workdir")}
-    return proc, NannyManager(handshake["connection_info"], state, type_id=kernel_type.id)

@@ -8,7 +8,7 @@ import logging
 import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from ..aio import cancel_and_wait
 from ..errors import KernelDied, KernelHubError
@@ -16,11 +16,11 @@ from ..session import BadSignature, Message, Session
 from ._channels import Transport, ZMQTransport
 
 if TYPE_CHECKING:
-    from ..hub import RunningKernel
-    from ..manager import KernelManager
-    from ..remote import NannyManager
+    import zmq
 
-__all__ = ["AsyncKernelClient", "console_output_hook"]
+    from ..manager import KernelManager
+
+__all__ = ["AsyncKernelClient", "StatusSink", "console_output_hook"]
 
 log = logging.getLogger("kernel_hub.client")
 
@@ -34,6 +34,21 @@ Handler = Callable[[Message], Any]
 CHANNELS = ("shell", "control", "stdin", "iopub")
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class StatusSink(Protocol):
+    """Who else wants the kernel states a client reads anyway (the kernel's activity monitor).
+
+    A :class:`~kernel_hub.RunningKernel` passes its monitor to the clients it
+    makes, so that the monitor need not read IOPub a second time; see
+    :mod:`kernel_hub.monitor` for the hand-over protocol.
+    """
+
+    def observe(self, client: AsyncKernelClient, state: str) -> None:
+        """Take *state* from a ``status`` message *client* received, on the client's loop."""
+
+    def feeder_closing(self, client: AsyncKernelClient, iopub: zmq.Socket[bytes] | None) -> None:
+        """*client* is closing: adopt its connected IOPub socket *iopub* if it fed the sink."""
 
 
 def _expire(fut: asyncio.Future[Message], what: str, timeout: float) -> None:
@@ -81,18 +96,21 @@ class AsyncKernelClient:
     Every client method must be awaited on the loop that connected it.
 
     :param connection_info: the kernel's connection info (ports, ip, key).
-    :param manager: the kernel's manager; needed for signal interrupts and for
-        ``shutdown`` to make sure the kernel has ended. Without one, connection
-        info that carries nanny ports gets a :class:`~kernel_hub.remote.NannyManager`
-        of its own, whose sockets :meth:`close` releases (the kernel keeps running).
+    :param manager: the kernel's manager; needed for signal interrupts, to fail
+        waiting requests when the kernel dies, and for ``shutdown`` to make sure
+        the kernel has ended. A client never builds one: ask the hub
+        (:meth:`KernelHub.manager_for`, or use ``kernel.client()``).
     :param interrupt_mode: ``"signal"`` or ``"message"``, from the kernel type.
     :param transport: the wire; a :class:`ZMQTransport` by default (tests pass a fake).
     :param ready_timeout: how long ``async with client:`` waits in :meth:`wait_for_ready`.
-    :param kernel: the :class:`~kernel_hub.RunningKernel` this client talks to;
-        given by ``kernel.client()``. The client then follows the kernel across
-        restarts: it reconnects to the relaunched process by itself, keeping its
-        handlers (requests that were waiting when the kernel died fail with
-        :class:`~kernel_hub.KernelDied`).
+    :param status_sink: told of every ``status`` message (the kernel's monitor;
+        given by ``kernel.client()``).
+    :param on_close: called with this client when it closes (the kernel forgets it).
+
+    A client from ``kernel.client()`` follows its kernel across restarts: the
+    kernel calls :meth:`reconnect` with the new process's connection info,
+    and the client keeps its handlers (requests that were waiting when the
+    kernel died fail with :class:`~kernel_hub.KernelDied`).
     """
 
     def __init__(
@@ -104,15 +122,10 @@ class AsyncKernelClient:
         transport: Transport | None = None,
         session: Session | None = None,
         ready_timeout: float | None = 60.0,
-        kernel: RunningKernel | None = None,
+        status_sink: StatusSink | None = None,
+        on_close: Callable[[AsyncKernelClient], None] | None = None,
     ) -> None:
         self.connection_info = dict(connection_info)
-        # A kernel served by a nanny can be interrupted and killed by anyone holding its key.
-        self._own_manager: NannyManager | None = None
-        if manager is None and "nanny_control_port" in self.connection_info:
-            from ..remote import NannyManager
-
-            manager = self._own_manager = NannyManager(self.connection_info)
         #: How long ``async with client:`` waits for the kernel to answer.
         self.ready_timeout = ready_timeout
         self.manager = manager
@@ -133,9 +146,8 @@ class AsyncKernelClient:
         self._iopub_seen: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._rejoin: asyncio.Task[None] | None = None
-        self._kernel = kernel
-        if kernel is not None:
-            kernel._clients.add(self)
+        self._sink = status_sink
+        self._on_close = on_close
         self._died: KernelDied | None = None
         self._state = "NEW"
         #: Messages dropped because their signature was missing, wrong or replayed.
@@ -194,8 +206,13 @@ class AsyncKernelClient:
         self._pending.clear()
         self._executions.clear()
 
-    def _kernel_restarted(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
-        """Switch to the relaunched kernel; called by the RunningKernel from any thread."""
+    def reconnect(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
+        """Switch to a relaunched kernel at *connection_info*, keeping handlers; any thread.
+
+        Requests waiting on the old process fail with :class:`KernelDied`; the
+        next requests wait until IOPub of the new one is subscribed. Called by
+        :class:`~kernel_hub.RunningKernel` after a restart.
+        """
         loop = self._loop
         if loop is None or loop.is_closed():
             self._follow(connection_info, manager)  # never connected: just update
@@ -243,10 +260,10 @@ class AsyncKernelClient:
         # Requests wait for this first, so that no output of the next execution is lost.
         self._rejoin = asyncio.ensure_future(self._await_iopub(self.ready_timeout))
 
-    def _can_feed(
+    def can_feed(
         self, loop: asyncio.AbstractEventLoop | None, connection_info: Mapping[str, Any]
     ) -> bool:
-        """Whether this client's IOPub can stand in for the kernel monitor's socket.
+        """Whether this client's IOPub can stand in for a monitor's socket on *loop*.
 
         It must run on the monitor's loop, own a real transport (whose socket it can
         hand over) and be connected to the very kernel the monitor follows.
@@ -262,14 +279,14 @@ class AsyncKernelClient:
         )
 
     def _stop_feeding_monitor(self, *, hand_over: bool = True) -> None:
-        """Give the kernel's monitor back a socket of its own, ours if *hand_over*."""
-        kernel = self._kernel
-        if kernel is None or not kernel._monitor.fed_by(self):
+        """Tell the status sink we stop; hand it our IOPub socket if *hand_over*."""
+        sink = self._sink
+        if sink is None:
             return
         iopub = None
-        if hand_over and isinstance(self._transport, ZMQTransport):
+        if hand_over and self._own_transport and isinstance(self._transport, ZMQTransport):
             iopub = self._transport.release("iopub")
-        kernel._monitor.feeder_closing(self, iopub)
+        sink.feeder_closing(self, iopub)
 
     async def _rejoined(self) -> None:
         """Wait until a reconnect after a restart has its IOPub subscription in place."""
@@ -283,16 +300,14 @@ class AsyncKernelClient:
         if self._state == "CLOSED":
             return
         self._state = "CLOSED"
-        if self._kernel is not None:
-            self._kernel._clients.discard(self)
+        if self._on_close is not None:
+            self._on_close(self)
         if self._rejoin is not None:
             self._rejoin.cancel()
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
         self._stop_feeding_monitor()
         self._transport.close()
-        if self._own_manager is not None:
-            self._own_manager.close()
         self._fail_waiting(KernelHubError("the client was closed while waiting for a reply"))
 
     async def __aenter__(self) -> AsyncKernelClient:
@@ -358,8 +373,8 @@ class AsyncKernelClient:
         is_status = msg.header.get("msg_type") == "status"
         if is_status:
             self.execution_state = msg.content.get("execution_state", self.execution_state)
-            if self._kernel is not None:  # the kernel's monitor may read its states from here
-                self._kernel._monitor.observe(self, self.execution_state)
+            if self._sink is not None:  # the kernel's monitor may read its states from here
+                self._sink.observe(self, self.execution_state)
         ex = self._executions.get(parent_id) if parent_id else None
         if ex is None:
             return

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from kernel_hub import ConfigError, KernelType
+from kernel_hub.provider import ConfigError, KernelType
 
 PROVIDER = "nice"
 

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from kernel_hub.errors import LaunchError
+from kernel_hub.provider import LaunchError
 
 if TYPE_CHECKING:
     import docker

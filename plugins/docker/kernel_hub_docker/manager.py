@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from kernel_hub.manager import KernelManager
+from kernel_hub.provider import KernelManager
 
 from .engine import engine_errors, get_client
 

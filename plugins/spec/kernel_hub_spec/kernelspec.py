@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kernel_hub.types import KernelType
+from kernel_hub.provider import KernelType
 
 __all__ = [
     "PROVIDER",

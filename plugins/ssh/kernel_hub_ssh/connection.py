@@ -25,9 +25,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from kernel_hub.aio import cancel_and_wait
-from kernel_hub.errors import LaunchError
-from kernel_hub.provider import LoopThread
+from kernel_hub.provider import LaunchError, LoopThread, cancel_and_wait
 
 from .config import SSHHostConfig
 

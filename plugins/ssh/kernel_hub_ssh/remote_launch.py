@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from kernel_hub.errors import LaunchError
+from kernel_hub.provider import LaunchError
 
 if TYPE_CHECKING:
     from .config import SSHKernelConfig
@@ -35,9 +35,9 @@ _HANDSHAKE_KEYS = ("connection_info", "nanny_pid", "kernel_pid", "workdir")
 
 def nanny_source() -> str:
     """Return the text of the nanny, to be piped to the remote Python."""
-    from kernel_hub import nanny
+    from kernel_hub.provider import nanny_source
 
-    return nanny.source()
+    return nanny_source()
 
 
 def _quote_path(path: str) -> str:

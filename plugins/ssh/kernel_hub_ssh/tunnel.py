@@ -152,8 +152,6 @@ class TunnelSet:
         self.key = key
         self.tunnels: dict[str, Tunnel] = {}
         self.refs = 0
-        #: True from a launch until its ``make_manager`` takes over the launch's reference.
-        self.handover = False
 
     def __repr__(self) -> str:
         return f"<TunnelSet {self.host.target.label} ports={self.local_ports} refs={self.refs}>"
