@@ -182,8 +182,9 @@ def make_manager(
 def restart_policy(hub: HubContext, kernel_type: KernelType) -> RestartPolicy | None:
     """Return how kernels of *kernel_type* are restarted when they die unexpectedly.
 
-    Called on the plugin that offered the type by :meth:`KernelHub.launch` once per launch, unless the caller
-    passed a policy or ``restart=False`` (call arguments win). The policy holds
+    Called on the plugin that offered the type by :meth:`KernelHub.launch`, once
+    per launch, unless the caller passed a policy or ``restart=False`` (call
+    arguments win). The policy holds
     for the kernel's whole life; :class:`~kernel_hub.restarter.KernelRestarter`
     applies it.
 
