@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import importlib.metadata
+from typing import Any
 
 __all__ = ["Distribution", "EntryPoint", "entry_points", "normalize_name"]
 

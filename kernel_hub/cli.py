@@ -16,12 +16,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._entrypoints import entry_points
 from .errors import KernelHubError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .events import KernelEvent
 
 __all__ = ["CLI_ENTRYPOINT_GROUP", "main"]
 
@@ -92,7 +96,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     if args.code is not None:
         code = args.code
     elif args.file is not None:
-        code = Path(args.file).read_text()
+        code = await asyncio.to_thread(Path(args.file).read_text)
     else:
         code = sys.stdin.read()
     async with KernelHub() as hub:
@@ -105,7 +109,6 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 
 async def _cmd_launch(args: argparse.Namespace) -> int:
     from .connection import runtime_dir, write_connection_file
-    from .events import KernelEvent
     from .hub import KernelHub
 
     loop = asyncio.get_running_loop()

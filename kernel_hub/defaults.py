@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .hookspecs import hookimpl
 from .types import RestartPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .hookspecs import HubContext
     from .remote import NannyManager
     from .types import KernelType

@@ -21,12 +21,13 @@ awaitable of it; the hub awaits hook results in exactly one place
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterable, Mapping
+
     from .manager import KernelManager
     from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy
 

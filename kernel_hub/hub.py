@@ -13,7 +13,6 @@ import dataclasses
 import logging
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,8 @@ from .starter import Started, Starter
 from .types import KernelType, LaunchRequest, RestartPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from .manager import KernelManager
     from .plugins import KernelHubPluginManager
 

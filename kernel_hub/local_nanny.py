@@ -15,7 +15,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .argv import expand_env, format_argv
@@ -24,6 +23,8 @@ from .remote import NannyManager
 from .types import LaunchResult
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .types import KernelType, LaunchRequest
 
 __all__ = ["LOCAL_NANNY", "LocalNannyManager", "launch_under_nanny"]
@@ -104,7 +105,7 @@ async def launch_under_nanny(
             "nanny=True is for command-line kernel types such as ipykernel/python3 or spec/<name>"
         )
     cwd = request.cwd
-    if cwd is not None and not os.path.isdir(cwd):
+    if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, local
         raise LaunchError(f"cannot launch {kernel_type.id}: working directory {cwd!r} is missing")
     if stderr is None and not logging.getLogger("kernel_hub").isEnabledFor(logging.DEBUG):
         stderr = subprocess.DEVNULL
@@ -123,7 +124,8 @@ async def launch_under_nanny(
     cmd = [python, "-", "--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
     if cwd is not None:
         cmd += ["--cwd", cwd]
-    with open(nanny.__file__, "rb") as src:
+    # The nanny's source, opened to be the child's stdin: the child reads it, not us.
+    with open(nanny.__file__, "rb") as src:  # noqa: ASYNC230
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             stdin=src,

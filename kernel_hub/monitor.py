@@ -30,15 +30,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
-
-import zmq
 
 from .client._channels import ZMQTransport
 from .session import DELIM, Session
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import zmq
+
     from .client.asynchronous import AsyncKernelClient
 
 __all__ = ["ActivityMonitor", "ExecutionState"]

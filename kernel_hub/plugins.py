@@ -10,7 +10,6 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,6 +21,7 @@ from .types import KernelType
 
 if TYPE_CHECKING:
     import importlib.metadata
+    from collections.abc import Awaitable, Iterable, Mapping
 
     from ._entrypoints import EntryPoint
     from .hookspecs import HubContext

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -28,6 +27,8 @@ from .manager import KernelManager
 from .session import BadSignature, Message, Session
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     pass
 
 __all__ = ["NannyManager", "is_nanny_info"]
@@ -139,7 +140,7 @@ class _Link:
 
     def _on_event(self, msg: Message) -> None:
         kind = msg.header.get("msg_type")
-        self.manager._on_event(kind, msg.content)
+        self.manager.handle_event(kind, msg.content)
         if kind == "nanny_welcome":
             self.disconnected = False
         self._wake()
@@ -327,7 +328,7 @@ class NannyManager(KernelManager):
             raise KernelHubError(f"the nanny at {self.where} has exited; its kernel is gone")
         return await link.request(op, timeout or self.request_timeout, **args)
 
-    def _on_event(self, kind: str | None, content: Mapping[str, Any]) -> None:
+    def handle_event(self, kind: str | None, content: Mapping[str, Any]) -> None:
         """Update the shared state from an event (called on any link's loop)."""
         pid = content.get("kernel_pid")
         if kind == "kernel_died":

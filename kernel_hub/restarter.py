@@ -18,7 +18,6 @@ import logging
 import random as _random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,8 @@ from .aio import cancel_and_wait
 from .errors import KernelHubError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from .manager import KernelManager
     from .types import RestartPolicy
 
@@ -173,7 +174,7 @@ class KernelRestarter:
                 up_since = self._clock()
                 try:
                     status = await manager.wait()
-                except Exception:  # noqa: BLE001 - a broken manager is treated as a death
+                except Exception:
                     log.exception("waiting for %r failed; treating the kernel as dead", manager)
                     status = None
                 if self._stopping:
@@ -183,7 +184,7 @@ class KernelRestarter:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the kernel must end in a known state
+        except Exception as exc:
             log.exception("the restarter of %s failed", self.control.label)
             self.control.end(failed=f"the restarter failed: {exc!r}")
 

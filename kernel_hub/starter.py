@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,8 @@ from .client import AsyncKernelClient
 from .errors import KernelDied, LaunchError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .hookspecs import HubContext
     from .manager import KernelManager
     from .monitor import ActivityMonitor

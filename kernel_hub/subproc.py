@@ -12,7 +12,6 @@ import os
 import signal as _signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,8 @@ from .reaper import reaper
 from .types import LaunchResult
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from .types import KernelType, LaunchRequest
 
 __all__ = ["SubprocessManager", "expand_env", "format_argv", "launch_subprocess"]
@@ -53,7 +54,7 @@ async def launch_subprocess(
     argv = list(argv if argv is not None else kernel_type.argv)
     if not argv:
         raise LaunchError(f"kernel type {kernel_type.id} has an empty argv; nothing to run")
-    if request.cwd is not None and not os.path.isdir(request.cwd):
+    if request.cwd is not None and not os.path.isdir(request.cwd):  # noqa: ASYNC240 - one stat
         raise LaunchError(
             f"cannot launch {kernel_type.id}: working directory {request.cwd!r} does not exist"
         )
@@ -77,7 +78,9 @@ async def launch_subprocess(
     env["JPY_PARENT_PID"] = str(os.getpid())
     log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        proc = subprocess.Popen(
+        # Popen returns once the child is forked (fork+exec, no waiting on it); asyncio's
+        # subprocess transport would add a watcher per kernel for nothing: wait() uses a pidfd.
+        proc = subprocess.Popen(  # noqa: ASYNC220
             argv,
             cwd=request.cwd,
             env=env,
@@ -271,7 +274,7 @@ class SubprocessManager(KernelManager):
         if not self.log_file:
             return ""
         try:
-            text = Path(self.log_file).read_text(errors="replace")
+            text = Path(self.log_file).read_text(errors="replace")  # noqa: ASYNC240 - small, local
         except OSError:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])

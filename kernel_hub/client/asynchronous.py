@@ -352,18 +352,18 @@ class AsyncKernelClient:
         elif channel == "stdin":
             self._on_stdin(msg, parent_id)
         else:
-            fut = self._pending.pop(parent_id, None)  # type: ignore[arg-type]
+            fut = self._pending.pop(parent_id, None)
             if fut is not None:
                 if not fut.done():
                     fut.set_result(msg)
             elif channel == "shell" and parent_id in self._executions:
-                self._executions[parent_id].got_reply(msg)  # type: ignore[index]
+                self._executions[parent_id].got_reply(msg)
         for handler in self._handlers[channel]:
             try:
                 result = handler(msg)
                 if asyncio.iscoroutine(result):
                     asyncio.ensure_future(result)
-            except Exception:  # noqa: BLE001 - a handler must not stop the channel
+            except Exception:
                 log.exception("%s handler %r failed", channel, handler)
 
     def _on_iopub(self, msg: Message, parent_id: str | None) -> None:
@@ -387,7 +387,7 @@ class AsyncKernelClient:
                 result = ex.output_hook(msg)
                 if asyncio.iscoroutine(result):
                     asyncio.ensure_future(result)
-            except Exception:  # noqa: BLE001 - a hook must not stop the channel
+            except Exception:
                 log.exception("output_hook %r failed", ex.output_hook)
 
     def _on_stdin(self, msg: Message, parent_id: str | None) -> None:
@@ -404,7 +404,7 @@ class AsyncKernelClient:
             value = hook(request.content.get("prompt", ""), bool(request.content.get("password")))
             if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
                 value = await value
-        except Exception:  # noqa: BLE001 - the kernel still needs an answer
+        except Exception:
             log.exception("stdin_hook failed; answering with an empty string")
             value = ""
         self._send("stdin", self.session.msg("input_reply", {"value": str(value)}, parent=request))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import SubprocessManager, hookimpl, launch_subprocess
@@ -10,6 +9,8 @@ from kernel_hub.provider import SubprocessManager, hookimpl, launch_subprocess
 from .provider import PROVIDER, find_nice_types
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .engine import PING_TIMEOUT, EngineUnavailable, engine_errors, get_client
 from .images import IMAGE_LABEL, types_from_config, types_from_images
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from kernel_hub.provider import HubContext, KernelType
 
 __all__ = ["find_docker_types", "list_labelled_images"]

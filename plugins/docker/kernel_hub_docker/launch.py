@@ -18,7 +18,6 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import (
@@ -36,6 +35,8 @@ from .images import DockerOptions, options_of, parse_mount
 from .owner import LABEL_KERNEL_ID, LABEL_TEMP_DIR, LABEL_TYPE_ID, owner_labels
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import docker
 
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest

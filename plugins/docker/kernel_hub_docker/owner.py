@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from kernel_hub.provider import process_token
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "LABEL_KERNEL_ID",

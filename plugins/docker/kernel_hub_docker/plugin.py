@@ -5,7 +5,6 @@ The hub routes ``launch`` and ``make_manager`` to this plugin only for ``docker/
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import hookimpl
@@ -15,6 +14,8 @@ from .launch import launch_container
 from .manager import DockerManager
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
 
 __all__ = ["find_kernel_types", "launch", "make_manager"]

@@ -6,7 +6,6 @@ it offered, so no hook checks the provider.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import SubprocessManager, hookimpl, launch_subprocess
@@ -14,6 +13,8 @@ from kernel_hub.provider import SubprocessManager, hookimpl, launch_subprocess
 from .launcher import PROVIDER, find_ipykernel_types
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
 
 __all__ = ["PROVIDER", "find_kernel_types", "launch", "make_manager"]

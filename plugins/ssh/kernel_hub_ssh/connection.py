@@ -242,7 +242,7 @@ class HostConnection:
             f"connects={self.connects}]>"
         )
 
-    async def _open(self) -> None:
+    async def open(self) -> None:
         self.conn = await open_connection(self.target)
         self.connects += 1
         self.state = "CONNECTED"
@@ -266,7 +266,7 @@ class HostConnection:
         for listener in list(self._listeners):
             try:
                 listener(kind, dict(data))
-            except Exception:  # noqa: BLE001 - one bad listener must not stop the others
+            except Exception:
                 log.exception("ssh connection listener %r failed on %s", listener, kind)
 
     async def wait_change(self, generation: int) -> str:
@@ -379,7 +379,7 @@ async def acquire(target: SSHHostConfig) -> HostConnection:
         hc = _pool.get(key)
         if hc is None or hc.state in ("GONE", "CLOSED"):
             hc = HostConnection(target)
-            await hc._open()
+            await hc.open()
             _pool[key] = hc
         hc.refs += 1
         return hc

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import (
@@ -31,6 +30,8 @@ from .remote_launch import kill_remote, start_nanny
 from .tunnel import TunnelSet, get_tunnels, open_tunnels
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest
 
     from .config import SSHKernelConfig

@@ -5,7 +5,6 @@ The hub routes ``launch`` and ``make_manager`` to this plugin only for ``ssh/*``
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import NoSuchKernelType, hookimpl
@@ -13,6 +12,8 @@ from kernel_hub.provider import NoSuchKernelType, hookimpl
 from .config import PROVIDER, kernel_types, parse_config
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
 
     from .manager import SSHKernelManager

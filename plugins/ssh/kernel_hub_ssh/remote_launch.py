@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import shlex
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
@@ -22,6 +21,8 @@ import asyncssh
 from kernel_hub.provider import LaunchError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .config import SSHKernelConfig
     from .connection import HostConnection
 

@@ -18,10 +18,11 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Container, Mapping
+
     from .connection import HostConnection
 
 __all__ = ["Tunnel", "TunnelSet", "get_tunnels", "open_tunnels"]
