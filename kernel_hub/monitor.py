@@ -32,8 +32,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from .client._channels import ZMQTransport
 from .session import DELIM, Session
+from .transport import ZMQTransport
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

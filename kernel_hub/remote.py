@@ -25,6 +25,7 @@ import zmq
 from .errors import KernelHubError
 from .manager import KernelManager
 from .session import BadSignature, Message, Session
+from .transport import ZMQTransport
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,13 +40,6 @@ log = logging.getLogger("kernel_hub.remote")
 def is_nanny_info(connection_info: Mapping[str, Any]) -> bool:
     """Return whether *connection_info* describes a kernel served by a nanny."""
     return "nanny_control_port" in connection_info and "nanny_events_port" in connection_info
-
-
-def _url(connection_info: Mapping[str, Any], port_key: str) -> str:
-    ip = str(connection_info.get("ip", "127.0.0.1"))
-    if ":" in ip:
-        ip = f"[{ip}]"
-    return f"{connection_info.get('transport', 'tcp')}://{ip}:{connection_info[port_key]}"
 
 
 class _Link:
@@ -64,42 +58,37 @@ class _Link:
         #: Set when the SUB socket lost its connection (until the next welcome).
         self.disconnected = False
         self.closed = False
-        self._fds: list[int] = []
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self.dealer: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
-        self.dealer.linger = 0
-        self.dealer.connect(_url(manager.connection_info, "nanny_control_port"))
-        self._watch(self.dealer, self._on_reply)
-        self.sub: zmq.Socket[bytes] | None = None
+        self._monitor_fd: int | None = None
+        # One transport per socket kind (the SUB one only once subscribed): the same drain
+        # as the kernel clients' channels.
+        self.control = ZMQTransport(
+            manager.connection_info,
+            identity=self.session.session_id.encode(),
+            channels=("nanny_control",),
+        )
+        self.control.open(self._on_frames)
+        self.events: ZMQTransport | None = None
         self.monitor: zmq.Socket[bytes] | None = None
 
     def __repr__(self) -> str:
-        state = "CLOSED" if self.closed else ("SUBSCRIBED" if self.sub is not None else "OPEN")
+        state = "CLOSED" if self.closed else ("SUBSCRIBED" if self.events is not None else "OPEN")
         return f"<_Link {self.manager.where} [{state}]>"
-
-    def _watch(self, sock: zmq.Socket[bytes], handler: Any) -> None:
-        fd = int(sock.getsockopt(zmq.FD))
-        self.loop.add_reader(fd, self._drain, sock, handler)
-        self._fds.append(fd)
-        # The ZeroMQ fd is edge-triggered: drain once now in case it already fired.
-        self.loop.call_soon(self._drain, sock, handler)
 
     def subscribe(self) -> None:
         """Open the SUB socket (once); the nanny answers the subscription with nanny_welcome."""
-        if self.sub is not None or self.closed:
+        if self.events is not None or self.closed:
             return
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(_url(self.manager.connection_info, "nanny_events_port"))
-        self.sub = sub
-        self._watch(sub, self._on_event)
+        self.events = ZMQTransport(
+            self.manager.connection_info, identity=b"", channels=("nanny_events",)
+        )
+        self.events.open(self._on_frames)
+        sub = self.events.socket("nanny_events")
+        assert sub is not None  # just opened
         # A nanny killed outright sends nothing; its closed connection is the only news.
         self.monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
         fd = int(self.monitor.getsockopt(zmq.FD))
         self.loop.add_reader(fd, self._drain_monitor)
-        self._fds.append(fd)
+        self._monitor_fd = fd
         self.loop.call_soon(self._drain_monitor)
 
     def _drain_monitor(self) -> None:
@@ -116,22 +105,23 @@ class _Link:
                 self.disconnected = True
                 self._wake()
 
-    def _drain(self, sock: zmq.Socket[bytes], handler: Any) -> None:
-        while not self.closed and not sock.closed:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                msg = self.session.deserialize(frames)
-            except BadSignature as exc:
-                self.manager.bad_signatures += 1
-                log.warning("%r dropped a nanny message with a bad signature (%s)", self, exc)
-                continue
-            except ValueError as exc:
-                log.warning("%r dropped a malformed nanny message (%s)", self, exc)
-                continue
-            handler(msg)
+    def _on_frames(self, channel: str, frames: list[bytes]) -> None:
+        """One nanny message from the transport's drain: verify, then reply or event."""
+        if self.closed:
+            return
+        try:
+            msg = self.session.deserialize(frames)
+        except BadSignature as exc:
+            self.manager.bad_signatures += 1
+            log.warning("%r dropped a nanny message with a bad signature (%s)", self, exc)
+            return
+        except ValueError as exc:
+            log.warning("%r dropped a malformed nanny message (%s)", self, exc)
+            return
+        if channel == "nanny_events":
+            self._on_event(msg)
+        else:
+            self._on_reply(msg)
 
     def _on_reply(self, msg: Message) -> None:
         fut = self.pending.pop(msg.parent_header.get("msg_id", ""), None)
@@ -168,9 +158,8 @@ class _Link:
         fut: asyncio.Future[Message] = self.loop.create_future()
         self.pending[msg_id] = fut
         try:
-            self.dealer.send_multipart(self.session.serialize(msg), zmq.NOBLOCK)
-            # A send can consume the fd's edge for a reply that arrived meanwhile.
-            self.loop.call_soon(self._drain, self.dealer, self._on_reply)
+            # The transport's send also catches a reply whose fd edge the send consumed.
+            self.control.send("nanny_control", self.session.serialize(msg))
             async with asyncio.timeout(timeout):
                 reply = await fut
         except TimeoutError:
@@ -197,16 +186,18 @@ class _Link:
         if self.closed:
             return
         self.closed = True
-        if not self.loop.is_closed():
-            for fd in self._fds:
-                self.loop.remove_reader(fd)
-        self._fds.clear()
-        if self.sub is not None and self.monitor is not None:
+        if self._monitor_fd is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self._monitor_fd)
+        self._monitor_fd = None
+        sub = self.events.socket("nanny_events") if self.events is not None else None
+        if sub is not None and self.monitor is not None:
             with contextlib.suppress(zmq.ZMQError):
-                self.sub.disable_monitor()
-        for sock in (self.dealer, self.sub, self.monitor):
-            if sock is not None:
-                sock.close(linger=0)
+                sub.disable_monitor()
+        if self.monitor is not None:
+            self.monitor.close(linger=0)
+        self.control.close()
+        if self.events is not None:
+            self.events.close()
         err = KernelHubError(f"{self.manager!r} was closed")
         for fut in self.pending.values():
             if not fut.done():

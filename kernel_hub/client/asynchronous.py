@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from ..aio import cancel_and_wait
 from ..errors import KernelDied, KernelHubError
 from ..session import BadSignature, Message, Session
-from ._channels import Transport, ZMQTransport
+from ..transport import Transport, ZMQTransport
 
 if TYPE_CHECKING:
     import zmq
