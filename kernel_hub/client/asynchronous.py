@@ -5,35 +5,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import sys
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..aio import cancel_and_wait
 from ..errors import KernelDied, KernelHubError
 from ..session import BadSignature, Message, Session
 from ..transport import Transport, ZMQTransport
+from ._execution import Execution, Handler, OutputHook, StdinHook, expire
+from ._requests import KernelRequests
+from .console import console_output_hook, terminal_input
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     import zmq
 
     from ..manager import KernelManager
 
-__all__ = ["AsyncKernelClient", "StatusSink", "console_output_hook"]
+__all__ = ["AsyncKernelClient", "StatusSink"]
 
 log = logging.getLogger("kernel_hub.client")
 
-#: Called with each IOPub message of one execution.
-OutputHook = Callable[[Message], Any]
-#: Called with ``(prompt, password)`` on ``input_request``; returns the reply or an awaitable.
-StdinHook = Callable[[str, bool], "str | Awaitable[str]"]
-#: A per-channel handler, called with every message received on that channel.
-Handler = Callable[[Message], Any]
-
 CHANNELS = ("shell", "control", "stdin", "iopub")
-
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class StatusSink(Protocol):
@@ -51,43 +44,7 @@ class StatusSink(Protocol):
         """*client* is closing: adopt its connected IOPub socket *iopub* if it fed the sink."""
 
 
-def _expire(fut: asyncio.Future[Message], what: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError(f"no {what} from the kernel within {timeout} s"))
-
-
-class _Execution:
-    """Bookkeeping of one execute request: done once its reply and its idle status arrived.
-
-    One future for both, so the waiting task wakes once per execution, not twice.
-    """
-
-    __slots__ = ("done", "idle", "output_hook", "reply", "stdin_hook")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        output_hook: OutputHook | None,
-        stdin_hook: StdinHook | None,
-    ) -> None:
-        self.done: asyncio.Future[Message] = loop.create_future()
-        self.reply: Message | None = None
-        self.idle = False
-        self.output_hook = output_hook
-        self.stdin_hook = stdin_hook
-
-    def got_reply(self, reply: Message) -> None:
-        self.reply = reply
-        if self.idle and not self.done.done():
-            self.done.set_result(reply)
-
-    def got_idle(self) -> None:
-        self.idle = True
-        if self.reply is not None and not self.done.done():
-            self.done.set_result(self.reply)
-
-
-class AsyncKernelClient:
+class AsyncKernelClient(KernelRequests):
     """Talk to one kernel over its channels, from asyncio.
 
     Requests return the reply :class:`~kernel_hub.session.Message`. Create one
@@ -140,7 +97,7 @@ class AsyncKernelClient:
             self.connection_info, identity=self.session.session_id.encode()
         )
         self._pending: dict[str, asyncio.Future[Message]] = {}
-        self._executions: dict[str, _Execution] = {}
+        self._executions: dict[str, Execution] = {}
         self._handlers: dict[str, list[Handler]] = {c: [] for c in CHANNELS}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._iopub_seen: asyncio.Event | None = None
@@ -426,7 +383,7 @@ class AsyncKernelClient:
         """
         if timeout is None:
             return await fut
-        timer = fut.get_loop().call_later(timeout, _expire, fut, what, timeout)
+        timer = fut.get_loop().call_later(timeout, expire, fut, what, timeout)
         try:
             return await fut
         finally:
@@ -545,7 +502,7 @@ class AsyncKernelClient:
         }
         msg = self.session.msg("execute_request", content)
         msg_id = msg.header["msg_id"]
-        ex = _Execution(loop, output_hook, stdin_hook)
+        ex = Execution(loop, output_hook, stdin_hook)
         self._executions[msg_id] = ex
         try:
             self._send("shell", msg)
@@ -569,66 +526,9 @@ class AsyncKernelClient:
         return await self.execute(
             code,
             output_hook=output_hook or console_output_hook,
-            stdin_hook=stdin_hook or _terminal_input,
+            stdin_hook=stdin_hook or terminal_input,
             timeout=timeout,
         )
-
-    async def kernel_info(self, *, timeout: float | None = None) -> Message:
-        """Return the ``kernel_info_reply``."""
-        return await self.request("kernel_info_request", timeout=timeout)
-
-    async def complete(
-        self, code: str, cursor_pos: int | None = None, *, timeout: float | None = None
-    ) -> Message:
-        """Return completions at *cursor_pos* (default: end of *code*)."""
-        pos = len(code) if cursor_pos is None else cursor_pos
-        return await self.request(
-            "complete_request", {"code": code, "cursor_pos": pos}, timeout=timeout
-        )
-
-    async def inspect(
-        self,
-        code: str,
-        cursor_pos: int | None = None,
-        detail_level: int = 0,
-        *,
-        timeout: float | None = None,
-    ) -> Message:
-        """Return introspection of the object at *cursor_pos* (default: end of *code*)."""
-        pos = len(code) if cursor_pos is None else cursor_pos
-        content = {"code": code, "cursor_pos": pos, "detail_level": detail_level}
-        return await self.request("inspect_request", content, timeout=timeout)
-
-    async def history(
-        self,
-        *,
-        raw: bool = True,
-        output: bool = False,
-        hist_access_type: str = "tail",
-        n: int = 10,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> Message:
-        """Return the kernel's history (``tail`` of *n* entries by default)."""
-        content = {
-            "raw": raw,
-            "output": output,
-            "hist_access_type": hist_access_type,
-            "n": n,
-            **kwargs,
-        }
-        return await self.request("history_request", content, timeout=timeout)
-
-    async def is_complete(self, code: str, *, timeout: float | None = None) -> Message:
-        """Return whether *code* is a complete statement (``is_complete_reply``)."""
-        return await self.request("is_complete_request", {"code": code}, timeout=timeout)
-
-    async def comm_info(
-        self, target_name: str | None = None, *, timeout: float | None = None
-    ) -> Message:
-        """Return the kernel's open comms (of *target_name* only, if given)."""
-        content = {} if target_name is None else {"target_name": target_name}
-        return await self.request("comm_info_request", content, timeout=timeout)
 
     def input(self, value: str) -> None:
         """Answer the kernel's pending ``input_request`` with *value* (for stdin handlers)."""
@@ -673,38 +573,3 @@ class AsyncKernelClient:
         except TimeoutError:
             log.warning("kernel did not exit %s s after shutdown_request; killing it", timeout)
             await self.manager.kill()
-
-
-def console_output_hook(
-    msg: Message, *, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> None:
-    """Print one IOPub message as a console would: streams, results, displays and tracebacks."""
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    msg_type = msg.header.get("msg_type")
-    content = msg.content
-    if msg_type == "stream":
-        (err if content.get("name") == "stderr" else out).write(content.get("text", ""))
-        (err if content.get("name") == "stderr" else out).flush()
-    elif msg_type in ("execute_result", "display_data", "update_display_data"):
-        data = content.get("data", {})
-        text = data.get("text/plain")
-        if text is None and data:
-            text = f"<{', '.join(sorted(data))}>"
-        if text is not None:
-            out.write(text + "\n")
-            out.flush()
-    elif msg_type == "error":
-        tb = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
-        text = "\n".join(tb) + "\n"
-        if not getattr(err, "isatty", lambda: False)():
-            text = _ANSI_RE.sub("", text)  # kernels colour tracebacks for terminals only
-        err.write(text)
-        err.flush()
-
-
-async def _terminal_input(prompt: str, password: bool) -> str:
-    import getpass
-
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, getpass.getpass if password else input, prompt)
