@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .asynchronous import AsyncKernelClient
-from .console import console_output_hook
 from .blocking import BlockingKernelClient
+from .console import console_output_hook
 
 __all__ = ["AsyncKernelClient", "BlockingKernelClient", "console_output_hook"]
