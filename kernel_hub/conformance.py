@@ -381,9 +381,10 @@ class ProviderConformance:
             wire = json.dumps(kernel.describe())  # what a host would persist
             saved = json.loads(wire)
             assert saved["state"] == json.loads(json.dumps(state))
-            attached = await conformance_hub.attach(
-                saved["type_id"], saved["connection_info"], saved["state"]
-            )
+            # The description records the owner; the hub routes make_manager to it.
+            assert saved["plugin"] == conformance_hub.owner_of(type_id)
+            saved.pop("kernel_id")  # a second RunningKernel of the same process: a new id
+            attached = await conformance_hub.attach(**saved)
             assert attached.manager is not manager
             assert await attached.manager.is_alive()
             async with attached.client() as client:
