@@ -148,8 +148,8 @@ def make_manager(
 ) -> KernelManager | Awaitable[KernelManager] | None:
     """Build the :class:`~kernel_hub.KernelManager` for a launched kernel.
 
-    Called on the plugin that owns the type by :meth:`KernelHub.attach` (through
-    :meth:`KernelHub.manager_for`) when a host re-attaches to a kernel from saved
+    Called by :meth:`KernelHub.attach` (through :meth:`KernelHub.manager_for`), on
+    the plugin that owns the type, when a host re-attaches to a kernel from saved
     state, possibly in another process than the one that launched it; and by
     :meth:`KernelHub.launch` when a ``LaunchResult`` carries no live manager.
 
@@ -183,7 +183,7 @@ def make_manager(
 def restart_policy(hub: HubContext, kernel_type: KernelType) -> RestartPolicy | None:
     """Return how kernels of *kernel_type* are restarted when they die unexpectedly.
 
-    Called on the plugin that offered the type by :meth:`KernelHub.launch`, once
+    Called by :meth:`KernelHub.launch`, on the plugin that offered the type, once
     per launch, unless the caller passed a policy or ``restart=False`` (call
     arguments win). The policy holds
     for the kernel's whole life; :class:`~kernel_hub.restarter.KernelRestarter`
