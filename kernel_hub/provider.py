@@ -42,6 +42,8 @@ from .procs import pid_alive, process_start, process_token
 from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, split_type_id
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
     from .aio import cancel_and_wait
     from .connection import (
         CHANNELS,
@@ -79,6 +81,8 @@ __all__ = [
     "is_nanny_info",
     "nanny_source",
     "launch_subprocess",
+    "local_launch",
+    "local_make_manager",
     "new_connection_info",
     "pid_alive",
     "process_start",
@@ -88,6 +92,41 @@ __all__ = [
     "split_type_id",
     "write_connection_file",
 ]
+
+
+# ---- ready-made hooks for command-line kernel types ----
+
+
+@hookimpl
+def local_launch(
+    hub: HubContext, kernel_type: KernelType, request: LaunchRequest
+) -> Awaitable[LaunchResult]:
+    """A ``launch`` hook for types with an ``argv``: a local child process in its own group.
+
+    A plugin whose types are plain command lines (the built-in ``spec`` and
+    ``ipykernel`` ones) re-exports it under the hook's name::
+
+        from kernel_hub.provider import local_launch as launch
+    """
+    from .subproc import launch_subprocess
+
+    return launch_subprocess(kernel_type, request)
+
+
+@hookimpl
+def local_make_manager(
+    hub: HubContext,
+    kernel_type: KernelType,
+    connection_info: Mapping[str, Any],
+    state: Mapping[str, Any],
+) -> KernelManager:
+    """The ``make_manager`` hook that goes with :func:`local_launch` (re-attach by pid)::
+
+    from kernel_hub.provider import local_make_manager as make_manager
+    """
+    from .subproc import SubprocessManager
+
+    return SubprocessManager.from_state(state, type_id=kernel_type.id)
 
 
 _LAZY = {
