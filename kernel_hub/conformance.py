@@ -62,6 +62,7 @@ from .errors import NoSuchKernelType
 from .hookspecs import hookimpl
 from .hub import KernelHub
 from .plugins import ENTRYPOINT_GROUP, make_plugin_manager
+from .procs import process_group
 from .types import KernelType, RestartPolicy, split_type_id
 
 if TYPE_CHECKING:
@@ -163,12 +164,8 @@ def _live_pids(*, pid: int | None, pgid: int | None) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            # The fields after "(command)": state, ppid, pgrp, ...
-            fields = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue  # ended while we looked
-        if fields[0] != b"Z" and (int(entry) == pid or (pgid and int(fields[2]) == pgid)):
+        group = process_group(int(entry))  # None: a zombie, or ended while we looked
+        if group is not None and (int(entry) == pid or (pgid and group == pgid)):
             live.append(int(entry))
     return live
 

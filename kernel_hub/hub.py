@@ -72,7 +72,7 @@ class KernelHub:
         self._kernels: dict[str, RunningKernel] = {}
         #: Lifecycle events of this hub's kernels; ``hub.events.subscribe(callback)``.
         self.events = EventBus()
-        self._starter = Starter(self.hooks, self)
+        self._starter = Starter(self.hooks, self, self.manager_for)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
 

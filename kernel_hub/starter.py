@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .client import AsyncKernelClient
-from .errors import KernelDied, LaunchError
+from .errors import KernelDied, LaunchError, PluginError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -25,9 +26,12 @@ if TYPE_CHECKING:
     from .plugins import HookRelay
     from .types import KernelType, LaunchRequest, LaunchResult
 
-__all__ = ["Started", "Starter"]
+__all__ = ["ManagerFor", "Started", "Starter"]
 
 log = logging.getLogger("kernel_hub")
+
+#: ``KernelHub.manager_for``: ``(connection_info, state, *, type_id, plugin) -> manager``.
+ManagerFor = Callable[..., Awaitable["KernelManager | None"]]
 
 #: Launches tried when a kernel finds a port it was given already taken.
 PORT_ATTEMPTS = 3
@@ -85,11 +89,14 @@ class Starter:
 
     :param hooks: the hub's hook façade.
     :param hub: what plugins see of the hub (their hooks' ``hub`` argument).
+    :param manager_for: the hub's one place that turns a launch's connection info
+        and state into a manager, for launches that return no live manager.
     """
 
-    def __init__(self, hooks: HookRelay, hub: HubContext) -> None:
+    def __init__(self, hooks: HookRelay, hub: HubContext, manager_for: ManagerFor) -> None:
         self.hooks = hooks
         self.hub = hub
+        self._manager_for = manager_for
 
     async def start(
         self,
@@ -150,13 +157,11 @@ class Starter:
         nanny: bool,
     ) -> Started:
         result = await self._launch(kernel_type, request, plugin=plugin, nanny=nanny)
-        manager = result.manager or await self.hooks.make_manager(
-            plugin=plugin,
-            hub=self.hub,
-            kernel_type=kernel_type,
-            connection_info=result.connection_info,
-            state=result.state,
+        manager = result.manager or await self._manager_for(
+            result.connection_info, result.state, type_id=kernel_type.id, plugin=plugin
         )
+        if manager is None:  # not reached: with a type, the owner builds one or raises
+            raise PluginError(f"plugin {plugin!r} gave no manager for {kernel_type.id!r}")
         try:
             if monitor is not None:
                 monitor.open(result.connection_info)

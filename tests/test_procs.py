@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from kernel_hub import nanny
-from kernel_hub.procs import pid_alive, process_start, process_token
+from kernel_hub.procs import pid_alive, process_group, process_start, process_token
 
 
 def test_a_running_process_is_alive_and_has_a_start_time():
@@ -38,3 +38,11 @@ def test_the_nannys_twin_reads_the_same_start_time():
         child.kill()
         child.wait()
     assert nanny._process_start(child.pid) == process_start(child.pid) == ""
+
+
+def test_process_group_of_a_running_process_and_none_for_a_zombie():
+    child = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+    assert process_group(child.pid) is None  # a zombie
+    child.wait()
+    assert process_group(os.getpid()) == os.getpgid(0)
