@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "CHECK_ATTRIBUTE",
@@ -88,7 +90,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """
     p = Path(path) if path is not None else config_path()
     try:
-        f = open(p, "rb")  # noqa: SIM115 - opened first so that no file, no tomllib import
+        f = open(p, "rb")
     except FileNotFoundError:
         if path is None and os.environ.get("KERNEL_HUB_CONFIG"):
             raise ConfigError(

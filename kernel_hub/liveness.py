@@ -13,10 +13,12 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .procs import boot_id, pid_alive, process_token
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["RECORD_KEY", "heartbeat_answers", "launcher_record", "not_running_reason"]
 

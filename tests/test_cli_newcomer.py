@@ -276,7 +276,7 @@ def test_run_on_a_terminal_shows_what_it_waits_for_then_clears_the_line():
 
 
 def test_docs_cli_md_documents_every_exit_status():
-    from kernel_hub import console
+    from kernel_hub.cli import terminal as console
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     rows = {int(m) for m in re.findall(r"^\| (\d+) \|", doc, re.M)}

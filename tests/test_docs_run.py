@@ -131,7 +131,9 @@ def test_every_block_runs(block: Block, tmp_path):
     script.write_text(block.code)
     config = tmp_path / "kernel-hub.toml"
     config.write_text("")
-    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config)}
+    runtime = tmp_path / "runtime"  # connection files of the block's kernels, checked below
+    runtime.mkdir()
+    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config), "JUPYTER_RUNTIME_DIR": str(runtime)}
     files = home_files(block.path)
     if files:
         home = tmp_path / "home"
@@ -156,3 +158,5 @@ def test_every_block_runs(block: Block, tmp_path):
             proc.wait()
     assert proc.returncode == 0, f"{block.id} failed:\n{out}\n{err}"
     assert "Traceback" not in err, f"{block.id}:\n{err}"
+    # A block that shuts its kernels down leaves no connection or log file behind.
+    assert not os.listdir(runtime), f"{block.id} left files: {sorted(os.listdir(runtime))}"

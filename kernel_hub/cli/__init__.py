@@ -10,7 +10,7 @@ This module holds the parser and :func:`main` (exit codes, one-line errors);
 the commands live beside it: ``_launch`` (``run``, ``launch``, ``launch
 --nanny``), ``_attach`` and ``_info`` (``list``, ``plugins``, ``config
 check``). What a person sees (progress, Ctrl-C, exit codes) is
-:mod:`kernel_hub.console`.
+:mod:`kernel_hub.cli.terminal`.
 """
 
 from __future__ import annotations
@@ -20,21 +20,23 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._entrypoints import entry_points
-from ..console import (
+from ..errors import ConfigError, KernelDied, KernelHubError, LaunchError, NoSuchKernelType
+from ._attach import cmd_attach
+from ._info import cmd_config, cmd_list, cmd_plugins
+from ._launch import START_TIMEOUT, cmd_launch, cmd_launch_nanny, cmd_run
+from .terminal import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NOT_RUNNING,
     EXIT_USAGE,
     CommandError,
 )
-from ..errors import ConfigError, KernelDied, KernelHubError, LaunchError, NoSuchKernelType
-from ._attach import cmd_attach
-from ._info import cmd_config, cmd_list, cmd_plugins
-from ._launch import START_TIMEOUT, cmd_launch, cmd_launch_nanny, cmd_run
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["CLI_ENTRYPOINT_GROUP", "main"]
 
@@ -186,7 +188,7 @@ def _exit_status(exc: KernelHubError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``kernel-hub`` command; return its exit status (see :mod:`kernel_hub.console`)."""
+    """Run the ``kernel-hub`` command; return its exit status (``cli.terminal`` lists them)."""
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:

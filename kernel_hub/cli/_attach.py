@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..console import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_TIMEOUT, CommandError
+from .terminal import EXIT_FAILED, EXIT_NOT_RUNNING, EXIT_OK, EXIT_TIMEOUT, CommandError
 
 if TYPE_CHECKING:
     import argparse
@@ -43,6 +43,7 @@ def _read_attach_file(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
 async def cmd_attach(args: argparse.Namespace) -> int:
     """Attach to a running kernel from its connection file; never shut it down on exit."""
     from ..client import AsyncKernelClient
+    from ..hub import KernelHub
     from ..liveness import not_running_reason
     from ..remote import NannyManager, is_nanny_info
 
@@ -66,7 +67,11 @@ async def cmd_attach(args: argparse.Namespace) -> int:
     )
     if reason is not None:
         raise CommandError(reason, EXIT_NOT_RUNNING)
-    manager = NannyManager(info, state) if nanny else None
+    # Without a type id, only a kernel under a nanny can be managed from here; the hub
+    # decides (no plugin is needed for that).
+    hub = KernelHub(load_entrypoints=False, config={})
+    found = await hub.manager_for(info, state)
+    manager = found if isinstance(found, NannyManager) else None
     interrupt_mode = "message" if args.message else "signal"
     client = AsyncKernelClient(
         info, manager=manager, interrupt_mode=interrupt_mode, ready_timeout=probe

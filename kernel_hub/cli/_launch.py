@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..console import (
+from ..errors import KernelDied, LaunchError
+from .terminal import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NOT_RUNNING,
@@ -19,12 +21,13 @@ from ..console import (
     CtrlC,
     Progress,
 )
-from ..errors import KernelDied, LaunchError
 
 if TYPE_CHECKING:
     import argparse
 
-    from ..hub import KernelHub, RunningKernel
+    from ..events import KernelEvent
+    from ..hub import KernelHub
+    from ..kernel import RunningKernel
 
 __all__ = ["START_TIMEOUT", "cmd_launch", "cmd_launch_nanny", "cmd_run"]
 
@@ -34,7 +37,7 @@ START_TIMEOUT = 60.0
 
 def _cli_words(exc: LaunchError) -> str:
     """Return *exc*'s message with the Python API's advice put in command-line words."""
-    return str(exc).replace("Raise ready_timeout= ", "Raise --start-timeout ")
+    return re.sub(r"Raise ready_timeout=(?: \([^)]*\))?", "Raise --start-timeout", str(exc))
 
 
 async def _launch(
@@ -53,13 +56,13 @@ async def _launch(
         display.close()
 
 
-def _read_code(args: argparse.Namespace) -> str:
+async def _read_code(args: argparse.Namespace) -> str:
     if args.code is not None:
         return str(args.code)
     if args.file is None:
-        return sys.stdin.read()
+        return await asyncio.to_thread(sys.stdin.read)
     try:
-        return Path(args.file).read_text()
+        return await asyncio.to_thread(Path(args.file).read_text)
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise CommandError(
@@ -72,7 +75,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     """Launch, run the code like a console, shut down; Ctrl-C interrupts, twice stops."""
     from ..hub import KernelHub
 
-    code = _read_code(args)
+    code = await _read_code(args)
     async with KernelHub() as hub:
         launching = asyncio.ensure_future(_launch(hub, args))
         with CtrlC(lambda _: _cancel(launching)):
@@ -131,7 +134,6 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
 
 async def cmd_launch(args: argparse.Namespace) -> int:
     from ..connection import runtime_dir, write_connection_file
-    from ..events import KernelEvent
     from ..hub import KernelHub
     from ..liveness import RECORD_KEY, launcher_record
     from ..subproc import SubprocessManager
@@ -193,91 +195,49 @@ async def cmd_launch(args: argparse.Namespace) -> int:
 
 
 async def cmd_launch_nanny(args: argparse.Namespace) -> int:
-    """``launch --nanny``: the kernel runs under a local nanny, managed through its sockets."""
-    import subprocess
-    import uuid
-
-    from ..client import AsyncKernelClient
+    """``launch --nanny``: ``hub.launch(..., nanny=True)``, then serve until Ctrl-C or death."""
     from ..connection import runtime_dir, write_connection_file
-    from ..errors import KernelDied, LaunchError
     from ..hub import KernelHub
-    from ..remote import start_local_nanny
+    from ..liveness import RECORD_KEY, launcher_record
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     hub = KernelHub()
-    kt = await (hub.default_kernel_type() if args.type is None else hub.get_kernel_type(args.type))
-    kernel_id = str(uuid.uuid4())
-    proc, manager = await start_local_nanny(
-        kt,
-        cwd=args.cwd,
-        kernel_id=kernel_id,
-        stderr=None if args.verbose else subprocess.DEVNULL,
-    )
-    info = manager.connection_info
+    try:
+        kernel = await _launch(hub, args, progress=False, nanny=True, restart=False)
+    except BaseException:
+        await hub.aclose()
+        raise
     path = (
         Path(args.connection_file)
         if args.connection_file
-        else runtime_dir() / f"kernel-hub-{kernel_id}.json"
+        else runtime_dir() / f"kernel-hub-{kernel.id}.json"
     )
     try:
-        client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
-        try:
-            await client.wait_for_ready(60.0)
-        except (KernelDied, TimeoutError) as exc:
-            tail = await manager.last_output()
-            raise LaunchError(
-                f"kernel {kt.id} did not become ready under its nanny ({exc})."
-                + (f" Its last output:\n{tail}" if tail else "")
-            ) from None
-        finally:
-            await client.close()
-        write_connection_file(info, path)
+        record = launcher_record(None, type_id=kernel.type_id, kernel_id=kernel.id)
+        write_connection_file({**kernel.connection_info, RECORD_KEY: record}, path)
         if args.json:
-            described = {
-                "kernel_id": kernel_id,
-                "type_id": kt.id,
-                "connection_info": info,
-                "state": manager.describe(),
-                "connection_file": str(path),
-            }
-            print(json.dumps(described), flush=True)
+            print(json.dumps({**kernel.describe(), "connection_file": str(path)}), flush=True)
         else:
             print(str(path), flush=True)
             print(
-                f"kernel {kt.id} ({kernel_id}) is running under nanny pid {manager.nanny_pid}; "
-                "Ctrl-C stops it",
+                f"kernel {kernel.type_id} ({kernel.id}) is running under nanny pid "
+                f"{kernel.state.get('nanny_pid')}; Ctrl-C stops it",
                 file=sys.stderr,
                 flush=True,
             )
-        died = asyncio.ensure_future(manager.wait())
+        ended = asyncio.ensure_future(kernel.wait())
         stopped = asyncio.ensure_future(stop.wait())
-        exited = asyncio.ensure_future(proc.wait())
-        await asyncio.wait({died, stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (died, stopped, exited):
+        await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (ended, stopped):
             task.cancel()
         if stopped.done() and not stopped.cancelled():
-            # Politely first (shutdown_request on control), then the nanny kills what is left.
-            client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
-            await client.connect()
-            try:
-                await client.shutdown(timeout=5.0)
-            finally:
-                await client.close()
-            return 0
-        if died.done() and not died.cancelled():
-            print(f"kernel {kt.id} died (exit status {died.result()})", file=sys.stderr)
-        else:
-            print(f"the nanny of kernel {kt.id} exited unexpectedly", file=sys.stderr)
+            return 0  # the shutdown below: shutdown_request, then the nanny kills what is left
+        status = kernel.manager.exit_status
+        print(f"kernel {kernel.type_id} died (exit status {status})", file=sys.stderr)
         return 1
     finally:
-        await manager.cleanup()  # the nanny's shutdown: kernel killed, work dir removed, exit
-        try:
-            async with asyncio.timeout(10.0):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await hub.aclose()  # the nanny's shutdown: kernel ended, work dir removed, nanny reaped
         path.unlink(missing_ok=True)

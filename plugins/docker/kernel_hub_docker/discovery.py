@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .engine import PING_TIMEOUT, EngineUnavailable, engine_address, engine_help
@@ -20,8 +19,9 @@ from .images import IMAGE_LABEL, types_from_config, types_from_images
 from .probe import EngineSilent, get_json, local_socket
 
 if TYPE_CHECKING:
-    from kernel_hub import KernelHub
-    from kernel_hub.types import KernelType
+    from collections.abc import Mapping
+
+    from kernel_hub.provider import HubContext, KernelType
 
 __all__ = ["engine_answers", "find_docker_types", "list_labelled_images"]
 
@@ -87,7 +87,7 @@ def engine_answers(*, ping_timeout: float = PING_TIMEOUT) -> None:
         ) from None
 
 
-async def find_docker_types(hub: KernelHub | None) -> list[KernelType]:
+async def find_docker_types(hub: HubContext | None) -> list[KernelType]:
     """Return the configured and the label-discovered docker kernel types.
 
     A configured type wins over a discovered one of the same name. Runs

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import ConfigError
 
 from .engine import engine_errors, get_client
 from .images import IMAGE_LABEL, types_from_images
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["label_image", "label_value"]
 

@@ -14,66 +14,42 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.errors import KernelHubError, LaunchError
-from kernel_hub.manager import KernelManager
-from kernel_hub.types import LaunchResult
+from kernel_hub.provider import (
+    KernelHubError,
+    KernelManager,
+    LaunchError,
+    LaunchResult,
+    NannyManager,
+)
 
 from .config import SSHHostConfig
+from .connection import HostConnection, SSHLoop, acquire
+from .remote_launch import kill_remote, start_nanny
 from .tunnel import TunnelSet, get_tunnels, open_tunnels
 
 if TYPE_CHECKING:
-    from kernel_hub import KernelHub
-    from kernel_hub.provider import NannyManager
-    from kernel_hub.types import KernelType, LaunchRequest
+    from collections.abc import Mapping
+
+    from kernel_hub.provider import HubContext, KernelType, LaunchRequest
 
     from .config import SSHKernelConfig
-    from .connection import HostConnection
-
-
-def _ssh_loop() -> Any:
-    """Return the SSH loop thread; asyncssh (and cryptography) load here, on first real use.
-
-    ``kernel-hub list`` and every host import this module through the plugin;
-    importing asyncssh costs ~35 MB and 0.5 s, so only a launch or attach pays it.
-    """
-    from .connection import SSHLoop
-
-    return SSHLoop.get()
-
 
 __all__ = ["SSHKernelManager", "launch_remote", "make_remote_manager"]
 
 log = logging.getLogger("kernel_hub.ssh")
 
 
-def _emitter(hub: KernelHub | None, kernel_id: str, type_id: str) -> Any:
-    """Return ``emit(kind, **data)`` that delivers hub events on the hub's loop, from any thread."""
+def _emitter(hub: HubContext | None, kernel_id: str, type_id: str) -> Any:
+    """Return ``emit(kind, **data)`` for one kernel's events (``hub.emit`` is thread-safe)."""
     if hub is None:
         return lambda kind, **data: None
-    loop = asyncio.get_running_loop()
-
-    def emit(kind: str, **data: Any) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            hub.emit(kind, kernel_id, type_id, **data)
-        else:
-            # The hub's loop may be closed by now (its host went away): then nobody listens.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(
-                    functools.partial(hub.emit, kind, kernel_id, type_id, **data)
-                )
-
-    return emit
+    return functools.partial(hub.emit, kernel_id=kernel_id, type_id=type_id)
 
 
 def _tunnel_key(host: HostConnection | SSHHostConfig, workdir: str) -> tuple[Any, ...]:
-    target = host if isinstance(host, SSHHostConfig) else host.target
+    target = host.target if isinstance(host, HostConnection) else host
     return (target.host, target.port, target.user, target.jump_host, workdir)
 
 
@@ -82,7 +58,7 @@ def _remote_ports(info: Mapping[str, Any]) -> dict[str, int]:
 
 
 async def launch_remote(
-    hub: KernelHub | None, kernel_type: KernelType, request: LaunchRequest, kc: SSHKernelConfig
+    hub: HubContext | None, kernel_type: KernelType, request: LaunchRequest, kc: SSHKernelConfig
 ) -> LaunchResult:
     """Start kernel *kc* on its host and return local connection info and a re-attach state.
 
@@ -91,10 +67,7 @@ async def launch_remote(
 
     :raises LaunchError: naming the host and what to fix; nothing is left running.
     """
-    from .connection import acquire
-    from .remote_launch import kill_remote, start_nanny
-
-    ssh = _ssh_loop()
+    ssh = SSHLoop.get()
     emit = _emitter(hub, request.kernel_id, kernel_type.id)
     target = kc.target
     emit("progress", step="connecting", message=f"connecting to {target.label}")
@@ -128,8 +101,6 @@ async def launch_remote(
                 f"here: {exc}"
             ) from exc
         raise
-    # make_manager, called next by the hub, takes over this reference.
-    tunnels.handover = True
     state = {
         "kernel_id": request.kernel_id,
         "config_name": kc.name,
@@ -144,7 +115,16 @@ async def launch_remote(
         step="waiting for kernel",
         message=f"waiting for the kernel on {target.label} to answer",
     )
-    return LaunchResult(connection_info=tunnels.connection_info(remote_info), state=state)
+    info = tunnels.connection_info(remote_info)
+    try:
+        nanny = NannyManager(info, state, type_id=kernel_type.id)
+    except BaseException:
+        await ssh.submit(tunnels.release())
+        raise
+    # The live manager (it holds the tunnels) goes to the hub with the result;
+    # make_remote_manager rebuilds one from the state on re-attach.
+    manager = SSHKernelManager(nanny, tunnels, info, state, type_id=kernel_type.id, emit=emit)
+    return LaunchResult(connection_info=info, state=state, manager=manager)
 
 
 async def _take_tunnels(
@@ -154,13 +134,8 @@ async def _take_tunnels(
     key = _tunnel_key(target, str(state["workdir"]))
     existing = get_tunnels(key)
     if existing is not None:
-        if existing.handover:
-            existing.handover = False
-        else:
-            existing.refs += 1
+        existing.refs += 1
         return existing
-    from .connection import acquire
-
     host = await acquire(target)
     remote_ports = {k: int(v) for k, v in dict(state["remote_ports"]).items()}
     try:
@@ -171,7 +146,7 @@ async def _take_tunnels(
 
 
 async def make_remote_manager(
-    hub: KernelHub | None,
+    hub: HubContext | None,
     kernel_type: KernelType,
     connection_info: Mapping[str, Any],
     state: Mapping[str, Any],
@@ -192,14 +167,12 @@ async def make_remote_manager(
             "pass the state that launch or describe() returned"
         ) from None
     preferred = {k: int(v) for k, v in connection_info.items() if k.endswith("_port")}
-    tunnels = await _ssh_loop().submit(_take_tunnels(target, state, preferred))
+    tunnels = await SSHLoop.get().submit(_take_tunnels(target, state, preferred))
     info = tunnels.connection_info(connection_info)
     try:
-        from kernel_hub.provider import NannyManager  # ZeroMQ's client side: at first use
-
         nanny = NannyManager(info, state, type_id=kernel_type.id)
     except BaseException:
-        await _ssh_loop().submit(tunnels.release())
+        await SSHLoop.get().submit(tunnels.release())
         raise
     emit = _emitter(hub, str(state.get("kernel_id", "")), kernel_type.id)
     return SSHKernelManager(nanny, tunnels, info, state, type_id=kernel_type.id, emit=emit)
@@ -266,7 +239,7 @@ class SSHKernelManager(KernelManager):
         return await self.nanny.is_alive()
 
     async def wait(self) -> int | None:
-        ssh = _ssh_loop()
+        ssh = SSHLoop.get()
         while True:
             if self.gone_reason or self.host.state in ("GONE", "CLOSED"):
                 return None
@@ -328,7 +301,7 @@ class SSHKernelManager(KernelManager):
                 self.nanny.close()  # the nanny is out of reach: just let go of our sockets
         finally:
             self._unsubscribe()
-            await _ssh_loop().submit(self.tunnels.release())
+            await SSHLoop.get().submit(self.tunnels.release())
 
     async def close(self) -> None:
         """Let go of the kernel without ending it: close sockets, tunnels and our connection ref.
@@ -341,7 +314,7 @@ class SSHKernelManager(KernelManager):
         self._closed = True
         self._unsubscribe()
         self.nanny.close()
-        await _ssh_loop().submit(self.tunnels.release())
+        await SSHLoop.get().submit(self.tunnels.release())
 
     def describe(self) -> dict[str, Any]:
         out = dict(self.state)

@@ -21,13 +21,14 @@ import itertools
 import signal
 import sys
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-from .errors import KernelHubError
+from ..errors import KernelHubError
 
 if TYPE_CHECKING:
-    from .events import KernelEvent
+    from collections.abc import Callable
+
+    from ..events import KernelEvent
 
 __all__ = [
     "EXIT_FAILED",
