@@ -75,7 +75,10 @@ def test_launch_nanny_then_attach_run_interrupt_and_kill_from_other_processes(la
     assert info["type_id"] == "ipykernel/python3" and info["state"]["nanny"] is True
     path = Path(info["connection_file"])
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert json.loads(path.read_text()) == conn
+    on_disk = json.loads(path.read_text())
+    # The launcher's record (who started the kernel, when) lets 'attach' tell a stale file.
+    assert on_disk.pop("kernel_hub")["launcher_pid"] == proc.pid
+    assert on_disk == conn
 
     res = attach(str(path), "-c", "print(6*7)")
     assert (res.returncode, res.stdout) == (0, "42\n"), res.stderr

@@ -8,30 +8,10 @@ process is gone (``kernel-hub docker prune``).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from .engine import EngineUnavailable
 from .images import DEFAULT_ARGV, IMAGE_LABEL, DockerOptions
-
-if TYPE_CHECKING:
-    from .manager import DockerManager
-    from .prune import KernelContainer, kernel_containers, prune
-
-#: Names loaded on first use: discovery, which imports this package, needs none of them.
-_LAZY = {
-    "DockerManager": "manager",
-    "KernelContainer": "prune",
-    "kernel_containers": "prune",
-    "prune": "prune",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from .manager import DockerManager
+from .prune import KernelContainer, kernel_containers, prune
 
 __all__ = [
     "DEFAULT_ARGV",
