@@ -37,8 +37,8 @@ The battery:
 - ``test_unknown_name_raises``: launching ``<provider>/<unknown>`` raises
   :class:`~kernel_hub.NoSuchKernelType`.
 
-Kernels are launched with automatic restarts off (the suite registers a
-``tryfirst`` ``restart_policy`` of its own), because it kills them on purpose.
+Kernels are launched with automatic restarts off (``launch(restart=False)``),
+because the battery kills them on purpose.
 Kernel-launching tests carry the ``integration`` marker. Add ``pytestmark =
 [pytest.mark.docker]`` (or ``ssh``) to the subclass for tests of a service.
 """
@@ -59,11 +59,10 @@ import pytest_asyncio
 from ._entrypoints import entry_points
 from .connection import runtime_dir
 from .errors import NoSuchKernelType
-from .hookspecs import hookimpl
 from .hub import KernelHub
 from .plugins import ENTRYPOINT_GROUP, make_plugin_manager
 from .procs import process_group
-from .types import KernelType, RestartPolicy, split_type_id
+from .types import KernelType, split_type_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -75,15 +74,6 @@ if TYPE_CHECKING:
     from .session import Message
 
 __all__ = ["ProviderConformance", "execute_output", "interrupt_busy_loop", "load_plugins"]
-
-
-class _NoRestarts:
-    """Turn automatic restarts off: the battery kills kernels and checks that they stay dead."""
-
-    @staticmethod
-    @hookimpl(tryfirst=True)
-    def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
-        return RestartPolicy(enabled=False)
 
 
 async def execute_output(
@@ -127,7 +117,7 @@ async def interrupt_busy_loop(
 
 
 def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
-    """Build a plugin manager holding only *plugins*, the core defaults and :class:`_NoRestarts`.
+    """Build a plugin manager holding only *plugins* and the core defaults.
 
     :param plugins: plugin objects (modules, classes), or names of entry points
         of the ``kernel_hub`` group, which are loaded as an installed host would.
@@ -146,7 +136,6 @@ def load_plugins(plugins: Sequence[object | str]) -> KernelHubPluginManager:
                 "distribution (pip install -e .) so that its entry point is registered",
                 pytrace=False,
             )
-    pm.register(_NoRestarts, name="kernel_hub.conformance.no_restarts")
     return pm
 
 
@@ -272,7 +261,9 @@ class ProviderConformance:
     # ---- helpers ----
 
     async def _launch(self, hub: KernelHub, type_id: str) -> RunningKernel:
-        kernel = await hub.launch(type_id, ready_timeout=self.launch_timeout)
+        # No automatic restarts: the battery kills kernels and checks that they stay dead.
+        # (A call argument, not a plugin: the hub asks only the type's owner for a policy.)
+        kernel = await hub.launch(type_id, ready_timeout=self.launch_timeout, restart=False)
         assert kernel.status == "RUNNING", kernel
         assert kernel.type_id == type_id
         return kernel
@@ -406,7 +397,7 @@ class ProviderConformance:
         but a plugin that offers types and cannot launch them fails every launch.
         """
         pm = conformance_plugin_manager
-        # The core's own plugins (defaults, _NoRestarts) are not under test.
+        # The core's own plugins (its defaults) are not under test.
         tested = [
             (name, plugin)
             for name, plugin in pm.list_name_plugin()

@@ -61,10 +61,10 @@ class _Link:
         self._monitor_fd: int | None = None
         # One transport per socket kind (the SUB one only once subscribed): the same drain
         # as the kernel clients' channels.
+        # No fixed routing id: a ROUTER refuses a reconnection (a tunnel's stream dropped and
+        # opened again) under an id it still holds, and then drops every request unanswered.
         self.control = ZMQTransport(
-            manager.connection_info,
-            identity=self.session.session_id.encode(),
-            channels=("nanny_control",),
+            manager.connection_info, identity=b"", channels=("nanny_control",)
         )
         self.control.open(self._on_frames)
         self.events: ZMQTransport | None = None
@@ -133,7 +133,19 @@ class _Link:
         self.manager.handle_event(kind, msg.content)
         if kind == "nanny_welcome":
             self.disconnected = False
+        elif kind == "nanny_exiting":
+            # Nobody is left to answer: a request in flight (a kill racing another manager's
+            # shutdown) fails now, not after its timeout, and its caller sees the kernel ended.
+            self._fail_pending(
+                KernelHubError(f"the nanny at {self.manager.where} has exited; its kernel is gone")
+            )
         self._wake()
+
+    def _fail_pending(self, err: BaseException) -> None:
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self.pending.clear()
 
     def _wake(self) -> None:
         waiters, self.event_waiters = self.event_waiters, []
@@ -198,11 +210,7 @@ class _Link:
         self.control.close()
         if self.events is not None:
             self.events.close()
-        err = KernelHubError(f"{self.manager!r} was closed")
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(err)
-        self.pending.clear()
+        self._fail_pending(KernelHubError(f"{self.manager!r} was closed"))
         # Waiters wake up and look at the state: after cleanup() the kernel is dead and
         # wait() returns; after a mere close() their next wait for an event raises.
         self._wake()

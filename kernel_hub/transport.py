@@ -62,7 +62,8 @@ class ZMQTransport:
 
     :param connection_info: the kernel's connection info.
     :param identity: the ZeroMQ routing id of shell and stdin (the kernel sends
-        ``input_request`` to the frontend whose shell identity matches).
+        ``input_request`` to the frontend whose shell identity matches); empty for
+        none, so that the peer's ROUTER assigns a new one on every (re)connection.
     :param context: a ZeroMQ context; defaults to the process-wide instance.
     """
 
@@ -102,7 +103,7 @@ class ZMQTransport:
                 sock.linger = 0
                 if _SOCKET_TYPES[name] == zmq.SUB:
                     sock.setsockopt(zmq.SUBSCRIBE, b"")
-                else:
+                elif self._identity:  # empty: let the peer's ROUTER pick one per connection
                     sock.setsockopt(zmq.IDENTITY, self._identity)
                 sock.connect(channel_url(self._info, name))
             self._sockets[name] = sock

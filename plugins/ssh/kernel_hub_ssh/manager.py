@@ -301,7 +301,7 @@ class SSHKernelManager(KernelManager):
                 self.nanny.close()  # the nanny is out of reach: just let go of our sockets
         finally:
             self._unsubscribe()
-            await SSHLoop.get().submit(self.tunnels.release())
+            await self._release_tunnels()
 
     async def close(self) -> None:
         """Let go of the kernel without ending it: close sockets, tunnels and our connection ref.
@@ -314,7 +314,15 @@ class SSHKernelManager(KernelManager):
         self._closed = True
         self._unsubscribe()
         self.nanny.close()
-        await SSHLoop.get().submit(self.tunnels.release())
+        await self._release_tunnels()
+
+    async def _release_tunnels(self) -> None:
+        """Give back our tunnel reference, to the end even if the caller is cancelled.
+
+        A release cut short after its count dropped would leave the listeners open and the
+        connection held, with nobody left to close them.
+        """
+        await asyncio.shield(SSHLoop.get().submit(self.tunnels.release()))
 
     def describe(self) -> dict[str, Any]:
         out = dict(self.state)
