@@ -125,6 +125,8 @@ def test_every_block_compiles(block: Block):
         assert block.reason, f"{block.id}: say why the block is skipped"
 
 
+# pytest-timeout must not fire first: the block's process group is killed in ``finally``.
+@pytest.mark.timeout(BLOCK_TIMEOUT + 60)
 @pytest.mark.parametrize("block", [_param(b) for b in BLOCKS if b.mode == "run"])
 def test_every_block_runs(block: Block, tmp_path):
     script = tmp_path / "block.py"
