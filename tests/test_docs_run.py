@@ -21,6 +21,7 @@ told to create: it is written into a temporary ``HOME`` for the doc's blocks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from kernel_hub.testing import processes_with_env, wait_pid_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted(
@@ -158,6 +161,16 @@ def test_every_block_runs(block: Block, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # its kernels' reaper takes them along
             proc.wait()
+        # Every process the block started carries its private runtime dir in its environment.
+        left = [
+            pid
+            for pid in processes_with_env(f"JUPYTER_RUNTIME_DIR={runtime}")
+            if not wait_pid_gone(pid, 20)
+        ]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert not left, f"{block.id} left processes running: {left}"
     assert proc.returncode == 0, f"{block.id} failed:\n{out}\n{err}"
     assert "Traceback" not in err, f"{block.id}:\n{err}"
     # A block that shuts its kernels down leaves no connection or log file behind.
