@@ -32,6 +32,9 @@ __all__ = ["SlurmKernelManager", "describe_end"]
 log = logging.getLogger("kernel_hub.slurm")
 
 #: Signals the dial-back nanny relays to the kernel when Slurm sends them to the batch step.
+#: Seconds the job's state may lag behind the death of a kernel killed by a signal.
+END_GRACE = 5.0
+
 _RELAYED: dict[int, str] = {_signal.SIGINT: "INT", _signal.SIGUSR1: "USR1", _signal.SIGUSR2: "USR2"}
 
 
@@ -145,8 +148,15 @@ class SlurmKernelManager(KernelManager):
     async def _explain_end(self, exit_status: int | None) -> str:
         """Say why the kernel ended: the job's end if it has ended, else the kernel's exit."""
         state, reason = "", ""
-        with contextlib.suppress(Exception):
-            state, reason = await self.cli.end_reason(self.job_id)
+        # Slurm signals the job's processes before it records why (a cancel, the time
+        # limit): a kernel killed by a signal gets a few seconds for the job's state to follow.
+        deadline = time.monotonic() + (END_GRACE if exit_status is None or exit_status < 0 else 0)
+        while True:
+            with contextlib.suppress(Exception):
+                state, reason = await self.cli.end_reason(self.job_id)
+            if state not in ("RUNNING", "COMPLETING") or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.25)  # polling scontrol: Slurm has no event for it
         name = str(self.state.get("config_name", "?"))
         if state and state not in ("RUNNING", "COMPLETING", "CONFIGURING"):
             return describe_end(

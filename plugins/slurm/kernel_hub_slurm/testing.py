@@ -13,7 +13,7 @@ starts jobs as their owner:
     cluster.stop()                           # no job may be left; removes everything
 
 In a test module, import the session fixture:
-``from kernel_hub_slurm.testing import slurm_cluster  # noqa: F401``.
+``from kernel_hub_slurm.testing import slurm_cluster_fixture  # noqa: F401``.
 
 The cluster is private: its own munge key and socket, free ports on
 127.0.0.1, and every state, spool, pid and log file under one directory.
@@ -38,7 +38,7 @@ from typing import Any
 __all__ = [
     "SlurmCluster",
     "slurm_available",
-    "slurm_cluster",
+    "slurm_cluster_fixture",
     "start_cluster",
 ]
 
@@ -142,12 +142,15 @@ class SlurmCluster:
     def stop(self) -> list[str]:
         """Cancel what is left, stop the daemons, remove the directory; return the leftover jobs.
 
+        Leftovers are the jobs still queued 30 s after the call (a completing job leaves).
+
         A test suite asserts that the returned list is empty: no kernel job may
         outlive the tests that started it.
         """
         leftovers: list[str] = []
         with contextlib.suppress(Exception):
-            leftovers = self.jobs()
+            # A job whose kernel was just shut down may still be completing: give it time.
+            leftovers = self.wait_queue_empty(30)
             if leftovers:
                 self.run("scancel", *leftovers, check=False)
                 self.wait_queue_empty(30)
@@ -311,4 +314,4 @@ def _fixture() -> Any:
 
 #: Session fixture: a running :class:`SlurmCluster`, ``SLURM_CONF`` set for the session;
 #: at the end no job may be left in the queue. Skips (fails in CI) without Slurm.
-slurm_cluster = _fixture()
+slurm_cluster_fixture = _fixture()

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_hub_slurm.testing import SlurmCluster, slurm_cluster  # noqa: F401 - a fixture
+from kernel_hub_slurm.testing import (  # noqa: F401 - the session fixture slurm_cluster
+    SlurmCluster,
+    slurm_cluster_fixture,
+)
 
 
 @pytest.fixture
