@@ -199,3 +199,20 @@ def test_sbatch_error_line_quotes_slurm():
         "invalid partition specified: x; Batch job submission failed: "
         "Invalid partition name specified"
     )
+
+
+def test_readme_config_example_is_valid():
+    import ast
+    import re
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    toml_blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert toml_blocks
+    for block in toml_blocks:
+        configs = parse_config(tomllib.loads(block)["slurm"])
+        assert configs["gpu-short"].kernel_type().id == "slurm/gpu-short"
+        assert configs["gpu-short"].with_params({"time": "00:30:00", "cpus": 2}).cpus == 2
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
