@@ -83,6 +83,14 @@ class CommandRunner(Protocol):
         """Remove *path* and everything under it; a missing path is not an error."""
         ...
 
+    async def list_dir(self, path: str) -> list[str]:
+        """Return the names in directory *path* (empty if it does not exist)."""
+        ...
+
+    async def read_file(self, path: str) -> bytes | None:
+        """Return the contents of *path*, or ``None`` if it cannot be read."""
+        ...
+
     def to_state(self) -> dict[str, Any]:
         """Return a JSON-able description from which :func:`runner_from_state` rebuilds it."""
         ...
@@ -143,6 +151,19 @@ class LocalRunner:
 
     async def remove_tree(self, path: str) -> None:
         await asyncio.to_thread(shutil.rmtree, path, True)
+
+    async def list_dir(self, path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except OSError:
+            return []
+
+    async def read_file(self, path: str) -> bytes | None:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": "local", "env": dict(self.env)}
@@ -222,6 +243,11 @@ class SlurmCLI:
             if len(fields) == 4 and fields[0] == job_id:
                 return JobStatus(job_id, fields[1], fields[2], fields[3])
         return None
+
+    async def queued_jobs(self) -> set[str] | None:
+        """Return the ids of every job in the queue (pending to completing), or ``None``."""
+        result = await self._run("squeue", "-h", "-o", "%i")
+        return set(result.stdout.split()) if result.returncode == 0 else None
 
     async def queue_position(self, job_id: str) -> int | None:
         """Return the job's 1-based place among the pending jobs (by priority), if pending."""

@@ -67,6 +67,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "job_dir": str,
     "start_timeout": _NUMBER,
     "poll_interval": _NUMBER,
+    "register_timeout": _NUMBER,
 }
 
 #: The fields a launch's ``params`` may override: what the job asks of Slurm.
@@ -110,6 +111,8 @@ class SlurmKernelConfig:
         the compute nodes share with this host.
     :param start_timeout: seconds a launch waits for the job to start and register.
     :param poll_interval: seconds between ``squeue`` checks while pending and while running.
+    :param register_timeout: seconds the nanny waits for this host to acknowledge its
+        registration before it ends the kernel and the job (a host that died meanwhile).
     """
 
     name: str
@@ -135,6 +138,7 @@ class SlurmKernelConfig:
     job_dir: str = "~/.kernel-hub/slurm"
     start_timeout: float = 600.0
     poll_interval: float = 2.0
+    register_timeout: float = 60.0
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``slurm/<name>`` (Slurm is not contacted)."""
@@ -241,7 +245,7 @@ def _parse_table(name: str, table: Any, *, where: str | None = None) -> SlurmKer
         raise fail("mem", f"{table['mem']!r} is not a Slurm memory size; use e.g. 4000M or 16G")
     if "cpus" in table and table["cpus"] < 1:
         raise fail("cpus", f"must be at least 1, not {table['cpus']}")
-    for key in ("start_timeout", "poll_interval"):
+    for key in ("start_timeout", "poll_interval", "register_timeout"):
         if key in table and table[key] <= 0:
             raise fail(key, f"must be positive, not {table[key]}")
     for key in ("sbatch_args", "setup", "argv"):
@@ -282,7 +286,7 @@ def _parse_table(name: str, table: Any, *, where: str | None = None) -> SlurmKer
     for key in ("sbatch_args", "setup", "argv"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])
-    for key in ("start_timeout", "poll_interval"):
+    for key in ("start_timeout", "poll_interval", "register_timeout"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
     kwargs["job_dir"] = os.path.expanduser(kwargs.get("job_dir", "~/.kernel-hub/slurm"))

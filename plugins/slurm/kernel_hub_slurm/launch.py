@@ -49,6 +49,35 @@ log = logging.getLogger("kernel_hub.slurm")
 NANNY_FILE = "nanny.py"
 REGISTER_FILE = "register.json"
 JOB_LOG = "job.log"
+JOB_ID_FILE = "job_id"
+DIR_PREFIX = "kernel-"
+
+
+async def sweep_job_dirs(runner: CommandRunner, cli: SlurmCLI, base: str) -> list[str]:
+    """Remove the job dirs under *base* whose job has left the queue; return their paths.
+
+    A host that was killed leaves its kernels' dirs behind (their jobs end by
+    themselves: a nanny whose host never answers exits). The next launch with
+    the same ``job_dir`` removes every such dir whose ``job_id`` names a job
+    Slurm no longer has; dirs of queued or running jobs (a kernel another
+    process may re-attach to) and dirs without a job id yet are left alone.
+    """
+    names = [n for n in await runner.list_dir(base) if n.startswith(DIR_PREFIX)]
+    if not names:
+        return []
+    queued = await cli.queued_jobs()
+    if queued is None:
+        return []
+    removed = []
+    for name in names:
+        path = os.path.join(base, name)
+        job_id = await runner.read_file(os.path.join(path, JOB_ID_FILE))
+        if job_id is not None and job_id.decode(errors="replace").strip() not in queued:
+            await runner.remove_tree(path)
+            removed.append(path)
+    if removed:
+        log.info("removed %d job dirs of Slurm kernels that ended: %s", len(removed), removed)
+    return removed
 
 
 def job_script(kc: SlurmKernelConfig, job_dir: str, *, kernel_id: str) -> str:
@@ -113,7 +142,9 @@ async def launch_job(
                 f"{kc.register_ip} ({exc}); set register_ip in [slurm.{kc.name}] to an "
                 "address of this host"
             ) from None
-        job_dir = await runner.make_private_dir(kc.job_dir, f"kernel-{kernel_id[:8]}-")
+        with contextlib.suppress(KernelHubError):
+            await sweep_job_dirs(runner, cli, kc.job_dir)
+        job_dir = await runner.make_private_dir(kc.job_dir, f"{DIR_PREFIX}{kernel_id[:8]}-")
         await runner.write_private_file(
             os.path.join(job_dir, NANNY_FILE), nanny.source().encode("utf-8")
         )
@@ -127,7 +158,7 @@ async def launch_job(
             "env": env,
             "ip": kc.kernel_ip,
             "kernel_name": kc.name,
-            "register_timeout": 60,
+            "register_timeout": kc.register_timeout,
         }
         await runner.write_private_file(
             os.path.join(job_dir, REGISTER_FILE), json.dumps(register).encode()
@@ -149,6 +180,7 @@ async def launch_job(
                 f"cannot launch {tag}: {exc}; fix the job fields in [slurm.{kc.name}] "
                 "(or the launch params)"
             ) from None
+        await runner.write_private_file(os.path.join(job_dir, JOB_ID_FILE), job_id.encode())
         emit("progress", step="submitted", job_id=job_id, message=f"Slurm job {job_id}")
         handshake = await _wait_registration(cli, endpoint, job_id, job_dir, kc, emit)
     except BaseException as exc:

@@ -64,7 +64,8 @@ async def test_launch_execute_shutdown_and_the_key_stays_private(
         assert _processes_holding(key) == []
         job_dir = state["job_dir"]
         assert os.stat(job_dir).st_mode & 0o777 == 0o700
-        assert sorted(os.listdir(job_dir)) == ["job.log", "nanny.py"]  # register.json: read, gone
+        # register.json was read and deleted by the nanny
+        assert sorted(os.listdir(job_dir)) == ["job.log", "job_id", "nanny.py"]
         for name in os.listdir(job_dir):
             assert key not in Path(job_dir, name).read_text()
         await kernel.shutdown()
