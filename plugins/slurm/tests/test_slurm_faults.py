@@ -16,6 +16,8 @@ import pytest
 from kernel_hub_slurm.cluster import LocalRunner, SlurmCLI
 from kernel_hub_slurm.launch import sweep_job_dirs
 
+from kernel_hub.testing import processes_with_env
+
 pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
 _HOST = textwrap.dedent(
@@ -35,20 +37,6 @@ _HOST = textwrap.dedent(
     asyncio.run(main())
     """
 )
-
-
-def _job_processes(job_id):
-    """Return the pids of processes started by Slurm job *job_id* (from their environment)."""
-    marker = f"SLURM_JOB_ID={job_id}\0".encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if marker in Path(f"/proc/{entry}/environ").read_bytes():
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
 
 
 @pytest.mark.timeout(300)
@@ -96,7 +84,7 @@ async def test_host_killed_while_pending_leaves_no_job_and_no_process(slurm_clus
         assert "JobState=FAILED" in shown, shown  # it ran and exited 1: it did not time out
         log = Path(job_dir, "job.log").read_text()
         assert "did not acknowledge the registration; exiting" in log, log
-        assert _job_processes(job_id) == []
+        assert processes_with_env(f"SLURM_JOB_ID={job_id}") == []  # nanny and kernel gone
         # The dead host's job dir is swept by the next launch (here: the sweep it runs).
         removed = await sweep_job_dirs(LocalRunner(), SlurmCLI(LocalRunner()), table["job_dir"])
         assert removed == [job_dir] and not os.path.exists(job_dir)
