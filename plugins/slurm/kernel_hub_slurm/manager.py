@@ -25,7 +25,7 @@ from typing import Any
 
 from kernel_hub.provider import KernelHubError, KernelManager, NannyManager
 
-from .cluster import SlurmCLI, runner_from_state
+from .cluster import ACTIVE_STATES, SlurmCLI, runner_from_state
 
 __all__ = ["SlurmKernelManager", "describe_end"]
 
@@ -158,6 +158,8 @@ class SlurmKernelManager(KernelManager):
                 break
             await asyncio.sleep(0.25)  # polling scontrol: Slurm has no event for it
         name = str(self.state.get("config_name", "?"))
+        if not state or state not in ACTIVE_STATES:
+            self._job_gone = True  # nothing left to shut down or cancel
         if state and state not in ("RUNNING", "COMPLETING", "CONFIGURING"):
             return describe_end(
                 self.job_id, state, reason, name=name, time_limit=self.state.get("time")

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import kernel_hub_slurm.plugin
 import pytest
@@ -214,3 +215,40 @@ async def test_restart_in_place_keeps_the_job(slurm_cluster, slurm_table):
         assert text.strip() == "False"  # a new kernel process, in the same job
         assert await manager.is_alive()
         await kernel.shutdown()
+
+
+def _node_back(cluster, timeout=60):
+    """Bring the node back to idle (resume it if Slurm has not returned it to service)."""
+    deadline = time.monotonic() + timeout
+    resumed = False
+    while time.monotonic() < deadline:
+        state = cluster.run("sinfo", "-h", "-o", "%T", check=False).strip()
+        if state == "idle":
+            return True
+        if not resumed and state.startswith("down"):
+            cluster.run(
+                "scontrol", "update", f"nodename={cluster.node}", "state=resume", check=False
+            )
+            resumed = True
+        time.sleep(0.2)  # polling sinfo: the node's return has no event for us
+    return False
+
+
+@pytest.mark.asyncio
+async def test_node_failure_ends_the_kernel_with_that_reason(slurm_cluster, slurm_table):
+    try:
+        async with _hub({"slurm": {"k": slurm_table}}) as hub:
+            events = _Events(hub)
+            kernel = await hub.launch("slurm/k", ready_timeout=120)
+            manager = kernel.manager
+            job_id = manager.describe()["job_id"]
+            slurm_cluster.run(
+                "scontrol", "update", f"nodename={slurm_cluster.node}", "state=down", "reason=kh"
+            )
+            await events.wait_for("died", 60)
+            assert manager.exit_reason == f"Slurm job {job_id} ended because its node failed"
+            await asyncio.wait_for(kernel.wait(), 60)
+        assert await _gone_from_queue(slurm_cluster, job_id)
+        assert not os.path.exists(manager.describe()["job_dir"])
+    finally:
+        assert _node_back(slurm_cluster), "the test node did not return to idle"
