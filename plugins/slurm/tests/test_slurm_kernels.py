@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -163,3 +166,21 @@ async def test_start_timeout_cancels_the_pending_job(slurm_cluster, slurm_table,
     finally:
         slurm_cluster.run("scancel", blocker, check=False)
         await _wait_not_queued(slurm_cluster, blocker)
+
+
+def test_kernel_hub_run_cli(slurm_cluster, slurm_table, tmp_path):
+    config = tmp_path / "config.toml"
+    lines = [f"{k} = {json.dumps(v)}" for k, v in slurm_table.items()]
+    config.write_text("[slurm.k]\n" + "\n".join(lines) + "\n")
+    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kernel_hub", "run", "slurm/k", "-c", "print(6*7)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "42"
+    assert slurm_cluster.wait_queue_empty(60) == []
