@@ -68,6 +68,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "start_timeout": _NUMBER,
     "poll_interval": _NUMBER,
     "register_timeout": _NUMBER,
+    "watch_interval": _NUMBER,
 }
 
 #: The fields a launch's ``params`` may override: what the job asks of Slurm.
@@ -82,6 +83,7 @@ PARAMS = (
     "sbatch_args",
     "start_timeout",
     "poll_interval",
+    "watch_interval",
 )
 
 _TIME_RE = re.compile(r"^(?:\d+-)?\d+(?::\d{1,2}){0,2}$|^(?:UNLIMITED|INFINITE)$", re.I)
@@ -110,7 +112,9 @@ class SlurmKernelConfig:
     :param job_dir: where each launch's private directory goes; must be on storage
         the compute nodes share with this host.
     :param start_timeout: seconds a launch waits for the job to start and register.
-    :param poll_interval: seconds between ``squeue`` checks while pending and while running.
+    :param poll_interval: seconds between ``squeue`` checks while the job is pending.
+    :param watch_interval: seconds between ``squeue`` checks while the kernel runs (the
+        nanny's events report most ends at once; this catches a nanny that could not).
     :param register_timeout: seconds the nanny waits for this host to acknowledge its
         registration before it ends the kernel and the job (a host that died meanwhile).
     """
@@ -139,6 +143,7 @@ class SlurmKernelConfig:
     start_timeout: float = 600.0
     poll_interval: float = 2.0
     register_timeout: float = 60.0
+    watch_interval: float = 30.0
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``slurm/<name>`` (Slurm is not contacted)."""
@@ -245,7 +250,7 @@ def _parse_table(name: str, table: Any, *, where: str | None = None) -> SlurmKer
         raise fail("mem", f"{table['mem']!r} is not a Slurm memory size; use e.g. 4000M or 16G")
     if "cpus" in table and table["cpus"] < 1:
         raise fail("cpus", f"must be at least 1, not {table['cpus']}")
-    for key in ("start_timeout", "poll_interval", "register_timeout"):
+    for key in ("start_timeout", "poll_interval", "register_timeout", "watch_interval"):
         if key in table and table[key] <= 0:
             raise fail(key, f"must be positive, not {table[key]}")
     for key in ("sbatch_args", "setup", "argv"):
@@ -286,7 +291,7 @@ def _parse_table(name: str, table: Any, *, where: str | None = None) -> SlurmKer
     for key in ("sbatch_args", "setup", "argv"):
         if key in kwargs:
             kwargs[key] = tuple(kwargs[key])
-    for key in ("start_timeout", "poll_interval", "register_timeout"):
+    for key in ("start_timeout", "poll_interval", "register_timeout", "watch_interval"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
     kwargs["job_dir"] = os.path.expanduser(kwargs.get("job_dir", "~/.kernel-hub/slurm"))

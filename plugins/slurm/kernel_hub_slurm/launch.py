@@ -204,7 +204,7 @@ async def launch_job(
         "job_dir": job_dir,
         "node": handshake.get("hostname"),
         "time": kc.time,
-        "poll_interval": kc.poll_interval,
+        "watch_interval": kc.watch_interval,
         "runner": runner.to_state(),
         "nanny_pid": handshake.get("nanny_pid"),
         "kernel_pid": handshake.get("kernel_pid"),

@@ -9,7 +9,7 @@ ports it registered; Slurm is the fallback and the second witness:
 - ``kill`` kills the kernel through the nanny and ``scancel``\\ s the job;
 - ``wait`` wakes on the nanny's ``kernel_died`` *or* on the job leaving the
   queue (preemption, time limit, node failure), polling ``squeue`` every
-  ``poll_interval`` seconds, and :attr:`SlurmKernelManager.exit_reason` says which;
+  ``watch_interval`` seconds, and :attr:`SlurmKernelManager.exit_reason` says which;
 - ``cleanup`` shuts the nanny down, cancels the job and removes its directory.
 """
 
@@ -84,7 +84,8 @@ class SlurmKernelManager(KernelManager):
         self.type_id = type_id
         self.job_id = str(self.state["job_id"])
         self.job_dir = str(self.state.get("job_dir") or "")
-        self.poll_interval = float(self.state.get("poll_interval") or 5.0)
+        #: Seconds between ``squeue`` checks in :meth:`wait`.
+        self.watch_interval = float(self.state.get("watch_interval") or 30.0)
         self._emit = emit or (lambda kind, **data: None)
         #: Why the kernel ended, once known (time limit, cancelled, its exit status ...).
         self.exit_reason: str | None = None
@@ -196,7 +197,7 @@ class SlurmKernelManager(KernelManager):
         inner = asyncio.ensure_future(self.nanny.wait())
         try:
             while True:
-                await asyncio.wait({inner}, timeout=self.poll_interval)
+                await asyncio.wait({inner}, timeout=self.watch_interval)
                 if inner.done():
                     status: int | None = None
                     with contextlib.suppress(Exception):

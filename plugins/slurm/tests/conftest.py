@@ -20,6 +20,7 @@ def slurm_table(slurm_cluster: SlurmCluster, tmp_path: Path) -> dict[str, Any]:
         "python": sys.executable,
         "cpus": 1,
         "poll_interval": 0.5,
+        "watch_interval": 1,
         "start_timeout": 120,
         "job_dir": str(tmp_path / "jobs"),
     }

@@ -17,6 +17,7 @@ from kernel_hub_slurm.manager import SlurmKernelManager
 
 from kernel_hub import KernelHub
 from kernel_hub.conformance import execute_output, load_plugins
+from kernel_hub.testing import processes_with_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
@@ -252,3 +253,27 @@ async def test_node_failure_ends_the_kernel_with_that_reason(slurm_cluster, slur
         assert not os.path.exists(manager.describe()["job_dir"])
     finally:
         assert _node_back(slurm_cluster), "the test node did not return to idle"
+
+
+@pytest.mark.asyncio
+async def test_nanny_killed_outright_is_seen_through_the_queue(slurm_cluster, slurm_table):
+    async with _hub({"slurm": {"k": slurm_table}}) as hub:
+        events = _Events(hub)
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        manager = kernel.manager
+        state = manager.describe()
+        job_id = state["job_id"]
+        os.kill(state["nanny_pid"], 9)  # it can publish nothing; the batch step fails
+        # watch_interval is 1 s here: squeue shows the job gone long before the nanny
+        # link's own check (a ping that times out after 10 s) would.
+        t0 = asyncio.get_running_loop().time()
+        await events.wait_for("died", 60)
+        assert asyncio.get_running_loop().time() - t0 < 9
+        assert manager.exit_reason.startswith(f"Slurm job {job_id} ended (FAILED"), manager
+        await asyncio.wait_for(kernel.wait(), 60)
+    assert await _gone_from_queue(slurm_cluster, job_id)
+    assert not os.path.exists(state["job_dir"])
+    deadline = time.monotonic() + 30
+    while processes_with_env(f"SLURM_JOB_ID={job_id}") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)  # the orphaned kernel notices its parent's end by itself
+    assert processes_with_env(f"SLURM_JOB_ID={job_id}") == []
