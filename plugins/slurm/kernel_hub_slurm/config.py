@@ -271,7 +271,12 @@ def _parse_table(name: str, table: Any, *, where: str | None = None) -> SlurmKer
         raise fail("interrupt_mode", "must be 'signal' or 'message'")
     if "register_ip" in table:
         try:
-            ipaddress.ip_address(table["register_ip"])
+            if ipaddress.ip_address(table["register_ip"]).is_unspecified:
+                raise fail(
+                    "register_ip",
+                    f"{table['register_ip']!r} listens everywhere; give the one address of this "
+                    "host that the compute nodes reach",
+                )
         except ValueError:
             raise fail(
                 "register_ip",

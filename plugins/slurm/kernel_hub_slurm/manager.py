@@ -129,7 +129,17 @@ class SlurmKernelManager(KernelManager):
 
     def describe(self) -> dict[str, Any]:
         out = {**self.state, **self.nanny.describe()}
-        out.update(job_id=self.job_id, job_dir=self.job_dir, nanny=True)
+        info = self.nanny.connection_info
+        ip = info.get("ip", "127.0.0.1")
+        out.update(
+            job_id=self.job_id,
+            job_dir=self.job_dir,
+            nanny=True,
+            nanny_endpoints={
+                "control": f"tcp://{ip}:{info['nanny_control_port']}",
+                "events": f"tcp://{ip}:{info['nanny_events_port']}",
+            },
+        )
         return out
 
     @property

@@ -104,6 +104,7 @@ def test_params_override_table_values():
         ({"partition": "a b"}, "[slurm.k] field 'partition' is not a valid Slurm name: 'a b'"),
         ({"sbatch_args": ["--output=x"]}, "may not set --output: the plugin sets it itself"),
         ({"register_ip": "login"}, "'login' is not an IP address; give this host's address"),
+        ({"register_ip": "0.0.0.0"}, "'0.0.0.0' listens everywhere; give the one address"),
         ({"argv": ["python"]}, "field 'argv' must contain '{connection_file}'"),
         ({"env": {"A": 1}}, "field 'env' values must be strings (see 'A')"),
         ({"walltime": "1"}, "has unknown field(s) 'walltime'; known fields: account, argv"),

@@ -51,6 +51,11 @@ async def test_launch_execute_shutdown_and_the_key_stays_private(
         state = kernel.manager.describe()
         job_id = state["job_id"]
         assert job_id in slurm_cluster.jobs()
+        info = kernel.connection_info
+        assert state["nanny_endpoints"] == {
+            "control": f"tcp://127.0.0.1:{info['nanny_control_port']}",
+            "events": f"tcp://127.0.0.1:{info['nanny_events_port']}",
+        }
         assert repr(kernel.manager).startswith(f"<SlurmKernelManager slurm/k [RUNNING job={job_id}")
         shown = slurm_cluster.run("scontrol", "show", "-d", "job", job_id)
         assert "TimeLimit=00:30:00" in shown and "NumCPUs=1" in shown, shown
