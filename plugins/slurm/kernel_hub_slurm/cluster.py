@@ -15,11 +15,13 @@ import asyncio
 import os
 import re
 import shutil
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kernel_hub.provider import KernelHubError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "ACTIVE_STATES",
@@ -159,11 +161,14 @@ class LocalRunner:
             return []
 
     async def read_file(self, path: str) -> bytes | None:
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
+        def read() -> bytes | None:
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError:
+                return None
+
+        return await asyncio.to_thread(read)
 
     def to_state(self) -> dict[str, Any]:
         return {"kind": "local", "env": dict(self.env)}

@@ -28,7 +28,7 @@ import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.provider import KernelHubError, LaunchError, LaunchResult
+from kernel_hub.provider import KernelHubError, LaunchError, LaunchResult, nanny_source
 
 from .cluster import LocalRunner, SlurmCLI, SlurmUnavailable
 from .registration import RegistrationEndpoint
@@ -117,8 +117,6 @@ async def launch_job(
     :raises LaunchError: naming the job, what went wrong and how to fix it;
         nothing is left in the queue or on disk.
     """
-    from kernel_hub import nanny
-
     from .manager import SlurmKernelManager
 
     runner = runner or LocalRunner()
@@ -146,7 +144,7 @@ async def launch_job(
             await sweep_job_dirs(runner, cli, kc.job_dir)
         job_dir = await runner.make_private_dir(kc.job_dir, f"{DIR_PREFIX}{kernel_id[:8]}-")
         await runner.write_private_file(
-            os.path.join(job_dir, NANNY_FILE), nanny.source().encode("utf-8")
+            os.path.join(job_dir, NANNY_FILE), nanny_source().encode("utf-8")
         )
         env = {**dict(kc.env), **dict(request.env)}
         register = {
@@ -154,7 +152,8 @@ async def launch_job(
             "key": endpoint.key,
             "signature_scheme": "hmac-sha256",
             "argv": list(kc.kernel_argv()),
-            "cwd": os.path.expanduser(cwd) if (cwd := request.cwd or kc.cwd) else None,
+            # expanduser reads $HOME (or the password database): no file of ours
+            "cwd": os.path.expanduser(cwd) if (cwd := request.cwd or kc.cwd) else None,  # noqa: ASYNC240
             "env": env,
             "ip": kc.kernel_ip,
             "kernel_name": kc.name,

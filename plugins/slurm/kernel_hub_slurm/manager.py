@@ -20,12 +20,14 @@ import contextlib
 import logging
 import signal as _signal
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import KernelHubError, KernelManager, NannyManager
 
 from .cluster import ACTIVE_STATES, SlurmCLI, runner_from_state
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 __all__ = ["SlurmKernelManager", "describe_end"]
 
@@ -267,8 +269,9 @@ class SlurmKernelManager(KernelManager):
         with contextlib.suppress(KernelHubError):
             await self.nanny.kill()
         await self.cli.cancel(self.job_id)
-        deadline = time.monotonic() + 30
-        while await self._job_active() and time.monotonic() < deadline:
+        for _ in range(150):  # up to 30 s
+            if not await self._job_active():
+                break
             await asyncio.sleep(0.2)  # polling squeue: Slurm has no event for a job's end
         self._ended(f"Slurm job {self.job_id} was cancelled (killed by kernel_hub)")
 

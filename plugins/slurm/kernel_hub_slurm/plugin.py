@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import NoSuchKernelType, RestartPolicy, hookimpl
@@ -12,6 +11,8 @@ from .launch import launch_job
 from .manager import SlurmKernelManager
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
 
 #: A dead Slurm kernel is not resubmitted unless its table says ``restart = true``:
