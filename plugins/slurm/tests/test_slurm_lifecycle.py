@@ -277,3 +277,22 @@ async def test_nanny_killed_outright_is_seen_through_the_queue(slurm_cluster, sl
     while processes_with_env(f"SLURM_JOB_ID={job_id}") and time.monotonic() < deadline:
         await asyncio.sleep(0.1)  # the orphaned kernel notices its parent's end by itself
     assert processes_with_env(f"SLURM_JOB_ID={job_id}") == []
+
+
+@pytest.mark.asyncio
+async def test_restart_true_resubmits_a_dead_kernel(slurm_cluster, slurm_table):
+    async with _hub({"slurm": {"again": {**slurm_table, "restart": True}}}) as hub:
+        events = _Events(hub)
+        kernel = await hub.launch("slurm/again", ready_timeout=120)
+        first = kernel.manager.describe()["job_id"]
+        slurm_cluster.run("scancel", first)
+        await events.wait_for("restarted", 120)
+        second = kernel.manager.describe()["job_id"]
+        assert second != first  # a new job, through the queue
+        assert second in slurm_cluster.jobs()
+        async with kernel.client() as client:
+            _, text = await execute_output(client, "print('back')", timeout=60)
+        assert text.strip() == "back"
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, first)
+    assert await _gone_from_queue(slurm_cluster, second)
