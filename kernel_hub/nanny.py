@@ -708,7 +708,7 @@ def _route_address(url: str) -> str:
         return str(s.getsockname()[0])
 
 
-def registration_message(signer: Signer, msg_type: str, content: dict[str, Any]) -> list[bytes]:
+def _registration_message(signer: Signer, msg_type: str, content: dict[str, Any]) -> list[bytes]:
     header = {
         "msg_id": uuid.uuid4().hex,
         "msg_type": msg_type,
@@ -766,11 +766,13 @@ def dial_back(register_file: str) -> int:
             handshake = nanny.start()
         except (NannyError, OSError, ValueError) as exc:
             _log(f"cannot start: {exc}")
-            sock.send_multipart(registration_message(signer, "nanny_register", {"error": str(exc)}))
+            sock.send_multipart(
+                _registration_message(signer, "nanny_register", {"error": str(exc)})
+            )
             return 1
         info = {k: v for k, v in handshake["connection_info"].items() if k != "key"}
         content = {**handshake, "connection_info": info, "hostname": socket.gethostname()}
-        sock.send_multipart(registration_message(signer, "nanny_register", content))
+        sock.send_multipart(_registration_message(signer, "nanny_register", content))
         timeout_ms = float(opts.get("register_timeout", 60)) * 1000
         if not _registration_acked(sock, signer, timeout_ms):
             _log(f"the host at {url} did not acknowledge the registration; exiting")
