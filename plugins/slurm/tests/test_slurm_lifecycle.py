@@ -75,6 +75,7 @@ async def test_scancel_from_outside_is_a_death_with_its_reason(slurm_cluster, sl
         ended = events.progress("ended")
         assert [e.data["reason"] for e in ended] == [manager.exit_reason]
         assert ended[0].time <= died.time  # the reason is known when "died" is emitted
+        assert died.data["reason"] == manager.exit_reason
         assert "restarting" not in [e.kind for e in events.seen]  # not resubmitted by default
     assert await _gone_from_queue(slurm_cluster, job_id)
     assert not os.path.exists(manager.describe()["job_dir"])
@@ -91,10 +92,14 @@ async def test_time_limit_ends_the_kernel_with_that_reason(slurm_cluster, slurm_
         manager = kernel.manager
         job_id = manager.describe()["job_id"]
         # Slurm checks time limits about every 30 s: the kernel ends 60 to ~100 s after start.
-        await events.wait_for("died", 240)
-        assert manager.exit_reason == (
-            f"Slurm job {job_id} reached its time limit (1); raise 'time' in [slurm.short] "
-            "or pass params={'time': ...}"
+        died = await events.wait_for("died", 240)
+        assert (
+            died.data["reason"]
+            == manager.exit_reason
+            == (
+                f"Slurm job {job_id} reached its time limit (1); raise 'time' in [slurm.short] "
+                "or pass params={'time': ...}"
+            )
         )
         await asyncio.wait_for(kernel.wait(), 60)
     assert await _gone_from_queue(slurm_cluster, job_id)
@@ -246,8 +251,8 @@ async def test_node_failure_ends_the_kernel_with_that_reason(slurm_cluster, slur
             slurm_cluster.run(
                 "scontrol", "update", f"nodename={slurm_cluster.node}", "state=down", "reason=kh"
             )
-            await events.wait_for("died", 60)
-            assert manager.exit_reason == f"Slurm job {job_id} ended because its node failed"
+            died = await events.wait_for("died", 60)
+            assert died.data["reason"] == f"Slurm job {job_id} ended because its node failed"
             await asyncio.wait_for(kernel.wait(), 60)
         assert await _gone_from_queue(slurm_cluster, job_id)
         assert not os.path.exists(manager.describe()["job_dir"])
