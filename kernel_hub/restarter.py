@@ -193,7 +193,7 @@ class KernelRestarter:
         control, policy = self.control, self.policy
         control.died()
         # A manager that knows why its kernel ended (a batch job's time limit) says so.
-        reason = getattr(manager, "exit_reason", None)
+        reason = manager.exit_reason
         control.emit("died", exit_status=status, **({"reason": reason} if reason else {}))
         # Gone for the restarter means gone: a manager that only lost its link is killed.
         with contextlib.suppress(Exception):

@@ -89,8 +89,7 @@ class SlurmKernelManager(KernelManager):
         #: Seconds between ``squeue`` checks in :meth:`wait`.
         self.watch_interval = float(self.state.get("watch_interval") or 30.0)
         self._emit = emit or (lambda kind, **data: None)
-        #: Why the kernel ended, once known (time limit, cancelled, its exit status ...).
-        self.exit_reason: str | None = None
+        self._exit_reason: str | None = None
         self._job_gone = False
         self._closed = False
         self._purposeful = False
@@ -117,10 +116,15 @@ class SlurmKernelManager(KernelManager):
         cli = SlurmCLI(runner_from_state(state.get("runner")))
         return cls(nanny, cli, state, type_id=type_id, emit=emit)
 
+    @property
+    def exit_reason(self) -> str | None:
+        """Why the kernel ended, once known (time limit, cancelled, its exit status ...)."""
+        return self._exit_reason
+
     def __repr__(self) -> str:
         if self._closed:
             status = "CLOSED"
-        elif self.exit_reason is not None:
+        elif self._exit_reason is not None:
             status = "ENDED"
         else:
             status = "RUNNING"
@@ -186,15 +190,15 @@ class SlurmKernelManager(KernelManager):
         return f"the kernel in Slurm job {self.job_id} exited with status {exit_status}"
 
     def _ended(self, reason: str) -> None:
-        if self.exit_reason is None:
-            self.exit_reason = reason
+        if self._exit_reason is None:
+            self._exit_reason = reason
             if not self._purposeful:
                 self._emit("progress", step="ended", job_id=self.job_id, reason=reason)
 
     # ---- KernelManager ----
 
     async def is_alive(self) -> bool:
-        if self._closed or self.exit_reason is not None:
+        if self._closed or self._exit_reason is not None:
             return False
         try:
             return await self.nanny.is_alive()
@@ -204,7 +208,7 @@ class SlurmKernelManager(KernelManager):
 
     async def wait(self) -> int | None:
         """Wait until the kernel ends: the nanny's ``kernel_died``, or the job leaving the queue."""
-        if self.exit_reason is not None or self._closed:
+        if self._exit_reason is not None or self._closed:
             return self.nanny.exit_status
         inner = asyncio.ensure_future(self.nanny.wait())
         try:

@@ -1,4 +1,8 @@
-"""Hook implementations of the slurm provider: batch-job kernels from ``[slurm.<name>]`` tables."""
+"""Hook implementations of the slurm provider: batch-job kernels from ``[slurm.<name>]`` tables.
+
+The hub routes ``launch``, ``make_manager`` and ``restart_policy`` here only for
+``slurm/*`` types; the job machinery is imported only once there is one to run.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 from kernel_hub.provider import NoSuchKernelType, RestartPolicy, hookimpl
 
 from .config import PROVIDER, kernel_types, parse_config
-from .launch import launch_job
-from .manager import SlurmKernelManager
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
 
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
+
+    from .manager import SlurmKernelManager
 
 #: A dead Slurm kernel is not resubmitted unless its table says ``restart = true``:
 #: a new job may wait in the queue for hours.
@@ -28,9 +32,9 @@ def find_kernel_types(hub: HubContext) -> list[KernelType]:
 @hookimpl
 def launch(
     hub: HubContext, kernel_type: KernelType, request: LaunchRequest
-) -> Awaitable[LaunchResult] | None:
-    if kernel_type.provider != PROVIDER:  # guard until the hub routes hooks to their plugin
-        return None
+) -> Awaitable[LaunchResult]:
+    from .launch import launch_job
+
     configs = parse_config(hub.config_for(PROVIDER))
     if kernel_type.name not in configs:
         raise NoSuchKernelType(kernel_type.id, [f"{PROVIDER}/{n}" for n in configs])
@@ -44,9 +48,9 @@ def make_manager(
     kernel_type: KernelType,
     connection_info: Mapping[str, Any],
     state: Mapping[str, Any],
-) -> SlurmKernelManager | None:
-    if kernel_type.provider != PROVIDER:
-        return None
+) -> SlurmKernelManager:
+    from .manager import SlurmKernelManager
+
     kernel_id = str(state.get("kernel_id", ""))
     return SlurmKernelManager.from_state(
         connection_info,
@@ -57,8 +61,6 @@ def make_manager(
 
 
 @hookimpl
-def restart_policy(hub: HubContext, kernel_type: KernelType) -> RestartPolicy | None:
-    if kernel_type.provider != PROVIDER:
-        return None
+def restart_policy(hub: HubContext, kernel_type: KernelType) -> RestartPolicy:
     kc = parse_config(hub.config_for(PROVIDER)).get(kernel_type.name)
     return RestartPolicy() if kc is not None and kc.restart else NO_RESTART
