@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import kernel_hub_slurm.plugin as plugin
 import pytest
@@ -16,7 +15,7 @@ from kernel_hub_slurm.launch import job_script
 from kernel_hub_slurm.manager import describe_end
 
 from kernel_hub import KernelHub
-from kernel_hub.provider import ConfigError, KernelType, LaunchRequest, RestartPolicy
+from kernel_hub.provider import ConfigError, KernelType, RestartPolicy
 
 GPU = {
     "partition": "gpu",
@@ -136,15 +135,6 @@ def test_hook_restart_policy_does_not_resubmit_unless_the_table_says_so():
     again = KernelType(provider="slurm", name="again")
     assert plugin.restart_policy(hub=hub, kernel_type=once) == RestartPolicy(enabled=False)
     assert plugin.restart_policy(hub=hub, kernel_type=again) == RestartPolicy()
-    assert plugin.restart_policy(hub=hub, kernel_type=KernelType(provider="x", name="y")) is None
-
-
-def test_hooks_decline_other_providers():
-    hub = KernelHub(config={})
-    other = KernelType(provider="spec", name="python3")
-    request = LaunchRequest(kernel_id=str(uuid.uuid4()))
-    assert plugin.launch(hub=hub, kernel_type=other, request=request) is None
-    assert plugin.make_manager(hub=hub, kernel_type=other, connection_info={}, state={}) is None
 
 
 def test_kernel_hub_list_shows_tables_without_slurm(tmp_path):
