@@ -453,10 +453,10 @@ async def test_died_carries_the_managers_exit_reason():
         control = RestartControl(
             label="t",
             manager=lambda reason=reason: Ended(reason),
-            emit=lambda kind, **data: events.append((kind, data)),
+            emit=lambda kind, events=events, **data: events.append((kind, data)),
             died=lambda: None,
             relaunch=None,  # type: ignore[arg-type]  # restarts are off
-            end=lambda **_: ended.set(),
+            end=lambda ended=ended, **_: ended.set(),
         )
         restarter = KernelRestarter(RestartPolicy(enabled=False), control)
         restarter.start()
