@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_readme_names_every_plugin_and_explains_nice():
     readme = (ROOT / "README.md").read_text()
-    for dist in ("kernel-hub-spec", "kernel-hub-ipykernel", "kernel-hub-ssh", "kernel-hub-docker"):
+    for plugin in sorted(ROOT.glob("plugins/*/pyproject.toml")):
+        dist = f"kernel-hub-{plugin.parent.name}"
         assert f"[`{dist}`](plugins/" in readme
     assert "`nice/python3`" in readme and "[`examples/nice`](examples/nice)" in readme
     assert "not on PyPI yet" in readme
