@@ -147,8 +147,8 @@ def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
         first_pid = kernel.manager.pid
         assert km.connection_file == kernel.state["connection_file"]  # one file, kernel_hub's
         assert oct(os.stat(km.connection_file).st_mode & 0o777) == "0o600"
-        msg_id = kc.execute("import time; time.sleep(600)")
-        kc.get_iopub_msg(timeout=60)  # busy: the sleep has begun
+        msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(600)")
+        wait_stream(kc)  # the code runs: ipykernel ignores SIGINT before that
         km.interrupt_kernel()
         reply = kc.get_shell_msg(timeout=60)
         assert reply["parent_header"]["msg_id"] == msg_id
@@ -257,3 +257,9 @@ def test_host_killed_outright_leaves_no_kernel_or_connection_file(bridged):
         host.wait(30)
         host.stdin.close()
         host.stdout.close()
+
+
+def wait_stream(kc) -> None:
+    """Return once the kernel's next stream output has arrived on IOPub."""
+    while kc.get_iopub_msg(timeout=120)["msg_type"] != "stream":
+        pass

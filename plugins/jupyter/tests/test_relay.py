@@ -117,8 +117,8 @@ def test_kernel_manager_on_argv_interrupt_input_and_shutdown(plain_spec):
         kernel_pid = int(outputs[0])
         assert kernel_pid != km.provisioner.pid  # the relay is not the kernel
         assert "".join(outputs[1:]) == "hi relay\n"
-        msg_id = kc.execute("import time; time.sleep(600)")
-        kc.get_iopub_msg(timeout=60)  # busy
+        msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(600)")
+        wait_stream(kc)  # the code runs: ipykernel ignores SIGINT before that
         km.interrupt_kernel()  # SIGINT to the relay, which interrupts the kernel
         reply = kc.get_shell_msg(timeout=60)
         assert reply["parent_header"]["msg_id"] == msg_id
@@ -152,3 +152,9 @@ def test_relay_killed_outright_takes_its_kernel_along(plain_spec):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def wait_stream(kc) -> None:
+    """Return once the kernel's next stream output has arrived on IOPub."""
+    while kc.get_iopub_msg(timeout=120)["msg_type"] != "stream":
+        pass
