@@ -1,4 +1,4 @@
-"""``kernel-hub jupyter install | uninstall | list``, added through the ``kernel_hub.cli`` entry points.
+"""``kernel-hub jupyter install | uninstall | list``, added through ``kernel_hub.cli`` entry points.
 
 This module is imported on every ``kernel-hub`` call, so it imports nothing
 heavy at the top: jupyter_client loads only when a jupyter command runs.
@@ -82,9 +82,10 @@ def _cmd_uninstall(args: argparse.Namespace) -> int:
 
     directory = _directory(args)
     removed = uninstall(directory)
-    print(f"removed {len(removed)} kernelspec(s) from {directory}" + "".join(
-        f"\n  {name}" for name in removed
-    ))
+    print(
+        f"removed {len(removed)} kernelspec(s) from {directory}"
+        + "".join(f"\n  {name}" for name in removed)
+    )
     return 0
 
 

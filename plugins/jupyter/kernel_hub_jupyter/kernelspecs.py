@@ -51,9 +51,7 @@ def spec_names(type_ids: Iterable[str]) -> dict[str, str]:
     plain = {tid: "kh-" + tid.replace("/", "-", 1) for tid in ids}
     clashes = Counter(plain.values())
     return {
-        tid: name
-        if clashes[name] == 1
-        else f"{name}-{hashlib.sha1(tid.encode()).hexdigest()[:6]}"  # noqa: S324 - a name, not a secret
+        tid: name if clashes[name] == 1 else f"{name}-{hashlib.sha1(tid.encode()).hexdigest()[:6]}"  # noqa: S324 - a name, not a secret
         for tid, name in plain.items()
     }
 
@@ -148,13 +146,15 @@ def _read_ours(spec_dir: Path) -> InstalledSpec | None:
         return None
 
 
-def installed_specs(directories: Sequence[str | os.PathLike[str]] | None = None) -> list[InstalledSpec]:
+def installed_specs(
+    directories: Sequence[str | os.PathLike[str]] | None = None,
+) -> list[InstalledSpec]:
     """Return the bridge's kernelspecs in *directories* (default: every Jupyter kernels dir)."""
     if directories is None:
         from jupyter_core.paths import jupyter_path
 
         directories = jupyter_path("kernels")
-    found = []
+    found: list[InstalledSpec] = []
     for directory in directories:
         d = Path(directory)
         if d.is_dir():

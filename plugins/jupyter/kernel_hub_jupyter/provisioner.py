@@ -140,7 +140,7 @@ class KernelHubProvisioner(KernelProvisionerBase):  # type: ignore[misc]  # trai
             log.error("%s", message)
             raise RuntimeError(message) from exc
         self._kernel = kernel
-        info: dict[str, Any] = {k: kernel.connection_info[k] for k in _JUPYTER_KEYS}
+        info: KernelConnectionInfo = {k: kernel.connection_info[k] for k in _JUPYTER_KEYS}
         key = kernel.connection_info.get("key", "")
         info["key"] = key.encode() if isinstance(key, str) else key  # jupyter_client wants bytes
         # A local kernel's connection file is already written (0600, and removed by kernel_hub's

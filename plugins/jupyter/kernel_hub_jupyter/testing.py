@@ -284,8 +284,10 @@ class KernelSocket:
                 reply = msg["content"]
             elif msg["channel"] == "iopub":
                 iopub.append(msg)
-                idle = idle or msg["msg_type"] == "status" and (
-                    msg["content"]["execution_state"] == "idle"
+                idle = (
+                    idle
+                    or msg["msg_type"] == "status"
+                    and (msg["content"]["execution_state"] == "idle")
                 )
         return reply, iopub
 
@@ -306,4 +308,3 @@ class KernelSocket:
             msg = json.loads(self.ws.recv())
             if msg["channel"] == "shell" and msg["parent_header"].get("msg_id") == msg_id:
                 return msg  # type: ignore[no-any-return]
-

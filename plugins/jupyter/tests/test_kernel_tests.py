@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import jupyter_kernel_test
 import pytest
-
 from kernel_hub_jupyter.provisioner import KernelHubProvisioner
 
 pytestmark = [pytest.mark.integration]
@@ -29,8 +28,10 @@ class TestBridgedPython(jupyter_kernel_test.KernelTests):
     code_generate_error = "raise ValueError('boom')"
     code_execute_result = [{"code": "1+2+3", "result": "6"}]
     code_display_data = [
-        {"code": "from IPython.display import HTML, display; display(HTML('<b>t</b>'))",
-         "mime": "text/html"},
+        {
+            "code": "from IPython.display import HTML, display; display(HTML('<b>t</b>'))",
+            "mime": "text/html",
+        },
     ]
     code_history_pattern = "1?2*"
     code_stderr = "import sys; print('oops', file=sys.stderr)"

@@ -99,9 +99,10 @@ def test_locations_mirror_jupyter_kernelspec_install(tmp_path):
     from jupyter_client.kernelspec import KernelSpecManager
 
     ksm = KernelSpecManager()
-    assert kernels_dir(prefix=str(tmp_path)) == Path(
-        ksm._get_destination_dir("x", prefix=str(tmp_path))
-    ).parent
+    assert (
+        kernels_dir(prefix=str(tmp_path))
+        == Path(ksm._get_destination_dir("x", prefix=str(tmp_path))).parent
+    )
     assert kernels_dir(user=True) == Path(ksm.user_kernel_dir)
     assert kernels_dir(sys_prefix=True) == Path(sys.prefix, "share", "jupyter", "kernels")
     assert kernels_dir() == Path(ksm._get_destination_dir("x")).parent

@@ -1,4 +1,4 @@
-"""The ``kernel-hub`` provisioner under real jupyter_client hosts: nbclient, papermill, KernelManager.
+"""The ``kernel-hub`` provisioner under real jupyter_client hosts: nbclient, papermill, managers.
 
 Every kernel here is a real ipykernel launched through kernel_hub (type
 ``ipykernel/python3``) by the bridge's hub in this process; each test checks
@@ -82,7 +82,9 @@ def test_nbclient_runs_a_notebook_with_outputs_in_order_and_an_error_cell(bridge
     (kernel_id,) = recorder.started()
     assert recorder.kinds(kernel_id)[:2] == ["starting", "ready"]
     out = [c.outputs for c in nb.cells]
-    assert out[0] == [{"output_type": "stream", "name": "stdout", "text": "line 0\nline 1\nline 2\n"}]
+    assert out[0] == [
+        {"output_type": "stream", "name": "stdout", "text": "line 0\nline 1\nline 2\n"}
+    ]
     assert out[1][0]["output_type"] == "error" and out[1][0]["ename"] == "ZeroDivisionError"
     assert out[2][0]["text"] == "after the error\n"
     pid = int(out[2][1]["data"]["text/plain"])
@@ -124,7 +126,11 @@ def test_papermill_injects_parameters(bridged, recorder, tmp_path):
             new_code_cell("print(n * n)"),
         ]
     )
-    source.metadata["kernelspec"] = {"name": bridged.python, "display_name": "x", "language": "python"}
+    source.metadata["kernelspec"] = {
+        "name": bridged.python,
+        "display_name": "x",
+        "language": "python",
+    }
     src, dst = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
     nbformat.write(source, src)
     papermill.execute_notebook(
@@ -197,7 +203,9 @@ def test_dead_kernel_signal_and_double_cleanup_do_not_raise(bridged, recorder):
 def test_unknown_type_is_an_actionable_error(bridged, tmp_path, recorder):
     from jupyter_client.manager import KernelManager
 
-    spec = json.loads((bridged.prefix / "share/jupyter/kernels" / bridged.python / "kernel.json").read_text())
+    spec = json.loads(
+        (bridged.prefix / "share/jupyter/kernels" / bridged.python / "kernel.json").read_text()
+    )
     spec["metadata"]["kernel_provisioner"]["config"]["type_id"] = "nosuch/thing"
     (tmp_path / "kh-gone").mkdir()
     (tmp_path / "kh-gone" / "kernel.json").write_text(json.dumps(spec))

@@ -47,7 +47,6 @@ def test_resigner_checks_the_sender_key_and_signs_with_the_receiver_key():
 # ---- real frontends running argv ----
 
 
-
 @pytest.fixture
 def plain_spec(bridged, tmp_path) -> Path:
     """A kernels dir with ``plain``: the bridged Python spec without its provisioner stanza."""
