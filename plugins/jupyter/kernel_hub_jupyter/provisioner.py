@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from jupyter_client.connect import port_names
 from jupyter_client.provisioning import KernelProvisionerBase
@@ -140,9 +140,11 @@ class KernelHubProvisioner(KernelProvisionerBase):  # type: ignore[misc]  # trai
             log.error("%s", message)
             raise RuntimeError(message) from exc
         self._kernel = kernel
-        info: KernelConnectionInfo = {k: kernel.connection_info[k] for k in _JUPYTER_KEYS}
+        fields: dict[str, Any] = {k: kernel.connection_info[k] for k in _JUPYTER_KEYS}
         key = kernel.connection_info.get("key", "")
-        info["key"] = key.encode() if isinstance(key, str) else key  # jupyter_client wants bytes
+        fields["key"] = key.encode() if isinstance(key, str) else key  # jupyter_client wants bytes
+        # jupyter_client's TypedDict says str for the key, but its managers want bytes.
+        info = cast("KernelConnectionInfo", fields)
         # A local kernel's connection file is already written (0600, and removed by kernel_hub's
         # reaper even if this process is killed): let jupyter_client use it instead of a second.
         # jupyter_client then finds the file equal to what we return and loads nothing from
