@@ -179,8 +179,16 @@ class JupyterServer:
             method=method,
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw = resp.read()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            # An HTTPError holds the response's socket open until collected: read and close it.
+            with exc:
+                detail = exc.read()[:300]
+            raise urllib.error.HTTPError(
+                exc.url, exc.code, f"{exc.reason}: {detail!r}", exc.headers, None
+            ) from None
         return json.loads(raw) if raw else None
 
     @contextmanager

@@ -76,7 +76,16 @@ def run_bridged_notebook(tmp_path: Path, config: Path, type_id: str) -> list[lis
     env = {**os.environ, "KERNEL_HUB_CONFIG": str(config)}
     prefix = tmp_path / "prefix"
     out = subprocess.run(
-        [sys.executable, "-m", "kernel_hub", "jupyter", "install", "--prefix", str(prefix), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "kernel_hub",
+            "jupyter",
+            "install",
+            "--prefix",
+            str(prefix),
+            "--json",
+        ],
         env=env,
         capture_output=True,
         text=True,
