@@ -72,7 +72,7 @@ def write_config(path: Path, plugin: str, tables: dict[str, dict]) -> Path:
 
 
 def run_bridged_notebook(tmp_path: Path, config: Path, type_id: str) -> list[list[dict]]:
-    """Install the specs with *config*, run CELLS on *type_id*'s spec; return each cell's outputs."""
+    """Install the specs with *config*, run CELLS on *type_id*'s spec; return the outputs."""
     env = {**os.environ, "KERNEL_HUB_CONFIG": str(config)}
     prefix = tmp_path / "prefix"
     out = subprocess.run(
