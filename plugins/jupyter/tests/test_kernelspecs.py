@@ -159,3 +159,24 @@ def test_provisioner_entry_point_is_what_jupyter_client_loads():
         group="jupyter_client.kernel_provisioners", name="kernel-hub"
     )
     assert ep.load() is KernelHubProvisioner
+
+
+def test_readme_section_commands_work(tmp_path):
+    """The root README's two commands: pip (done here), then install --user (run for real)."""
+    readme = Path(__file__).resolve().parents[3] / "README.md"
+    text = readme.read_text()
+    section = text.split("## Use kernel_hub kernels in JupyterLab, nbclient, papermill, VS Code")[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split() for line in block.strip().splitlines()]
+    assert commands == [
+        ["pip", "install", "kernel-hub-jupyter"],
+        ["kernel-hub", "jupyter", "install", "--user"],
+    ]
+    env = {"JUPYTER_DATA_DIR": str(tmp_path)}  # --user writes to the user's Jupyter data dir
+    out = run_cli(*commands[1][2:], env=env)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "kernels" / "kh-ipykernel-python3" / "kernel.json").is_file()
+    assert "kernel-hub jupyter uninstall --user" in section
+    assert run_cli("uninstall", "--user", env=env).returncode == 0
+    assert not (tmp_path / "kernels" / "kh-ipykernel-python3").exists()
+    assert (readme.parent / "docs/images/jupyterlab-bridge.png").is_file()
