@@ -149,6 +149,9 @@ def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
     try:
         assert isinstance(km.provisioner, KernelHubProvisioner)
         assert "[RUNNING]" in repr(km.provisioner)
+        saved = asyncio.run(km.provisioner.get_provisioner_info())
+        assert saved["kernel_id"] == km.kernel_id
+        assert saved["kernel_hub"]["type_id"] == "ipykernel/python3"
         kernel = recorder.hub.get(km.kernel_id)
         first_pid = kernel.manager.pid
         assert km.connection_file == kernel.state["connection_file"]  # one file, kernel_hub's
