@@ -106,10 +106,16 @@ def main() -> int:
         print(f"first bridged launch in this process (hub + discovery): {first:.3f} s")
         ready: dict[str, list[float]] = {"stock": [], "bridge": []}
         stop: dict[str, list[float]] = {"stock": [], "bridge": []}
+        failures = {"stock": 0, "bridge": 0}
         for i in range(args.rounds):
             order = ("stock", "bridge") if i % 2 == 0 else ("bridge", "stock")
             for variant in order:
-                r, s = asyncio.run(start_ready(specs[variant]))
+                try:
+                    r, s = asyncio.run(start_ready(specs[variant]))
+                except RuntimeError as exc:  # a port taken meanwhile (jupyter_client's port race)
+                    failures[variant] += 1
+                    print(f"{variant}: start failed ({exc}); retried", flush=True)
+                    r, s = asyncio.run(start_ready(specs[variant]))
                 ready[variant].append(r)
                 stop[variant].append(s)
         for name, samples in (("start_ready", ready), ("shutdown", stop)):
@@ -131,6 +137,7 @@ def main() -> int:
         "start_ready": summary(ready),
         "shutdown": summary(stop),
         f"nbclient_{args.cells}": summary(nb),
+        "failed_starts": failures,
         "rounds": args.rounds,
         "nb_rounds": args.nb_rounds,
         "wall_s": wall,
