@@ -7,6 +7,7 @@ connection file of the kernel may be left.
 
 from __future__ import annotations
 
+import os
 import signal
 import urllib.error
 
@@ -95,3 +96,28 @@ def test_server_killed_outright_leaves_no_kernel_or_connection_file(bridged, tmp
         assert server.kernel_files() == []
     finally:
         server.stop()
+
+
+def test_live_spec_manager_lists_types_without_install(tmp_path):
+    """KernelHubSpecManager: kernel_hub's types in the REST listing, no install step."""
+    args = (
+        "--ServerApp.kernel_spec_manager_class=kernel_hub_jupyter.specmanager.KernelHubSpecManager",
+    )
+    env_path = os.environ.pop("JUPYTER_PATH", None)  # no installed bridge specs in sight
+    try:
+        server = JupyterServer.start(tmp_path, args=args)
+    finally:
+        if env_path is not None:
+            os.environ["JUPYTER_PATH"] = env_path
+    with server:
+        specs = server.api("GET", "/api/kernelspecs")["kernelspecs"]
+        assert "kh-ipykernel-python3" in specs
+        assert oct((server.runtime_dir / "kernel-hub-specs").stat().st_mode & 0o777) == "0o700"
+        kid = server.api("POST", "/api/kernels", {"name": "kh-ipykernel-python3"})["id"]
+        with server.websocket(kid) as ws:
+            reply, iopub = ws.execute("print('live')")
+            assert [m["content"]["text"] for m in iopub if m["msg_type"] == "stream"] == ["live\n"]
+        pid = the_kernel_pid(kid)
+        server.api("DELETE", f"/api/kernels/{kid}")
+        assert wait_pid_gone(pid, 60)
+        assert server.kernel_files() == []
