@@ -2,7 +2,8 @@
 
 Enable it in jupyter_server (JupyterLab, Notebook 7)::
 
-    jupyter lab --ServerApp.kernel_spec_manager_class=kernel_hub_jupyter.specmanager.KernelHubSpecManager
+    jupyter lab --ServerApp.kernel_spec_manager_class=\
+        kernel_hub_jupyter.specmanager.KernelHubSpecManager
 
 It lists the usual kernelspecs plus one per kernel_hub type, exactly as
 ``kernel-hub jupyter install`` would write them, kept in a private directory
