@@ -2,7 +2,7 @@
 
 Enable it in jupyter_server (JupyterLab, Notebook 7)::
 
-    jupyter lab --ServerApp.kernel_spec_manager_class=\
+    jupyter lab --ServerApp.kernel_spec_manager_class=\\
         kernel_hub_jupyter.specmanager.KernelHubSpecManager
 
 It lists the usual kernelspecs plus one per kernel_hub type, exactly as
