@@ -24,8 +24,10 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["Reaper", "reaper"]
 
