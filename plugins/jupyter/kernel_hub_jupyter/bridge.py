@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kernel_hub import KernelHub
 from kernel_hub.provider import LoopThread
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
 
 __all__ = ["BridgeLoop", "call", "get_hub"]
 

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 from .provisioner import PROVISIONER_NAME
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterable, Sequence
+
     from kernel_hub import KernelType
 
 __all__ = [
@@ -51,7 +52,7 @@ def spec_names(type_ids: Iterable[str]) -> dict[str, str]:
     plain = {tid: "kh-" + tid.replace("/", "-", 1) for tid in ids}
     clashes = Counter(plain.values())
     return {
-        tid: name if clashes[name] == 1 else f"{name}-{hashlib.sha1(tid.encode()).hexdigest()[:6]}"  # noqa: S324 - a name, not a secret
+        tid: name if clashes[name] == 1 else f"{name}-{hashlib.sha1(tid.encode()).hexdigest()[:6]}"
         for tid, name in plain.items()
     }
 

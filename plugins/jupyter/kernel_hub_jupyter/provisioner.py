@@ -21,7 +21,7 @@ import signal
 from typing import TYPE_CHECKING, Any, cast
 
 from jupyter_client.connect import port_names
-from jupyter_client.provisioning import KernelProvisionerBase
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Bool, Float, Unicode
 
 from kernel_hub import KernelHubError, NoSuchKernelType
@@ -79,7 +79,7 @@ def actionable(type_id: str, spec_name: str, exc: BaseException) -> str:
     return f"kernel_hub could not start {type_id!r} (kernelspec {spec_name!r}): {exc!r}"
 
 
-class KernelHubProvisioner(KernelProvisionerBase):  # type: ignore[misc]  # traitlets is untyped
+class KernelHubProvisioner(KernelProvisionerBase):
     """Start and manage a kernel_hub kernel for jupyter_client's ``KernelManager``.
 
     jupyter_client calls these coroutines from its own loop; each hops to the
@@ -145,10 +145,18 @@ class KernelHubProvisioner(KernelProvisionerBase):  # type: ignore[misc]  # trai
         fields["key"] = key.encode() if isinstance(key, str) else key  # jupyter_client wants bytes
         # jupyter_client's TypedDict says str for the key, but its managers want bytes.
         info = cast("KernelConnectionInfo", fields)
-        # A local kernel's connection file is already written (0600, and removed by kernel_hub's
-        # reaper even if this process is killed): let jupyter_client use it instead of a second.
-        # jupyter_client then finds the file equal to what we return and loads nothing from
-        # it, so the ports are loaded here, as LocalProvisioner's pre_launch does.
+        self._adopt_connection_file(kernel, info)
+        self.connection_info = info
+        return info
+
+    def _adopt_connection_file(self, kernel: RunningKernel, info: KernelConnectionInfo) -> None:
+        """Make jupyter_client use a local kernel's connection file instead of writing a second.
+
+        kernel_hub's file is 0600 and removed by its reaper even if this process
+        is killed. jupyter_client then finds the file equal to what
+        :meth:`launch_kernel` returns and loads nothing from it, so the ports are
+        loaded here, as ``LocalProvisioner.pre_launch`` does.
+        """
         own_file = kernel.state.get("connection_file")
         km = self.parent
         if km is not None and own_file and os.path.exists(own_file):
@@ -156,8 +164,6 @@ class KernelHubProvisioner(KernelProvisionerBase):  # type: ignore[misc]  # trai
                 setattr(km, name, 0)
             km.load_connection_info(info)
             km.connection_file = own_file
-        self.connection_info = info
-        return info
 
     async def _launch(self, *, env: dict[str, str], cwd: str | None) -> RunningKernel:
         hub = await get_hub()

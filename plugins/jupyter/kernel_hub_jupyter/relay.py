@@ -32,10 +32,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     import zmq.asyncio
 
     from kernel_hub import KernelHub, RunningKernel
@@ -157,7 +158,7 @@ async def relay(
                     polled.cancel()
                     break
                 for sock, _ in polled.result():
-                    target, resign = routes[sock]  # type: ignore[index]
+                    target, resign = routes[sock]
                     while True:
                         try:
                             frames = await sock.recv_multipart(zmq.NOBLOCK)

@@ -27,7 +27,7 @@ from .kernelspecs import install
 __all__ = ["KernelHubSpecManager"]
 
 
-class KernelHubSpecManager(KernelSpecManager):  # type: ignore[misc]  # traitlets is untyped
+class KernelHubSpecManager(KernelSpecManager):
     """Jupyter's kernelspecs plus one per kernel_hub type (names: ``kh-<provider>-<name>``)."""
 
     refresh_interval = Float(

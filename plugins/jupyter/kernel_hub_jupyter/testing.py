@@ -28,11 +28,13 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
 
 __all__ = ["JupyterServer", "KernelSocket", "kernel_pids"]
 
@@ -315,4 +317,4 @@ class KernelSocket:
         while True:
             msg = json.loads(self.ws.recv())
             if msg["channel"] == "shell" and msg["parent_header"].get("msg_id") == msg_id:
-                return msg  # type: ignore[no-any-return]
+                return msg

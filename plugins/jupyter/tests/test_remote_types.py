@@ -139,7 +139,7 @@ def docker_image() -> str:
     try:
         api.inspect_image(image)
         found = True
-    except Exception:  # noqa: BLE001 - any failure means "not there"
+    except Exception:
         found = False
     require_service(
         f"the Docker image {image}",
