@@ -153,10 +153,10 @@ def docker_image() -> str:
 def test_nbclient_on_a_bridged_docker_type(docker_image, tmp_path):
     from kernel_hub_docker import kernel_containers
 
-    before = {c.id for c in kernel_containers()}
-    config = write_config(tmp_path / "config.toml", "docker", {"nbtest": {"image": docker_image}})
-    check_outputs(run_bridged_notebook(tmp_path, config, "docker/nbtest"))
-    left = [c for c in kernel_containers() if c.id not in before]
+    config = write_config(tmp_path / "config.toml", "docker", {"nbbridge": {"image": docker_image}})
+    check_outputs(run_bridged_notebook(tmp_path, config, "docker/nbbridge"))
+    # Only this test's type: other suites may share the engine.
+    left = [c for c in kernel_containers() if c.type_id == "docker/nbbridge"]
     assert not left, f"kernel containers outlived nbclient: {left}"
 
 
