@@ -1,0 +1,261 @@
+"""The jupyter_client kernel provisioner ``kernel-hub``: a kernel_hub type behind a kernelspec.
+
+A kernelspec written by ``kernel-hub jupyter install`` selects it with::
+
+    "metadata": {"kernel_provisioner": {
+        "provisioner_name": "kernel-hub",
+        "config": {"type_id": "docker/py311", "pass_cwd": true}}}
+
+jupyter_client (JupyterLab, Notebook, nbclient, papermill, ``jupyter console``)
+then starts the kernel through ``hub.launch(type_id, kernel_id=<jupyter's id>,
+restart=False)`` on the bridge's hub (:mod:`kernel_hub_jupyter.bridge`) and
+manages it through its kernel_hub manager. jupyter_client runs its own
+restarter, so kernel_hub's stays off for these kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import TYPE_CHECKING, Any, cast
+
+from jupyter_client.connect import port_names
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Bool, Float, Unicode
+
+from kernel_hub import KernelHubError, NoSuchKernelType
+
+from .bridge import call, get_hub
+
+if TYPE_CHECKING:
+    from jupyter_client.connect import KernelConnectionInfo
+
+    from kernel_hub import RunningKernel
+
+__all__ = ["KernelHubProvisioner", "PROVISIONER_NAME", "actionable"]
+
+log = logging.getLogger(__name__)
+
+#: The entry-point name in ``jupyter_client.kernel_provisioners``.
+PROVISIONER_NAME = "kernel-hub"
+
+#: The connection-info keys jupyter_client knows; kernel_hub's extras (nanny ports) stay here.
+_JUPYTER_KEYS = (
+    "shell_port",
+    "iopub_port",
+    "stdin_port",
+    "control_port",
+    "hb_port",
+    "ip",
+    "transport",
+    "signature_scheme",
+)
+
+#: Environment variables of jupyter_client's that must not reach the kernel: kernel_hub
+#: sets its own parent pid (its reaper), and the host's executable is not the kernel's.
+_DROP_ENV = ("JPY_PARENT_PID", "PYTHONEXECUTABLE")
+
+
+def actionable(type_id: str, spec_name: str, exc: BaseException) -> str:
+    """Return one line a JupyterLab user can act on, for a kernel_hub error at launch.
+
+    :param type_id: the kernel_hub type the kernelspec points at.
+    :param spec_name: the kernelspec's name.
+    :param exc: what kernel_hub raised.
+    """
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, NoSuchKernelType):
+        return (
+            f"kernelspec {spec_name!r} starts kernel_hub type {type_id!r}, which no installed "
+            f"kernel_hub plugin offers any more ({first}); install the plugin that provided it, "
+            "or run 'kernel-hub jupyter install' to update the kernelspecs"
+        )
+    if isinstance(exc, KernelHubError):
+        return (
+            f"kernel_hub could not start {type_id!r} (kernelspec {spec_name!r}): {first}. "
+            f"Check it outside Jupyter with: kernel-hub run {type_id} -c 'print(1)'"
+        )
+    return f"kernel_hub could not start {type_id!r} (kernelspec {spec_name!r}): {exc!r}"
+
+
+class KernelHubProvisioner(KernelProvisionerBase):
+    """Start and manage a kernel_hub kernel for jupyter_client's ``KernelManager``.
+
+    jupyter_client calls these coroutines from its own loop; each hops to the
+    bridge's loop, where the process's one hub keeps every kernel.
+    """
+
+    #: The kernel_hub type id, e.g. ``"ipykernel/python3"`` (from the kernelspec's config).
+    type_id = Unicode("", config=True, help="kernel_hub type id to launch")
+    #: Pass jupyter's working directory (the notebook's folder) to the kernel. Off for types
+    #: whose kernels run on another machine, where that path means nothing.
+    pass_cwd = Bool(True, config=True, help="pass the notebook's directory as the kernel's cwd")
+    #: Seconds kernel_hub waits for the kernel to answer kernel_info.
+    ready_timeout = Float(120.0, config=True, help="seconds to wait for the kernel to be ready")
+
+    _kernel: RunningKernel | None = None
+    _exit_status: int | None = None
+
+    def __repr__(self) -> str:
+        kernel = self._kernel
+        state = "NO KERNEL" if kernel is None else kernel.status
+        return f"<KernelHubProvisioner {self.type_id} {str(self.kernel_id)[:8]} [{state}]>"
+
+    # ---- launch ----
+
+    @property
+    def has_process(self) -> bool:
+        """True from :meth:`launch_kernel` until :meth:`cleanup` (jupyter asserts it)."""
+        return self._kernel is not None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Prepare the environment; there is no command line (kernel_hub has the type's)."""
+        kwargs.pop("extra_arguments", None)
+        kwargs = await super().pre_launch(**kwargs)
+        kwargs["cmd"] = list(self.kernel_spec.argv) if self.kernel_spec is not None else []
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        """Launch the type through the bridge's hub and return its connection info.
+
+        :raises RuntimeError: with a message naming the type and what to do.
+        """
+        if not self.type_id:
+            raise RuntimeError(
+                f"kernelspec {self._spec_name!r} selects the kernel-hub provisioner without a "
+                "'type_id' in its config; reinstall it with 'kernel-hub jupyter install'"
+            )
+        env = {
+            k: v
+            for k, v in (kwargs.get("env") or {}).items()
+            if os.environ.get(k) != v and k not in _DROP_ENV
+        }
+        cwd = kwargs.get("cwd") if self.pass_cwd else None
+        self._exit_status = None
+        try:
+            kernel = await call(self._launch(env=env, cwd=cwd))
+        except Exception as exc:
+            message = actionable(self.type_id, self._spec_name, exc)
+            log.error("%s", message)
+            raise RuntimeError(message) from exc
+        self._kernel = kernel
+        fields: dict[str, Any] = {k: kernel.connection_info[k] for k in _JUPYTER_KEYS}
+        key = kernel.connection_info.get("key", "")
+        fields["key"] = key.encode() if isinstance(key, str) else key  # jupyter_client wants bytes
+        # jupyter_client's TypedDict says str for the key, but its managers want bytes.
+        info = cast("KernelConnectionInfo", fields)
+        self._adopt_connection_file(kernel, info)
+        self.connection_info = info
+        return info
+
+    def _adopt_connection_file(self, kernel: RunningKernel, info: KernelConnectionInfo) -> None:
+        """Make jupyter_client use a local kernel's connection file instead of writing a second.
+
+        kernel_hub's file is 0600 and removed by its reaper even if this process
+        is killed. jupyter_client then finds the file equal to what
+        :meth:`launch_kernel` returns and loads nothing from it, so the ports are
+        loaded here, as ``LocalProvisioner.pre_launch`` does.
+        """
+        own_file = kernel.state.get("connection_file")
+        km = self.parent
+        if km is not None and own_file and os.path.exists(own_file):
+            for name in port_names:
+                setattr(km, name, 0)
+            km.load_connection_info(info)
+            km.connection_file = own_file
+
+    async def _launch(self, *, env: dict[str, str], cwd: str | None) -> RunningKernel:
+        hub = await get_hub()
+        return await hub.launch(
+            self.type_id,
+            kernel_id=self.kernel_id,
+            env=env,
+            cwd=cwd,
+            ready_timeout=self.ready_timeout,
+            restart=False,  # jupyter_client's restarter decides
+        )
+
+    @property
+    def _spec_name(self) -> str:
+        spec = self.kernel_spec
+        return getattr(spec, "name", "") or os.path.basename(getattr(spec, "resource_dir", ""))
+
+    # ---- management ----
+
+    async def poll(self) -> int | None:
+        """Return ``None`` while the kernel runs, else its exit status (``0`` if unknown)."""
+        kernel = self._kernel
+        if kernel is None:
+            return self._exit_status if self._exit_status is not None else 0
+        if kernel.status in ("RUNNING", "STARTING", "SHUTTING_DOWN", "RESTARTING"):
+            return None
+        return self._status_of(kernel)
+
+    async def wait(self) -> int | None:
+        """Return once the kernel has ended, woken by its kernel_hub manager (no polling)."""
+        kernel = self._kernel
+        if kernel is None:
+            return self._exit_status
+        await call(kernel.wait())
+        return self._status_of(kernel)
+
+    def _status_of(self, kernel: RunningKernel) -> int:
+        status = kernel.manager.exit_status
+        self._exit_status = status if status is not None else 0
+        return self._exit_status
+
+    async def send_signal(self, signum: int) -> None:
+        """Send *signum* to the kernel; SIGINT goes through the manager's ``interrupt``.
+
+        jupyter_client interrupts before every shutdown, also of a dead kernel: a
+        kernel that has ended is not an error here.
+        """
+        kernel = self._kernel
+        if kernel is None or kernel.status == "DEAD":
+            return
+        try:
+            if signum == signal.SIGINT:
+                await call(kernel.manager.interrupt())
+            else:
+                await call(kernel.manager.signal(signum))
+        except Exception as exc:  # noqa: BLE001 - a signal to a dying kernel is not an error
+            log.debug("%r: signal %s not delivered: %r", self, signum, exc)
+
+    async def kill(self, restart: bool = False) -> None:
+        """Kill the kernel at once (and what it started); it is not restarted by kernel_hub."""
+        kernel = self._kernel
+        if kernel is None:
+            return
+        await call(kernel.shutdown(now=True))
+
+    async def terminate(self, restart: bool = False) -> None:
+        """Ask the kernel to end with SIGTERM; :meth:`wait` sees it go."""
+        await self.send_signal(signal.SIGTERM)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Release everything the launch made (files, tunnels, containers); idempotent.
+
+        jupyter_client calls it after each shutdown, and before a relaunch with
+        *restart* true; nbclient may call it twice.
+        """
+        kernel = self._kernel
+        if kernel is None:
+            return
+        await call(kernel.shutdown(now=True))  # a kernel that already ended: waits for its cleanup
+        self._status_of(kernel)
+        self._kernel = None
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        """Give remote kernels (containers, SSH) at least 10 s to end politely."""
+        kernel = self._kernel
+        if kernel is not None and kernel.state.get("connection_file") is None:
+            return max(recommended, 10.0)
+        return recommended
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        """Add the kernel's kernel_hub description (for hosts that persist kernels)."""
+        info: dict[str, Any] = await super().get_provisioner_info()
+        if self._kernel is not None:
+            info["kernel_hub"] = self._kernel.describe()
+        return info

@@ -1,0 +1,276 @@
+"""The ``kernel-hub`` provisioner under real jupyter_client hosts: nbclient, papermill, managers.
+
+Every kernel here is a real ipykernel launched through kernel_hub (type
+``ipykernel/python3``) by the bridge's hub in this process; each test checks
+that jupyter's kernel id reached kernel_hub and that nothing is left after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+from kernel_hub_jupyter import bridge
+from kernel_hub_jupyter.provisioner import KernelHubProvisioner, actionable
+from nbformat.v4 import new_code_cell, new_notebook
+
+from kernel_hub import KernelHub, LaunchError, NoSuchKernelType
+from kernel_hub.testing import pid_alive, wait_pid_gone
+
+pytestmark = [pytest.mark.integration]
+
+
+def bridge_hub() -> KernelHub:
+    return asyncio.run(bridge.get_hub())
+
+
+class Recorder:
+    """The bridge hub's events (starting/ready/shutdown ...), by kernel id."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+        self.hub = bridge_hub()
+        self.close = self.hub.events.subscribe(self.events.append)
+
+    def started(self) -> list[str]:
+        return [e.kernel_id for e in list(self.events) if e.kind == "starting"]
+
+    def kinds(self, kernel_id: str) -> list[str]:
+        return [e.kind for e in list(self.events) if e.kernel_id == kernel_id]
+
+    def ended_politely(self, kernel_id: str) -> bool:
+        """jupyter's shutdown_request ended the kernel: kernel_hub saw it exit with status 0."""
+        last = [e for e in list(self.events) if e.kernel_id == kernel_id][-1]
+        return last.kind == "died" and last.data.get("exit_status") == 0
+
+
+@pytest.fixture
+def recorder():
+    rec = Recorder()
+    yield rec
+    rec.close()
+    assert not rec.hub.kernels, f"kernels left in the bridge hub: {dict(rec.hub.kernels)}"
+
+
+def runtime_files(kernel_id: str) -> list[Path]:
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return list(Path(jupyter_runtime_dir()).glob(f"*{kernel_id}*"))
+
+
+def test_nbclient_runs_a_notebook_with_outputs_in_order_and_an_error_cell(bridged, recorder):
+    from nbclient import NotebookClient
+
+    nb = new_notebook(
+        cells=[
+            new_code_cell("import os\nfor i in range(3): print('line', i)"),
+            new_code_cell("1/0"),
+            new_code_cell("print('after the error'); os.getpid()"),
+            new_code_cell("from IPython.display import display\ndisplay('shown'); 6*7"),
+        ]
+    )
+    client = NotebookClient(nb, kernel_name=bridged.python, allow_errors=True, timeout=120)
+    client.execute()
+    (kernel_id,) = recorder.started()
+    assert recorder.kinds(kernel_id)[:2] == ["starting", "ready"]
+    out = [c.outputs for c in nb.cells]
+    assert out[0] == [
+        {"output_type": "stream", "name": "stdout", "text": "line 0\nline 1\nline 2\n"}
+    ]
+    assert out[1][0]["output_type"] == "error" and out[1][0]["ename"] == "ZeroDivisionError"
+    assert out[2][0]["text"] == "after the error\n"
+    pid = int(out[2][1]["data"]["text/plain"])
+    assert [o["output_type"] for o in out[3]] == ["display_data", "execute_result"]
+    assert out[3][1]["data"]["text/plain"] == "42"
+    assert wait_pid_gone(pid, 30), "the kernel outlived nbclient"
+    assert recorder.ended_politely(kernel_id)
+    assert runtime_files(kernel_id) == []
+
+
+def test_nbclient_interrupts_a_cell_that_times_out(bridged, recorder):
+    from nbclient import NotebookClient
+
+    nb = new_notebook(
+        cells=[
+            new_code_cell("import time\ntime.sleep(600)"),
+            new_code_cell("print('still alive')"),
+        ]
+    )
+    client = NotebookClient(
+        nb,
+        kernel_name=bridged.python,
+        timeout=5,  # the cell sleeps for ten minutes: it always times out
+        interrupt_on_timeout=True,
+        allow_errors=True,
+        startup_timeout=120,
+    )
+    client.execute()
+    assert nb.cells[0].outputs[-1]["ename"] == "KeyboardInterrupt"
+    assert nb.cells[1].outputs[0]["text"] == "still alive\n"
+
+
+def test_papermill_injects_parameters(bridged, recorder, tmp_path):
+    import papermill
+
+    source = new_notebook(
+        cells=[
+            new_code_cell("n = 1", metadata={"tags": ["parameters"]}),
+            new_code_cell("print(n * n)"),
+        ]
+    )
+    source.metadata["kernelspec"] = {
+        "name": bridged.python,
+        "display_name": "x",
+        "language": "python",
+    }
+    src, dst = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(source, src)
+    papermill.execute_notebook(
+        str(src), str(dst), parameters={"n": 7}, progress_bar=False, execution_timeout=120
+    )
+    done = nbformat.read(dst, as_version=4)
+    assert [c.metadata.get("tags") for c in done.cells][1] == ["injected-parameters"]
+    assert done.cells[-1].outputs[0]["text"] == "49\n"
+    assert done.metadata["kernelspec"]["name"] == bridged.python
+
+
+def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name=bridged.python, startup_timeout=120)
+    try:
+        assert isinstance(km.provisioner, KernelHubProvisioner)
+        assert "[RUNNING]" in repr(km.provisioner)
+        saved = asyncio.run(km.provisioner.get_provisioner_info())
+        assert saved["kernel_id"] == km.kernel_id
+        assert saved["kernel_hub"]["type_id"] == "ipykernel/python3"
+        kernel = recorder.hub.get(km.kernel_id)
+        first_pid = kernel.manager.pid
+        assert km.connection_file == kernel.state["connection_file"]  # one file, kernel_hub's
+        assert oct(os.stat(km.connection_file).st_mode & 0o777) == "0o600"
+        msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(600)")
+        wait_stream(kc)  # the code runs: ipykernel ignores SIGINT before that
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=60)
+        assert reply["parent_header"]["msg_id"] == msg_id
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        kc.stop_channels()
+        km.restart_kernel()
+        kernel = recorder.hub.get(km.kernel_id)  # the same jupyter id, a new process
+        assert kernel.manager.pid != first_pid and not pid_alive(first_pid)
+        kc = km.client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        reply = kc.execute_interactive("x = 5", timeout=60)
+        assert reply["content"]["status"] == "ok"
+        assert km.is_alive()
+        second_pid = kernel.manager.pid
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
+    assert not km.is_alive()
+    assert wait_pid_gone(second_pid, 30)
+    kinds = recorder.kinds(km.kernel_id)
+    assert kinds.count("ready") == 2 and recorder.ended_politely(km.kernel_id)
+    assert "restarting" not in kinds  # jupyter restarted it, not kernel_hub's restarter
+    assert runtime_files(km.kernel_id) == []
+
+
+def test_dead_kernel_signal_and_double_cleanup_do_not_raise(bridged, recorder):
+    from jupyter_client.manager import KernelManager
+
+    km = KernelManager(kernel_name=bridged.python)
+    km.start_kernel()
+    prov = km.provisioner
+    kernel = recorder.hub.get(km.kernel_id)
+    pid = kernel.manager.pid
+    os.kill(pid, signal.SIGKILL)  # dies behind jupyter's back
+    assert asyncio.run(asyncio.wait_for(prov.wait(), 60)) == -signal.SIGKILL  # woken, not polled
+    assert not km.is_alive()
+    asyncio.run(prov.send_signal(signal.SIGINT))  # jupyter interrupts before every shutdown
+    asyncio.run(prov.send_signal(signal.SIGTERM))
+    km.shutdown_kernel(now=True)
+    asyncio.run(prov.cleanup())  # nbclient calls it a second time
+    assert not prov.has_process and asyncio.run(prov.poll()) == -signal.SIGKILL
+    assert runtime_files(km.kernel_id) == []
+
+
+def test_unknown_type_is_an_actionable_error(bridged, tmp_path, recorder):
+    from jupyter_client.manager import KernelManager
+
+    spec = json.loads(
+        (bridged.prefix / "share/jupyter/kernels" / bridged.python / "kernel.json").read_text()
+    )
+    spec["metadata"]["kernel_provisioner"]["config"]["type_id"] = "nosuch/thing"
+    (tmp_path / "kh-gone").mkdir()
+    (tmp_path / "kh-gone" / "kernel.json").write_text(json.dumps(spec))
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path)])
+    km = KernelManager(kernel_name="kh-gone", kernel_spec_manager=ksm)
+    with pytest.raises(RuntimeError) as info:
+        km.start_kernel()
+    message = str(info.value)
+    assert "'kh-gone'" in message and "'nosuch/thing'" in message
+    assert "kernel-hub jupyter install" in message
+    assert isinstance(info.value.__cause__, NoSuchKernelType)
+
+
+def test_actionable_names_the_type_and_the_check_command():
+    msg = actionable("docker/py", "kh-docker-py", LaunchError("image gone\nmore detail"))
+    assert msg == (
+        "kernel_hub could not start 'docker/py' (kernelspec 'kh-docker-py'): image gone. "
+        "Check it outside Jupyter with: kernel-hub run docker/py -c 'print(1)'"
+    )
+
+
+HOST = textwrap.dedent(
+    """
+    import json, sys
+    from jupyter_client.manager import start_new_kernel
+    km, kc = start_new_kernel(kernel_name=sys.argv[1], startup_timeout=120)
+    from kernel_hub_jupyter import bridge
+    import asyncio
+    hub = asyncio.run(bridge.get_hub())
+    kernel = hub.get(km.kernel_id)
+    print(json.dumps({"pid": kernel.manager.pid, "file": km.connection_file}), flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_host_killed_outright_leaves_no_kernel_or_connection_file(bridged):
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST, bridged.python],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = host.stdout.readline()
+        assert line, "the host process did not start its kernel"
+        started = json.loads(line)
+        assert pid_alive(started["pid"]) and os.path.exists(started["file"])
+        host.kill()
+        host.wait(30)
+        assert wait_pid_gone(started["pid"], 30), "the kernel outlived its killed host"
+        assert not os.path.exists(started["file"])
+    finally:
+        host.kill()
+        host.wait(30)
+        host.stdin.close()
+        host.stdout.close()
+
+
+def wait_stream(kc) -> None:
+    """Return once the kernel's next stream output has arrived on IOPub."""
+    while kc.get_iopub_msg(timeout=120)["msg_type"] != "stream":
+        pass

@@ -1,0 +1,189 @@
+"""nbclient runs a notebook on bridged Docker and SSH types, from the existing test kits.
+
+Each run is its own process, as a pipeline would be: ``kernel-hub jupyter install``
+writes the kernelspecs with a ``KERNEL_HUB_CONFIG`` naming the test image or
+the test sshd, and a script runs nbclient on them with that config. These
+tests need the docker or ssh plugin next to this one (the workspace suite has
+both; the "plugin alone" CI step has neither, and skips them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kernel_hub.testing import require_service
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+#: Runs the notebook given as JSON on stdin with nbclient and prints the result as JSON.
+RUN_NOTEBOOK = textwrap.dedent(
+    """
+    import sys, nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.reads(sys.stdin.read(), as_version=4)
+    client = NotebookClient(
+        nb,
+        kernel_name=sys.argv[1],
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        startup_timeout=300,
+        # The sleeping cell times out after 10 s and is interrupted; the others have time.
+        timeout_func=lambda cell: 10 if "sleep" in cell.source else 300,
+    )
+    client.execute()
+    print(nbformat.writes(nb))
+    """
+)
+
+CELLS = [
+    "import os, socket\nprint('one')\nprint('two')",
+    "1/0",
+    "import time\nprint('sleeping', flush=True)\ntime.sleep(600)",
+    "print('after', 6*7)",
+]
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def write_config(path: Path, plugin: str, tables: dict[str, dict]) -> Path:
+    lines = []
+    for name, table in tables.items():
+        lines.append(f"[{plugin}.{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_bridged_notebook(tmp_path: Path, config: Path, type_id: str) -> list[list[dict]]:
+    """Install the specs with *config*, run CELLS on *type_id*'s spec; return the outputs."""
+    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config)}
+    prefix = tmp_path / "prefix"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kernel_hub",
+            "jupyter",
+            "install",
+            "--prefix",
+            str(prefix),
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    from kernel_hub_jupyter.kernelspecs import spec_names
+
+    name = spec_names([type_id])[type_id]
+    assert name in json.loads(out.stdout)["added"]
+    env["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(cells=[new_code_cell(c) for c in CELLS])
+    run = subprocess.run(
+        [sys.executable, "-c", RUN_NOTEBOOK, name],
+        input=nbformat.writes(nb),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return [cell.outputs for cell in nbformat.reads(run.stdout, as_version=4).cells]
+
+
+def check_outputs(outputs: list[list[dict]]) -> None:
+    assert outputs[0] == [{"output_type": "stream", "name": "stdout", "text": "one\ntwo\n"}]
+    assert outputs[1][0]["ename"] == "ZeroDivisionError"
+    assert outputs[2][0]["text"] == "sleeping\n"
+    assert outputs[2][-1]["ename"] == "KeyboardInterrupt"  # timed out, interrupted
+    assert outputs[3][0]["text"] == "after 42\n"  # the same kernel lives on
+
+
+# ---- Docker ----
+
+
+@pytest.fixture(scope="module")
+def docker_image() -> str:
+    pytest.importorskip("kernel_hub_docker", reason="the workspace suite runs it (docker plugin)")
+    from kernel_hub_docker.engine import EngineUnavailable, get_client
+
+    image = os.environ.get("KERNEL_HUB_DOCKER_TEST_IMAGE", "kernel-hub-test/ipykernel:bookworm")
+    try:
+        api = get_client().api
+        engine = True
+    except EngineUnavailable:
+        engine = False
+    require_service("dockerd", engine, "start dockerd (.ci/run does this)")
+    try:
+        api.inspect_image(image)
+        found = True
+    except Exception:
+        found = False
+    require_service(
+        f"the Docker image {image}",
+        found,
+        "build it with plugins/docker/scripts/build-test-image.sh (.ci/run does this)",
+    )
+    return image
+
+
+@pytest.mark.docker
+def test_nbclient_on_a_bridged_docker_type(docker_image, tmp_path):
+    from kernel_hub_docker import kernel_containers
+
+    config = write_config(tmp_path / "config.toml", "docker", {"nbbridge": {"image": docker_image}})
+    check_outputs(run_bridged_notebook(tmp_path, config, "docker/nbbridge"))
+    # Only this test's type: other suites may share the engine.
+    left = [c for c in kernel_containers() if c.type_id == "docker/nbbridge"]
+    assert not left, f"kernel containers outlived nbclient: {left}"
+
+
+# ---- SSH ----
+
+
+@pytest.fixture(scope="module")
+def ssh_box() -> Iterator[tuple[dict, Path]]:
+    pytest.importorskip("kernel_hub_ssh", reason="the workspace suite runs it (ssh plugin)")
+    from kernel_hub_ssh.testing import SSHD, make_remote_python, processes_running, start_sshd
+
+    require_service("sshd", os.path.exists(SSHD), "apt-get install openssh-server")
+    with tempfile.TemporaryDirectory(prefix="kh-jupyter-ssh-") as tmp:
+        server = start_sshd(Path(tmp) / "sshd")
+        try:
+            python = make_remote_python(Path(tmp) / "remote-venv")
+            yield server.kernel_table(python=str(python), connect_timeout=30), python
+        finally:
+            server.stop()
+        assert not processes_running(str(Path(tmp) / "remote-venv"))
+
+
+@pytest.mark.ssh
+def test_nbclient_on_a_bridged_ssh_type(ssh_box, tmp_path):
+    from kernel_hub_ssh.testing import processes_running
+
+    table, python = ssh_box
+    config = write_config(tmp_path / "config.toml", "ssh", {"box": table})
+    check_outputs(run_bridged_notebook(tmp_path, config, "ssh/box"))
+    assert not processes_running(str(python.parent.parent)), "a remote kernel or nanny is left"
