@@ -107,6 +107,7 @@ async def _cmd_launch(args: argparse.Namespace) -> int:
     from .connection import runtime_dir, write_connection_file
     from .events import KernelEvent
     from .hub import KernelHub
+    from .reaper import reap_on_exit
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -126,6 +127,9 @@ async def _cmd_launch(args: argparse.Namespace) -> int:
             if args.connection_file
             else (runtime_dir() / f"kernel-hub-{kernel.id}.json")
         )
+
+        # The file holds the key: it goes with this process, even one killed by SIGKILL.
+        forget_file = reap_on_exit([str(path)])
 
         def publish() -> None:
             # A restarted kernel has new ports and a new key: rewrite the file, reprint the JSON.
@@ -157,6 +161,7 @@ async def _cmd_launch(args: argparse.Namespace) -> int:
         finally:
             path.unlink(missing_ok=True)
             await kernel.shutdown()
+            forget_file()
             unsubscribe()
 
 
@@ -169,6 +174,7 @@ async def _cmd_launch_nanny(args: argparse.Namespace) -> int:
     from .connection import runtime_dir, write_connection_file
     from .errors import KernelDied, LaunchError
     from .hub import KernelHub
+    from .reaper import reap_on_exit
     from .remote import start_local_nanny
 
     loop = asyncio.get_running_loop()
@@ -190,6 +196,9 @@ async def _cmd_launch_nanny(args: argparse.Namespace) -> int:
         if args.connection_file
         else runtime_dir() / f"kernel-hub-{kernel_id}.json"
     )
+    # Killed outright, this process takes its file (the key) and, through SIGTERM, the nanny
+    # and kernel along; were the reaper gone too, the nanny's lease would end them.
+    forget = reap_on_exit([str(path)], terminate=manager.nanny_pid)
     try:
         client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
         try:
@@ -249,6 +258,7 @@ async def _cmd_launch_nanny(args: argparse.Namespace) -> int:
             proc.kill()
             await proc.wait()
         path.unlink(missing_ok=True)
+        forget()
 
 
 def _read_attach_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         write_connection_file,
     )
     from .loopthread import LoopThread
+    from .reaper import reap_on_exit
     from .remote import NannyManager, is_nanny_info
     from .subproc import SubprocessManager, launch_subprocess
 
@@ -82,6 +83,7 @@ __all__ = [
     "pid_alive",
     "process_start",
     "process_token",
+    "reap_on_exit",
     "read_connection_file",
     "runtime_dir",
     "split_type_id",
@@ -120,6 +122,7 @@ _LAZY = {
     "write_connection_file": "connection",
     "cancel_and_wait": "aio",
     "LoopThread": "loopthread",
+    "reap_on_exit": "reaper",
     "NannyManager": "remote",
     "is_nanny_info": "remote",
     "SubprocessManager": "subproc",

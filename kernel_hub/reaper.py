@@ -302,25 +302,51 @@ def reaper() -> Reaper:
     return _reaper
 
 
+#: Run as ``python -I -S -c _TERMINATE <pid> <start time>``: SIGTERM the process if the pid
+#: still names the same one (its start time matches), so a reused pid is never hit.
+_TERMINATE = """
+import posix, sys
+pid, start = int(sys.argv[1]), sys.argv[2]
+try:
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        now = f.read().rsplit(b")", 1)[1].split()[19].decode()
+except (OSError, IndexError):
+    now = ""
+if now and now == start:
+    posix.kill(pid, 15)
+"""
+
+
 def reap_on_exit(
-    files: Sequence[str] = (), *, command: Sequence[str] | None = None
+    files: Sequence[str] = (),
+    *,
+    command: Sequence[str] | None = None,
+    terminate: int | None = None,
 ) -> Callable[[], None]:
-    """Remove *files* and run *command* when this process ends, even by SIGKILL.
+    """Remove *files*, run *command*, SIGTERM *terminate* when this process ends, even by SIGKILL.
 
     For what a provider leaves outside its kernel's process group: a file that
-    holds a key, a container. The helper (see the module docstring) acts when
-    this process ends without having called the returned function first; a
-    directory among *files* is removed if it is empty by then (list its files
-    before it). *command* runs detached, in its own session, with this
+    holds a key, a container, a nanny. The helper (see the module docstring)
+    acts when this process ends without having called the returned function
+    first; a directory among *files* is removed if it is empty by then (list its
+    files before it). *command* runs detached, in its own session, with this
     process's environment and no stdio; it must not need this process.
+    *terminate* is a pid, signalled only if it still names the same process.
 
     :returns: call it to unregister (the resource was cleaned up in the normal way).
     """
+    from .procs import process_start
+
     keys = []
     if files:
         keys.append(_reaper.add_files([os.fspath(f) for f in files]))
     if command:
         keys.append(_reaper.add_command([os.fspath(a) for a in command]))
+    if terminate is not None:
+        start = process_start(terminate)
+        if start:
+            argv = [sys.executable, "-I", "-S", "-c", _TERMINATE, str(terminate), start]
+            keys.append(_reaper.add_command(argv))
 
     def cancel() -> None:
         for key in keys:
