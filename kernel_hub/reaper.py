@@ -54,7 +54,7 @@ log = logging.getLogger("kernel_hub.reaper")
 REAPER = r"""
 import posix, sys, time, _signal
 _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-host = posix.getppid()
+host = int(sys.argv[1])  # not getppid(): the host may be gone before this line runs
 entries = {}
 for line in sys.stdin.buffer:
     words = line.split()
@@ -260,7 +260,7 @@ class Reaper:
         proc = subprocess.Popen(
             # -I: no environment, no user site; -S: no site (the venv's packages are
             # not needed, and site's imports would cost RSS in every host).
-            [sys.executable, "-I", "-S", "-c", REAPER],
+            [sys.executable, "-I", "-S", "-c", REAPER, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
