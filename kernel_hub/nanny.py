@@ -892,7 +892,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.daemon:
         _redirect_stdio(os.path.join(nanny.workdir, "nanny.log"))
-    say(handshake)
+    try:
+        say(handshake)
+    except OSError as exc:
+        # Nobody reads the handshake: the host died while the nanny started (issue 15).
+        _log(f"the host is gone before the handshake ({exc}): ending the kernel and exiting")
+        nanny.close()
+        return 1
     return nanny.serve()
 
 
