@@ -344,7 +344,7 @@ def test_local_nanny(run, point):
 @pytest.fixture(scope="module")
 def ssh_env() -> Iterator[tuple[object, Path]]:
     """A real sshd on loopback and a "remote" venv with only ipykernel."""
-    from kernel_hub_ssh.testing import SSHD, make_remote_python, start_sshd
+    from kernel_hub_ssh.testing import SSHD, make_remote_python, processes_running, start_sshd
 
     require_service("sshd", os.path.exists(SSHD), "apt-get install openssh-server")
     with tempfile.TemporaryDirectory(prefix="kh-faults-ssh-") as tmp:
@@ -354,6 +354,10 @@ def ssh_env() -> Iterator[tuple[object, Path]]:
             yield server, python
         finally:
             server.stop()
+            # Whatever a failed test left on the "remote" side must not outlive the suite.
+            for pid, _ in processes_running(str(Path(tmp) / "remote-venv")):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 SSH_POINTS = [
@@ -450,7 +454,11 @@ def test_docker_kernel(run, docker_type, point):
         "container running": lambda: bool(containers(status="running")),
     }.get(point)
     run.start(host_argv(docker_type, point))
-    kill_at(run, point, observed)
-    left, took = leftovers_after(leftovers, 60.0)
-    report("docker", point, left, took)
-    assert not left
+    try:
+        kill_at(run, point, observed)
+        left, took = leftovers_after(leftovers, 60.0)
+        report("docker", point, left, took)
+        assert not left
+    finally:
+        for c in containers():  # what a failed test left must not outlive the suite
+            api.remove_container(c["Id"], force=True)
