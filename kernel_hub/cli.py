@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -200,6 +201,9 @@ async def _cmd_launch_nanny(args: argparse.Namespace) -> int:
     # and kernel along; were the reaper gone too, the nanny's lease would end them.
     forget = reap_on_exit([str(path)], terminate=manager.nanny_pid)
     try:
+        # And the nanny removes the file when it ends, however (its lease, if all else is gone).
+        with contextlib.suppress(KernelHubError):  # an older nanny: the reaper still does
+            await manager.own_file(str(path))
         client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
         try:
             await client.wait_for_ready(60.0)

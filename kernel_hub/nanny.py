@@ -251,6 +251,8 @@ class Nanny:
         self.welcomes = 0
         self._welcome_due: float | None = None
         self._last_welcome = 0.0
+        #: Files of the host's that hold the key, removed when the nanny exits (``own_file``).
+        self.owned_files: list[str] = []
         # ---- end lease and limits ----
 
     # ---- start ----
@@ -641,6 +643,11 @@ class Nanny:
             self._stop_kernel(quiet=True)
         elif op == "log_tail":
             ok["text"] = self._log_tail(int(content.get("lines", 20)))
+        elif op == "own_file":  # issue 15: e.g. launch --nanny's connection file
+            path = content.get("path")
+            if not isinstance(path, str) or not os.path.isabs(path):
+                return {"status": "error", "evalue": "own_file needs an absolute 'path'"}
+            self.owned_files.append(path)
         else:
             return {"status": "error", "evalue": f"unknown op {op!r}"}
         return ok
@@ -676,6 +683,12 @@ class Nanny:
             self._ctx = None
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        for path in self.owned_files:
+            # Only a regular file of this user's: never follow a link put there meanwhile.
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
+                    os.unlink(path)
         _log("exiting")
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
+from kernel_hub.errors import KernelHubError
 from kernel_hub.nanny import DELIM
 from kernel_hub.remote import NannyManager
 from kernel_hub.session import Session
@@ -115,6 +116,26 @@ async def test_a_connected_manager_holds_the_lease_a_reattach_renews_it(nannies)
         again.close()
     # ... and once nobody is connected any more, the nanny ends everything by itself.
     await asyncio.to_thread(assert_all_gone, nanny)
+
+
+@pytest.mark.asyncio
+async def test_files_the_host_gave_the_nanny_go_when_its_lease_runs_out(nannies, tmp_path):
+    nanny = lease_nanny(nannies, "--lease", str(LEASE))
+    owned, kept, target = tmp_path / "kernel-hub-x.json", tmp_path / "link", tmp_path / "other"
+    owned.write_text("{}")
+    target.write_text("not the nanny's to remove")
+    kept.symlink_to(target)
+    manager = NannyManager(nanny.connection_info, {"nanny_pid": nanny.nanny_pid})
+    try:
+        await manager.own_file(str(owned))
+        await manager.own_file(str(kept))  # a link: neither it nor its target is removed
+        with pytest.raises(KernelHubError, match="own_file needs an absolute 'path'"):
+            await manager._request("own_file", path="relative.json")
+    finally:
+        manager.close()
+    await asyncio.to_thread(assert_all_gone, nanny)
+    assert not owned.exists()
+    assert kept.is_symlink() and target.read_text() == "not the nanny's to remove"
 
 
 HOLDER = textwrap.dedent(

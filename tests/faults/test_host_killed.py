@@ -286,8 +286,9 @@ def report(provider: str, point: str, left: list[str], took: float) -> None:
 LOCAL_POINTS = ["starting", "connection file", "kernel process", "ready", "executed"]
 
 
+@pytest.mark.parametrize("attempt", range(3))  # cheap, and the spawn window is narrow
 @pytest.mark.parametrize("point", LOCAL_POINTS)
-def test_local_kernel(run, point):
+def test_local_kernel(run, point, attempt):
     observed = {
         "connection file": lambda: any(run.runtime.glob("kernel-*.json")),
         "kernel process": lambda: bool(processes_matching(run.marker, "orphan-kernel")),
@@ -315,7 +316,13 @@ def test_cli_launch(run, point):
 
 # ---- kernel-hub launch --nanny ----
 
-NANNY_POINTS = ["nanny process", "nanny work dir", "kernel process", "running"]
+NANNY_POINTS = [
+    "nanny process",
+    "nanny work dir",
+    "kernel process",
+    "running",
+    "running, reaper gone too",
+]
 
 
 @pytest.mark.parametrize("point", NANNY_POINTS)
@@ -328,6 +335,10 @@ def test_local_nanny(run, point):
     run.start([sys.executable, "-m", "kernel_hub", "launch", "spec/orphan", "--nanny", "--json"])
     if observed is None:  # running: the JSON line is printed once the kernel answered
         run.read_until(lambda line: line.startswith("{"))
+        if point == "running, reaper gone too":
+            # Only the nanny's lease is left to end it all, the connection file included.
+            (reaper,) = processes_matching(run.marker, " -I -S -c ")
+            os.kill(reaper, signal.SIGKILL)
         run.kill()
     else:
         observe(observed, run)
