@@ -138,7 +138,7 @@ def retrying(v, what: str, fn: Callable[[], Any], attempts: int = 3) -> Any:
     for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - recorded, cleaned up, retried
+        except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}"
             FAILURES.append({"variant": v.name, "scenario": what, "error": msg[-1500:]})
             log(f"    {v.name} failed in {what} (attempt {attempt}/{attempts}): {msg[:300]}")
@@ -956,7 +956,7 @@ def versions() -> dict[str, str]:
     for dist in ("kernel-hub", "ipykernel", "jupyter_client", "pyzmq", "ipython"):
         try:
             out[dist] = version(dist)
-        except Exception:  # noqa: BLE001 - a missing distribution is just not reported
+        except Exception:
             out[dist] = "?"
     out["libzmq"] = zmq.zmq_version()
     return out

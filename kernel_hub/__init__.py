@@ -22,7 +22,8 @@ from .errors import (
     PluginError,
 )
 from .hookspecs import hookimpl, hookspec
-from .hub import KernelHub, RunningKernel
+from .hub import KernelHub
+from .kernel import RunningKernel
 from .manager import KernelManager
 from .session import Message
 from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy

@@ -35,7 +35,10 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import importlib.metadata
+    # Annotations only: the fallback in entry_points() imports it when it is really needed,
+    # which is the point of this module (ruff cannot tell `importlib.metadata` in an
+    # annotation from a use, because `importlib` itself is imported at run time).
+    import importlib.metadata  # noqa: TC004
 
 __all__ = ["Distribution", "EntryPoint", "entry_points", "normalize_name"]
 

@@ -7,7 +7,10 @@ launch mode, containers), so that one type's argv means the same everywhere.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["expand_env", "format_argv"]
 

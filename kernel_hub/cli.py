@@ -17,12 +17,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._entrypoints import entry_points
 from .errors import KernelHubError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .events import KernelEvent
 
 __all__ = ["CLI_ENTRYPOINT_GROUP", "main"]
 
@@ -93,7 +97,7 @@ async def _cmd_run(args: argparse.Namespace) -> int:
     if args.code is not None:
         code = args.code
     elif args.file is not None:
-        code = Path(args.file).read_text()
+        code = await asyncio.to_thread(Path(args.file).read_text)
     else:
         code = sys.stdin.read()
     async with KernelHub() as hub:
@@ -106,7 +110,6 @@ async def _cmd_run(args: argparse.Namespace) -> int:
 
 async def _cmd_launch(args: argparse.Namespace) -> int:
     from .connection import runtime_dir, write_connection_file
-    from .events import KernelEvent
     from .hub import KernelHub
     from .reaper import reap_on_exit
 
@@ -167,100 +170,56 @@ async def _cmd_launch(args: argparse.Namespace) -> int:
 
 
 async def _cmd_launch_nanny(args: argparse.Namespace) -> int:
-    """``launch --nanny``: the kernel runs under a local nanny, managed through its sockets."""
-    import subprocess
-    import uuid
-
-    from .client import AsyncKernelClient
+    """``launch --nanny``: ``hub.launch(..., nanny=True)``, then serve until Ctrl-C or death."""
     from .connection import runtime_dir, write_connection_file
-    from .errors import KernelDied, LaunchError
     from .hub import KernelHub
     from .reaper import reap_on_exit
-    from .remote import start_local_nanny
+    from .remote import NannyManager
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     hub = KernelHub()
-    kt = await (hub.default_kernel_type() if args.type is None else hub.get_kernel_type(args.type))
-    kernel_id = str(uuid.uuid4())
-    proc, manager = await start_local_nanny(
-        kt,
-        cwd=args.cwd,
-        kernel_id=kernel_id,
-        stderr=None if args.verbose else subprocess.DEVNULL,
-    )
-    info = manager.connection_info
+    kernel = await hub.launch(args.type, cwd=args.cwd, nanny=True, restart=False)
     path = (
         Path(args.connection_file)
         if args.connection_file
-        else runtime_dir() / f"kernel-hub-{kernel_id}.json"
+        else runtime_dir() / f"kernel-hub-{kernel.id}.json"
     )
     # Killed outright, this process takes its file (the key) and, through SIGTERM, the nanny
     # and kernel along; were the reaper gone too, the nanny's lease would end them.
-    forget = reap_on_exit([str(path)], terminate=manager.nanny_pid)
+    nanny_pid = kernel.state.get("nanny_pid")
+    forget = reap_on_exit([str(path)], terminate=int(nanny_pid) if nanny_pid else None)
     try:
-        # And the nanny removes the file when it ends, however (its lease, if all else is gone).
-        with contextlib.suppress(KernelHubError):  # an older nanny: the reaper still does
-            await manager.own_file(str(path))
-        client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
-        try:
-            await client.wait_for_ready(60.0)
-        except (KernelDied, TimeoutError) as exc:
-            tail = await manager.last_output()
-            raise LaunchError(
-                f"kernel {kt.id} did not become ready under its nanny ({exc})."
-                + (f" Its last output:\n{tail}" if tail else "")
-            ) from None
-        finally:
-            await client.close()
-        write_connection_file(info, path)
+        if isinstance(kernel.manager, NannyManager):
+            # And the nanny removes the file when it ends, however (its lease, if all else is
+            # gone).
+            with contextlib.suppress(KernelHubError):  # an older nanny: the reaper still does
+                await kernel.manager.own_file(str(path))
+        write_connection_file(kernel.connection_info, path)
         if args.json:
-            described = {
-                "kernel_id": kernel_id,
-                "type_id": kt.id,
-                "connection_info": info,
-                "state": manager.describe(),
-                "connection_file": str(path),
-            }
-            print(json.dumps(described), flush=True)
+            print(json.dumps({**kernel.describe(), "connection_file": str(path)}), flush=True)
         else:
             print(str(path), flush=True)
             print(
-                f"kernel {kt.id} ({kernel_id}) is running under nanny pid {manager.nanny_pid}; "
-                "Ctrl-C stops it",
+                f"kernel {kernel.type_id} ({kernel.id}) is running under nanny pid "
+                f"{kernel.state.get('nanny_pid')}; Ctrl-C stops it",
                 file=sys.stderr,
                 flush=True,
             )
-        died = asyncio.ensure_future(manager.wait())
+        ended = asyncio.ensure_future(kernel.wait())
         stopped = asyncio.ensure_future(stop.wait())
-        exited = asyncio.ensure_future(proc.wait())
-        await asyncio.wait({died, stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (died, stopped, exited):
+        await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (ended, stopped):
             task.cancel()
         if stopped.done() and not stopped.cancelled():
-            # Politely first (shutdown_request on control), then the nanny kills what is left.
-            client = AsyncKernelClient(info, manager=manager, interrupt_mode=kt.interrupt_mode)
-            await client.connect()
-            try:
-                await client.shutdown(timeout=5.0)
-            finally:
-                await client.close()
-            return 0
-        if died.done() and not died.cancelled():
-            print(f"kernel {kt.id} died (exit status {died.result()})", file=sys.stderr)
-        else:
-            print(f"the nanny of kernel {kt.id} exited unexpectedly", file=sys.stderr)
+            return 0  # the shutdown below: shutdown_request, then the nanny kills what is left
+        status = kernel.manager.exit_status
+        print(f"kernel {kernel.type_id} died (exit status {status})", file=sys.stderr)
         return 1
     finally:
-        await manager.cleanup()  # the nanny's shutdown: kernel killed, work dir removed, exit
-        try:
-            async with asyncio.timeout(10.0):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await hub.aclose()  # the nanny's shutdown: kernel ended, work dir removed, nanny reaped
         path.unlink(missing_ok=True)
         forget()
 
@@ -284,10 +243,15 @@ def _read_attach_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 async def _cmd_attach(args: argparse.Namespace) -> int:
     """Attach to a running kernel from its connection file; never shut it down on exit."""
     from .client import AsyncKernelClient
-    from .remote import NannyManager, is_nanny_info
+    from .hub import KernelHub
+    from .remote import NannyManager
 
     info, state = _read_attach_file(args.file)
-    manager = NannyManager(info, state) if is_nanny_info(info) else None
+    # Without a type id, only a kernel under a nanny can be managed from here; the hub
+    # decides (no plugin is needed for that).
+    hub = KernelHub(load_entrypoints=False, config={})
+    found = await hub.manager_for(info, state)
+    manager = found if isinstance(found, NannyManager) else None
     client = AsyncKernelClient(info, manager=manager)
     try:
         if args.kill or args.restart:

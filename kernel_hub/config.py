@@ -38,7 +38,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """
     p = Path(path) if path is not None else config_path()
     try:
-        f = open(p, "rb")  # noqa: SIM115 - opened first so that no file, no tomllib import
+        f = open(p, "rb")
     except FileNotFoundError:
         return {}
     except OSError as exc:

@@ -8,9 +8,11 @@ import secrets
 import socket
 import sys
 from collections import deque
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "CHANNELS",

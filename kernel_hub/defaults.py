@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .hookspecs import hookimpl
 from .types import RestartPolicy
 
 if TYPE_CHECKING:
-    from .hub import KernelHub
+    from collections.abc import Mapping
+
+    from .hookspecs import HubContext
     from .remote import NannyManager
     from .types import KernelType
 
@@ -24,13 +25,13 @@ class CoreDefaults:
 
     @staticmethod
     @hookimpl(trylast=True)
-    def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
+    def restart_policy(hub: HubContext, kernel_type: KernelType) -> RestartPolicy:
         return DEFAULT_RESTART_POLICY
 
     @staticmethod
     @hookimpl(trylast=True)
     def make_manager(
-        hub: KernelHub,
+        hub: HubContext,
         kernel_type: KernelType,
         connection_info: Mapping[str, Any],
         state: Mapping[str, Any],

@@ -87,5 +87,5 @@ class EventBus:
         for callback in list(self._subscribers):
             try:
                 callback(event)
-            except Exception:  # noqa: BLE001 - one bad subscriber must not silence the others
+            except Exception:
                 log.exception("event subscriber %r failed on %s", callback, event.kind)

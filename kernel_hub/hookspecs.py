@@ -9,25 +9,25 @@ Every provider is a plugin, the built-in ones (``spec``, ``ipykernel``) too,
 registered through the ``kernel_hub`` entry-point group. A plugin module holds
 plain ``def`` functions decorated with :data:`kernel_hub.hookimpl`.
 
-**Why plain ``def``, never ``async def``:** ``launch``, ``make_manager`` and
-``restart_policy`` are *first result* hooks: pluggy calls implementations one
-after another (LIFO by registration) and stops at the first that returns
-something other than ``None``. An ``async def`` implementation returns a
-coroutine object, which is never ``None``, so it would win even for a kernel
-type it does not own. Decide synchronously: return ``None`` to decline, or
-return the result (or an awaitable of it) to accept. The hub awaits hook
-results in exactly one place (:func:`kernel_hub.plugins.await_me_maybe`).
+**Routed by ownership.** ``find_kernel_types`` is asked of every plugin. The hub
+remembers which plugin offered each type and calls ``launch``, ``make_manager``
+and ``restart_policy`` on that plugin only (pluggy's subset hook caller, with the
+core's ``trylast`` fallbacks), so an implementation never sees another
+provider's types and needs no "is this mine?" check. Return the result or an
+awaitable of it; the hub awaits hook results in exactly one place
+(:func:`kernel_hub.plugins.await_me_maybe`). Plugins import the core through
+:mod:`kernel_hub.provider` only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
-    from .hub import KernelHub
+    from collections.abc import Awaitable, Iterable, Mapping
+
     from .manager import KernelManager
     from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy
 
@@ -37,12 +37,36 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
+class HubContext(Protocol):
+    """What a plugin may use of the hub that calls its hooks: the ``hub`` argument.
+
+    :class:`kernel_hub.KernelHub` is one. A plugin needs nothing else of it,
+    and the contract names this narrow view instead of the hub class.
+    """
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The whole parsed kernel_hub config file."""
+        ...
+
+    def config_for(self, plugin: str) -> dict[str, Any]:
+        """Return the ``[<plugin>]`` table of the config file (empty if absent)."""
+        ...
+
+    def emit(self, kind: str, kernel_id: str, type_id: str, **data: Any) -> None:
+        """Emit a lifecycle event (``progress``, ``connection_lost``, ...).
+
+        Safe to call from any thread: the event is delivered on the hub's loop.
+        """
+        ...
+
+
 # ---- discovery ----
 
 
 @hookspec
 def find_kernel_types(
-    hub: KernelHub,
+    hub: HubContext,
 ) -> Iterable[KernelType] | Awaitable[Iterable[KernelType]] | None:
     """Return the kernel types this plugin offers.
 
@@ -66,7 +90,7 @@ def find_kernel_types(
 
     .. code-block:: python
 
-        from kernel_hub import KernelType, hookimpl
+        from kernel_hub.provider import KernelType, hookimpl
 
         @hookimpl
         def find_kernel_types(hub):
@@ -81,21 +105,22 @@ def find_kernel_types(
 
 @hookspec(firstresult=True)
 def launch(
-    hub: KernelHub, kernel_type: KernelType, request: LaunchRequest
+    hub: HubContext, kernel_type: KernelType, request: LaunchRequest
 ) -> Awaitable[LaunchResult] | LaunchResult | None:
     """Start a kernel of *kernel_type* and describe it.
 
-    Called by :meth:`KernelHub.launch` (and by the restarter, with the same
-    request, when it relaunches a dead kernel) once the type id is resolved.
+    Called by :meth:`KernelHub.launch` on the plugin that offered *kernel_type*
+    (and again, with the same request, when the kernel is relaunched after a
+    death); not for ``launch(..., nanny=True)``, which the core runs itself.
 
     :param hub: the calling hub.
-    :param kernel_type: the type to start; check ``kernel_type.provider``.
+    :param kernel_type: the type to start (always one this plugin offered).
     :param request: the launch request: ``kernel_id``, ``cwd``, ``env``, ``params``.
-    :returns: ``None`` when this plugin does not own ``kernel_type.provider``;
-        otherwise a :class:`~kernel_hub.LaunchResult` or an awaitable of one.
-        Must be a plain ``def``: decide synchronously, then return a coroutine.
-        On failure the awaitable raises :class:`~kernel_hub.LaunchError`, naming
-        what failed and what to do, and leaves nothing running.
+    :returns: a :class:`~kernel_hub.LaunchResult` or an awaitable of one. Put the
+        live manager of what was started on ``LaunchResult.manager``; the hub then
+        uses it as it is (``make_manager`` only rebuilds from state on attach).
+        On failure raise :class:`~kernel_hub.LaunchError`, naming what failed and
+        what to do, and leave nothing running.
 
     Stops at first non-None result.
 
@@ -103,13 +128,10 @@ def launch(
 
     .. code-block:: python
 
-        from kernel_hub import hookimpl
-        from kernel_hub.subproc import launch_subprocess
+        from kernel_hub.provider import hookimpl, launch_subprocess
 
         @hookimpl
         def launch(hub, kernel_type, request):
-            if kernel_type.provider != "nice":
-                return None
             return launch_subprocess(kernel_type, request)
     """
 
@@ -119,24 +141,24 @@ def launch(
 
 @hookspec(firstresult=True)
 def make_manager(
-    hub: KernelHub,
+    hub: HubContext,
     kernel_type: KernelType,
     connection_info: Mapping[str, Any],
     state: Mapping[str, Any],
 ) -> KernelManager | Awaitable[KernelManager] | None:
     """Build the :class:`~kernel_hub.KernelManager` for a launched kernel.
 
-    Called by :meth:`KernelHub.launch` right after ``launch`` returned, and by
-    :meth:`KernelHub.attach` when a host re-attaches to a kernel from saved
-    state, possibly in another process than the one that launched it.
+    Called by :meth:`KernelHub.attach` (through :meth:`KernelHub.manager_for`), on
+    the plugin that owns the type, when a host re-attaches to a kernel from saved
+    state, possibly in another process than the one that launched it; and by
+    :meth:`KernelHub.launch` when a ``LaunchResult`` carries no live manager.
 
     :param hub: the calling hub.
-    :param kernel_type: the kernel's type; check ``kernel_type.provider``.
+    :param kernel_type: the kernel's type (one this plugin offered).
     :param connection_info: the kernel's connection info.
     :param state: the ``state`` the launch returned (or a manager's
         ``describe()`` output), JSON-decoded.
-    :returns: ``None`` when this plugin does not own the type; otherwise a
-        manager or an awaitable of one. Must be a plain ``def``.
+    :returns: a manager or an awaitable of one.
 
     Stops at first non-None result. The core's trylast fallback builds a
     :class:`~kernel_hub.remote.NannyManager` when the connection info carries
@@ -146,13 +168,11 @@ def make_manager(
 
     .. code-block:: python
 
-        from kernel_hub import SubprocessManager, hookimpl
+        from kernel_hub.provider import SubprocessManager, hookimpl
 
         @hookimpl
         def make_manager(hub, kernel_type, connection_info, state):
-            if kernel_type.provider != "nice":
-                return None
-            return SubprocessManager.from_state(state)
+            return SubprocessManager.from_state(state, type_id=kernel_type.id)
     """
 
 
@@ -160,19 +180,20 @@ def make_manager(
 
 
 @hookspec(firstresult=True)
-def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy | None:
+def restart_policy(hub: HubContext, kernel_type: KernelType) -> RestartPolicy | None:
     """Return how kernels of *kernel_type* are restarted when they die unexpectedly.
 
-    Called by :meth:`KernelHub.launch` once per launch, unless the caller
-    passed a policy or ``restart=False`` (call arguments win). The policy holds
+    Called by :meth:`KernelHub.launch`, on the plugin that offered the type, once
+    per launch, unless the caller passed a policy or ``restart=False`` (call
+    arguments win). The policy holds
     for the kernel's whole life; :class:`~kernel_hub.restarter.KernelRestarter`
     applies it.
 
     :param hub: the calling hub.
     :param kernel_type: the type being launched.
-    :returns: ``None`` to leave the decision to other plugins, else a
+    :returns: ``None`` for the core's default, else a
         :class:`~kernel_hub.RestartPolicy` (``RestartPolicy(enabled=False)``
-        turns restarts off). Must be a plain ``def``.
+        turns restarts off).
 
     Stops at first non-None result. The core registers a ``trylast`` default
     (:data:`kernel_hub.defaults.DEFAULT_RESTART_POLICY`), so any plugin overrides it.
@@ -181,11 +202,9 @@ def restart_policy(hub: KernelHub, kernel_type: KernelType) -> RestartPolicy | N
 
     .. code-block:: python
 
-        from kernel_hub import RestartPolicy, hookimpl
+        from kernel_hub.provider import RestartPolicy, hookimpl
 
         @hookimpl
         def restart_policy(hub, kernel_type):
-            if kernel_type.provider == "nice":
-                return RestartPolicy(limit=2, window=30)
-            return None
+            return RestartPolicy(limit=2, window=30)
     """

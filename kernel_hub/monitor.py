@@ -30,15 +30,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-import zmq
-
-from .client._channels import ZMQTransport
 from .session import DELIM, Session
+from .transport import ZMQTransport
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import zmq
+
     from .client.asynchronous import AsyncKernelClient
 
 __all__ = ["ActivityMonitor", "ExecutionState"]
@@ -131,7 +132,7 @@ class ActivityMonitor:
         if (
             self._feeder is not None
             or transport is None
-            or not client._can_feed(self._loop, self._info)
+            or not client.can_feed(self._loop, self._info)
         ):
             return False
         transport.close()  # what it holds is stale or reaches the client too

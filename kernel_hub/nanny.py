@@ -223,7 +223,7 @@ class Nanny:
         self.connection_file = ""
         self.log_file = ""
         self.connection_info: dict[str, Any] = {}
-        self.proc: subprocess.Popen | None = None  # type: ignore[type-arg]
+        self.proc: subprocess.Popen | None = None
         self.kernel_pid: int | None = None
         self.exit_status: int | None = None
         #: Requests dropped because of a missing, wrong or replayed signature.

@@ -10,7 +10,6 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,9 +21,10 @@ from .types import KernelType
 
 if TYPE_CHECKING:
     import importlib.metadata
+    from collections.abc import Awaitable, Iterable, Mapping
 
     from ._entrypoints import EntryPoint
-    from .hub import KernelHub
+    from .hookspecs import HubContext
     from .manager import KernelManager
     from .types import LaunchRequest, LaunchResult, RestartPolicy
 
@@ -180,7 +180,20 @@ class HookRelay:
     def plugin_name(self, plugin: object) -> str:
         return self.pm.get_name(plugin) or repr(plugin)
 
-    async def find_kernel_types(self, *, hub: KernelHub) -> list[tuple[str, KernelType]]:
+    def _routed(self, hook: str, owner: str) -> Any:
+        """Return a caller of *hook* that reaches only plugin *owner* and the core defaults.
+
+        Routing by ownership: the plugin that offered a kernel type is the only
+        one asked to launch, manage or choose a restart policy for it, so no
+        plugin needs to decline types it does not own.
+        """
+        from .defaults import DEFAULT_PLUGINS
+
+        keep = {owner, *(name for name, _ in DEFAULT_PLUGINS)}
+        others = [p for name, p in self.pm.list_name_plugin() if name not in keep]
+        return self.pm.subset_hook_caller(hook, remove_plugins=others)
+
+    async def find_kernel_types(self, *, hub: HubContext) -> list[tuple[str, KernelType]]:
         """Call every ``find_kernel_types`` implementation concurrently.
 
         :returns: ``(plugin name, kernel type)`` pairs. A plugin that raises or
@@ -225,16 +238,17 @@ class HookRelay:
         return [pair for r in results for pair in r]
 
     async def launch(
-        self, *, hub: KernelHub, kernel_type: KernelType, request: LaunchRequest
+        self, *, plugin: str, hub: HubContext, kernel_type: KernelType, request: LaunchRequest
     ) -> LaunchResult:
-        """Call the ``launch`` hook; raise :class:`PluginError` if no plugin accepts."""
+        """Call the ``launch`` hook of *plugin*; raise :class:`PluginError` if it has none."""
         from .types import LaunchResult
 
-        result = self.pm.hook.launch(hub=hub, kernel_type=kernel_type, request=request)
+        result = self._routed("launch", plugin)(hub=hub, kernel_type=kernel_type, request=request)
         if result is None:
             raise PluginError(
-                f"no installed plugin launches kernel type {kernel_type.id!r}: the provider "
-                f"{kernel_type.provider!r} offered it but declined to launch it"
+                f"plugin {plugin!r} ({self.pm.distribution_of(plugin)}) offers kernel type "
+                f"{kernel_type.id!r} but does not launch it: it implements no launch hook "
+                "or returned None; report this to the plugin's authors"
             )
         result = await await_me_maybe(result)
         if not isinstance(result, LaunchResult):
@@ -246,21 +260,24 @@ class HookRelay:
     async def make_manager(
         self,
         *,
-        hub: KernelHub,
+        plugin: str,
+        hub: HubContext,
         kernel_type: KernelType,
         connection_info: Mapping[str, Any],
         state: Mapping[str, Any],
     ) -> KernelManager:
-        """Call the ``make_manager`` hook; raise :class:`LaunchError` if no plugin accepts."""
+        """Call the ``make_manager`` hook of *plugin* (and the core's nanny fallback)."""
         from .manager import KernelManager
 
-        result = self.pm.hook.make_manager(
+        result = self._routed("make_manager", plugin)(
             hub=hub, kernel_type=kernel_type, connection_info=connection_info, state=state
         )
         if result is None:
             raise LaunchError(
-                f"no installed plugin can manage kernel type {kernel_type.id!r} "
-                f"(provider {kernel_type.provider!r}); ensure its plugin is installed"
+                f"plugin {plugin!r} cannot rebuild a manager for kernel type "
+                f"{kernel_type.id!r}: it implements no make_manager hook for saved state; "
+                "ensure the plugin that launched the kernel is installed, in a version "
+                "that supports re-attaching"
             )
         manager = await await_me_maybe(result)
         if not isinstance(manager, KernelManager):
@@ -271,11 +288,13 @@ class HookRelay:
             manager.type_id = kernel_type.id
         return manager
 
-    def restart_policy(self, *, hub: KernelHub, kernel_type: KernelType) -> RestartPolicy:
-        """Call the ``restart_policy`` hook (the core default always answers)."""
+    def restart_policy(
+        self, *, plugin: str, hub: HubContext, kernel_type: KernelType
+    ) -> RestartPolicy:
+        """Call the ``restart_policy`` hook of *plugin* (the core default always answers)."""
         from .types import RestartPolicy
 
-        policy = self.pm.hook.restart_policy(hub=hub, kernel_type=kernel_type)
+        policy = self._routed("restart_policy", plugin)(hub=hub, kernel_type=kernel_type)
         return policy if isinstance(policy, RestartPolicy) else RestartPolicy()
 
     def list_plugins(self) -> list[PluginInfo]:

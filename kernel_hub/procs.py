@@ -7,7 +7,7 @@ A pid alone may have been reused; the pair (pid, start time) names one process.
 
 from __future__ import annotations
 
-__all__ = ["boot_id", "pid_alive", "process_start", "process_token"]
+__all__ = ["boot_id", "pid_alive", "process_group", "process_start", "process_token"]
 
 
 def _stat_fields(pid: int) -> list[bytes] | None:
@@ -24,6 +24,14 @@ def pid_alive(pid: int) -> bool:
     """Return whether process *pid* runs (a zombie counts as gone)."""
     fields = _stat_fields(pid)
     return bool(fields) and fields[0] not in (b"Z", b"X")  # type: ignore[index]
+
+
+def process_group(pid: int) -> int | None:
+    """Return the process group of *pid* if it runs (a zombie counts as gone), else ``None``."""
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in (b"Z", b"X") or len(fields) < 3:
+        return None
+    return int(fields[2])
 
 
 def process_start(pid: int) -> str:

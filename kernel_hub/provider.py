@@ -25,8 +25,7 @@ costs nothing to import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .argv import expand_env, format_argv
 from .errors import (
@@ -37,12 +36,14 @@ from .errors import (
     NoSuchKernelType,
     PluginError,
 )
-from .hookspecs import hookimpl
+from .hookspecs import HubContext, hookimpl
 from .manager import KernelManager
 from .procs import pid_alive, process_start, process_token
 from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, split_type_id
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
     from .aio import cancel_and_wait
     from .connection import (
         CHANNELS,
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         write_connection_file,
     )
     from .loopthread import LoopThread
+    from .nanny import source as nanny_source
     from .reaper import reap_on_exit
     from .remote import NannyManager, is_nanny_info
     from .subproc import SubprocessManager, launch_subprocess
@@ -78,7 +80,10 @@ __all__ = [
     "format_argv",
     "hookimpl",
     "is_nanny_info",
+    "nanny_source",
     "launch_subprocess",
+    "local_launch",
+    "local_make_manager",
     "new_connection_info",
     "pid_alive",
     "process_start",
@@ -91,27 +96,39 @@ __all__ = [
 ]
 
 
-class HubContext(Protocol):
-    """What a plugin may use of the hub that calls its hooks (the ``hub`` argument).
+# ---- ready-made hooks for command-line kernel types ----
 
-    :class:`kernel_hub.KernelHub` is one; a plugin needs nothing else of it.
+
+@hookimpl
+def local_launch(
+    hub: HubContext, kernel_type: KernelType, request: LaunchRequest
+) -> Awaitable[LaunchResult]:
+    """A ``launch`` hook for types with an ``argv``: a local child process in its own group.
+
+    A plugin whose types are plain command lines (the built-in ``spec`` and
+    ``ipykernel`` ones) re-exports it under the hook's name::
+
+        from kernel_hub.provider import local_launch as launch
     """
+    from .subproc import launch_subprocess
 
-    def config_for(self, plugin: str) -> dict[str, Any]:
-        """Return the ``[<plugin>]`` table of the kernel_hub config file (empty if absent)."""
-        ...
+    return launch_subprocess(kernel_type, request)
 
-    def emit(self, kind: str, kernel_id: str, type_id: str, **data: Any) -> None:
-        """Emit a lifecycle event (``progress``, ``connection_lost``, ...).
 
-        Safe to call from any thread: the event is delivered on the hub's loop.
-        """
-        ...
+@hookimpl
+def local_make_manager(
+    hub: HubContext,
+    kernel_type: KernelType,
+    connection_info: Mapping[str, Any],
+    state: Mapping[str, Any],
+) -> KernelManager:
+    """The ``make_manager`` hook that goes with :func:`local_launch` (re-attach by pid)::
 
-    @property
-    def config(self) -> Mapping[str, Any]:
-        """The whole parsed config file."""
-        ...
+    from kernel_hub.provider import local_make_manager as make_manager
+    """
+    from .subproc import SubprocessManager
+
+    return SubprocessManager.from_state(state, type_id=kernel_type.id)
 
 
 _LAZY = {
@@ -124,6 +141,7 @@ _LAZY = {
     "LoopThread": "loopthread",
     "reap_on_exit": "reaper",
     "NannyManager": "remote",
+    "nanny_source": "nanny",
     "is_nanny_info": "remote",
     "SubprocessManager": "subproc",
     "launch_subprocess": "subproc",
@@ -135,7 +153,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __package__), name)
+        module = importlib.import_module(f".{_LAZY[name]}", __package__)
+        value = getattr(module, "source" if name == "nanny_source" else name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'kernel_hub.provider' has no attribute {name!r}")

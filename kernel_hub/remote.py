@@ -16,25 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import subprocess
-import sys
 import threading
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from .errors import KernelHubError, LaunchError
+from .errors import KernelHubError
 from .manager import KernelManager
 from .session import BadSignature, Message, Session
+from .transport import ZMQTransport
 
 if TYPE_CHECKING:
-    from .types import KernelType
+    from collections.abc import Mapping
 
-__all__ = ["NannyManager", "is_nanny_info", "start_local_nanny"]
+    pass
+
+__all__ = ["NannyManager", "is_nanny_info"]
 
 log = logging.getLogger("kernel_hub.remote")
 
@@ -42,13 +41,6 @@ log = logging.getLogger("kernel_hub.remote")
 def is_nanny_info(connection_info: Mapping[str, Any]) -> bool:
     """Return whether *connection_info* describes a kernel served by a nanny."""
     return "nanny_control_port" in connection_info and "nanny_events_port" in connection_info
-
-
-def _url(connection_info: Mapping[str, Any], port_key: str) -> str:
-    ip = str(connection_info.get("ip", "127.0.0.1"))
-    if ":" in ip:
-        ip = f"[{ip}]"
-    return f"{connection_info.get('transport', 'tcp')}://{ip}:{connection_info[port_key]}"
 
 
 class _Link:
@@ -67,42 +59,37 @@ class _Link:
         #: Set when the SUB socket lost its connection (until the next welcome).
         self.disconnected = False
         self.closed = False
-        self._fds: list[int] = []
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        self.dealer: zmq.Socket[bytes] = ctx.socket(zmq.DEALER)
-        self.dealer.linger = 0
-        self.dealer.connect(_url(manager.connection_info, "nanny_control_port"))
-        self._watch(self.dealer, self._on_reply)
-        self.sub: zmq.Socket[bytes] | None = None
+        self._monitor_fd: int | None = None
+        # One transport per socket kind (the SUB one only once subscribed): the same drain
+        # as the kernel clients' channels.
+        # No fixed routing id: a ROUTER refuses a reconnection (a tunnel's stream dropped and
+        # opened again) under an id it still holds, and then drops every request unanswered.
+        self.control = ZMQTransport(
+            manager.connection_info, identity=b"", channels=("nanny_control",)
+        )
+        self.control.open(self._on_frames)
+        self.events: ZMQTransport | None = None
         self.monitor: zmq.Socket[bytes] | None = None
 
     def __repr__(self) -> str:
-        state = "CLOSED" if self.closed else ("SUBSCRIBED" if self.sub is not None else "OPEN")
+        state = "CLOSED" if self.closed else ("SUBSCRIBED" if self.events is not None else "OPEN")
         return f"<_Link {self.manager.where} [{state}]>"
-
-    def _watch(self, sock: zmq.Socket[bytes], handler: Any) -> None:
-        fd = int(sock.getsockopt(zmq.FD))
-        self.loop.add_reader(fd, self._drain, sock, handler)
-        self._fds.append(fd)
-        # The ZeroMQ fd is edge-triggered: drain once now in case it already fired.
-        self.loop.call_soon(self._drain, sock, handler)
 
     def subscribe(self) -> None:
         """Open the SUB socket (once); the nanny answers the subscription with nanny_welcome."""
-        if self.sub is not None or self.closed:
+        if self.events is not None or self.closed:
             return
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-        sub = ctx.socket(zmq.SUB)
-        sub.linger = 0
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(_url(self.manager.connection_info, "nanny_events_port"))
-        self.sub = sub
-        self._watch(sub, self._on_event)
+        self.events = ZMQTransport(
+            self.manager.connection_info, identity=b"", channels=("nanny_events",)
+        )
+        self.events.open(self._on_frames)
+        sub = self.events.socket("nanny_events")
+        assert sub is not None  # just opened
         # A nanny killed outright sends nothing; its closed connection is the only news.
         self.monitor = sub.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED)
         fd = int(self.monitor.getsockopt(zmq.FD))
         self.loop.add_reader(fd, self._drain_monitor)
-        self._fds.append(fd)
+        self._monitor_fd = fd
         self.loop.call_soon(self._drain_monitor)
 
     def _drain_monitor(self) -> None:
@@ -119,22 +106,23 @@ class _Link:
                 self.disconnected = True
                 self._wake()
 
-    def _drain(self, sock: zmq.Socket[bytes], handler: Any) -> None:
-        while not self.closed and not sock.closed:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                msg = self.session.deserialize(frames)
-            except BadSignature as exc:
-                self.manager.bad_signatures += 1
-                log.warning("%r dropped a nanny message with a bad signature (%s)", self, exc)
-                continue
-            except ValueError as exc:
-                log.warning("%r dropped a malformed nanny message (%s)", self, exc)
-                continue
-            handler(msg)
+    def _on_frames(self, channel: str, frames: list[bytes]) -> None:
+        """One nanny message from the transport's drain: verify, then reply or event."""
+        if self.closed:
+            return
+        try:
+            msg = self.session.deserialize(frames)
+        except BadSignature as exc:
+            self.manager.bad_signatures += 1
+            log.warning("%r dropped a nanny message with a bad signature (%s)", self, exc)
+            return
+        except ValueError as exc:
+            log.warning("%r dropped a malformed nanny message (%s)", self, exc)
+            return
+        if channel == "nanny_events":
+            self._on_event(msg)
+        else:
+            self._on_reply(msg)
 
     def _on_reply(self, msg: Message) -> None:
         fut = self.pending.pop(msg.parent_header.get("msg_id", ""), None)
@@ -143,10 +131,22 @@ class _Link:
 
     def _on_event(self, msg: Message) -> None:
         kind = msg.header.get("msg_type")
-        self.manager._on_event(kind, msg.content)
+        self.manager.handle_event(kind, msg.content)
         if kind == "nanny_welcome":
             self.disconnected = False
+        elif kind == "nanny_exiting":
+            # Nobody is left to answer: a request in flight (a kill racing another manager's
+            # shutdown) fails now, not after its timeout, and its caller sees the kernel ended.
+            self._fail_pending(
+                KernelHubError(f"the nanny at {self.manager.where} has exited; its kernel is gone")
+            )
         self._wake()
+
+    def _fail_pending(self, err: BaseException) -> None:
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self.pending.clear()
 
     def _wake(self) -> None:
         waiters, self.event_waiters = self.event_waiters, []
@@ -171,9 +171,8 @@ class _Link:
         fut: asyncio.Future[Message] = self.loop.create_future()
         self.pending[msg_id] = fut
         try:
-            self.dealer.send_multipart(self.session.serialize(msg), zmq.NOBLOCK)
-            # A send can consume the fd's edge for a reply that arrived meanwhile.
-            self.loop.call_soon(self._drain, self.dealer, self._on_reply)
+            # The transport's send also catches a reply whose fd edge the send consumed.
+            self.control.send("nanny_control", self.session.serialize(msg))
             async with asyncio.timeout(timeout):
                 reply = await fut
         except TimeoutError:
@@ -200,21 +199,19 @@ class _Link:
         if self.closed:
             return
         self.closed = True
-        if not self.loop.is_closed():
-            for fd in self._fds:
-                self.loop.remove_reader(fd)
-        self._fds.clear()
-        if self.sub is not None and self.monitor is not None:
+        if self._monitor_fd is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self._monitor_fd)
+        self._monitor_fd = None
+        sub = self.events.socket("nanny_events") if self.events is not None else None
+        if sub is not None and self.monitor is not None:
             with contextlib.suppress(zmq.ZMQError):
-                self.sub.disable_monitor()
-        for sock in (self.dealer, self.sub, self.monitor):
-            if sock is not None:
-                sock.close(linger=0)
-        err = KernelHubError(f"{self.manager!r} was closed")
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(err)
-        self.pending.clear()
+                sub.disable_monitor()
+        if self.monitor is not None:
+            self.monitor.close(linger=0)
+        self.control.close()
+        if self.events is not None:
+            self.events.close()
+        self._fail_pending(KernelHubError(f"{self.manager!r} was closed"))
         # Waiters wake up and look at the state: after cleanup() the kernel is dead and
         # wait() returns; after a mere close() their next wait for an event raises.
         self._wake()
@@ -223,9 +220,10 @@ class _Link:
 class NannyManager(KernelManager):
     """Manage a kernel through its nanny, wherever the two run.
 
-    Built by the core's ``make_manager`` fallback whenever the connection info
-    carries ``nanny_control_port`` (and by :class:`~kernel_hub.AsyncKernelClient`
-    given such connection info without a manager). ``wait()`` wakes on the
+    Built by the hub for kernels it runs under a local nanny, by the core's
+    ``make_manager`` fallback for a provider's kernel whose connection info
+    carries ``nanny_control_port``, and by providers that wrap it (SSH).
+    ``wait()`` wakes on the
     nanny's ``kernel_died`` event, never by polling.
 
     ``cleanup()`` sends the nanny ``shutdown``: it kills the kernel if it still
@@ -330,7 +328,7 @@ class NannyManager(KernelManager):
             raise KernelHubError(f"the nanny at {self.where} has exited; its kernel is gone")
         return await link.request(op, timeout or self.request_timeout, **args)
 
-    def _on_event(self, kind: str | None, content: Mapping[str, Any]) -> None:
+    def handle_event(self, kind: str | None, content: Mapping[str, Any]) -> None:
         """Update the shared state from an event (called on any link's loop)."""
         pid = content.get("kernel_pid")
         if kind == "kernel_died":
@@ -475,7 +473,7 @@ class NannyManager(KernelManager):
 
         :raises KernelHubError: when the nanny refuses (an older one does not know the op).
         """
-        await self._request("own_file", path=os.path.abspath(path))
+        await self._request("own_file", path=os.path.abspath(path))  # noqa: ASYNC240 - getcwd only
 
     async def last_output(self, lines: int = 20) -> str:
         """Return the last *lines* of the kernel's own stdout/stderr, from the nanny."""
@@ -520,74 +518,3 @@ class NannyManager(KernelManager):
             else:
                 with contextlib.suppress(RuntimeError):  # closed meanwhile
                     loop.call_soon_threadsafe(link.close)
-
-
-async def start_local_nanny(
-    kernel_type: KernelType,
-    *,
-    cwd: str | None = None,
-    env: Mapping[str, str] | None = None,
-    kernel_id: str = "",
-    python: str = sys.executable,
-    stderr: int | None = None,
-    timeout: float = 60.0,
-) -> tuple[asyncio.subprocess.Process, NannyManager]:
-    """Start a nanny on this machine running *kernel_type*'s argv; return it and its manager.
-
-    What ``kernel-hub launch --nanny`` uses. The nanny runs in its own session
-    (no terminal signals), gets the kernel type's environment through its own
-    (never on its command line), and fills ``{connection_file}``; the other
-    argv templates are filled here.
-
-    :param python: the interpreter that runs ``nanny.py`` (needs pyzmq).
-    :param stderr: where the nanny's log goes (default: inherited).
-    :raises LaunchError: when the type has no argv or the nanny reports an error.
-    """
-    from . import nanny
-    from .subproc import expand_env, format_argv
-
-    if not kernel_type.argv:
-        raise LaunchError(
-            f"kernel type {kernel_type.id} has no argv; a local nanny runs command-line kernel "
-            "types such as ipykernel/python3 or spec/<name>"
-        )
-    if cwd is not None and not os.path.isdir(cwd):
-        raise LaunchError(f"cannot launch {kernel_type.id}: working directory {cwd!r} is missing")
-    argv = format_argv(
-        kernel_type.argv,
-        resource_dir=kernel_type.resource_dir or "",
-        kernel_id=kernel_id,
-        prefix=sys.prefix,
-    )
-    # Same precedence as local kernels: caller's env > the type's env (with ${VARS}) > ours.
-    full_env = {**os.environ, **(env or {})}
-    full_env = {**full_env, **expand_env(kernel_type.env, full_env), **(env or {})}
-    # Run as a remote nanny runs, from stdin: as a script path, its directory (kernel_hub/)
-    # would come first on sys.path and shadow the standard library's "types" module.
-    cmd = [python, "-", "--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
-    if cwd is not None:
-        cmd += ["--cwd", cwd]
-    with open(nanny.__file__, "rb") as src:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=src,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=full_env,
-            start_new_session=True,
-        )
-    assert proc.stdout is not None
-    handshake: dict[str, Any]
-    try:
-        async with asyncio.timeout(timeout):
-            line = await proc.stdout.readline()
-        handshake = json.loads(line) if line else {"error": "it exited without a handshake"}
-    except (TimeoutError, ValueError) as exc:
-        handshake = {"error": f"no handshake line ({exc!r})"}
-    if "error" in handshake:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-        raise LaunchError(f"the nanny could not start {kernel_type.id}: {handshake['error']}")
-    state = {k: handshake[k] for k in ("nanny_pid", "kernel_pid", "workdir")}
-    return proc, NannyManager(handshake["connection_info"], state, type_id=kernel_type.id)

@@ -18,18 +18,19 @@ import logging
 import random as _random
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .aio import cancel_and_wait
 from .errors import KernelHubError
 
 if TYPE_CHECKING:
-    from .hub import RunningKernel
+    from collections.abc import Awaitable, Callable
+
     from .manager import KernelManager
     from .types import RestartPolicy
 
-__all__ = ["KernelRestarter", "RestartBudget"]
+__all__ = ["KernelRestarter", "RestartBudget", "RestartControl"]
 
 log = logging.getLogger("kernel_hub.restarter")
 
@@ -77,29 +78,53 @@ class RestartBudget:
             self._times.clear()
 
 
-class KernelRestarter:
-    """Watch *kernel*'s manager and apply *policy* when the kernel dies unexpectedly.
+@dataclass(frozen=True)
+class RestartControl:
+    """What a restarter may do to the kernel it watches: the whole of its reach.
 
-    Created and started by the hub for every kernel it launches or attaches
-    (with restarts disabled it still notices the death, emits ``died`` and
-    marks the kernel dead). :meth:`stop` is called before any purposeful
+    The :class:`~kernel_hub.RunningKernel` builds one from its own methods; the
+    restarter decides *when*, the kernel performs and owns its status.
+
+    :param label: names the kernel in reprs and logs.
+    :param manager: returns the kernel's current manager (it changes on relaunch).
+    :param emit: emits a hub event about the kernel: ``emit(kind, **data)``.
+    :param died: marks the kernel dead or restarting (the first step after a death).
+    :param relaunch: starts the kernel again; raises
+        :class:`~kernel_hub.KernelHubError` when that fails.
+    :param end: marks the kernel ended for good: ``end(failed=reason_or_None)``.
+    """
+
+    label: str
+    manager: Callable[[], KernelManager]
+    emit: Callable[..., None]
+    died: Callable[[], None]
+    relaunch: Callable[[], Awaitable[None]]
+    end: Callable[..., Any]
+
+
+class KernelRestarter:
+    """Watch a kernel's manager and apply *policy* when the kernel dies unexpectedly.
+
+    Created by every :class:`~kernel_hub.RunningKernel` and started once the
+    kernel answers (with restarts disabled it still notices the death, emits
+    ``died`` and ends the kernel). :meth:`stop` is called before any purposeful
     shutdown, kill or manual restart, so those never trigger a relaunch.
 
-    :param kernel: the running kernel; its ``manager`` is swapped on each relaunch.
     :param policy: limit, window, backoff and stable-start time.
+    :param control: what the restarter may do to the kernel.
     :param random: the jitter source, a function returning a float in ``[0, 1)``.
     :param clock: a monotonic clock in seconds.
     """
 
     def __init__(
         self,
-        kernel: RunningKernel,
         policy: RestartPolicy,
+        control: RestartControl,
         *,
         random: Callable[[], float] = _random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.kernel = kernel
+        self.control = control
         self.policy = policy
         self.budget = RestartBudget(policy, clock=clock)
         #: Automatic restarts done over the kernel's whole life.
@@ -115,7 +140,7 @@ class KernelRestarter:
         else:
             state = "WATCHING" if self.policy.enabled else "WATCHING no-restart"
         return (
-            f"<KernelRestarter {self.kernel.type_id} {self.kernel.id[:8]} "
+            f"<KernelRestarter {self.control.label} "
             f"[{state} restarts={self.budget.used}/{self.policy.limit}]>"
         )
 
@@ -145,11 +170,11 @@ class KernelRestarter:
     async def _run(self) -> None:
         try:
             while not self._stopping:
-                manager = self.kernel.manager
+                manager = self.control.manager()
                 up_since = self._clock()
                 try:
                     status = await manager.wait()
-                except Exception:  # noqa: BLE001 - a broken manager is treated as a death
+                except Exception:
                     log.exception("waiting for %r failed; treating the kernel as dead", manager)
                     status = None
                 if self._stopping:
@@ -159,41 +184,41 @@ class KernelRestarter:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the kernel must end in a known state
-            log.exception("the restarter of %r failed", self.kernel)
-            self.kernel._end(failed=f"the restarter failed: {exc!r}")
+        except Exception as exc:
+            log.exception("the restarter of %s failed", self.control.label)
+            self.control.end(failed=f"the restarter failed: {exc!r}")
 
     async def _recover(self, manager: KernelManager, status: int | None) -> bool:
         """Handle one unexpected death; return whether the kernel runs again."""
-        kernel, policy = self.kernel, self.policy
-        kernel._died()
-        kernel.hub.emit("died", kernel.id, kernel.type_id, exit_status=status)
+        control, policy = self.control, self.policy
+        control.died()
+        control.emit("died", exit_status=status)
         # Gone for the restarter means gone: a manager that only lost its link is killed.
         with contextlib.suppress(Exception):
             if await manager.is_alive():
                 await manager.kill()
         await manager.cleanup()  # before the relaunch, which reuses the connection file name
         if not policy.enabled:
-            kernel._end()
+            control.end()
             return False
         error = ""
         while True:
             attempt = self.budget.next_attempt()
             if attempt is None:
                 reason = f"{policy.limit} restarts within {policy.window:g} s"
-                kernel._end(failed=reason + (f"; the last one failed: {error}" if error else ""))
+                control.end(failed=reason + (f"; the last one failed: {error}" if error else ""))
                 return False
             delay = policy.delay(attempt, random=self._random())
             data = {"attempt": attempt, "delay": round(delay, 3)}
-            kernel.hub.emit("restarting", kernel.id, kernel.type_id, **data)
+            control.emit("restarting", **data)
             await asyncio.sleep(delay)  # the backoff itself, not a synchronisation
             self.budget.record()
             try:
-                await kernel._relaunch()
+                await control.relaunch()
             except KernelHubError as exc:
                 error = (str(exc).strip().splitlines() or [repr(exc)])[0]
-                log.warning("restart %d of %r failed: %s", attempt, kernel, error)
+                log.warning("restart %d of %s failed: %s", attempt, control.label, error)
                 continue
             self.restarts += 1
-            kernel.hub.emit("restarted", kernel.id, kernel.type_id, attempt=attempt)
+            control.emit("restarted", attempt=attempt)
             return True

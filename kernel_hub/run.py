@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client import AsyncKernelClient, BlockingKernelClient
 from .loopthread import LoopThread
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
 
 __all__ = ["run_kernel", "run_kernel_async"]
 
@@ -51,9 +53,7 @@ def run_kernel(type_id: str | None = None, **launch_kwargs: Any) -> Iterator[Blo
     runner = LoopThread.get()
     cm = run_kernel_async(type_id, **launch_kwargs)
     async_client = runner.run(cm.__aenter__())
-    client = BlockingKernelClient.__new__(BlockingKernelClient)
-    client.async_client = async_client
-    client._runner = runner
+    client = BlockingKernelClient(async_client=async_client)  # connected already: no-op
     try:
         yield client
     except BaseException as exc:

@@ -18,12 +18,14 @@ import json
 import os
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_protocol._version import protocol_version
 from jupyter_protocol.messages import Message
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "DELIM",
@@ -54,7 +56,7 @@ def _decode_parts(parts: Sequence[bytes]) -> list[Any]:
     values = _decode_str(joined.decode("utf-8"))
     if len(values) != 4 or not all(type(v) is dict for v in values):
         raise ValueError("the four message parts must each be one JSON object")
-    return values  # type: ignore[no-any-return]
+    return values
 
 
 def _json_default(obj: Any) -> Any:

@@ -10,42 +10,25 @@ import asyncio
 import contextlib
 import os
 import signal as _signal
-import string
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .argv import expand_env, format_argv
 from .connection import new_connection_info, runtime_dir, write_connection_file
 from .errors import LaunchError
 from .manager import KernelManager
+from .procs import pid_alive
 from .reaper import reaper
 from .types import LaunchResult
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from .types import KernelType, LaunchRequest
 
-__all__ = ["SubprocessManager", "expand_env", "launch_subprocess"]
-
-# The Popen objects of kernels this process started, by pid, so that a manager
-# rebuilt from state in this same process can still reap its child.
-_children: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def expand_env(env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
-    """Return *env* with ``${VAR}``/``$VAR`` replaced from *base* (unknown names stay)."""
-    return {k: string.Template(str(v)).safe_substitute(base) for k, v in env.items()}
-
-
-def format_argv(argv: Sequence[str], **values: str) -> list[str]:
-    """Fill the ``{connection_file}``-style templates of a kernel argv."""
-    out = []
-    for arg in argv:
-        for name, value in values.items():
-            arg = arg.replace("{" + name + "}", value)
-        out.append(arg)
-    return out
+__all__ = ["SubprocessManager", "expand_env", "format_argv", "launch_subprocess"]
 
 
 async def launch_subprocess(
@@ -71,7 +54,7 @@ async def launch_subprocess(
     argv = list(argv if argv is not None else kernel_type.argv)
     if not argv:
         raise LaunchError(f"kernel type {kernel_type.id} has an empty argv; nothing to run")
-    if request.cwd is not None and not os.path.isdir(request.cwd):
+    if request.cwd is not None and not os.path.isdir(request.cwd):  # noqa: ASYNC240 - one stat
         raise LaunchError(
             f"cannot launch {kernel_type.id}: working directory {request.cwd!r} does not exist"
         )
@@ -104,7 +87,10 @@ async def launch_subprocess(
         env["JPY_PARENT_PID"] = str(os.getpid())
         log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            proc = subprocess.Popen(
+            # Popen returns once the child is forked (fork+exec, no waiting on it); asyncio's
+            # subprocess transport would add a watcher per kernel for nothing: wait() uses a
+            # pidfd.
+            proc = subprocess.Popen(  # noqa: ASYNC220
                 argv,
                 cwd=request.cwd,
                 env=env,
@@ -125,7 +111,6 @@ async def launch_subprocess(
             ) from exc
         finally:
             os.close(log_fd)
-        _children[proc.pid] = proc
         # Should this process die, even by SIGKILL, the reaper kills the group, removes the files.
         guard.add(proc.pid, files)
     state = {
@@ -135,7 +120,10 @@ async def launch_subprocess(
         "log_file": str(log_file),
         "argv": argv,
     }
-    return LaunchResult(connection_info=info, state=state)
+    # The manager holds the Popen (it reaps the child); make_manager rebuilds one from
+    # state only on re-attach.
+    manager = SubprocessManager.from_state(state, type_id=kernel_type.id, popen=proc)
+    return LaunchResult(connection_info=info, state=state, manager=manager)
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
@@ -164,6 +152,7 @@ class SubprocessManager(KernelManager):
         log_file: str | None = None,
         argv: Sequence[str] = (),
         type_id: str = "",
+        popen: subprocess.Popen[bytes] | None = None,
     ) -> None:
         self.pid = pid
         self.pgid = pgid
@@ -171,13 +160,23 @@ class SubprocessManager(KernelManager):
         self.log_file = log_file
         self.argv = list(argv)
         self.type_id = type_id
-        self._popen = _children.get(pid)
+        # Our child (launched here): reaped through it. Rebuilt from state: watched by pid.
+        self._popen = popen
         self._exit_status: int | None = None
         self._gone = False
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], *, type_id: str = "") -> SubprocessManager:
-        """Rebuild a manager from :meth:`describe` output or a launch state."""
+    def from_state(
+        cls,
+        state: Mapping[str, Any],
+        *,
+        type_id: str = "",
+        popen: subprocess.Popen[bytes] | None = None,
+    ) -> SubprocessManager:
+        """Rebuild a manager from :meth:`describe` output or a launch state.
+
+        :param popen: the child process, when this process launched it.
+        """
         try:
             pid = int(state["pid"])
         except (KeyError, TypeError, ValueError):
@@ -191,6 +190,7 @@ class SubprocessManager(KernelManager):
             log_file=state.get("log_file"),
             argv=state.get("argv", ()),
             type_id=type_id,
+            popen=popen,
         )
 
     def __repr__(self) -> str:
@@ -223,15 +223,8 @@ class SubprocessManager(KernelManager):
             if rc is None:
                 return True
             self._exit_status = rc
-            _children.pop(self.pid, None)
-        else:
-            try:
-                os.kill(self.pid, 0)
-                return True
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                return True
+        elif pid_alive(self.pid):  # not our child: a zombie of another manager counts as gone
+            return True
         self._gone = True
         return False
 
@@ -292,7 +285,7 @@ class SubprocessManager(KernelManager):
         if not self.log_file:
             return ""
         try:
-            text = Path(self.log_file).read_text(errors="replace")
+            text = Path(self.log_file).read_text(errors="replace")  # noqa: ASYNC240 - small, local
         except OSError:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])

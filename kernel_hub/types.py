@@ -9,11 +9,12 @@ returns a :class:`RestartPolicy`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .manager import KernelManager
 
 __all__ = ["KernelType", "LaunchRequest", "LaunchResult", "RestartPolicy", "split_type_id"]

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import zmq
 
-from kernel_hub.client._channels import ZMQTransport
+from kernel_hub.transport import ZMQTransport
 
 
 @pytest.mark.asyncio

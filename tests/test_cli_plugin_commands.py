@@ -64,7 +64,7 @@ def test_broken_or_blocked_plugin_commands_do_not_break_the_cli(monkeypatch, cap
     )
     caplog.set_level(logging.WARNING)
     parser = cli.build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no API
+    commands = parser._subparsers._group_actions[0].choices
     assert "hello" not in commands  # blocked
     assert "plugin bug" in caplog.text and "'bad'" in caplog.text
     assert cli.main(["plugins", "--json"]) == 0  # built-in commands still work

@@ -14,13 +14,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from kernel_hub.conformance import FOREIGN_PROVIDER, ProviderConformance
+from kernel_hub.conformance import ProviderConformance
 
 PROVIDERS = '''
 import sys
 
 import kernel_hub_ipykernel.plugin
-from kernel_hub import KernelType, SubprocessManager, hookimpl, launch_subprocess
+from kernel_hub import KernelType, LaunchResult, SubprocessManager, hookimpl, launch_subprocess
 from kernel_hub.testing import ProviderConformance
 
 ARGV = (sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}")
@@ -41,7 +41,7 @@ class Greedy:
 
 
 class AsyncLaunch:
-    """Declines properly, but from an async def: pluggy sees a coroutine, not None."""
+    """An async def launch: routed to its owner only, it is simply awaited."""
 
     @staticmethod
     @hookimpl
@@ -51,9 +51,16 @@ class AsyncLaunch:
     @staticmethod
     @hookimpl
     async def launch(hub, kernel_type, request):
-        if kernel_type.provider != "asyncl":
-            return None
         return await launch_subprocess(kernel_type, request)
+
+
+class NoLaunch:
+    """Offers a kernel type it cannot launch."""
+
+    @staticmethod
+    @hookimpl
+    def find_kernel_types(hub):
+        return [KernelType("nolaunch", "py", argv=ARGV)]
 
 
 class Trespasser:
@@ -81,14 +88,14 @@ class Leaky:
 
     @staticmethod
     @hookimpl
-    def launch(hub, kernel_type, request):
-        return None if kernel_type.provider != "leaky" else launch_subprocess(kernel_type, request)
+    async def launch(hub, kernel_type, request):
+        started = await launch_subprocess(kernel_type, request)
+        # Without its live manager: the hub builds one with make_manager.
+        return LaunchResult(started.connection_info, started.state)
 
     @staticmethod
     @hookimpl
     def make_manager(hub, kernel_type, connection_info, state):
-        if kernel_type.provider != "leaky":
-            return None
         return LeakyManager.from_state(state, type_id=kernel_type.id)
 
 
@@ -105,6 +112,11 @@ class TestGreedy(ProviderConformance):
 class TestAsyncLaunch(ProviderConformance):
     plugins = [AsyncLaunch]
     type_ids = ["asyncl/py"]
+
+
+class TestNoLaunch(ProviderConformance):
+    plugins = [NoLaunch]
+    type_ids = ["nolaunch/py"]
 
 
 class TestTrespasser(ProviderConformance):
@@ -130,9 +142,10 @@ timeout = 120
 """
 
 SELECTED = [
-    "TestGood and (decline or valid or shutdown or unknown)",
-    "TestGreedy and decline",
-    "TestAsyncLaunch and decline",
+    "TestGood and (what_they_offer or valid or shutdown or unknown)",
+    "TestGreedy and (what_they_offer or execute)",
+    "TestAsyncLaunch and (what_they_offer or execute)",
+    "TestNoLaunch and what_they_offer",
     "TestTrespasser and valid",
     "TestLeaky and (shutdown or describe)",
     "TestMissingEntryPoint and unknown",
@@ -178,15 +191,18 @@ def test_a_good_provider_passes(outcomes):
 
 
 @pytest.mark.integration
-def test_a_greedy_launch_is_caught(outcomes):
-    msg = outcomes["TestGreedy::test_hooks_decline_foreign_types"]
-    assert f"accepted '{FOREIGN_PROVIDER}/k'" in msg, msg
+def test_greedy_and_async_def_launches_are_harmless_when_routed(outcomes):
+    """Routing by ownership retires the old traps: both pass the whole relevant battery."""
+    for cls in ("TestGreedy", "TestAsyncLaunch"):
+        ran = {k: v for k, v in outcomes.items() if k.startswith(f"{cls}::")}
+        assert len(ran) == 2, outcomes
+        assert all(v == "" for v in ran.values()), ran
 
 
 @pytest.mark.integration
-def test_an_async_def_hookimpl_is_caught(outcomes):
-    msg = outcomes["TestAsyncLaunch::test_hooks_decline_foreign_types"]
-    assert "is 'async def'" in msg, msg
+def test_a_plugin_that_cannot_launch_its_types_is_caught(outcomes):
+    msg = outcomes["TestNoLaunch::test_plugins_launch_what_they_offer"]
+    assert "implements no launch hook" in msg, msg
 
 
 @pytest.mark.integration

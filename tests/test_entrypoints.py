@@ -226,7 +226,7 @@ print(repr((loaded, lazy, "importlib.metadata" in sys.modules, NannyManager.__na
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
-    loaded, lazy, metadata_imported, nanny = eval(out.stdout)  # noqa: S307 - our own repr
+    loaded, lazy, metadata_imported, nanny = eval(out.stdout)
     assert loaded == ["ipykernel", "spec"]
     assert lazy == []
     assert metadata_imported is False

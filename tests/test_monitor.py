@@ -22,7 +22,7 @@ def wait_on(flag) -> str:
 async def test_a_client_feeds_the_monitor_then_hands_its_socket_over(tmp_path):
     async with KernelHub(config={}) as hub:
         kernel = await hub.launch(PYTHON, restart=False)
-        monitor = kernel._monitor
+        monitor = kernel.monitor
         assert "OPEN" in repr(monitor)
         flag = tmp_path / "go"
         async with kernel.client() as client:
@@ -45,7 +45,7 @@ async def test_a_client_feeds_the_monitor_then_hands_its_socket_over(tmp_path):
 async def test_the_monitor_alone_receives_status_only_so_output_crosses_the_wire_once():
     async with KernelHub(config={}) as hub:
         kernel = await hub.launch(PYTHON, restart=False)
-        monitor = kernel._monitor
+        monitor = kernel.monitor
         # A client that is not the kernel's own (no kernel=): it never feeds the monitor.
         async with AsyncKernelClient(kernel.connection_info, manager=kernel.manager) as client:
             await client.execute("1", timeout=10)  # by now the monitor has seen a status
@@ -65,7 +65,7 @@ async def test_the_monitor_alone_receives_status_only_so_output_crosses_the_wire
 async def test_a_client_on_another_loop_leaves_the_monitor_its_own_socket(tmp_path):
     async with KernelHub(config={}) as hub:
         kernel = await hub.launch(PYTHON, restart=False)
-        monitor = kernel._monitor
+        monitor = kernel.monitor
         client = await asyncio.to_thread(kernel.blocking_client)  # kernel_hub's loop thread
         try:
             flag = tmp_path / "go"
@@ -84,7 +84,7 @@ async def test_a_client_on_another_loop_leaves_the_monitor_its_own_socket(tmp_pa
 async def test_after_a_restart_the_following_client_feeds_the_new_monitor(tmp_path):
     async with KernelHub(config={}) as hub:
         kernel = await hub.launch(PYTHON, restart=False)
-        monitor = kernel._monitor
+        monitor = kernel.monitor
         async with kernel.client() as client:
             await client.execute("1", timeout=10)
             assert monitor.fed_by(client)

@@ -168,16 +168,16 @@ def test_hook_make_manager_core_default_builds_a_nanny_manager(plugin_manager):
     state = {"nanny_pid": 10, "kernel_pid": 11, "extra": "kept"}
     mgr = asyncio.run(
         HookRelay(plugin_manager).make_manager(
-            hub=hub, kernel_type=kt, connection_info=info, state=state
+            plugin="far", hub=hub, kernel_type=kt, connection_info=info, state=state
         )
     )
     assert isinstance(mgr, NannyManager)
     assert mgr.describe() == {"nanny": True, "nanny_pid": 10, "kernel_pid": 11, "extra": "kept"}
     assert repr(mgr) == "<NannyManager far/away [RUNNING pid=11 nanny=127.0.0.1:1]>"
-    with pytest.raises(LaunchError, match="no installed plugin can manage"):
+    with pytest.raises(LaunchError, match="plugin 'far' cannot rebuild a manager"):
         asyncio.run(
             HookRelay(plugin_manager).make_manager(
-                hub=hub, kernel_type=kt, connection_info={"key": "x"}, state={}
+                plugin="far", hub=hub, kernel_type=kt, connection_info={"key": "x"}, state={}
             )
         )
 
@@ -212,9 +212,15 @@ def test_handshake_workdir_and_key_stay_private(nanny):
 
 @pytest.mark.integration
 @pytest.mark.asyncio
-async def test_client_builds_its_own_nanny_manager_runs_code_and_kill_wakes_wait(nanny):
-    client = AsyncKernelClient(nanny.connection_info)
-    assert isinstance(client.manager, NannyManager)
+async def test_the_hub_builds_the_nanny_manager_and_kill_wakes_wait(nanny):
+    from kernel_hub import KernelHub
+
+    assert AsyncKernelClient(nanny.connection_info).manager is None  # clients build none
+    # Bare connection info with nanny ports: the hub's one place makes a NannyManager.
+    hub = KernelHub(load_entrypoints=False, config={})
+    manager = await hub.manager_for(nanny.connection_info, {})
+    assert isinstance(manager, NannyManager)
+    client = AsyncKernelClient(nanny.connection_info, manager=manager)
     async with client:
         content, out = await execute_output(
             client, "import os; print(os.getppid())", timeout=TIMEOUT
@@ -228,6 +234,7 @@ async def test_client_builds_its_own_nanny_manager_runs_code_and_kill_wakes_wait
         assert await asyncio.wait_for(waiter, TIMEOUT) == -9
         assert mgr.exit_status == -9 and not await mgr.is_alive()
         assert not pid_alive(nanny.kernel_pid)
+    manager.close()
 
 
 BUSY = "import time\nprint('go', flush=True)\nwhile True: time.sleep(0.01)"
@@ -248,8 +255,8 @@ async def _busy(client, code=BUSY):
 
 @pytest.mark.integration
 @pytest.mark.asyncio
-async def test_interrupt_a_busy_loop_through_the_nanny(nanny):
-    async with AsyncKernelClient(nanny.connection_info) as client:
+async def test_interrupt_a_busy_loop_through_the_nanny(nanny, manager):
+    async with AsyncKernelClient(nanny.connection_info, manager=manager) as client:
         task = await _busy(client)
         await client.interrupt()  # interrupt_mode "signal": the NannyManager's interrupt op
         reply = await asyncio.wait_for(task, TIMEOUT)
@@ -332,7 +339,7 @@ async def test_forged_request_is_dropped_logged_counted_and_harmless(nanny, mana
         dealer.close()
     assert await manager.is_alive()
     assert (await manager.ping())["bad_signatures"] == 3
-    async with AsyncKernelClient(nanny.connection_info) as client:
+    async with AsyncKernelClient(nanny.connection_info, manager=manager) as client:
         reply = await client.execute("6*7", timeout=TIMEOUT)
         assert reply.content["status"] == "ok"
     nanny.stop()  # the first drop is logged at once, the rest in a summary (at the latest on exit)
@@ -395,7 +402,7 @@ async def test_restart_keeps_ports_and_key_and_wait_keeps_waiting(nanny, manager
     nanny.kernel_pids.append(new)
     assert new != old and manager.kernel_pid == new
     assert wait_pid_gone(old, TIMEOUT)
-    async with AsyncKernelClient(nanny.connection_info) as client:
+    async with AsyncKernelClient(nanny.connection_info, manager=manager) as client:
         reply = await client.execute("import os; os.getpid()", timeout=TIMEOUT)
         assert reply.content["status"] == "ok"
     assert not waiter.done()
@@ -420,14 +427,14 @@ async def test_a_second_manager_hears_the_nanny_exit_and_asks_nothing_more(nanny
     # Two managers of one kernel (a host that re-attached, say); the first shuts it down.
     other = NannyManager(nanny.connection_info, request_timeout=30)
     welcomed = asyncio.Event()
-    on_event = other._on_event
+    on_event = other.handle_event
 
     def spy(kind, content):
         on_event(kind, content)
         if kind == "nanny_welcome":
             welcomed.set()
 
-    other._on_event = spy  # type: ignore[method-assign]
+    other.handle_event = spy  # type: ignore[method-assign]
     try:
         watching = asyncio.ensure_future(other.wait())
         await asyncio.wait_for(welcomed.wait(), TIMEOUT)  # its subscription is live
@@ -502,10 +509,8 @@ from kernel_hub import KernelHub, KernelType
 async def main():
     saved = json.loads(sys.stdin.read())
     async with KernelHub(config={}) as hub:
-        kt = KernelType(provider="elsewhere", name="py")  # no plugin owns it: core default
-        mgr = await hub.hooks.make_manager(
-            hub=hub, kernel_type=kt, connection_info=saved["connection_info"],
-            state=saved["state"])
+        # No type: the hub's one place that builds managers makes a NannyManager.
+        mgr = await hub.manager_for(saved["connection_info"], saved["state"])
         from kernel_hub import AsyncKernelClient
         async with AsyncKernelClient(saved["connection_info"], manager=mgr) as client:
             out = []
@@ -550,10 +555,11 @@ async def test_hub_attach_and_shutdown_leave_nothing_running(nanny):
     from kernel_hub import KernelHub
 
     async with KernelHub(config={}) as hub:
-        kernel = await hub.attach(
-            "ipykernel/python3", nanny.connection_info, {"nanny_pid": nanny.nanny_pid}
-        )
-        assert isinstance(kernel.manager, NannyManager)  # the ipykernel plugin declined
+        state = {"nanny_pid": nanny.nanny_pid, "launch_mode": "nanny"}  # as describe() says
+        kernel = await hub.attach("ipykernel/python3", nanny.connection_info, state)
+        # The core rebuilds it: the ipykernel plugin's make_manager is never asked.
+        assert isinstance(kernel.manager, NannyManager)
+        assert kernel.describe()["nanny"] is True
         async with kernel.client() as client:
             assert (await client.execute("1", timeout=TIMEOUT)).content["status"] == "ok"
         await kernel.shutdown()
@@ -563,9 +569,11 @@ async def test_hub_attach_and_shutdown_leave_nothing_running(nanny):
 
 @pytest.mark.integration
 def test_blocking_client_uses_the_nanny_from_its_own_loop(nanny):
-    from kernel_hub import BlockingKernelClient
+    from kernel_hub import BlockingKernelClient, KernelHub
 
-    with BlockingKernelClient(nanny.connection_info) as client:
+    hub = KernelHub(load_entrypoints=False, config={})
+    manager = asyncio.run(hub.manager_for(nanny.connection_info, {}))
+    with BlockingKernelClient(nanny.connection_info, manager=manager) as client:
         client.wait_for_ready(TIMEOUT)
         assert isinstance(client.async_client.manager, NannyManager)
         reply = client.execute("import os; os.getpid()", timeout=TIMEOUT)
@@ -640,16 +648,6 @@ def test_handshake_error_without_ipykernel(monkeypatch, capsys):
     assert f"run: {sys.executable} -m pip install ipykernel" in out
 
 
-@pytest.mark.parametrize("provider", ["spec", "ipykernel"])
-def test_hook_make_manager_of_local_providers_declines_nanny_kernels(provider):
-    import importlib
-
-    plugin = importlib.import_module(f"kernel_hub_{provider}.plugin")
-    kt = KernelType(provider=provider, name="python3")
-    info = {"key": "x", "nanny_control_port": 1, "nanny_events_port": 2}
-    assert plugin.make_manager(hub=None, kernel_type=kt, connection_info=info, state={}) is None
-
-
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_cwd_env_and_kernel_name_reach_the_kernel(ipykernel_only_python, nannies, tmp_path):
@@ -683,16 +681,17 @@ async def test_the_nanny_runs_on_python38(nannies):
     with ipykernel_venv(python38) as python:
         started = start_nanny(python=python)
         nannies.append(started)
-        async with AsyncKernelClient(started.connection_info) as client:
+        mgr = NannyManager(started.connection_info)
+        async with AsyncKernelClient(started.connection_info, manager=mgr) as client:
             code = "import sys; print(sys.version_info[:2])"
             _, out = await execute_output(client, code, timeout=TIMEOUT)
             assert out == "(3, 8)\n"
-            waiter = asyncio.ensure_future(client.manager.wait())
-            nanny_pid = await client.manager.restart()
+            waiter = asyncio.ensure_future(mgr.wait())
+            nanny_pid = await mgr.restart()
             started.kernel_pids.append(nanny_pid)
-            await client.manager.kill()
+            await mgr.kill()
             assert await asyncio.wait_for(waiter, TIMEOUT) == -9
-            await client.manager.cleanup()
+            await mgr.cleanup()
         assert started.proc.wait(TIMEOUT) == 0
 
 

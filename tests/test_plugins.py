@@ -48,8 +48,12 @@ class FakeManager(KernelManager):
         return self.state
 
 
-def provider(pid, names=("a",), *, fail=False):
-    """An in-test provider plugin that owns provider id *pid*."""
+def provider(pid, names=("a",), *, fail=False, calls=None):
+    """An in-test provider plugin that owns provider id *pid*; no hook checks the provider.
+
+    :param calls: a list that records ``(pid, hook)`` for every routed hook call.
+    """
+    calls = [] if calls is None else calls
 
     class Plugin:
         name = pid
@@ -64,8 +68,7 @@ def provider(pid, names=("a",), *, fail=False):
         @staticmethod
         @hookimpl
         def launch(hub, kernel_type, request):
-            if kernel_type.provider != pid:
-                return None
+            calls.append((pid, "launch"))
 
             async def go():
                 return LaunchResult({"ip": "127.0.0.1"}, {"by": pid})
@@ -75,9 +78,14 @@ def provider(pid, names=("a",), *, fail=False):
         @staticmethod
         @hookimpl
         def make_manager(hub, kernel_type, connection_info, state):
-            if kernel_type.provider != pid:
-                return None
+            calls.append((pid, "make_manager"))
             return FakeManager(state)
+
+        @staticmethod
+        @hookimpl
+        def restart_policy(hub, kernel_type):
+            calls.append((pid, "restart_policy"))
+            return RestartPolicy(limit=len(pid))
 
     return Plugin
 
@@ -123,16 +131,51 @@ async def test_same_id_from_two_plugins_is_one_error_naming_both():
 
 @pytest.mark.asyncio
 async def test_hook_launch_and_make_manager_reach_the_owner_only():
-    hub = hub_with(provider("one"), provider("two"))
+    """Routing by ownership: the other provider's hooks, which never decline, are not called."""
+    calls = []
+    hub = hub_with(provider("one", calls=calls), provider("two", calls=calls))
     kt = await hub.get_kernel_type("two/a")
+    assert hub.owner_of("two/a") == "two"
     from kernel_hub import LaunchRequest
 
-    result = await hub.hooks.launch(hub=hub, kernel_type=kt, request=LaunchRequest("k1"))
+    result = await hub.hooks.launch(
+        plugin="two", hub=hub, kernel_type=kt, request=LaunchRequest("k1")
+    )
     assert result.state == {"by": "two"}
     manager = await hub.hooks.make_manager(
-        hub=hub, kernel_type=kt, connection_info={}, state=result.state
+        plugin="two", hub=hub, kernel_type=kt, connection_info={}, state=result.state
     )
     assert isinstance(manager, FakeManager) and manager.type_id == "two/a"
+    assert hub.hooks.restart_policy(plugin="two", hub=hub, kernel_type=kt).limit == 3
+    assert calls == [("two", "launch"), ("two", "make_manager"), ("two", "restart_policy")]
+
+
+@pytest.mark.asyncio
+async def test_an_async_def_hookimpl_is_fine_on_a_routed_hook():
+    """Routed to one plugin, a coroutine from an async def launch is simply awaited."""
+
+    class AsyncPlugin:
+        name = "asy"
+
+        @staticmethod
+        @hookimpl
+        def find_kernel_types(hub):
+            return [KernelType(provider="asy", name="k")]
+
+        @staticmethod
+        @hookimpl
+        async def launch(hub, kernel_type, request):
+            return LaunchResult({"ip": "127.0.0.1"}, {"async": True})
+
+    calls = []
+    hub = hub_with(AsyncPlugin, provider("zzz", calls=calls))
+    kt = await hub.get_kernel_type("asy/k")
+    from kernel_hub import LaunchRequest
+
+    result = await hub.hooks.launch(
+        plugin="asy", hub=hub, kernel_type=kt, request=LaunchRequest("k")
+    )
+    assert result.state == {"async": True} and calls == []
 
 
 @pytest.mark.asyncio
@@ -140,8 +183,9 @@ async def test_hook_make_manager_without_owner_is_a_clear_error():
     from kernel_hub import LaunchError
 
     hub = hub_with(provider("one"))
-    with pytest.raises(LaunchError, match="no installed plugin can manage kernel type 'ghost/x'"):
+    with pytest.raises(LaunchError, match="plugin 'ghost' cannot rebuild a manager"):
         await hub.hooks.make_manager(
+            plugin="ghost",
             hub=hub,
             kernel_type=KernelType(provider="ghost", name="x"),
             connection_info={},
@@ -169,18 +213,24 @@ def test_async_def_impl_would_wrongly_win_a_firstresult_hook():
 
 def test_hook_restart_policy_default_and_override():
     kt = KernelType(provider="p", name="n")
-    assert hub_with().hooks.restart_policy(hub=None, kernel_type=kt) is DEFAULT_RESTART_POLICY
+    hub = hub_with()
+    assert hub.hooks.restart_policy(plugin="p", hub=hub, kernel_type=kt) is DEFAULT_RESTART_POLICY
 
     class Strict:
+        name = "p"
+
         @staticmethod
         @hookimpl
         def restart_policy(hub, kernel_type):
-            return RestartPolicy(limit=1) if kernel_type.provider == "p" else None
+            return RestartPolicy(limit=1)
 
     hub = hub_with(Strict)
-    assert hub.hooks.restart_policy(hub=hub, kernel_type=kt).limit == 1
+    assert hub.hooks.restart_policy(plugin="p", hub=hub, kernel_type=kt).limit == 1
     other = KernelType(provider="q", name="n")
-    assert hub.hooks.restart_policy(hub=hub, kernel_type=other) is DEFAULT_RESTART_POLICY
+    # The other provider's types never reach Strict, which answers for anything it is asked.
+    assert hub.hooks.restart_policy(plugin="q", hub=hub, kernel_type=other) is (
+        DEFAULT_RESTART_POLICY
+    )
 
 
 @pytest.mark.asyncio

@@ -136,7 +136,7 @@ async def test_kill_9_restarts_and_the_same_client_keeps_working():
             await rec.wait_for("restarted", kernel.id, timeout=60)
             assert kernel.manager.pid != old_pid and kernel.connection_info["key"] != old_key
             assert kernel.status == "RUNNING" and kernel.restarts == 1
-            assert repr(kernel._restarter).endswith("[WATCHING restarts=1/3]>")
+            assert repr(kernel.restarter).endswith("[WATCHING restarts=1/3]>")
             assert hub.get(kernel.id) is kernel
             # The same client, reconnected: a fresh kernel (x is gone), handlers kept.
             out = []
@@ -224,8 +224,8 @@ async def test_purposeful_shutdown_and_kill_are_not_restarted():
         await now.shutdown(now=True)
         for kernel in (polite, now):
             assert rec.kinds(kernel.id) == ["starting", "ready", "shutdown"]
-            assert not kernel._restarter.running
-            assert repr(kernel._restarter).endswith("[STOPPED restarts=0/3]>")
+            assert not kernel.restarter.running
+            assert repr(kernel.restarter).endswith("[STOPPED restarts=0/3]>")
             assert kernel.status == "DEAD" and kernel.restarts == 0
             assert not await kernel.manager.is_alive()
         assert not hub.kernels
@@ -296,7 +296,7 @@ async def test_manual_restart_relaunches_and_clients_follow():
         assert rec.kinds(kernel.id) == ["starting", "ready", *["restarting", "restarted"] * 2]
         assert rec.of(kernel.id, "restarted")[0].data == {"requested": True}
         assert kernel.restarts == 0  # manual restarts do not use up the policy
-        assert kernel._restarter.running
+        assert kernel.restarter.running
         await kernel.shutdown()
 
 
@@ -333,14 +333,14 @@ async def test_execution_state_and_last_activity_follow_iopub(tmp_path):
             flag.touch()
             await running
             await kernel.wait_for_execution_state("idle", timeout=10)
-        assert "OPEN idle" in repr(kernel._monitor)
+        assert "OPEN idle" in repr(kernel.monitor)
         await kernel.manager.signal(signal.SIGKILL)
         await kernel.wait_for_execution_state("dead", timeout=10)
         await rec.wait_for("restarted", kernel.id, timeout=60)
         await kernel.wait_for_execution_state("idle", timeout=10)
         await kernel.shutdown()
         assert kernel.execution_state == "dead"
-        assert "CLOSED dead" in repr(kernel._monitor)
+        assert "CLOSED dead" in repr(kernel.monitor)
 
 
 def test_restart_policy_resolution(plugin_manager):
@@ -352,14 +352,14 @@ def test_restart_policy_resolution(plugin_manager):
         def restart_policy(hub, kernel_type):
             return RestartPolicy(enabled=False, limit=7) if kernel_type.provider == "x" else None
 
-    plugin_manager.register(Policy)
+    plugin_manager.register(Policy, name="x")
     hub = KernelHub(plugin_manager=plugin_manager, config={})
-    assert hub._restart_policy(kt, None) == RestartPolicy(enabled=False, limit=7)
-    assert hub._restart_policy(kt, True) == RestartPolicy(limit=7)
-    assert not (hub._restart_policy(kt, False)).enabled
-    assert hub._restart_policy(kt, FAST) is FAST
+    assert hub._restart_policy(kt, None, plugin="x") == RestartPolicy(enabled=False, limit=7)
+    assert hub._restart_policy(kt, True, plugin="x") == RestartPolicy(limit=7)
+    assert not (hub._restart_policy(kt, False, plugin="x")).enabled
+    assert hub._restart_policy(kt, FAST, plugin="x") is FAST
     other = KernelType(provider="z", name="y")
-    assert hub._restart_policy(other, None) == RestartPolicy()  # the core default
+    assert hub._restart_policy(other, None, plugin="z") == RestartPolicy()  # the core default
 
 
 @pytest.mark.integration

@@ -5,74 +5,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import sys
-from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..aio import cancel_and_wait
 from ..errors import KernelDied, KernelHubError
 from ..session import BadSignature, Message, Session
-from ._channels import Transport, ZMQTransport
+from ..transport import Transport, ZMQTransport
+from ._execution import Execution, Handler, OutputHook, StdinHook, expire
+from ._requests import KernelRequests
+from .console import console_output_hook, terminal_input
 
 if TYPE_CHECKING:
-    from ..hub import RunningKernel
-    from ..manager import KernelManager
-    from ..remote import NannyManager
+    from collections.abc import Callable, Mapping
 
-__all__ = ["AsyncKernelClient", "console_output_hook"]
+    import zmq
+
+    from ..manager import KernelManager
+
+__all__ = ["AsyncKernelClient", "StatusSink"]
 
 log = logging.getLogger("kernel_hub.client")
 
-#: Called with each IOPub message of one execution.
-OutputHook = Callable[[Message], Any]
-#: Called with ``(prompt, password)`` on ``input_request``; returns the reply or an awaitable.
-StdinHook = Callable[[str, bool], "str | Awaitable[str]"]
-#: A per-channel handler, called with every message received on that channel.
-Handler = Callable[[Message], Any]
-
 CHANNELS = ("shell", "control", "stdin", "iopub")
 
-_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+class StatusSink(Protocol):
+    """Who else wants the kernel states a client reads anyway (the kernel's activity monitor).
 
-def _expire(fut: asyncio.Future[Message], what: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(TimeoutError(f"no {what} from the kernel within {timeout} s"))
-
-
-class _Execution:
-    """Bookkeeping of one execute request: done once its reply and its idle status arrived.
-
-    One future for both, so the waiting task wakes once per execution, not twice.
+    A :class:`~kernel_hub.RunningKernel` passes its monitor to the clients it
+    makes, so that the monitor need not read IOPub a second time; see
+    :mod:`kernel_hub.monitor` for the hand-over protocol.
     """
 
-    __slots__ = ("done", "idle", "output_hook", "reply", "stdin_hook")
+    def observe(self, client: AsyncKernelClient, state: str) -> None:
+        """Take *state* from a ``status`` message *client* received, on the client's loop."""
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        output_hook: OutputHook | None,
-        stdin_hook: StdinHook | None,
-    ) -> None:
-        self.done: asyncio.Future[Message] = loop.create_future()
-        self.reply: Message | None = None
-        self.idle = False
-        self.output_hook = output_hook
-        self.stdin_hook = stdin_hook
-
-    def got_reply(self, reply: Message) -> None:
-        self.reply = reply
-        if self.idle and not self.done.done():
-            self.done.set_result(reply)
-
-    def got_idle(self) -> None:
-        self.idle = True
-        if self.reply is not None and not self.done.done():
-            self.done.set_result(self.reply)
+    def feeder_closing(self, client: AsyncKernelClient, iopub: zmq.Socket[bytes] | None) -> None:
+        """*client* is closing: adopt its connected IOPub socket *iopub* if it fed the sink."""
 
 
-class AsyncKernelClient:
+class AsyncKernelClient(KernelRequests):
     """Talk to one kernel over its channels, from asyncio.
 
     Requests return the reply :class:`~kernel_hub.session.Message`. Create one
@@ -81,18 +53,21 @@ class AsyncKernelClient:
     Every client method must be awaited on the loop that connected it.
 
     :param connection_info: the kernel's connection info (ports, ip, key).
-    :param manager: the kernel's manager; needed for signal interrupts and for
-        ``shutdown`` to make sure the kernel has ended. Without one, connection
-        info that carries nanny ports gets a :class:`~kernel_hub.remote.NannyManager`
-        of its own, whose sockets :meth:`close` releases (the kernel keeps running).
+    :param manager: the kernel's manager; needed for signal interrupts, to fail
+        waiting requests when the kernel dies, and for ``shutdown`` to make sure
+        the kernel has ended. A client never builds one: ask the hub
+        (:meth:`KernelHub.manager_for`, or use ``kernel.client()``).
     :param interrupt_mode: ``"signal"`` or ``"message"``, from the kernel type.
     :param transport: the wire; a :class:`ZMQTransport` by default (tests pass a fake).
     :param ready_timeout: how long ``async with client:`` waits in :meth:`wait_for_ready`.
-    :param kernel: the :class:`~kernel_hub.RunningKernel` this client talks to;
-        given by ``kernel.client()``. The client then follows the kernel across
-        restarts: it reconnects to the relaunched process by itself, keeping its
-        handlers (requests that were waiting when the kernel died fail with
-        :class:`~kernel_hub.KernelDied`).
+    :param status_sink: told of every ``status`` message (the kernel's monitor;
+        given by ``kernel.client()``).
+    :param on_close: called with this client when it closes (the kernel forgets it).
+
+    A client from ``kernel.client()`` follows its kernel across restarts: the
+    kernel calls :meth:`reconnect` with the new process's connection info,
+    and the client keeps its handlers (requests that were waiting when the
+    kernel died fail with :class:`~kernel_hub.KernelDied`).
     """
 
     def __init__(
@@ -104,15 +79,10 @@ class AsyncKernelClient:
         transport: Transport | None = None,
         session: Session | None = None,
         ready_timeout: float | None = 60.0,
-        kernel: RunningKernel | None = None,
+        status_sink: StatusSink | None = None,
+        on_close: Callable[[AsyncKernelClient], None] | None = None,
     ) -> None:
         self.connection_info = dict(connection_info)
-        # A kernel served by a nanny can be interrupted and killed by anyone holding its key.
-        self._own_manager: NannyManager | None = None
-        if manager is None and "nanny_control_port" in self.connection_info:
-            from ..remote import NannyManager
-
-            manager = self._own_manager = NannyManager(self.connection_info)
         #: How long ``async with client:`` waits for the kernel to answer.
         self.ready_timeout = ready_timeout
         self.manager = manager
@@ -127,15 +97,14 @@ class AsyncKernelClient:
             self.connection_info, identity=self.session.session_id.encode()
         )
         self._pending: dict[str, asyncio.Future[Message]] = {}
-        self._executions: dict[str, _Execution] = {}
+        self._executions: dict[str, Execution] = {}
         self._handlers: dict[str, list[Handler]] = {c: [] for c in CHANNELS}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._iopub_seen: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._rejoin: asyncio.Task[None] | None = None
-        self._kernel = kernel
-        if kernel is not None:
-            kernel._clients.add(self)
+        self._sink = status_sink
+        self._on_close = on_close
         self._died: KernelDied | None = None
         self._state = "NEW"
         #: Messages dropped because their signature was missing, wrong or replayed.
@@ -194,8 +163,13 @@ class AsyncKernelClient:
         self._pending.clear()
         self._executions.clear()
 
-    def _kernel_restarted(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
-        """Switch to the relaunched kernel; called by the RunningKernel from any thread."""
+    def reconnect(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
+        """Switch to a relaunched kernel at *connection_info*, keeping handlers; any thread.
+
+        Requests waiting on the old process fail with :class:`KernelDied`; the
+        next requests wait until IOPub of the new one is subscribed. Called by
+        :class:`~kernel_hub.RunningKernel` after a restart.
+        """
         loop = self._loop
         if loop is None or loop.is_closed():
             self._follow(connection_info, manager)  # never connected: just update
@@ -243,10 +217,10 @@ class AsyncKernelClient:
         # Requests wait for this first, so that no output of the next execution is lost.
         self._rejoin = asyncio.ensure_future(self._await_iopub(self.ready_timeout))
 
-    def _can_feed(
+    def can_feed(
         self, loop: asyncio.AbstractEventLoop | None, connection_info: Mapping[str, Any]
     ) -> bool:
-        """Whether this client's IOPub can stand in for the kernel monitor's socket.
+        """Whether this client's IOPub can stand in for a monitor's socket on *loop*.
 
         It must run on the monitor's loop, own a real transport (whose socket it can
         hand over) and be connected to the very kernel the monitor follows.
@@ -262,14 +236,14 @@ class AsyncKernelClient:
         )
 
     def _stop_feeding_monitor(self, *, hand_over: bool = True) -> None:
-        """Give the kernel's monitor back a socket of its own, ours if *hand_over*."""
-        kernel = self._kernel
-        if kernel is None or not kernel._monitor.fed_by(self):
+        """Tell the status sink we stop; hand it our IOPub socket if *hand_over*."""
+        sink = self._sink
+        if sink is None:
             return
         iopub = None
-        if hand_over and isinstance(self._transport, ZMQTransport):
+        if hand_over and self._own_transport and isinstance(self._transport, ZMQTransport):
             iopub = self._transport.release("iopub")
-        kernel._monitor.feeder_closing(self, iopub)
+        sink.feeder_closing(self, iopub)
 
     async def _rejoined(self) -> None:
         """Wait until a reconnect after a restart has its IOPub subscription in place."""
@@ -283,16 +257,14 @@ class AsyncKernelClient:
         if self._state == "CLOSED":
             return
         self._state = "CLOSED"
-        if self._kernel is not None:
-            self._kernel._clients.discard(self)
+        if self._on_close is not None:
+            self._on_close(self)
         if self._rejoin is not None:
             self._rejoin.cancel()
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
         self._stop_feeding_monitor()
         self._transport.close()
-        if self._own_manager is not None:
-            self._own_manager.close()
         self._fail_waiting(KernelHubError("the client was closed while waiting for a reply"))
 
     async def __aenter__(self) -> AsyncKernelClient:
@@ -337,18 +309,18 @@ class AsyncKernelClient:
         elif channel == "stdin":
             self._on_stdin(msg, parent_id)
         else:
-            fut = self._pending.pop(parent_id, None)  # type: ignore[arg-type]
+            fut = self._pending.pop(parent_id, None)
             if fut is not None:
                 if not fut.done():
                     fut.set_result(msg)
             elif channel == "shell" and parent_id in self._executions:
-                self._executions[parent_id].got_reply(msg)  # type: ignore[index]
+                self._executions[parent_id].got_reply(msg)
         for handler in self._handlers[channel]:
             try:
                 result = handler(msg)
                 if asyncio.iscoroutine(result):
                     asyncio.ensure_future(result)
-            except Exception:  # noqa: BLE001 - a handler must not stop the channel
+            except Exception:
                 log.exception("%s handler %r failed", channel, handler)
 
     def _on_iopub(self, msg: Message, parent_id: str | None) -> None:
@@ -358,8 +330,8 @@ class AsyncKernelClient:
         is_status = msg.header.get("msg_type") == "status"
         if is_status:
             self.execution_state = msg.content.get("execution_state", self.execution_state)
-            if self._kernel is not None:  # the kernel's monitor may read its states from here
-                self._kernel._monitor.observe(self, self.execution_state)
+            if self._sink is not None:  # the kernel's monitor may read its states from here
+                self._sink.observe(self, self.execution_state)
         ex = self._executions.get(parent_id) if parent_id else None
         if ex is None:
             return
@@ -372,7 +344,7 @@ class AsyncKernelClient:
                 result = ex.output_hook(msg)
                 if asyncio.iscoroutine(result):
                     asyncio.ensure_future(result)
-            except Exception:  # noqa: BLE001 - a hook must not stop the channel
+            except Exception:
                 log.exception("output_hook %r failed", ex.output_hook)
 
     def _on_stdin(self, msg: Message, parent_id: str | None) -> None:
@@ -389,7 +361,7 @@ class AsyncKernelClient:
             value = hook(request.content.get("prompt", ""), bool(request.content.get("password")))
             if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
                 value = await value
-        except Exception:  # noqa: BLE001 - the kernel still needs an answer
+        except Exception:
             log.exception("stdin_hook failed; answering with an empty string")
             value = ""
         self._send("stdin", self.session.msg("input_reply", {"value": str(value)}, parent=request))
@@ -411,7 +383,7 @@ class AsyncKernelClient:
         """
         if timeout is None:
             return await fut
-        timer = fut.get_loop().call_later(timeout, _expire, fut, what, timeout)
+        timer = fut.get_loop().call_later(timeout, expire, fut, what, timeout)
         try:
             return await fut
         finally:
@@ -530,7 +502,7 @@ class AsyncKernelClient:
         }
         msg = self.session.msg("execute_request", content)
         msg_id = msg.header["msg_id"]
-        ex = _Execution(loop, output_hook, stdin_hook)
+        ex = Execution(loop, output_hook, stdin_hook)
         self._executions[msg_id] = ex
         try:
             self._send("shell", msg)
@@ -554,66 +526,9 @@ class AsyncKernelClient:
         return await self.execute(
             code,
             output_hook=output_hook or console_output_hook,
-            stdin_hook=stdin_hook or _terminal_input,
+            stdin_hook=stdin_hook or terminal_input,
             timeout=timeout,
         )
-
-    async def kernel_info(self, *, timeout: float | None = None) -> Message:
-        """Return the ``kernel_info_reply``."""
-        return await self.request("kernel_info_request", timeout=timeout)
-
-    async def complete(
-        self, code: str, cursor_pos: int | None = None, *, timeout: float | None = None
-    ) -> Message:
-        """Return completions at *cursor_pos* (default: end of *code*)."""
-        pos = len(code) if cursor_pos is None else cursor_pos
-        return await self.request(
-            "complete_request", {"code": code, "cursor_pos": pos}, timeout=timeout
-        )
-
-    async def inspect(
-        self,
-        code: str,
-        cursor_pos: int | None = None,
-        detail_level: int = 0,
-        *,
-        timeout: float | None = None,
-    ) -> Message:
-        """Return introspection of the object at *cursor_pos* (default: end of *code*)."""
-        pos = len(code) if cursor_pos is None else cursor_pos
-        content = {"code": code, "cursor_pos": pos, "detail_level": detail_level}
-        return await self.request("inspect_request", content, timeout=timeout)
-
-    async def history(
-        self,
-        *,
-        raw: bool = True,
-        output: bool = False,
-        hist_access_type: str = "tail",
-        n: int = 10,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> Message:
-        """Return the kernel's history (``tail`` of *n* entries by default)."""
-        content = {
-            "raw": raw,
-            "output": output,
-            "hist_access_type": hist_access_type,
-            "n": n,
-            **kwargs,
-        }
-        return await self.request("history_request", content, timeout=timeout)
-
-    async def is_complete(self, code: str, *, timeout: float | None = None) -> Message:
-        """Return whether *code* is a complete statement (``is_complete_reply``)."""
-        return await self.request("is_complete_request", {"code": code}, timeout=timeout)
-
-    async def comm_info(
-        self, target_name: str | None = None, *, timeout: float | None = None
-    ) -> Message:
-        """Return the kernel's open comms (of *target_name* only, if given)."""
-        content = {} if target_name is None else {"target_name": target_name}
-        return await self.request("comm_info_request", content, timeout=timeout)
 
     def input(self, value: str) -> None:
         """Answer the kernel's pending ``input_request`` with *value* (for stdin handlers)."""
@@ -658,38 +573,3 @@ class AsyncKernelClient:
         except TimeoutError:
             log.warning("kernel did not exit %s s after shutdown_request; killing it", timeout)
             await self.manager.kill()
-
-
-def console_output_hook(
-    msg: Message, *, stdout: TextIO | None = None, stderr: TextIO | None = None
-) -> None:
-    """Print one IOPub message as a console would: streams, results, displays and tracebacks."""
-    out = stdout or sys.stdout
-    err = stderr or sys.stderr
-    msg_type = msg.header.get("msg_type")
-    content = msg.content
-    if msg_type == "stream":
-        (err if content.get("name") == "stderr" else out).write(content.get("text", ""))
-        (err if content.get("name") == "stderr" else out).flush()
-    elif msg_type in ("execute_result", "display_data", "update_display_data"):
-        data = content.get("data", {})
-        text = data.get("text/plain")
-        if text is None and data:
-            text = f"<{', '.join(sorted(data))}>"
-        if text is not None:
-            out.write(text + "\n")
-            out.flush()
-    elif msg_type == "error":
-        tb = content.get("traceback") or [f"{content.get('ename')}: {content.get('evalue')}"]
-        text = "\n".join(tb) + "\n"
-        if not getattr(err, "isatty", lambda: False)():
-            text = _ANSI_RE.sub("", text)  # kernels colour tracebacks for terminals only
-        err.write(text)
-        err.flush()
-
-
-async def _terminal_input(prompt: str, password: bool) -> str:
-    import getpass
-
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, getpass.getpass if password else input, prompt)

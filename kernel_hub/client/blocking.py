@@ -10,13 +10,14 @@ without nest_asyncio and without touching the caller's loop.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from ..loopthread import LoopThread
 from .asynchronous import AsyncKernelClient
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Mapping
+
     from ..manager import KernelManager
     from ..session import Message
 

@@ -138,7 +138,7 @@ class Run:
         }
 
     def start(self, argv: list[str]) -> None:
-        self.log = open(self.root / "host.log", "w")  # noqa: SIM115 - closed by kill()
+        self.log = open(self.root / "host.log", "w")  # closed by kill()
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -430,7 +430,7 @@ def docker_type() -> str:
         ok = True
     except EngineUnavailable:
         ok = False
-    except Exception:  # noqa: BLE001 - image missing
+    except Exception:  # image missing
         ok = False
     require_service(
         "dockerd and the test image",

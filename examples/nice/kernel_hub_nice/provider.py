@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernel_hub import ConfigError, KernelType
+from kernel_hub.provider import ConfigError, KernelType
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PROVIDER = "nice"
 

@@ -6,9 +6,11 @@ heavy: docker-py is loaded only when a docker command runs.
 
 from __future__ import annotations
 
-import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import argparse
 
 __all__ = ["add_commands"]
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .engine import PING_TIMEOUT, EngineUnavailable, engine_errors, get_client
 from .images import IMAGE_LABEL, types_from_config, types_from_images
 
 if TYPE_CHECKING:
-    from kernel_hub import KernelHub
-    from kernel_hub.types import KernelType
+    from collections.abc import Mapping
+
+    from kernel_hub.provider import HubContext, KernelType
 
 __all__ = ["find_docker_types", "list_labelled_images"]
 
@@ -41,7 +41,7 @@ def list_labelled_images(*, ping_timeout: float = PING_TIMEOUT) -> list[tuple[st
     return out
 
 
-async def find_docker_types(hub: KernelHub | None) -> list[KernelType]:
+async def find_docker_types(hub: HubContext | None) -> list[KernelType]:
     """Return the configured and the label-discovered docker kernel types.
 
     A configured type wins over a discovered one of the same name. Runs

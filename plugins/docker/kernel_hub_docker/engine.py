@@ -14,12 +14,13 @@ import os
 import socket
 import threading
 import warnings
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from kernel_hub.errors import LaunchError
+from kernel_hub.provider import LaunchError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import docker
 
 __all__ = [

@@ -28,8 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from kernel_hub.errors import ConfigError
-from kernel_hub.types import KernelType
+from kernel_hub.provider import ConfigError, KernelType
 
 __all__ = [
     "DEFAULT_ARGV",

@@ -18,14 +18,18 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.connection import CHANNELS, runtime_dir, write_connection_file
-from kernel_hub.errors import LaunchError
-from kernel_hub.provider import reap_on_exit
-from kernel_hub.subproc import expand_env, format_argv
-from kernel_hub.types import LaunchResult
+from kernel_hub.provider import (
+    CHANNELS,
+    LaunchError,
+    LaunchResult,
+    expand_env,
+    format_argv,
+    reap_on_exit,
+    runtime_dir,
+    write_connection_file,
+)
 
 from .engine import engine_errors, get_client
 from .images import DockerOptions, options_of, parse_mount
@@ -33,10 +37,11 @@ from .owner import LABEL_KERNEL_ID, LABEL_TEMP_DIR, LABEL_TYPE_ID, owner_labels
 from .reap import register as register_reap
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import docker
 
-    from kernel_hub import KernelHub
-    from kernel_hub.types import KernelType, LaunchRequest
+    from kernel_hub.provider import HubContext, KernelType, LaunchRequest
 
 __all__ = ["CONTAINER_DIR", "CONTAINER_PORTS", "launch_container"]
 
@@ -99,14 +104,13 @@ def _ensure_image(
 
 
 def _create_and_start(
-    hub: KernelHub | None,
+    hub: HubContext | None,
     kernel_type: KernelType,
     request: LaunchRequest,
     options: DockerOptions,
     *,
     temp_dir: str,
     key: str,
-    loop: asyncio.AbstractEventLoop,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Blocking part of the launch; returns ``(connection_info, state)``."""
     from docker.errors import APIError, DockerException
@@ -115,13 +119,9 @@ def _create_and_start(
     api = client.api
 
     def progress(message: str) -> None:
-        # Called on this worker thread; events are delivered on the hub's loop.
+        # Called on this worker thread; hub.emit delivers on the hub's loop.
         if hub is not None:
-            loop.call_soon_threadsafe(
-                lambda: hub.emit(
-                    "progress", request.kernel_id, kernel_type.id, step="pulling", message=message
-                )
-            )
+            hub.emit("progress", request.kernel_id, kernel_type.id, step="pulling", message=message)
 
     with engine_errors():
         _ensure_image(client, options.image, pull=options.pull, progress=progress)
@@ -263,7 +263,7 @@ def _published_ports(inspect: Mapping[str, Any]) -> dict[str, int]:
 
 
 async def launch_container(
-    hub: KernelHub | None, kernel_type: KernelType, request: LaunchRequest
+    hub: HubContext | None, kernel_type: KernelType, request: LaunchRequest
 ) -> LaunchResult:
     """Start *kernel_type* in a new container and return its connection info and state.
 
@@ -307,7 +307,6 @@ async def launch_container(
             options,
             temp_dir=temp_dir,
             key=secrets.token_hex(32),
-            loop=asyncio.get_running_loop(),
         )
     )
     try:

@@ -16,12 +16,14 @@ import shutil
 import signal as _signal
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernel_hub.manager import KernelManager
+from kernel_hub.provider import KernelManager
 
 from .engine import engine_errors, get_client
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["DockerManager", "exit_status_of"]
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from kernel_hub.provider import process_token
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "LABEL_KERNEL_ID",
@@ -35,28 +39,13 @@ LABEL_TEMP_DIR = "org.kernel-hub.temp-dir"
 OwnerState = Literal["alive", "dead", "unknown"]
 
 
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
-
-
 def process_start_token(pid: int) -> str:
     """Return ``"<boot id>/<start time>"`` of process *pid*, or ``""`` if it is unknown.
 
     The pair identifies one process across pid reuse (Linux ``/proc``); elsewhere
     it is empty and only the pid is checked.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # Field 22 (starttime); split after the ")" that ends the command name.
-            start = f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
-    boot = _boot_id()
-    return f"{boot}/{start}" if boot else ""
+    return process_token(pid)
 
 
 @functools.cache

@@ -1,43 +1,43 @@
-"""Hook implementations of the docker provider: kernels in containers, as ``docker/<name>``."""
+"""Hook implementations of the docker provider: kernels in containers, as ``docker/<name>``.
+
+The hub routes ``launch`` and ``make_manager`` to this plugin only for ``docker/*`` types.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.hookspecs import hookimpl
+from kernel_hub.provider import hookimpl
 
 from .discovery import find_docker_types
-from .images import PROVIDER
 from .launch import launch_container
 from .manager import DockerManager
 
 if TYPE_CHECKING:
-    from kernel_hub import KernelHub
-    from kernel_hub.types import KernelType, LaunchRequest, LaunchResult
+    from collections.abc import Awaitable, Mapping
+
+    from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
+
+__all__ = ["find_kernel_types", "launch", "make_manager"]
 
 
 @hookimpl
-def find_kernel_types(hub: KernelHub) -> Awaitable[list[KernelType]]:
+def find_kernel_types(hub: HubContext) -> Awaitable[list[KernelType]]:
     return find_docker_types(hub)
 
 
 @hookimpl
 def launch(
-    hub: KernelHub, kernel_type: KernelType, request: LaunchRequest
-) -> Awaitable[LaunchResult] | None:
-    if kernel_type.provider != PROVIDER:
-        return None
+    hub: HubContext, kernel_type: KernelType, request: LaunchRequest
+) -> Awaitable[LaunchResult]:
     return launch_container(hub, kernel_type, request)
 
 
 @hookimpl
 def make_manager(
-    hub: KernelHub,
+    hub: HubContext,
     kernel_type: KernelType,
     connection_info: Mapping[str, Any],
     state: Mapping[str, Any],
-) -> DockerManager | None:
-    if kernel_type.provider != PROVIDER:
-        return None
+) -> DockerManager:
     return DockerManager.from_state(state, type_id=kernel_type.id)

@@ -19,9 +19,12 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .owner import LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_TEMP_DIR
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["main", "reap_command", "register", "remove_containers_of"]
 

@@ -27,7 +27,6 @@ from kernel_hub_docker.owner import (
 
 from kernel_hub.errors import ConfigError
 from kernel_hub.plugins import make_plugin_manager
-from kernel_hub.types import KernelType, LaunchRequest
 
 # ---- config ----
 
@@ -157,21 +156,9 @@ def test_manager_state_round_trip_and_repr():
 # ---- hooks ----
 
 
-def other_type() -> KernelType:
-    return KernelType(provider="spec", name="python3", argv=("python",))
-
-
 def test_hooks_are_plain_functions():
     for hook in (plugin.find_kernel_types, plugin.launch, plugin.make_manager):
         assert not inspect.iscoroutinefunction(hook)
-
-
-def test_hook_launch_and_make_manager_decline_other_providers():
-    assert plugin.launch(hub=None, kernel_type=other_type(), request=LaunchRequest("k")) is None
-    assert (
-        plugin.make_manager(hub=None, kernel_type=other_type(), connection_info={}, state={})
-        is None
-    )
 
 
 def test_hook_make_manager_builds_a_docker_manager():

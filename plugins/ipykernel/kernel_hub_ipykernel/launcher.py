@@ -12,7 +12,7 @@ import importlib.util
 import platform
 import sys
 
-from kernel_hub.types import KernelType
+from kernel_hub.provider import KernelType
 
 __all__ = ["PROVIDER", "find_ipykernel_types", "ipykernel_available"]
 

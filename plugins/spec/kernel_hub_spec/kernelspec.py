@@ -15,10 +15,12 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kernel_hub.types import KernelType
+from kernel_hub.provider import KernelType
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "PROVIDER",

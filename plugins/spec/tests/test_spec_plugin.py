@@ -104,13 +104,14 @@ async def test_hook_launch_runs_the_kernelspec_argv(kernels_dir, relay, tmp_path
     )
     workdir = tmp_path / "work"
     workdir.mkdir()
-    kt = {kt.id: kt for _, kt in await relay.find_kernel_types(hub=None)}["spec/kh-script"]
+    name, kt = {kt.id: (n, kt) for n, kt in await relay.find_kernel_types(hub=None)}[
+        "spec/kh-script"
+    ]
     request = LaunchRequest(kernel_id="kh-1", cwd=str(workdir), env={"KH_REQ": "r"})
 
-    result = await relay.launch(hub=None, kernel_type=kt, request=request)
-    manager = await relay.make_manager(
-        hub=None, kernel_type=kt, connection_info=result.connection_info, state=result.state
-    )
+    result = await relay.launch(plugin=name, hub=None, kernel_type=kt, request=request)
+    manager = result.manager  # the live manager: it holds the child process
+    assert manager is not None
     assert await asyncio.wait_for(manager.wait(), 10) == 0, manager.log_tail()
     await manager.cleanup()
 

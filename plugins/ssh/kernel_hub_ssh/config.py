@@ -26,8 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel_hub.errors import ConfigError
-from kernel_hub.types import KernelType, split_type_id
+from kernel_hub.provider import ConfigError, KernelType, split_type_id
 
 __all__ = ["PROVIDER", "SSHHostConfig", "SSHKernelConfig", "kernel_types", "parse_config"]
 

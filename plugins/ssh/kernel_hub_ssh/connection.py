@@ -25,9 +25,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from kernel_hub.aio import cancel_and_wait
-from kernel_hub.errors import LaunchError
-from kernel_hub.provider import LoopThread
+from kernel_hub.provider import LaunchError, LoopThread, cancel_and_wait
 
 from .config import SSHHostConfig
 
@@ -244,7 +242,7 @@ class HostConnection:
             f"connects={self.connects}]>"
         )
 
-    async def _open(self) -> None:
+    async def open(self) -> None:
         self.conn = await open_connection(self.target)
         self.connects += 1
         self.state = "CONNECTED"
@@ -268,7 +266,7 @@ class HostConnection:
         for listener in list(self._listeners):
             try:
                 listener(kind, dict(data))
-            except Exception:  # noqa: BLE001 - one bad listener must not stop the others
+            except Exception:
                 log.exception("ssh connection listener %r failed on %s", listener, kind)
 
     async def wait_change(self, generation: int) -> str:
@@ -381,7 +379,7 @@ async def acquire(target: SSHHostConfig) -> HostConnection:
         hc = _pool.get(key)
         if hc is None or hc.state in ("GONE", "CLOSED"):
             hc = HostConnection(target)
-            await hc._open()
+            await hc.open()
             _pool[key] = hc
         hc.refs += 1
         return hc

@@ -14,13 +14,15 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.errors import KernelHubError, LaunchError
-from kernel_hub.manager import KernelManager
-from kernel_hub.remote import NannyManager
-from kernel_hub.types import LaunchResult
+from kernel_hub.provider import (
+    KernelHubError,
+    KernelManager,
+    LaunchError,
+    LaunchResult,
+    NannyManager,
+)
 
 from .config import SSHHostConfig
 from .connection import HostConnection, SSHLoop, acquire
@@ -28,8 +30,9 @@ from .remote_launch import kill_remote, start_nanny
 from .tunnel import TunnelSet, get_tunnels, open_tunnels
 
 if TYPE_CHECKING:
-    from kernel_hub import KernelHub
-    from kernel_hub.types import KernelType, LaunchRequest
+    from collections.abc import Mapping
+
+    from kernel_hub.provider import HubContext, KernelType, LaunchRequest
 
     from .config import SSHKernelConfig
 
@@ -38,27 +41,11 @@ __all__ = ["SSHKernelManager", "launch_remote", "make_remote_manager"]
 log = logging.getLogger("kernel_hub.ssh")
 
 
-def _emitter(hub: KernelHub | None, kernel_id: str, type_id: str) -> Any:
-    """Return ``emit(kind, **data)`` that delivers hub events on the hub's loop, from any thread."""
+def _emitter(hub: HubContext | None, kernel_id: str, type_id: str) -> Any:
+    """Return ``emit(kind, **data)`` for one kernel's events (``hub.emit`` is thread-safe)."""
     if hub is None:
         return lambda kind, **data: None
-    loop = asyncio.get_running_loop()
-
-    def emit(kind: str, **data: Any) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            hub.emit(kind, kernel_id, type_id, **data)
-        else:
-            # The hub's loop may be closed by now (its host went away): then nobody listens.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(
-                    functools.partial(hub.emit, kind, kernel_id, type_id, **data)
-                )
-
-    return emit
+    return functools.partial(hub.emit, kernel_id=kernel_id, type_id=type_id)
 
 
 def _tunnel_key(host: HostConnection | SSHHostConfig, workdir: str) -> tuple[Any, ...]:
@@ -71,7 +58,7 @@ def _remote_ports(info: Mapping[str, Any]) -> dict[str, int]:
 
 
 async def launch_remote(
-    hub: KernelHub | None, kernel_type: KernelType, request: LaunchRequest, kc: SSHKernelConfig
+    hub: HubContext | None, kernel_type: KernelType, request: LaunchRequest, kc: SSHKernelConfig
 ) -> LaunchResult:
     """Start kernel *kc* on its host and return local connection info and a re-attach state.
 
@@ -114,8 +101,6 @@ async def launch_remote(
                 f"here: {exc}"
             ) from exc
         raise
-    # make_manager, called next by the hub, takes over this reference.
-    tunnels.handover = True
     state = {
         "kernel_id": request.kernel_id,
         "config_name": kc.name,
@@ -130,7 +115,16 @@ async def launch_remote(
         step="waiting for kernel",
         message=f"waiting for the kernel on {target.label} to answer",
     )
-    return LaunchResult(connection_info=tunnels.connection_info(remote_info), state=state)
+    info = tunnels.connection_info(remote_info)
+    try:
+        nanny = NannyManager(info, state, type_id=kernel_type.id)
+    except BaseException:
+        await ssh.submit(tunnels.release())
+        raise
+    # The live manager (it holds the tunnels) goes to the hub with the result;
+    # make_remote_manager rebuilds one from the state on re-attach.
+    manager = SSHKernelManager(nanny, tunnels, info, state, type_id=kernel_type.id, emit=emit)
+    return LaunchResult(connection_info=info, state=state, manager=manager)
 
 
 async def _take_tunnels(
@@ -140,10 +134,7 @@ async def _take_tunnels(
     key = _tunnel_key(target, str(state["workdir"]))
     existing = get_tunnels(key)
     if existing is not None:
-        if existing.handover:
-            existing.handover = False
-        else:
-            existing.refs += 1
+        existing.refs += 1
         return existing
     host = await acquire(target)
     remote_ports = {k: int(v) for k, v in dict(state["remote_ports"]).items()}
@@ -155,7 +146,7 @@ async def _take_tunnels(
 
 
 async def make_remote_manager(
-    hub: KernelHub | None,
+    hub: HubContext | None,
     kernel_type: KernelType,
     connection_info: Mapping[str, Any],
     state: Mapping[str, Any],
@@ -310,7 +301,7 @@ class SSHKernelManager(KernelManager):
                 self.nanny.close()  # the nanny is out of reach: just let go of our sockets
         finally:
             self._unsubscribe()
-            await SSHLoop.get().submit(self.tunnels.release())
+            await self._release_tunnels()
 
     async def close(self) -> None:
         """Let go of the kernel without ending it: close sockets, tunnels and our connection ref.
@@ -323,7 +314,15 @@ class SSHKernelManager(KernelManager):
         self._closed = True
         self._unsubscribe()
         self.nanny.close()
-        await SSHLoop.get().submit(self.tunnels.release())
+        await self._release_tunnels()
+
+    async def _release_tunnels(self) -> None:
+        """Give back our tunnel reference, to the end even if the caller is cancelled.
+
+        A release cut short after its count dropped would leave the listeners open and the
+        connection held, with nobody left to close them.
+        """
+        await asyncio.shield(SSHLoop.get().submit(self.tunnels.release()))
 
     def describe(self) -> dict[str, Any]:
         out = dict(self.state)

@@ -14,14 +14,15 @@ import contextlib
 import json
 import logging
 import shlex
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from kernel_hub.errors import LaunchError
+from kernel_hub.provider import LaunchError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .config import SSHKernelConfig
     from .connection import HostConnection
 
@@ -35,9 +36,9 @@ _HANDSHAKE_KEYS = ("connection_info", "nanny_pid", "kernel_pid", "workdir")
 
 def nanny_source() -> str:
     """Return the text of the nanny, to be piped to the remote Python."""
-    from kernel_hub import nanny
+    from kernel_hub.provider import nanny_source
 
-    return nanny.source()
+    return nanny_source()
 
 
 def _quote_path(path: str) -> str:

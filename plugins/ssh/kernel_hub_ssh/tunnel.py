@@ -18,10 +18,11 @@ import contextlib
 import errno
 import logging
 import socket
-from collections.abc import Container, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Container, Mapping
+
     from .connection import HostConnection
 
 __all__ = ["Tunnel", "TunnelSet", "get_tunnels", "open_tunnels"]
@@ -152,8 +153,6 @@ class TunnelSet:
         self.key = key
         self.tunnels: dict[str, Tunnel] = {}
         self.refs = 0
-        #: True from a launch until its ``make_manager`` takes over the launch's reference.
-        self.handover = False
 
     def __repr__(self) -> str:
         return f"<TunnelSet {self.host.target.label} ports={self.local_ports} refs={self.refs}>"

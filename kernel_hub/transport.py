@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from ..connection import channel_url
+from .connection import channel_url
 
 __all__ = ["OnMessage", "Transport", "ZMQTransport"]
 
@@ -43,15 +43,27 @@ _POLLIN = int(zmq.POLLIN)
 #: Messages read from one socket before the loop may serve others.
 _DRAIN_BATCH = 64
 
-_SOCKET_TYPES = {"shell": zmq.DEALER, "control": zmq.DEALER, "stdin": zmq.DEALER, "iopub": zmq.SUB}
+#: Socket type per channel: a kernel's four, and a nanny's two (docs/nanny-protocol.md).
+_SOCKET_TYPES = {
+    "shell": zmq.DEALER,
+    "control": zmq.DEALER,
+    "stdin": zmq.DEALER,
+    "iopub": zmq.SUB,
+    "nanny_control": zmq.DEALER,
+    "nanny_events": zmq.SUB,
+}
 
 
 class ZMQTransport:
     """The real transport: DEALER sockets for shell/control/stdin, SUB for IOPub.
 
+    Also the nanny link's (``nanny_control``: DEALER, ``nanny_events``: SUB), so
+    every ZeroMQ socket of kernel_hub is read by the one edge-triggered drain below.
+
     :param connection_info: the kernel's connection info.
     :param identity: the ZeroMQ routing id of shell and stdin (the kernel sends
-        ``input_request`` to the frontend whose shell identity matches).
+        ``input_request`` to the frontend whose shell identity matches); empty for
+        none, so that the peer's ROUTER assigns a new one on every (re)connection.
     :param context: a ZeroMQ context; defaults to the process-wide instance.
     """
 
@@ -89,9 +101,9 @@ class ZMQTransport:
             if sock is None:
                 sock = ctx.socket(_SOCKET_TYPES[name])
                 sock.linger = 0
-                if name == "iopub":
+                if _SOCKET_TYPES[name] == zmq.SUB:
                     sock.setsockopt(zmq.SUBSCRIBE, b"")
-                else:
+                elif self._identity:  # empty: let the peer's ROUTER pick one per connection
                     sock.setsockopt(zmq.IDENTITY, self._identity)
                 sock.connect(channel_url(self._info, name))
             self._sockets[name] = sock
@@ -163,6 +175,10 @@ class ZMQTransport:
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop the transport was opened on (``None`` before :meth:`open`)."""
         return self._loop
+
+    def socket(self, channel: str) -> zmq.Socket[bytes] | None:
+        """Return the open socket of *channel* (still read by this transport), or ``None``."""
+        return self._sockets.get(channel)
 
     def release(self, channel: str) -> zmq.Socket[bytes] | None:
         """Stop reading *channel* and hand its connected socket to the caller, who owns it now.

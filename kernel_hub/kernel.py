@@ -1,0 +1,336 @@
+"""RunningKernel: one launched kernel, and the single owner of its status.
+
+Everything that changes a kernel's status goes through the :class:`RunningKernel`:
+the hub creates it once the kernel answers, the restarter (which only decides)
+calls back into it through a :class:`~kernel_hub.restarter.RestartControl`, the
+clients it hands out are told to :meth:`~kernel_hub.AsyncKernelClient.reconnect`
+after a relaunch, and its :class:`~kernel_hub.monitor.ActivityMonitor` follows the
+kernel's execution state. Nobody else writes its fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from .aio import being_cancelled, cancel_and_wait
+from .client import AsyncKernelClient, BlockingKernelClient
+from .errors import KernelHubError
+from .monitor import ActivityMonitor, ExecutionState
+from .restarter import KernelRestarter, RestartControl
+from .types import RestartPolicy
+
+if TYPE_CHECKING:
+    from .manager import KernelManager
+    from .starter import Started
+    from .types import KernelType, LaunchRequest
+
+__all__ = ["KernelStatus", "RunningKernel"]
+
+#: The values of :attr:`RunningKernel.status`.
+KernelStatus = str
+
+#: Relaunch the kernel's type with its request: ``(monitor) -> Started``, given by the hub.
+Relauncher = Callable[[ActivityMonitor], Awaitable["Started"]]
+#: Emit a hub event for this kernel: ``(kind, **data)``.
+Emitter = Callable[..., None]
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of *exc*'s message (event data stays one line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
+
+
+class RunningKernel:
+    """One launched kernel: its type, connection info, state and manager.
+
+    Returned by :meth:`KernelHub.launch` and :meth:`KernelHub.attach`; kept in
+    ``hub.kernels`` until it is shut down or dies for good. A
+    :class:`~kernel_hub.restarter.KernelRestarter` watches it and relaunches it
+    per its :attr:`restart_policy`; after a relaunch ``connection_info``,
+    ``state`` and ``manager`` describe the new process, and clients from
+    :meth:`client` reconnect to it by themselves.
+
+    Hosts do not construct it; the hub does, with the callbacks below.
+
+    :param hub: the hub that launched or attached it (for :meth:`describe` and hosts).
+    :param plugin: the name of the plugin that owns the kernel's type.
+    :param relaunch: starts the same type with the same request (the hub's launch path).
+    :param emit: emits a hub event about this kernel.
+    :param on_end: called once when the kernel has ended for good.
+    """
+
+    def __init__(
+        self,
+        hub: Any,
+        *,
+        kernel_id: str,
+        kernel_type: KernelType,
+        request: LaunchRequest,
+        started: Started,
+        relaunch: Relauncher,
+        emit: Emitter,
+        on_end: Callable[[RunningKernel], None],
+        plugin: str = "",
+        restart_policy: RestartPolicy | None = None,
+        monitor: ActivityMonitor | None = None,
+    ) -> None:
+        self.hub = hub
+        self.id = kernel_id
+        self.kernel_type = kernel_type
+        self.request = request
+        #: The name of the plugin that owns this kernel's type (recorded by :meth:`describe`).
+        self.plugin = plugin
+        self.connection_info: dict[str, Any] = dict(started.connection_info)
+        self.state: dict[str, Any] = dict(started.state)
+        self.manager: KernelManager = started.manager
+        #: Whether the kernel runs under a local nanny (``hub.launch(..., nanny=True)``).
+        self.nanny = started.nanny
+        #: The policy the restarter applies (``enabled=False``: never restarted).
+        self.restart_policy = restart_policy or RestartPolicy(enabled=False)
+        self._relaunch_fn = relaunch
+        self._emit = emit
+        self._on_end = on_end
+        self._monitor = monitor or ActivityMonitor()
+        self._restarter = KernelRestarter(
+            self.restart_policy,
+            RestartControl(
+                label=f"{kernel_type.id} {kernel_id[:8]}",
+                manager=lambda: self.manager,
+                emit=emit,
+                died=self._died,
+                relaunch=self._relaunch,
+                end=self._end,
+            ),
+        )
+        # Clients from client(): told to reconnect after a relaunch. Weak, so that a
+        # client dropped without close() does not live on here.
+        self._clients: weakref.WeakSet[AsyncKernelClient] = weakref.WeakSet()
+        self._ended = asyncio.Event()
+        self._restart_task: asyncio.Future[None] | None = None
+        self._status = "STARTING"
+
+    def __repr__(self) -> str:
+        return f"<RunningKernel {self.kernel_type.id} {self.id[:8]} [{self._status}]>"
+
+    @property
+    def type_id(self) -> str:
+        return self.kernel_type.id
+
+    @property
+    def status(self) -> KernelStatus:
+        """``STARTING``, ``RUNNING``, ``RESTARTING``, ``SHUTTING_DOWN`` or ``DEAD``."""
+        return self._status
+
+    @property
+    def execution_state(self) -> str:
+        """``starting``, ``idle``, ``busy`` (from the kernel's IOPub status) or ``dead``."""
+        return "dead" if self._status == "DEAD" else self._monitor.execution_state
+
+    @property
+    def last_activity(self) -> float:
+        """``time.time()`` of the kernel's last IOPub status message (or of its launch)."""
+        return self._monitor.last_activity
+
+    @property
+    def restarts(self) -> int:
+        """How many times the restarter relaunched this kernel after a death."""
+        return self._restarter.restarts
+
+    @property
+    def monitor(self) -> ActivityMonitor:
+        """The activity monitor that follows this kernel's execution state (read it only)."""
+        return self._monitor
+
+    @property
+    def restarter(self) -> KernelRestarter:
+        """The restarter that watches this kernel (read it only)."""
+        return self._restarter
+
+    def client(self) -> AsyncKernelClient:
+        """Return a new async client; ``async with kernel.client() as c:`` connects it.
+
+        The client follows this kernel: after an automatic or manual restart it
+        reconnects to the new process by itself (requests that were waiting
+        when the kernel died fail with :class:`~kernel_hub.KernelDied`).
+        """
+        client = AsyncKernelClient(
+            self.connection_info,
+            manager=self.manager,
+            interrupt_mode=self.kernel_type.interrupt_mode,
+            status_sink=self._monitor,
+            on_close=self._clients.discard,
+        )
+        self._clients.add(client)
+        return client
+
+    def blocking_client(self) -> BlockingKernelClient:
+        """Return a new, connected blocking client (close it when done)."""
+        return BlockingKernelClient(async_client=self.client())
+
+    def describe(self) -> dict[str, Any]:
+        """Return JSON-able data from which :meth:`KernelHub.attach` rebuilds this kernel.
+
+        ``plugin`` names the plugin that owns the kernel, and ``nanny`` says the
+        kernel runs under a local nanny (then the core rebuilds its manager).
+        """
+        return {
+            "kernel_id": self.id,
+            "type_id": self.kernel_type.id,
+            "plugin": self.plugin,
+            "nanny": self.nanny,
+            "connection_info": self.connection_info,
+            "state": self.manager.describe(),
+        }
+
+    async def wait(self) -> None:
+        """Wait until the kernel has ended for good: shut down, or dead and not restarted."""
+        await self._ended.wait()
+
+    async def wait_for_execution_state(
+        self, *states: ExecutionState, timeout: float | None = None
+    ) -> str:
+        """Return once :attr:`execution_state` is one of *states* (at once if it already is).
+
+        :raises TimeoutError: after *timeout* seconds.
+        """
+        return await self._monitor.wait_for(*states, timeout=timeout)
+
+    # ---- lifecycle: called by the hub once, then through the RestartControl ----
+
+    def start_watching(self) -> None:
+        """Mark the kernel RUNNING and start its restarter; called by the hub once it answers."""
+        if self._status not in ("STARTING", "RESTARTING"):
+            raise KernelHubError(f"{self!r} is already watched")
+        self._running()
+
+    def _running(self) -> None:
+        self._status = "RUNNING"
+        if self._monitor.execution_state == "starting":
+            self._monitor.set_state("idle")  # it answered kernel_info: it is idle
+        self._restarter.start()
+
+    def _died(self) -> None:
+        """Note an unexpected death (the restarter's first step)."""
+        self._status = "RESTARTING" if self.restart_policy.enabled else "DEAD"
+        self._monitor.close()
+        self._monitor.set_state("dead")
+
+    def _end(self, *, failed: str | None = None) -> None:
+        """Mark the kernel ended for good and drop it from the hub; emit ``failed`` if given."""
+        self._status = "DEAD"
+        self._monitor.close()
+        self._monitor.set_state("dead")
+        self._on_end(self)
+        if failed is not None:
+            self._emit("failed", reason=failed)
+        self._ended.set()
+
+    async def _relaunch(self) -> None:
+        """Launch the same type with the same request and switch to the new process.
+
+        :raises LaunchError: when the new process does not become ready; it is
+            killed and cleaned up, and this kernel still describes the old one.
+        """
+        self._status = "RESTARTING"
+        started = await self._relaunch_fn(self._monitor)
+        self.connection_info = dict(started.connection_info)
+        self.state = dict(started.state)
+        self.manager = started.manager
+        for client in list(self._clients):
+            client.reconnect(self.connection_info, self.manager)
+        self._running()
+
+    async def _stop_process(self, *, now: bool, timeout: float, restart: bool = False) -> None:
+        """End the current process: ``shutdown_request`` (unless *now*), then kill if needed."""
+        try:
+            if now or not await self.manager.is_alive():
+                await self.manager.kill()
+            else:
+                # Only the control channel is used: a busy kernel does not answer on shell.
+                client = AsyncKernelClient(self.connection_info, manager=self.manager)
+                await client.connect()
+                try:
+                    await client.shutdown(timeout=timeout, restart=restart)
+                finally:
+                    await client.close()
+        finally:
+            with contextlib.suppress(Exception):
+                if await self.manager.is_alive():
+                    await self.manager.kill()
+            self._monitor.close()
+            await self.manager.cleanup()
+
+    # ---- host API ----
+
+    async def restart(self, *, now: bool = False, timeout: float = 5.0) -> None:
+        """Restart the kernel: end the process, then launch the same type with the same request.
+
+        The process is asked to end with ``shutdown_request`` (``restart: true``)
+        on the control channel, and killed with its process group if it has not
+        ended after *timeout* seconds (at once with *now*). Emits ``restarting``
+        and ``restarted`` with ``requested=True``; it does not count against the
+        restart policy. Clients from :meth:`client` reconnect by themselves.
+
+        :raises KernelHubError: when the kernel is not running.
+        :raises LaunchError: when the relaunch fails; the kernel is then dead
+            (``failed`` is emitted) and dropped from the hub.
+        """
+        if self._status != "RUNNING":
+            raise KernelHubError(f"cannot restart {self!r}: only a RUNNING kernel can be restarted")
+        await self._restarter.stop()  # before acting: this death is on purpose
+        self._status = "RESTARTING"
+        self._emit("restarting", requested=True)
+        # A task of its own, so that a shutdown() meanwhile can cancel it (and kill what it
+        # started).
+        task = self._restart_task = asyncio.ensure_future(self._restart_process(now, timeout))
+        try:
+            await task
+        except asyncio.CancelledError:
+            if being_cancelled():
+                raise
+            raise KernelHubError(
+                f"{self!r} was shut down while it was restarting; launch a new kernel"
+            ) from None
+        finally:
+            self._restart_task = None
+        self._emit("restarted", requested=True)
+
+    async def _restart_process(self, now: bool, timeout: float) -> None:
+        try:
+            await self._stop_process(now=now, timeout=timeout, restart=True)
+            self._monitor.set_state("dead")
+            await self._relaunch()
+        except BaseException as exc:
+            if self._status != "SHUTTING_DOWN":  # a shutdown ends the kernel itself
+                self._end(failed=f"manual restart failed: {first_line(exc)}")
+            raise
+
+    async def shutdown(self, *, now: bool = False, timeout: float = 5.0) -> None:
+        """Shut the kernel down and release what its launch created; it is not restarted.
+
+        :param now: kill at once instead of asking politely with ``shutdown_request``.
+        :param timeout: how long to wait for a polite shutdown before killing.
+        """
+        if self._status == "DEAD":
+            # Dead on its own, it may still be being cleaned up by its restarter (DEAD from the
+            # death on): after shutdown() returns, nothing of the kernel may be left.
+            await self._ended.wait()
+            return
+        if self._status == "SHUTTING_DOWN":
+            await self._ended.wait()  # another shutdown is under way
+            return
+        self._status = "SHUTTING_DOWN"
+        try:
+            await self._restarter.stop()  # before acting: this death is on purpose
+            if self._restart_task is not None and not self._restart_task.done():
+                with contextlib.suppress(BaseException):
+                    await cancel_and_wait(self._restart_task)
+            await self._stop_process(now=now, timeout=timeout)
+        finally:
+            self._end()
+            self._emit("shutdown")

@@ -1,0 +1,159 @@
+"""The nanny launch mode: any local (command-line) kernel type, served by a nanny on this machine.
+
+``hub.launch(type_id, nanny=True)`` starts :mod:`kernel_hub.nanny` as a child
+process here, which starts the type's argv and serves its manager over signed
+ZeroMQ. The kernel can then be managed (interrupted, killed, restarted) by any
+process that holds its connection info, not only by the one that launched it:
+what ``kernel-hub launch --nanny`` offers on the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .argv import expand_env, format_argv
+from .errors import LaunchError
+from .remote import NannyManager
+from .types import LaunchResult
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .types import KernelType, LaunchRequest
+
+__all__ = ["LOCAL_NANNY", "LocalNannyManager", "launch_under_nanny"]
+
+#: ``state["launch_mode"]`` of a kernel the hub runs under a local nanny.
+LOCAL_NANNY = "nanny"
+
+log = logging.getLogger("kernel_hub.nanny")
+
+
+class LocalNannyManager(NannyManager):
+    """A :class:`NannyManager` of a nanny this process started: it also reaps the nanny.
+
+    :meth:`wait` returns when the kernel dies or the nanny process exits,
+    whichever comes first; :meth:`cleanup` waits for the nanny to exit (and
+    kills it if it does not), so no zombie or stray nanny is left.
+    """
+
+    def __init__(
+        self,
+        connection_info: Mapping[str, Any],
+        state: Mapping[str, Any],
+        *,
+        process: asyncio.subprocess.Process,
+        type_id: str = "",
+    ) -> None:
+        super().__init__(connection_info, state, type_id=type_id)
+        self.process = process
+
+    async def wait(self) -> int | None:
+        kernel = asyncio.ensure_future(super().wait())
+        nanny = asyncio.ensure_future(self.process.wait())
+        try:
+            await asyncio.wait({kernel, nanny}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nanny.cancel()
+            if not kernel.done():
+                kernel.cancel()
+        if kernel.done() and not kernel.cancelled():
+            return kernel.result()
+        log.warning("%r: the nanny process exited (status %s)", self, self.process.returncode)
+        return self.exit_status
+
+    async def cleanup(self) -> None:
+        await super().cleanup()
+        try:
+            async with asyncio.timeout(10.0):
+                await self.process.wait()
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def launch_under_nanny(
+    kernel_type: KernelType,
+    request: LaunchRequest,
+    *,
+    python: str = sys.executable,
+    stderr: int | None = None,
+    timeout: float = 60.0,
+) -> LaunchResult:
+    """Start a nanny on this machine running *kernel_type*'s argv; return it with its manager.
+
+    The nanny runs in its own session (no terminal signals), gets the kernel
+    type's environment through its own (never on its command line), and
+    fills ``{connection_file}``; the other argv templates are filled here.
+
+    :param python: the interpreter that runs ``nanny.py`` (needs pyzmq).
+    :param stderr: where the nanny's log goes (default: :data:`subprocess.DEVNULL`
+        unless the ``kernel_hub`` logger is enabled for DEBUG).
+    :raises LaunchError: when the type has no argv or the nanny reports an error.
+    """
+    from . import nanny
+
+    if not kernel_type.argv:
+        raise LaunchError(
+            f"kernel type {kernel_type.id} has no argv, so it cannot run under a local nanny; "
+            "nanny=True is for command-line kernel types such as ipykernel/python3 or spec/<name>"
+        )
+    cwd = request.cwd
+    if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, local
+        raise LaunchError(f"cannot launch {kernel_type.id}: working directory {cwd!r} is missing")
+    if stderr is None and not logging.getLogger("kernel_hub").isEnabledFor(logging.DEBUG):
+        stderr = subprocess.DEVNULL
+    argv = format_argv(
+        kernel_type.argv,
+        resource_dir=kernel_type.resource_dir or "",
+        kernel_id=request.kernel_id,
+        prefix=sys.prefix,
+    )
+    env = dict(request.env)
+    # Same precedence as local kernels: caller's env > the type's env (with ${VARS}) > ours.
+    full_env = {**os.environ, **env}
+    full_env = {**full_env, **expand_env(kernel_type.env, full_env), **env}
+    # Run as a remote nanny runs, from stdin: as a script path, its directory (kernel_hub/)
+    # would come first on sys.path and shadow the standard library's "types" module.
+    cmd = [python, "-", "--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
+    if cwd is not None:
+        cmd += ["--cwd", cwd]
+    # The nanny's source, opened to be the child's stdin: the child reads it, not us.
+    with open(nanny.__file__, "rb") as src:  # noqa: ASYNC230
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=src,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=full_env,
+            start_new_session=True,
+        )
+    assert proc.stdout is not None
+    handshake: dict[str, Any]
+    try:
+        try:
+            async with asyncio.timeout(timeout):
+                line = await proc.stdout.readline()
+            handshake = json.loads(line) if line else {"error": "it exited without a handshake"}
+        except (TimeoutError, ValueError) as exc:
+            handshake = {"error": f"no handshake line ({exc!r})"}
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    if "error" in handshake:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+        raise LaunchError(f"the nanny could not start {kernel_type.id}: {handshake['error']}")
+    state = {k: handshake[k] for k in ("nanny_pid", "kernel_pid", "workdir")}
+    state["launch_mode"] = LOCAL_NANNY
+    info = handshake["connection_info"]
+    manager = LocalNannyManager(info, state, process=proc, type_id=kernel_type.id)
+    return LaunchResult(info, manager.describe(), manager=manager)

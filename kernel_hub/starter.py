@@ -1,0 +1,176 @@
+"""The one launch path: hook (or local nanny) → manager → wait until the kernel answers.
+
+Used by :meth:`KernelHub.launch` for a first launch and by
+:class:`~kernel_hub.RunningKernel` for every relaunch (through the callback the
+hub gives it), so a kernel starts the same way each time. On any failure, or
+cancellation, what was started is killed and cleaned up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .client import AsyncKernelClient
+from .errors import KernelDied, LaunchError, PluginError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from .hookspecs import HubContext
+    from .manager import KernelManager
+    from .monitor import ActivityMonitor
+    from .plugins import HookRelay
+    from .types import KernelType, LaunchRequest, LaunchResult
+
+__all__ = ["ManagerFor", "Started", "Starter"]
+
+log = logging.getLogger("kernel_hub")
+
+#: ``KernelHub.manager_for``: ``(connection_info, state, *, type_id, plugin) -> manager``.
+ManagerFor = Callable[..., Awaitable["KernelManager | None"]]
+
+#: Launches tried when a kernel finds a port it was given already taken.
+PORT_ATTEMPTS = 3
+
+
+class PortTaken(LaunchError):
+    """The kernel could not bind a port it was given: another process took it first."""
+
+
+@dataclass(frozen=True)
+class Started:
+    """A kernel that answered: its connection info, launch state and live manager."""
+
+    connection_info: Mapping[str, Any]
+    state: Mapping[str, Any]
+    manager: KernelManager
+    #: Whether it runs under a local nanny.
+    nanny: bool = False
+
+
+async def wait_ready(
+    kernel_type: KernelType,
+    connection_info: Mapping[str, Any],
+    manager: KernelManager,
+    timeout: float,
+) -> None:
+    """Wait for kernel_info + IOPub, or fail fast with the kernel's last output if it dies."""
+    client = await AsyncKernelClient(connection_info, manager=manager).connect()
+    try:
+        await client.wait_for_ready(timeout)
+    except KernelDied as exc:
+        tail = await manager.last_output()
+        # Ports are free when chosen, but another process (another host's kernel) may
+        # bind one before this kernel does; a launch with new ports gets past that.
+        error = PortTaken if "Address already in use" in tail else LaunchError
+        raise error(
+            f"kernel {kernel_type.id} exited during start-up "
+            f"(exit status {exc.exit_status})."
+            + (f" Its last output:\n{tail}" if tail else "")
+            + "\nCheck the kernel type's command and that its packages are installed."
+        ) from None
+    except TimeoutError as exc:
+        tail = await manager.last_output()
+        raise LaunchError(
+            f"kernel {kernel_type.id} did not become ready within {timeout} s."
+            + (f" Its last output:\n{tail}" if tail else "")
+            + "\nRaise ready_timeout= (or the CLI's --start-timeout) if it is just slow to start."
+        ) from exc
+    finally:
+        await client.close()
+
+
+class Starter:
+    """Start kernels of one hub: routed to the plugin that owns each type.
+
+    :param hooks: the hub's hook façade.
+    :param hub: what plugins see of the hub (their hooks' ``hub`` argument).
+    :param manager_for: the hub's one place that turns a launch's connection info
+        and state into a manager, for launches that return no live manager.
+    """
+
+    def __init__(self, hooks: HookRelay, hub: HubContext, manager_for: ManagerFor) -> None:
+        self.hooks = hooks
+        self.hub = hub
+        self._manager_for = manager_for
+
+    async def start(
+        self,
+        kernel_type: KernelType,
+        request: LaunchRequest,
+        *,
+        plugin: str,
+        ready_timeout: float,
+        monitor: ActivityMonitor | None = None,
+        nanny: bool = False,
+    ) -> Started:
+        """Launch (plugin hook, or a local nanny), build the manager, wait until it answers.
+
+        A kernel that dies because a port it was given got taken meanwhile is
+        launched again, with new ports (up to :data:`PORT_ATTEMPTS` attempts).
+
+        :param monitor: opened on the new kernel's IOPub before waiting, so that
+            no status message after the kernel is ready is missed.
+        """
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return await self._start_once(
+                    kernel_type,
+                    request,
+                    plugin=plugin,
+                    ready_timeout=ready_timeout,
+                    monitor=monitor,
+                    nanny=nanny,
+                )
+            except PortTaken as exc:
+                if attempt == PORT_ATTEMPTS:
+                    raise LaunchError(str(exc)) from None
+                log.info(
+                    "kernel %s lost a port to another process; launching it again",
+                    request.kernel_id,
+                )
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _launch(
+        self, kernel_type: KernelType, request: LaunchRequest, *, plugin: str, nanny: bool
+    ) -> LaunchResult:
+        if nanny:
+            from .local_nanny import launch_under_nanny
+
+            return await launch_under_nanny(kernel_type, request)
+        return await self.hooks.launch(
+            plugin=plugin, hub=self.hub, kernel_type=kernel_type, request=request
+        )
+
+    async def _start_once(
+        self,
+        kernel_type: KernelType,
+        request: LaunchRequest,
+        *,
+        plugin: str,
+        ready_timeout: float,
+        monitor: ActivityMonitor | None,
+        nanny: bool,
+    ) -> Started:
+        result = await self._launch(kernel_type, request, plugin=plugin, nanny=nanny)
+        manager = result.manager or await self._manager_for(
+            result.connection_info, result.state, type_id=kernel_type.id, plugin=plugin
+        )
+        if manager is None:  # not reached: with a type, the owner builds one or raises
+            raise PluginError(f"plugin {plugin!r} gave no manager for {kernel_type.id!r}")
+        try:
+            if monitor is not None:
+                monitor.open(result.connection_info)
+            await wait_ready(kernel_type, result.connection_info, manager, ready_timeout)
+        except BaseException:
+            if monitor is not None:
+                monitor.close()
+            with contextlib.suppress(Exception):
+                await manager.kill()
+            await manager.cleanup()
+            raise
+        return Started(result.connection_info, result.state, manager, nanny=nanny)
