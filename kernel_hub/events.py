@@ -22,7 +22,7 @@ EventKind = Literal[
     "starting",  # the launch hook is about to be called
     "progress",  # a provider reports a slow step: data {"step": ..., "message": ...}
     "ready",  # the kernel answered kernel_info and IOPub
-    "died",  # the kernel ended unexpectedly: data {"exit_status": ...}
+    "died",  # the kernel ended unexpectedly: data {"exit_status": ..., "reason"?: ...}
     "restarting",  # a restart is scheduled: data {"attempt": n, "delay": seconds}
     "restarted",  # the relaunched kernel is ready
     "failed",  # restarts exhausted or a relaunch failed: data {"reason": ...}

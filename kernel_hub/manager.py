@@ -88,3 +88,12 @@ class KernelManager(ABC):
     def exit_status(self) -> int | None:
         """The exit status once known, else ``None``."""
         return None
+
+    @property
+    def exit_reason(self) -> str | None:
+        """Why the kernel ended, when the manager knows more than its exit status.
+
+        Read by the restarter for the ``died`` event's ``reason`` (a batch job's
+        time limit, a preempted job, a node failure); ``None`` by default.
+        """
+        return None

@@ -198,6 +198,8 @@ class Nanny:
     :param daemon: ignore SIGHUP (the nanny outlives the SSH channel that started it).
     :param lease: seconds to go on without any host connected before ending the kernel
         and exiting (see "Lease" in ``docs/nanny-protocol.md``).
+    :param key: the connection key to use (dial-back mode: the host chose it); default a
+        fresh random one.
     """
 
     def __init__(
@@ -211,9 +213,11 @@ class Nanny:
         linger: float = DEFAULT_LINGER,
         daemon: bool = False,
         lease: float = DEFAULT_LEASE,
+        key: str | None = None,
     ) -> None:
         self.argv = list(argv)
         self.daemon = daemon
+        self._key = key
         self.cwd = cwd
         self.env = dict(env or {})
         self.ip = ip
@@ -276,7 +280,7 @@ class Nanny:
             f.write(f"{os.getpid()} {_process_start(os.getpid())}")
         self.connection_file = os.path.join(self.workdir, "kernel.json")
         self.log_file = os.path.join(self.workdir, "kernel.log")
-        key = secrets.token_hex(32)
+        key = self._key or secrets.token_hex(32)
         self._signer = Signer(key.encode("ascii"))
         self._ctx = zmq.Context()
         self._control = self._ctx.socket(zmq.ROUTER)
@@ -745,6 +749,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kernel-name", default="", help="kernel_name in the connection info")
     p.add_argument("--daemon", action="store_true", help="detach after the handshake")
     p.add_argument(
+        "--register",
+        metavar="FILE",
+        help="dial-back mode: read the options and key from FILE (deleted at once) and "
+        "register with the host instead of printing the handshake",
+    )
+    p.add_argument(
         "--linger",
         type=float,
         default=DEFAULT_LINGER,
@@ -865,9 +875,142 @@ def _redirect_stdio(path: str) -> None:
     os.close(null)
 
 
+# ---- dial-back mode (batch schedulers) ------------------------------------------------------
+# A batch job's node and free ports are known only once it runs, so the host cannot connect
+# first. Instead the host opens a one-shot registration endpoint (a ZeroMQ ROUTER), chooses
+# the kernel's key, and leaves both in a 0600 file that only the job reads. The nanny reads
+# and deletes that file, starts the kernel with that key, and sends the handshake *without
+# the key* to the endpoint, signed with it; the host acknowledges with a signed reply. The
+# key never travels, and never appears on a command line, in the job script or its
+# environment. See docs/nanny-protocol.md ("Dial-back mode").
+
+#: Signals a dial-back nanny passes on to the kernel's process group instead of exiting:
+#: how ``scancel --signal=INT --batch`` interrupts a kernel whose nanny cannot be reached.
+RELAYED_SIGNALS = ("SIGINT", "SIGUSR1", "SIGUSR2")
+
+
+def _route_address(url: str) -> str:
+    """Return this machine's address on the route to *url*'s host (no packet is sent)."""
+    host = url.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((host, 9))  # UDP connect only picks the route and the source address
+        return str(s.getsockname()[0])
+
+
+def _registration_message(signer: Signer, msg_type: str, content: dict[str, Any]) -> list[bytes]:
+    header = {
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": msg_type,
+        "username": "kernel-hub-nanny",
+        "session": uuid.uuid4().hex,
+        "date": datetime.now(timezone.utc).isoformat(),  # noqa: UP017 - 3.8
+        "version": PROTOCOL_VERSION,
+    }
+    parts = [_pack(header), _pack({}), _pack({}), _pack(content)]
+    return [DELIM, signer.sign(parts), *parts]
+
+
+def dial_back(register_file: str) -> int:
+    """Run a nanny that registers with the host instead of printing its handshake.
+
+    *register_file* is JSON written by the host: ``url`` (the registration
+    endpoint), ``key``, and optionally ``argv``, ``cwd``, ``env``, ``ip``
+    (``"auto"``: the address on the route to the host), ``kernel_name``,
+    ``linger``, ``lease``, ``register_timeout``. It is deleted before anything else.
+    """
+    try:
+        with open(register_file, encoding="utf-8") as f:
+            opts = json.load(f)
+        os.unlink(register_file)
+        url, key = str(opts["url"]), str(opts["key"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _log(f"cannot read the registration file {register_file}: {exc}")
+        return 1
+    signer = Signer(key.encode("ascii"), str(opts.get("signature_scheme", "hmac-sha256")))
+    try:
+        import zmq
+    except ImportError:
+        _log(
+            f"pyzmq is not installed for {sys.executable}; "
+            f"run: {sys.executable} -m pip install ipykernel"
+        )
+        return 1
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 2000
+    sock.connect(url)
+    nanny = None
+    try:
+        try:
+            ip = str(opts.get("ip") or "auto")
+            nanny = Nanny(
+                list(opts.get("argv") or _default_argv()),
+                cwd=opts.get("cwd"),
+                env={str(k): str(v) for k, v in dict(opts.get("env") or {}).items()},
+                ip=_route_address(url) if ip == "auto" else ip,
+                kernel_name=str(opts.get("kernel_name", "")),
+                linger=float(opts.get("linger", DEFAULT_LINGER)),
+                key=key,
+                lease=_lease(opts.get("lease")),  # as in the other mode: a host must hold it
+            )
+            handshake = nanny.start()
+        except (NannyError, OSError, ValueError) as exc:
+            _log(f"cannot start: {exc}")
+            sock.send_multipart(
+                _registration_message(signer, "nanny_register", {"error": str(exc)})
+            )
+            return 1
+        info = {k: v for k, v in handshake["connection_info"].items() if k != "key"}
+        content = {**handshake, "connection_info": info, "hostname": socket.gethostname()}
+        sock.send_multipart(_registration_message(signer, "nanny_register", content))
+        timeout_ms = float(opts.get("register_timeout", 60)) * 1000
+        if not _registration_acked(sock, signer, timeout_ms):
+            _log(f"the host at {url} did not acknowledge the registration; exiting")
+            nanny.close()  # nobody will manage this kernel: don't hold the allocation
+            return 1
+    finally:
+        sock.close()
+        ctx.term()
+        if nanny is not None and nanny.proc is None and nanny.workdir:
+            nanny.close()  # failed before the kernel ran: remove the work dir
+    _log(f"registered with {url}")
+
+    def relay(signum: int, frame: Any) -> None:
+        proc = nanny.proc if nanny is not None else None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signum)
+
+    for name in RELAYED_SIGNALS:
+        signal.signal(getattr(signal, name), relay)
+    return nanny.serve()
+
+
+def _registration_acked(sock: Any, signer: Signer, timeout_ms: float) -> bool:
+    """Wait for the host's signed ``nanny_registered`` reply."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sock.poll(left * 1000):
+            return False
+        frames = sock.recv_multipart()
+        if len(frames) >= 6 and frames[0] == DELIM:
+            if signer.check(frames[1], frames[2:6]) is None:
+                with contextlib.suppress(ValueError, KeyError):
+                    if json.loads(frames[2])["msg_type"] == "nanny_registered":
+                        return True
+        _log("dropped a registration reply with a bad signature")
+
+
+# ---- end of dial-back mode -------------------------------------------------------------------
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the nanny: print the handshake line, then serve until told to stop."""
     args = _parse_args(argv)
+    if args.register:
+        return dial_back(args.register)
     out_fd = _daemonize() if args.daemon else None
 
     def say(obj: dict[str, Any]) -> None:

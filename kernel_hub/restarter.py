@@ -192,7 +192,9 @@ class KernelRestarter:
         """Handle one unexpected death; return whether the kernel runs again."""
         control, policy = self.control, self.policy
         control.died()
-        control.emit("died", exit_status=status)
+        # A manager that knows why its kernel ended (a batch job's time limit) says so.
+        reason = manager.exit_reason
+        control.emit("died", exit_status=status, **({"reason": reason} if reason else {}))
         # Gone for the restarter means gone: a manager that only lost its link is killed.
         with contextlib.suppress(Exception):
             if await manager.is_alive():

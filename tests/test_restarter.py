@@ -414,3 +414,52 @@ async def test_a_kernel_that_stayed_up_long_enough_gets_its_restarts_back():
         assert rec.kinds(fragile.id)[-3:] == ["restarted", "died", "failed"]
         assert "1 restarts within 600 s" in rec.of(fragile.id, "failed")[0].data["reason"]
         await stable.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_died_carries_the_managers_exit_reason():
+    """The restarter reports what the manager knows (the Slurm tests show it end to end)."""
+    from kernel_hub import KernelManager, RestartPolicy
+    from kernel_hub.restarter import KernelRestarter, RestartControl
+
+    class Ended(KernelManager):
+        def __init__(self, reason):
+            self.reason = reason
+
+        async def is_alive(self):
+            return False
+
+        async def wait(self):
+            return 0
+
+        async def signal(self, signum):
+            pass
+
+        async def kill(self):
+            pass
+
+        async def cleanup(self):
+            pass
+
+        def describe(self):
+            return {}
+
+        @property
+        def exit_reason(self):
+            return self.reason
+
+    for reason, expected in (("Slurm job 7 reached its time limit", True), (None, False)):
+        events, ended = [], asyncio.Event()
+        control = RestartControl(
+            label="t",
+            manager=lambda reason=reason: Ended(reason),
+            emit=lambda kind, events=events, **data: events.append((kind, data)),
+            died=lambda: None,
+            relaunch=None,  # type: ignore[arg-type]  # restarts are off
+            end=lambda ended=ended, **_: ended.set(),
+        )
+        restarter = KernelRestarter(RestartPolicy(enabled=False), control)
+        restarter.start()
+        await asyncio.wait_for(ended.wait(), 10)
+        died = [data for kind, data in events if kind == "died"]
+        assert died == [{"exit_status": 0, **({"reason": reason} if expected else {})}]

@@ -1,0 +1,287 @@
+"""Launch a kernel as a Slurm batch job: submit, watch the queue, take the nanny's registration.
+
+1. A private 0700 directory under the table's ``job_dir`` gets a copy of the
+   nanny and ``register.json`` (0600): the registration endpoint's address, the
+   kernel's key (chosen here), its argv, cwd and environment.
+2. ``sbatch`` reads a job script from stdin that runs the setup lines and then
+   ``exec``\\ s the nanny with ``--register <dir>/register.json``. The script
+   holds no secret: the key is in no command line, script or job environment.
+3. While the job waits, ``squeue`` is polled every ``poll_interval`` seconds and
+   each change of state or reason becomes a ``progress`` event (with the queue
+   position while pending).
+4. On the node the nanny reads and deletes the file, starts the kernel with that
+   key, binds its ports, and dials back with a signed handshake. The launch
+   returns; the hub then waits for the kernel to answer.
+
+Whatever goes wrong, and on cancellation or timeout, the job is ``scancel``\\ ed
+and its directory removed before the error propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shlex
+import time
+from typing import TYPE_CHECKING, Any
+
+from kernel_hub.provider import KernelHubError, LaunchError, LaunchResult, nanny_source
+
+from .cluster import LocalRunner, SlurmCLI, SlurmUnavailable
+from .registration import RegistrationEndpoint
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from kernel_hub.provider import HubContext, KernelType, LaunchRequest
+
+    from .cluster import CommandRunner
+    from .config import SlurmKernelConfig
+    from .manager import SlurmKernelManager
+
+__all__ = ["job_script", "launch_job"]
+
+log = logging.getLogger("kernel_hub.slurm")
+
+NANNY_FILE = "nanny.py"
+REGISTER_FILE = "register.json"
+JOB_LOG = "job.log"
+JOB_ID_FILE = "job_id"
+DIR_PREFIX = "kernel-"
+
+
+async def sweep_job_dirs(runner: CommandRunner, cli: SlurmCLI, base: str) -> list[str]:
+    """Remove the job dirs under *base* whose job has left the queue; return their paths.
+
+    A host that was killed leaves its kernels' dirs behind (their jobs end by
+    themselves: a nanny whose host never answers exits). The next launch with
+    the same ``job_dir`` removes every such dir whose ``job_id`` names a job
+    Slurm no longer has; dirs of queued or running jobs (a kernel another
+    process may re-attach to) and dirs without a job id yet are left alone.
+    """
+    names = [n for n in await runner.list_dir(base) if n.startswith(DIR_PREFIX)]
+    if not names:
+        return []
+    queued = await cli.queued_jobs()
+    if queued is None:
+        return []
+    removed = []
+    for name in names:
+        path = os.path.join(base, name)
+        job_id = await runner.read_file(os.path.join(path, JOB_ID_FILE))
+        if job_id is not None and job_id.decode(errors="replace").strip() not in queued:
+            await runner.remove_tree(path)
+            removed.append(path)
+    if removed:
+        log.info("removed %d job dirs of Slurm kernels that ended: %s", len(removed), removed)
+    return removed
+
+
+def job_script(kc: SlurmKernelConfig, job_dir: str, *, kernel_id: str) -> str:
+    """Return the batch script: setup lines, then the nanny in dial-back mode (no secrets)."""
+    nanny = shlex.quote(os.path.join(job_dir, NANNY_FILE))
+    register = shlex.quote(os.path.join(job_dir, REGISTER_FILE))
+    lines = [
+        "#!/bin/sh",
+        f"# kernel_hub: slurm/{kc.name}, kernel {kernel_id}",
+        *kc.setup,
+        # exec: the nanny is the batch step itself, so `scancel --batch --signal` reaches it.
+        f"exec {shlex.quote(kc.python)} {nanny} --register {register}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _tail(path: str, lines: int = 5) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return ""
+    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:] if ln.strip())
+
+
+async def launch_job(
+    hub: HubContext | None,
+    kernel_type: KernelType,
+    request: LaunchRequest,
+    kc: SlurmKernelConfig,
+    *,
+    runner: CommandRunner | None = None,
+) -> LaunchResult:
+    """Submit *kc*'s job and return once its nanny has registered.
+
+    :raises LaunchError: naming the job, what went wrong and how to fix it;
+        nothing is left in the queue or on disk.
+    """
+    from .manager import SlurmKernelManager
+
+    runner = runner or LocalRunner()
+    cli = SlurmCLI(runner)
+    kernel_id = request.kernel_id
+
+    def emit(kind: str, **data: Any) -> None:
+        if hub is not None:
+            hub.emit(kind, kernel_id, kernel_type.id, **data)
+
+    tag = f"slurm/{kc.name}"
+    job_id: str | None = None
+    job_dir: str | None = None
+    endpoint: RegistrationEndpoint | None = None
+    try:
+        try:
+            endpoint = RegistrationEndpoint(kc.register_ip)
+        except Exception as exc:  # noqa: BLE001 - zmq's bind errors name no fix
+            raise LaunchError(
+                f"cannot launch {tag}: cannot listen for the job's registration on "
+                f"{kc.register_ip} ({exc}); set register_ip in [slurm.{kc.name}] to an "
+                "address of this host"
+            ) from None
+        with contextlib.suppress(KernelHubError):
+            await sweep_job_dirs(runner, cli, kc.job_dir)
+        job_dir = await runner.make_private_dir(kc.job_dir, f"{DIR_PREFIX}{kernel_id[:8]}-")
+        await runner.write_private_file(
+            os.path.join(job_dir, NANNY_FILE), nanny_source().encode("utf-8")
+        )
+        env = {**dict(kc.env), **dict(request.env)}
+        register = {
+            "url": endpoint.url,
+            "key": endpoint.key,
+            "signature_scheme": "hmac-sha256",
+            "argv": list(kc.kernel_argv()),
+            # expanduser reads $HOME (or the password database): no file of ours
+            "cwd": os.path.expanduser(cwd) if (cwd := request.cwd or kc.cwd) else None,  # noqa: ASYNC240
+            "env": env,
+            "ip": kc.kernel_ip,
+            "kernel_name": kc.name,
+            "register_timeout": kc.register_timeout,
+        }
+        await runner.write_private_file(
+            os.path.join(job_dir, REGISTER_FILE), json.dumps(register).encode()
+        )
+        options = [
+            f"--job-name=kernel-hub-{kc.name}",
+            f"--output={os.path.join(job_dir, JOB_LOG)}",
+            f"--chdir={job_dir}",
+            "--no-requeue",
+            *kc.sbatch_options(),
+        ]
+        emit("progress", step="submitting", message=f"submitting {tag} with sbatch")
+        try:
+            job_id = await cli.sbatch(job_script(kc, job_dir, kernel_id=kernel_id), options)
+        except SlurmUnavailable as exc:
+            raise LaunchError(f"cannot launch {tag}: {exc}") from None
+        except KernelHubError as exc:
+            raise LaunchError(
+                f"cannot launch {tag}: {exc}; fix the job fields in [slurm.{kc.name}] "
+                "(or the launch params)"
+            ) from None
+        await runner.write_private_file(os.path.join(job_dir, JOB_ID_FILE), job_id.encode())
+        emit("progress", step="submitted", job_id=job_id, message=f"Slurm job {job_id}")
+        handshake = await _wait_registration(cli, endpoint, job_id, job_dir, kc, emit)
+    except BaseException as exc:
+        if endpoint is not None:
+            endpoint.close()
+        with contextlib.suppress(Exception):
+            if job_id is not None:
+                await cli.cancel(job_id)
+        with contextlib.suppress(Exception):
+            if job_dir is not None:
+                await runner.remove_tree(job_dir)
+        if isinstance(exc, SlurmUnavailable):
+            raise LaunchError(f"cannot launch {tag}: {exc}") from None
+        raise
+    endpoint.close()
+    info = {**handshake["connection_info"], "key": endpoint.key}
+    state = {
+        "kernel_id": kernel_id,
+        "config_name": kc.name,
+        "job_id": job_id,
+        "job_dir": job_dir,
+        "node": handshake.get("hostname"),
+        "time": kc.time,
+        "watch_interval": kc.watch_interval,
+        "runner": runner.to_state(),
+        "nanny_pid": handshake.get("nanny_pid"),
+        "kernel_pid": handshake.get("kernel_pid"),
+        "workdir": handshake.get("workdir"),
+    }
+    manager: SlurmKernelManager = SlurmKernelManager.from_state(
+        info, state, type_id=kernel_type.id, emit=emit
+    )
+    emit(
+        "progress",
+        step="registered",
+        job_id=job_id,
+        node=state["node"],
+        message=f"Slurm job {job_id} runs on {state['node']}; waiting for the kernel",
+    )
+    return LaunchResult(connection_info=info, state=state, manager=manager)
+
+
+async def _wait_registration(
+    cli: SlurmCLI,
+    endpoint: RegistrationEndpoint,
+    job_id: str,
+    job_dir: str,
+    kc: SlurmKernelConfig,
+    emit: Callable[..., None],
+) -> dict[str, Any]:
+    """Wait for the nanny's registration, reporting the job's queue state as it changes."""
+    tag = f"slurm/{kc.name}"
+    receive = asyncio.ensure_future(endpoint.receive())
+    deadline = time.monotonic() + kc.start_timeout
+    last: tuple[str, str, int | None] | None = None
+    try:
+        while True:
+            status = await cli.status(job_id)
+            if receive.done():
+                break
+            if status is None or not status.active:
+                state, reason = await cli.end_reason(job_id)
+                where = _tail(os.path.join(job_dir, JOB_LOG))
+                raise LaunchError(
+                    f"Slurm job {job_id} of {tag} ended before its kernel started "
+                    f"(state {state or (status.state if status else 'gone')}, "
+                    f"reason {reason or '?'})"
+                    + (f"; the job's output: {where}" if where else "")
+                    + f"; check python and setup in [slurm.{kc.name}]"
+                )
+            position = await cli.queue_position(job_id) if status.state == "PENDING" else None
+            if (status.state, status.reason, position) != last:
+                last = (status.state, status.reason, position)
+                data: dict[str, Any] = {"job_id": job_id, "state": status.state}
+                if status.state == "PENDING":
+                    data["reason"] = status.reason
+                    data["queue_position"] = position
+                    message = f"Slurm job {job_id} is pending ({status.reason})"
+                    if position is not None:
+                        message += f", position {position} in the queue"
+                else:
+                    data["node"] = status.node
+                    message = f"Slurm job {job_id} is {status.state.lower()} on {status.node}"
+                emit("progress", step="queued", message=message, **data)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LaunchError(
+                    f"Slurm job {job_id} of {tag} did not start its kernel within "
+                    f"{kc.start_timeout:g} s (it was {status.state}, {status.reason}); "
+                    "it was cancelled. Raise start_timeout or choose a less busy partition"
+                )
+            await asyncio.wait({receive}, timeout=min(kc.poll_interval, left))
+            if receive.done():
+                break
+    finally:
+        if not receive.done():
+            receive.cancel()
+            with contextlib.suppress(BaseException):
+                await receive
+    content = receive.result()
+    if "error" in content:
+        raise LaunchError(f"the nanny of Slurm job {job_id} ({tag}) failed: {content['error']}")
+    if not isinstance(content.get("connection_info"), dict):
+        raise LaunchError(f"the nanny of Slurm job {job_id} sent no connection info")
+    return content

@@ -1,0 +1,209 @@
+"""Slurm kernel types from config tables, the hooks' decisions, the pure helpers (no cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import kernel_hub_slurm.plugin as plugin
+import pytest
+from kernel_hub_slurm.cluster import CommandResult
+from kernel_hub_slurm.config import parse_config
+from kernel_hub_slurm.launch import job_script
+from kernel_hub_slurm.manager import describe_end
+
+from kernel_hub import KernelHub
+from kernel_hub.provider import ConfigError, KernelType, RestartPolicy
+
+GPU = {
+    "partition": "gpu",
+    "time": "02:00:00",
+    "cpus": 4,
+    "mem": "16G",
+    "gres": "gpu:1",
+    "account": "proj42",
+    "qos": "short",
+    "sbatch_args": ["--constraint=a100"],
+    "python": "/opt/conda/bin/python",
+    "setup": ["module load cuda/12"],
+    "env": {"OMP_NUM_THREADS": "4"},
+}
+
+
+def test_tables_become_kernel_types():
+    configs = parse_config({"GPU-Short": GPU, "tiny": {}})
+    assert sorted(configs) == ["gpu-short", "tiny"]
+    kt = configs["gpu-short"].kernel_type()
+    assert kt.id == "slurm/gpu-short"
+    assert (
+        kt.display_name
+        == "gpu-short (Slurm partition=gpu, time=02:00:00, cpus=4, mem=16G, gres=gpu:1)"
+    )
+    assert kt.argv == (
+        "/opt/conda/bin/python",
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        "{connection_file}",
+    )
+    assert kt.metadata["account"] == "proj42" and kt.metadata["restart"] is False
+    assert json.loads(json.dumps(kt.to_dict())) == kt.to_dict()
+    tiny = configs["tiny"]
+    assert (tiny.cpus, tiny.python, tiny.restart, tiny.register_ip) == (
+        1,
+        "python3",
+        False,
+        "127.0.0.1",
+    )
+
+
+def test_sbatch_options_come_from_the_table():
+    kc = parse_config({"g": GPU})["g"]
+    assert kc.sbatch_options() == [
+        "--nodes=1",
+        "--ntasks=1",
+        "--cpus-per-task=4",
+        "--partition=gpu",
+        "--time=02:00:00",
+        "--mem=16G",
+        "--gres=gpu:1",
+        "--account=proj42",
+        "--qos=short",
+        "--constraint=a100",
+    ]
+
+
+def test_params_override_table_values():
+    kc = parse_config({"g": GPU})["g"]
+    short = kc.with_params({"time": "00:30:00", "cpus": 2})
+    assert (short.time, short.cpus, short.partition, short.setup) == (
+        "00:30:00",
+        2,
+        "gpu",
+        ("module load cuda/12",),
+    )
+    assert kc.time == "02:00:00"  # the table itself is unchanged
+    with pytest.raises(ConfigError, match=r"launch params 'python' are not known to slurm/g"):
+        kc.with_params({"python": "/usr/bin/python3"})
+    with pytest.raises(
+        ConfigError, match=r"launch params of slurm/g field 'cpus' must be at least 1"
+    ):
+        kc.with_params({"cpus": 0})
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"cpus": "4"}, "[slurm.k] field 'cpus' must be a int, not str '4'"),
+        ({"cpus": True}, "[slurm.k] field 'cpus' must be a int, not bool True"),
+        ({"time": "2h"}, "[slurm.k] field 'time' '2h' is not a Slurm time limit; use MM, HH:MM:SS"),
+        ({"mem": "lots"}, "[slurm.k] field 'mem' 'lots' is not a Slurm memory size"),
+        ({"partition": "a b"}, "[slurm.k] field 'partition' is not a valid Slurm name: 'a b'"),
+        ({"sbatch_args": ["--output=x"]}, "may not set --output: the plugin sets it itself"),
+        ({"register_ip": "login"}, "'login' is not an IP address; give this host's address"),
+        ({"register_ip": "0.0.0.0"}, "'0.0.0.0' listens everywhere; give the one address"),
+        ({"argv": ["python"]}, "field 'argv' must contain '{connection_file}'"),
+        ({"env": {"A": 1}}, "field 'env' values must be strings (see 'A')"),
+        ({"walltime": "1"}, "has unknown field(s) 'walltime'; known fields: account, argv"),
+        ({"poll_interval": 0}, "field 'poll_interval' must be positive, not 0"),
+    ],
+)
+def test_bad_fields_are_one_clear_line(table, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"k": table})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_job_script_holds_no_secret_and_runs_the_setup_first():
+    kc = parse_config({"g": GPU})["g"]
+    script = job_script(kc, "/shared/jobs/kernel-1", kernel_id="abc")
+    assert script.splitlines() == [
+        "#!/bin/sh",
+        "# kernel_hub: slurm/g, kernel abc",
+        "module load cuda/12",
+        "exec /opt/conda/bin/python /shared/jobs/kernel-1/nanny.py "
+        "--register /shared/jobs/kernel-1/register.json",
+    ]
+
+
+def test_hook_restart_policy_does_not_resubmit_unless_the_table_says_so():
+    hub = KernelHub(config={"slurm": {"once": {}, "again": {"restart": True}}})
+    once = KernelType(provider="slurm", name="once")
+    again = KernelType(provider="slurm", name="again")
+    assert plugin.restart_policy(hub=hub, kernel_type=once) == RestartPolicy(enabled=False)
+    assert plugin.restart_policy(hub=hub, kernel_type=again) == RestartPolicy()
+
+
+def test_kernel_hub_list_shows_tables_without_slurm(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[slurm.gpu-short]\npartition = "gpu"\ntime = "01:00:00"\n')
+    env = {
+        **os.environ,
+        "KERNEL_HUB_CONFIG": str(config),
+        "PATH": str(tmp_path),  # no sbatch, squeue or anything else of Slurm's
+        "KERNEL_HUB_DISABLE_PLUGINS": "docker,ssh",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "kernel_hub", "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    types = {t["id"]: t for t in json.loads(out)}
+    assert types["slurm/gpu-short"]["metadata"]["partition"] == "gpu"
+    assert types["slurm/gpu-short"]["metadata"]["time"] == "01:00:00"
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "expected"),
+    [
+        (
+            "TIMEOUT",
+            "TimeLimit",
+            "Slurm job 7 reached its time limit (1:00:00); raise 'time' in [slurm.k]",
+        ),
+        ("PREEMPTED", "None", "Slurm job 7 was preempted by a higher-priority job"),
+        ("NODE_FAIL", "None", "Slurm job 7 ended because its node failed"),
+        ("OUT_OF_MEMORY", "None", "Slurm job 7 ran out of memory; raise 'mem' in [slurm.k]"),
+        ("CANCELLED", "None", "Slurm job 7 was cancelled (scancel)"),
+        ("FAILED", "NonZeroExitCode", "Slurm job 7 ended (FAILED, NonZeroExitCode)"),
+        ("", "", "Slurm job 7 left the queue"),
+    ],
+)
+def test_describe_end_names_the_cause(state, reason, expected):
+    assert describe_end("7", state, reason, name="k", time_limit="1:00:00").startswith(expected)
+
+
+def test_sbatch_error_line_quotes_slurm():
+    result = CommandResult(
+        1,
+        "",
+        "sbatch: error: invalid partition specified: x\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified\n",
+    )
+    assert result.error_line() == (
+        "invalid partition specified: x; Batch job submission failed: "
+        "Invalid partition name specified"
+    )
+
+
+def test_readme_config_example_is_valid():
+    import ast
+    import re
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    toml_blocks = re.findall(r"```toml\n(.*?)```", text, re.S)
+    assert toml_blocks
+    for block in toml_blocks:
+        configs = parse_config(tomllib.loads(block)["slurm"])
+        assert configs["gpu-short"].kernel_type().id == "slurm/gpu-short"
+        assert configs["gpu-short"].with_params({"time": "00:30:00", "cpus": 2}).cpus == 2
+    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+        compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
