@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from .argv import expand_env, format_argv
 from .errors import LaunchError
+from .reaper import reap_on_exit
 from .remote import NannyManager
 from .types import LaunchResult
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from .types import KernelType, LaunchRequest
 
@@ -50,9 +51,11 @@ class LocalNannyManager(NannyManager):
         *,
         process: asyncio.subprocess.Process,
         type_id: str = "",
+        forget: Callable[[], None] = lambda: None,
     ) -> None:
         super().__init__(connection_info, state, type_id=type_id)
         self.process = process
+        self._forget = forget
 
     async def wait(self) -> int | None:
         kernel = asyncio.ensure_future(super().wait())
@@ -76,6 +79,7 @@ class LocalNannyManager(NannyManager):
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
+        self._forget()  # ended the normal way: the reaper need not SIGTERM it
 
 
 async def launch_under_nanny(
@@ -155,5 +159,8 @@ async def launch_under_nanny(
     state = {k: handshake[k] for k in ("nanny_pid", "kernel_pid", "workdir")}
     state["launch_mode"] = LOCAL_NANNY
     info = handshake["connection_info"]
-    manager = LocalNannyManager(info, state, process=proc, type_id=kernel_type.id)
+    # Should this process be killed outright, the reaper SIGTERMs the nanny at once (it ends
+    # its kernel and work dir); the nanny's lease is the slower second guard.
+    forget = reap_on_exit(terminate=proc.pid)
+    manager = LocalNannyManager(info, state, process=proc, type_id=kernel_type.id, forget=forget)
     return LaunchResult(info, manager.describe(), manager=manager)

@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,20 @@ __all__ = ["DELIM", "Nanny", "Signer", "main", "source"]
 DELIM = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.3"
 DEFAULT_LINGER = 600.0
+# ---- lease and limits (issue 15): constants ----
+#: Seconds a nanny with no host connected waits for one before it ends its kernel and exits.
+DEFAULT_LEASE = 300.0
+#: The environment variable that sets the lease when ``--lease`` is not given.
+LEASE_ENV = "KERNEL_HUB_NANNY_LEASE"
+#: Largest frame accepted on the nanny's sockets; a bigger one drops that connection.
+MAX_FRAME = 256 * 1024
+#: At most this many unread messages queued per connection (ZeroMQ's default is 1000).
+RECV_HWM = 100
+#: Seconds between two log lines about dropped requests (the first is logged at once).
+DROP_LOG_INTERVAL = 10.0
+#: At most one nanny_welcome per this many seconds, however many subscriptions arrive.
+WELCOME_INTERVAL = 0.05
+# ---- end lease and limits ----
 KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
@@ -181,6 +196,8 @@ class Nanny:
     :param kernel_name: written into the connection info.
     :param linger: how long to wait for ``restart``/``shutdown`` after the kernel died on its own.
     :param daemon: ignore SIGHUP (the nanny outlives the SSH channel that started it).
+    :param lease: seconds to go on without any host connected before ending the kernel
+        and exiting (see "Lease" in ``docs/nanny-protocol.md``).
     :param key: the connection key to use (dial-back mode: the host chose it); default a
         fresh random one.
     """
@@ -195,6 +212,7 @@ class Nanny:
         kernel_name: str = "",
         linger: float = DEFAULT_LINGER,
         daemon: bool = False,
+        lease: float = DEFAULT_LEASE,
         key: str | None = None,
     ) -> None:
         self.argv = list(argv)
@@ -225,6 +243,21 @@ class Nanny:
         self._signals: list[int] = []
         self._linger_deadline: float | None = None
         self._exit = False
+        # ---- lease and limits (issue 15): state ----
+        self.lease = float(lease)
+        #: Connections open now, by (socket name, fd), from the sockets' monitors.
+        self.peers: set[tuple[str, int]] = set()
+        #: When the lease runs out (no host connected since); None while one is connected.
+        self._lease_deadline: float | None = time.monotonic() + self.lease
+        self._monitors: dict[Any, str] = {}
+        self._drops = _DropLog()
+        #: How many nanny_welcome events were published (bounded on subscription floods).
+        self.welcomes = 0
+        self._welcome_due: float | None = None
+        self._last_welcome = 0.0
+        #: Files of the host's that hold the key, removed when the nanny exits (``own_file``).
+        self.owned_files: list[str] = []
+        # ---- end lease and limits ----
 
     # ---- start ----
 
@@ -260,6 +293,7 @@ class Nanny:
             events_port = self._bind(self._events)
         except zmq.ZMQError as exc:
             raise NannyError(f"cannot bind the nanny's sockets on {self.ip}: {exc}") from None
+        self._watch_peers()
         info: dict[str, Any] = {"transport": "tcp", "ip": self.ip}
         # The nanny's own ports are bound already, so the OS cannot hand them out again here.
         ports = _free_ports(self.ip, len(KERNEL_PORTS))
@@ -287,6 +321,7 @@ class Nanny:
 
     def _bind(self, sock: Any) -> int:
         sock.linger = 1000  # long enough to deliver the shutdown reply, short enough to exit
+        self._limit(sock)
         sock.bind(_url(self.ip, "*"))
         endpoint = sock.getsockopt(self._zmq.LAST_ENDPOINT).decode()
         return int(endpoint.rsplit(":", 1)[1])
@@ -352,11 +387,22 @@ class Nanny:
         poller.register(self._events, zmq.POLLIN)
         poller.register(self._wake_r, zmq.POLLIN)
         try:
+            for mon in self._monitors:
+                poller.register(mon, zmq.POLLIN)
             while not self._exit:
                 timeout = None
-                if self._linger_deadline is not None:
-                    timeout = max(0.0, self._linger_deadline - time.monotonic()) * 1000
+                deadlines = [
+                    d
+                    for d in (self._linger_deadline, self._lease_deadline, self._welcome_due)
+                    if d is not None
+                ]
+                deadlines += [d for d in [self._drops.due] if d is not None]
+                if deadlines:
+                    timeout = max(0.0, min(deadlines) - time.monotonic()) * 1000
                 ready = dict(poller.poll(timeout))
+                for mon in self._monitors:
+                    if mon in ready:
+                        self._drain_monitor(mon)
                 if self._wake_r in ready:
                     self._drain_wakeups()
                 self._handle_signals()
@@ -365,6 +411,7 @@ class Nanny:
                     self._drain_control()
                 if self._events in ready:
                     self._drain_subscriptions()
+                self._timers()
                 deadline = self._linger_deadline
                 if deadline is not None and time.monotonic() >= deadline and not self._exit:
                     _log(f"no restart or shutdown within {self.linger} s of the kernel's death")
@@ -427,6 +474,72 @@ class Nanny:
         self._reaped(proc, quiet=quiet)
         return self.exit_status
 
+    # ---- lease and limits (issue 15) ----
+
+    def _limit(self, sock: Any) -> None:
+        """Bound what one connection can make the nanny hold, and drop dead peers."""
+        zmq = self._zmq
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)  # a bigger frame drops the connection
+        sock.setsockopt(zmq.RCVHWM, RECV_HWM)
+        # ZMTP heartbeats: the nanny pings every peer; one that does not answer (a host whose
+        # machine or network went away, an SSH session that hangs) is disconnected, so it
+        # stops holding the lease. Any libzmq >= 4.2 answers pings by itself.
+        interval = max(0.2, min(5.0, self.lease / 4))
+        sock.setsockopt(zmq.HEARTBEAT_IVL, int(interval * 1000))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(interval * 2000))
+
+    def _watch_peers(self) -> None:
+        """Follow the connections of both sockets through their monitors (for the lease)."""
+        zmq = self._zmq
+        for name, sock in (("control", self._control), ("events", self._events)):
+            mon = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+            self._monitors[mon] = name
+
+    def _unwatch_peers(self) -> None:
+        for sock in (self._control, self._events):
+            if sock is not None:
+                with contextlib.suppress(Exception):
+                    sock.disable_monitor()
+        for mon in self._monitors:
+            mon.close(linger=0)
+        self._monitors = {}
+
+    def _drain_monitor(self, mon: Any) -> None:
+        zmq = self._zmq
+        name = self._monitors[mon]
+        while True:
+            try:
+                frames = mon.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            event, fd = struct.unpack("=Hi", frames[0][:6])
+            if event == zmq.EVENT_ACCEPTED:
+                self.peers.add((name, fd))
+            elif event == zmq.EVENT_DISCONNECTED:
+                self.peers.discard((name, fd))
+        if self.peers:
+            self._lease_deadline = None
+        elif self._lease_deadline is None:
+            self._lease_deadline = time.monotonic() + self.lease
+
+    def _timers(self) -> None:
+        """Publish a due welcome, log a due drop summary, end the nanny when the lease ran out."""
+        now = time.monotonic()
+        if self._welcome_due is not None and now >= self._welcome_due:
+            self._welcome_due = None
+            self._last_welcome = now
+            self.welcomes += 1
+            self._publish("nanny_welcome", self._status())
+        if self._drops.due is not None and now >= self._drops.due:
+            self._drops.flush()
+        deadline = self._lease_deadline
+        if deadline is not None and now >= deadline and not self._exit:
+            _log(
+                f"no host connected for {self.lease:g} s (the lease): "
+                "shutting the kernel down and exiting"
+            )
+            self._exit = True
+
     # ---- messages ----
 
     def _msg(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> list[bytes]:
@@ -453,8 +566,10 @@ class Nanny:
                 frame = self._events.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if frame[:1] == b"\x01":  # a (re)subscription, not an unsubscription
-                self._publish("nanny_welcome", self._status())
+            if frame[:1] == b"\x01" and self._welcome_due is None:
+                # A (re)subscription, not an unsubscription. One welcome, published after every
+                # subscription read so far, answers them all: a flood of them gets few.
+                self._welcome_due = max(time.monotonic(), self._last_welcome + WELCOME_INTERVAL)
 
     def _status(self) -> dict[str, Any]:
         return {
@@ -480,14 +595,14 @@ class Nanny:
             idx = -1
         if idx < 1 or len(frames) < idx + 6:
             self.bad_signatures += 1
-            _log("dropped a request that is not a Jupyter message")
+            self._drops.note("not a Jupyter message")
             return
         idents, signature, parts = frames[:idx], frames[idx + 1], frames[idx + 2 : idx + 6]
         assert self._signer is not None
         why = self._signer.check(signature, parts)
         if why is not None:
             self.bad_signatures += 1
-            _log(f"dropped a request with a bad signature ({why}); {self.bad_signatures} so far")
+            self._drops.note(why)
             return
         try:
             header = json.loads(parts[0])
@@ -532,6 +647,11 @@ class Nanny:
             self._stop_kernel(quiet=True)
         elif op == "log_tail":
             ok["text"] = self._log_tail(int(content.get("lines", 20)))
+        elif op == "own_file":  # issue 15: e.g. launch --nanny's connection file
+            path = content.get("path")
+            if not isinstance(path, str) or not os.path.isabs(path):
+                return {"status": "error", "evalue": "own_file needs an absolute 'path'"}
+            self.owned_files.append(path)
         else:
             return {"status": "error", "evalue": f"unknown op {op!r}"}
         return ok
@@ -549,6 +669,8 @@ class Nanny:
     def close(self) -> None:
         """Kill the kernel if alive, tell subscribers, close the sockets, remove the work dir."""
         self._stop_kernel(quiet=True)
+        self._drops.flush()
+        self._unwatch_peers()
         if self._events is not None:
             # Every manager of this kernel (not just the one that asked) learns that there
             # is nobody left to ask: their own shutdown need not wait for a reply.
@@ -565,7 +687,55 @@ class Nanny:
             self._ctx = None
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        for path in self.owned_files:
+            # Only a regular file of this user's: never follow a link put there meanwhile.
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
+                    os.unlink(path)
         _log("exiting")
+
+
+# ---- lease and limits (issue 15): the drop log ----
+
+
+class _DropLog:
+    """Log dropped requests without letting a flood fill the log.
+
+    The first drop is logged at once; later ones are counted by reason and
+    summarised in one line at most every :data:`DROP_LOG_INTERVAL` seconds
+    (and when the nanny exits).
+    """
+
+    def __init__(self, interval: float = DROP_LOG_INTERVAL) -> None:
+        self.interval = interval
+        self.total = 0
+        self.counts: dict[str, int] = {}
+        #: When the pending summary is to be logged; None when nothing is pending.
+        self.due: float | None = None
+        self._last = -interval
+
+    def note(self, reason: str) -> None:
+        self.total += 1
+        now = time.monotonic()
+        if self.due is None and now - self._last >= self.interval:
+            self._last = now
+            _log(f"dropped a request ({reason}); {self.total} dropped so far")
+            return
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if self.due is None:
+            self.due = self._last + self.interval
+
+    def flush(self) -> None:
+        if self.counts:
+            what = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
+            _log(f"dropped {sum(self.counts.values())} more requests ({what}); {self.total} so far")
+        self.counts = {}
+        self.due = None
+        self._last = time.monotonic()
+
+
+# ---- end lease and limits ----
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -590,7 +760,27 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_LINGER,
         help="seconds to wait for restart/shutdown after the kernel died (default 600)",
     )
+    p.add_argument(
+        "--lease",
+        type=float,
+        default=None,
+        help=f"seconds to go on with no host connected before ending the kernel and exiting "
+        f"(default: ${LEASE_ENV}, else {DEFAULT_LEASE:g})",
+    )
     return p.parse_args(argv)
+
+
+def _lease(value: float | None) -> float:
+    """Return the lease from ``--lease``, else the environment, else the default."""
+    if value is None:
+        text = os.environ.get(LEASE_ENV, "")
+        try:
+            value = float(text) if text else DEFAULT_LEASE
+        except ValueError:
+            raise NannyError(f"{LEASE_ENV}={text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise NannyError(f"the lease must be a positive number of seconds, not {value}")
+    return value
 
 
 #: Work dirs are ``<tmp>/kernel-hub-nanny-XXXXXXXX`` (0700), holding PID_FILE while the nanny runs.
@@ -727,7 +917,7 @@ def dial_back(register_file: str) -> int:
     *register_file* is JSON written by the host: ``url`` (the registration
     endpoint), ``key``, and optionally ``argv``, ``cwd``, ``env``, ``ip``
     (``"auto"``: the address on the route to the host), ``kernel_name``,
-    ``linger``, ``register_timeout``. It is deleted before anything else.
+    ``linger``, ``lease``, ``register_timeout``. It is deleted before anything else.
     """
     try:
         with open(register_file, encoding="utf-8") as f:
@@ -762,6 +952,7 @@ def dial_back(register_file: str) -> int:
                 kernel_name=str(opts.get("kernel_name", "")),
                 linger=float(opts.get("linger", DEFAULT_LINGER)),
                 key=key,
+                lease=_lease(opts.get("lease")),  # as in the other mode: a host must hold it
             )
             handshake = nanny.start()
         except (NannyError, OSError, ValueError) as exc:
@@ -847,6 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
             kernel_name=args.kernel_name,
             linger=args.linger,
             daemon=args.daemon,
+            lease=_lease(args.lease),
         )
         handshake = nanny.start()
     except (NannyError, ValueError) as exc:
@@ -856,7 +1048,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.daemon:
         _redirect_stdio(os.path.join(nanny.workdir, "nanny.log"))
-    say(handshake)
+    try:
+        say(handshake)
+    except OSError as exc:
+        # Nobody reads the handshake: the host died while the nanny started (issue 15).
+        _log(f"the host is gone before the handshake ({exc}): ending the kernel and exiting")
+        nanny.close()
+        return 1
     return nanny.serve()
 
 

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     )
     from .loopthread import LoopThread
     from .nanny import source as nanny_source
+    from .reaper import reap_on_exit
     from .remote import NannyManager, is_nanny_info
     from .subproc import SubprocessManager, launch_subprocess
 
@@ -89,6 +90,7 @@ __all__ = [
     "pid_alive",
     "process_start",
     "process_token",
+    "reap_on_exit",
     "read_connection_file",
     "runtime_dir",
     "split_type_id",
@@ -139,6 +141,7 @@ _LAZY = {
     "write_connection_file": "connection",
     "cancel_and_wait": "aio",
     "LoopThread": "loopthread",
+    "reap_on_exit": "reaper",
     "NannyManager": "remote",
     "nanny_source": "nanny",
     "is_nanny_info": "remote",

@@ -11,6 +11,18 @@ holds the pipe's write end (the fd is not inheritable), so when the host ends
 group still registered, removes the files and exits. A kernel that was shut
 down is unregistered by :meth:`SubprocessManager.cleanup` first.
 
+Besides process groups the helper keeps:
+
+- plain files (:func:`reap_on_exit`): any file that holds a key, e.g. the
+  connection file ``kernel-hub launch`` writes; a directory is removed once empty;
+- commands (:func:`reap_on_exit` with ``command``): run, detached, when the host
+  ends; the Docker plugin removes its containers this way;
+- spawns in flight (:meth:`Reaper.spawning`): a kernel being started, whose
+  process group is not known until ``Popen`` returns. Should the host die in that
+  window, the helper looks for the processes that carry ``JPY_PARENT_PID=<host
+  pid>`` (every local kernel gets it) for a moment and kills their groups, so no
+  moment of a launch leaves a kernel behind.
+
 A child forked *without exec* (``multiprocessing`` with the fork start method)
 shares the write end, so the reaper then waits for that child too.
 """
@@ -19,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import logging
 import os
 import subprocess
@@ -27,48 +40,97 @@ import threading
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
-__all__ = ["Reaper", "reaper"]
+__all__ = ["Reaper", "reap_on_exit", "reaper"]
 
 log = logging.getLogger("kernel_hub.reaper")
 
 #: The helper's whole program. It runs as ``python -I -S``, uses only built-in C
-#: modules (posix, _signal, sys) and reads a line protocol instead of JSON: no site, no
-#: json/os/signal imports, so it starts in ~20 ms and holds ~1.4 MB less RSS (8.5 MB).
-#: A line is ``add <pgid> <hex path>...`` or ``remove <pgid>``; paths are hex-encoded
-#: bytes (os.fsencode), so any file name survives.
+#: modules (posix, _signal, sys, time) and reads a line protocol instead of JSON: no site,
+#: no json/os/signal imports, so it starts in ~20 ms and holds ~1.4 MB less RSS (8.5 MB).
+#: A line is ``<verb> <key> <hex word>...``; words are hex-encoded bytes (os.fsencode), so
+#: any file name or argument survives. Verbs: ``add`` (key > 0: a process group to kill,
+#: words: files; key < 0: files only), ``spawn`` (files of a kernel being started: look for
+#: its processes if the host dies now), ``run`` (words: a command to run), ``remove``.
 REAPER = r"""
-import posix, sys, _signal
+import posix, sys, time, _signal
 _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
-groups = {}
+host = int(sys.argv[1])  # not getppid(): the host may be gone before this line runs
+entries = {}
 for line in sys.stdin.buffer:
     words = line.split()
     try:
-        pgid = int(words[1])
-        files = [bytes.fromhex(w.decode("ascii")) for w in words[2:]]
+        key = int(words[1])
+        args = [bytes.fromhex(w.decode("ascii")) for w in words[2:]]
     except (IndexError, ValueError):
         continue
-    if words[0] == b"add":
-        groups[pgid] = files
+    if words[0] == b"remove":
+        entries.pop(key, None)
     else:
-        groups.pop(pgid, None)
-for pgid, files in groups.items():
-    try:
-        posix.killpg(pgid, _signal.SIGKILL)
-    except OSError:
-        pass
-    for path in files:
+        entries[key] = (words[0], args)
+
+def scan(marker):
+    found = []
+    for name in posix.listdir(b"/proc"):
+        if name.isdigit():
+            try:
+                with open(b"/proc/" + name + b"/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+for key, (verb, args) in entries.items():
+    if verb == b"add" and key > 0:
         try:
-            posix.unlink(path)
+            posix.killpg(key, _signal.SIGKILL)
+        except OSError:
+            pass
+if any(verb == b"spawn" for verb, _ in entries.values()):
+    # A kernel was being started: it may exec a moment after its parent's death.
+    marker = b"JPY_PARENT_PID=" + str(host).encode()
+    end = time.monotonic() + 1.0
+    while time.monotonic() < end:
+        for pid in scan(marker):
+            try:
+                posix.killpg(pid, _signal.SIGKILL)
+            except OSError:
+                try:
+                    posix.kill(pid, _signal.SIGKILL)
+                except OSError:
+                    pass
+        time.sleep(0.05)
+for key, (verb, args) in entries.items():
+    if verb in (b"add", b"spawn"):
+        for path in args:
+            try:
+                posix.unlink(path)
+            except IsADirectoryError:
+                try:
+                    posix.rmdir(path)
+                except OSError:
+                    pass
+            except OSError:
+                pass
+for key, (verb, args) in entries.items():
+    if verb == b"run" and args:
+        try:
+            null = posix.open(b"/dev/null", posix.O_RDWR)
+            posix.posix_spawnp(
+                args[0], args, posix.environ, setsid=True,
+                file_actions=[(posix.POSIX_SPAWN_DUP2, null, 0), (posix.POSIX_SPAWN_DUP2, null, 1),
+                              (posix.POSIX_SPAWN_DUP2, null, 2)],
+            )
         except OSError:
             pass
 """
 
 
-def _command(cmd: str, pgid: int, files: Sequence[str] = ()) -> bytes:
+def _command(cmd: str, key: int, words: Sequence[str | bytes] = ()) -> bytes:
     """Encode one line of the helper's protocol (see :data:`REAPER`)."""
-    return " ".join([cmd, str(int(pgid)), *(os.fsencode(f).hex() for f in files)]).encode() + b"\n"
+    return " ".join([cmd, str(int(key)), *(os.fsencode(w).hex() for w in words)]).encode() + b"\n"
 
 
 class Reaper:
@@ -81,32 +143,91 @@ class Reaper:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._owner = 0
-        self._groups: dict[int, list[str]] = {}
+        #: Every registration, as the line that tells a (new) helper about it.
+        self._entries: dict[int, bytes] = {}
+        self._keys = itertools.count(1)
 
     def __repr__(self) -> str:
         alive = self._proc is not None and self._proc.poll() is None
         state = f"RUNNING pid={self._proc.pid}" if alive and self._proc else "STOPPED"
-        return f"<Reaper [{state} groups={len(self._groups)}]>"
+        groups = sum(1 for k in self._entries if k > 0)
+        return f"<Reaper [{state} groups={groups} other={len(self._entries) - groups}]>"
 
     @property
     def pid(self) -> int | None:
         """The helper's pid, if it runs."""
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
+    def start(self) -> None:
+        """Start the helper now, if it does not run yet (a launch calls this before it spawns)."""
+        with self._lock:
+            self._forked_check()
+            for _ in range(2):
+                stdin = self._ensure_started()
+                try:
+                    stdin.flush()
+                    return
+                except OSError:
+                    self._discard()
+
     def add(self, pgid: int, files: Sequence[str] = ()) -> None:
         """Register a kernel's process group and the files to remove if this process dies."""
-        with self._lock:
-            if self._owner != os.getpid():
-                self._groups.clear()  # a forked child: the parent's kernels are not ours
-            self._groups[pgid] = list(files)
-            self._send(_command("add", pgid, files))
+        if pgid <= 0:
+            raise ValueError(f"not a process group id: {pgid}")
+        self._register(pgid, _command("add", pgid, files))
 
-    def remove(self, pgid: int) -> None:
-        """Unregister a process group that has been shut down and cleaned up."""
+    def add_files(self, files: Sequence[str]) -> int:
+        """Register files (a directory is removed if empty) to remove if this process dies.
+
+        :returns: a key for :meth:`remove`.
+        """
+        key = -next(self._keys)
+        self._register(key, _command("add", key, files))
+        return key
+
+    def add_command(self, argv: Sequence[str]) -> int:
+        """Register a command to run, detached, when this process ends without removing it.
+
+        :returns: a key for :meth:`remove`.
+        """
+        if not argv:
+            raise ValueError("an empty command")
+        key = -next(self._keys)
+        self._register(key, _command("run", key, argv))
+        return key
+
+    @contextlib.contextmanager
+    def spawning(self, files: Sequence[str] = ()) -> Iterator[None]:
+        """Cover a local kernel's start: register *files* and the spawn in flight.
+
+        Should this process die inside the block, the helper also kills every
+        process that carries ``JPY_PARENT_PID=<this pid>`` and appears within a
+        second (the kernel being started, whose group is not known yet). Call
+        :meth:`add` with the new group inside the block.
+        """
+        key = -next(self._keys)
+        self._register(key, _command("spawn", key, files))
+        try:
+            yield
+        finally:
+            self.remove(key)
+
+    def _register(self, key: int, line: bytes) -> None:
         with self._lock:
-            if self._owner != os.getpid() or self._groups.pop(pgid, None) is None:
+            self._forked_check()
+            self._entries[key] = line
+            self._send(line)
+
+    def remove(self, key: int) -> None:
+        """Unregister a process group that has been shut down and cleaned up, or a key."""
+        with self._lock:
+            if self._owner != os.getpid() or self._entries.pop(key, None) is None:
                 return  # not registered by this process (e.g. re-attached from saved state)
-            self._send(_command("remove", pgid))
+            self._send(_command("remove", key))
+
+    def _forked_check(self) -> None:
+        if self._owner and self._owner != os.getpid():
+            self._entries.clear()  # a forked child: the parent's kernels are not ours
 
     def _send(self, line: bytes) -> None:
         for _ in range(2):
@@ -115,7 +236,7 @@ class Reaper:
                 stdin.write(line)
                 stdin.flush()
                 return
-            except OSError:  # the helper was killed: start a new one with every group
+            except OSError:  # the helper was killed: start a new one with every entry
                 self._discard()
         log.warning("the kernel reaper cannot be reached; kernels may outlive this process")
 
@@ -141,7 +262,7 @@ class Reaper:
         proc = subprocess.Popen(
             # -I: no environment, no user site; -S: no site (the venv's packages are
             # not needed, and site's imports would cost RSS in every host).
-            [sys.executable, "-I", "-S", "-c", REAPER],
+            [sys.executable, "-I", "-S", "-c", REAPER, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -150,8 +271,8 @@ class Reaper:
         )
         self._proc, self._owner = proc, os.getpid()
         assert proc.stdin is not None
-        for pgid, files in self._groups.items():
-            proc.stdin.write(_command("add", pgid, files))
+        for line in self._entries.values():
+            proc.stdin.write(line)
         return proc.stdin
 
     def close(self, timeout: float = 5.0) -> None:
@@ -181,3 +302,56 @@ atexit.register(_reaper.close)
 def reaper() -> Reaper:
     """Return this process's :class:`Reaper`."""
     return _reaper
+
+
+#: Run as ``python -I -S -c _TERMINATE <pid> <start time>``: SIGTERM the process if the pid
+#: still names the same one (its start time matches), so a reused pid is never hit.
+_TERMINATE = """
+import posix, sys
+pid, start = int(sys.argv[1]), sys.argv[2]
+try:
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        now = f.read().rsplit(b")", 1)[1].split()[19].decode()
+except (OSError, IndexError):
+    now = ""
+if now and now == start:
+    posix.kill(pid, 15)
+"""
+
+
+def reap_on_exit(
+    files: Sequence[str] = (),
+    *,
+    command: Sequence[str] | None = None,
+    terminate: int | None = None,
+) -> Callable[[], None]:
+    """Remove *files*, run *command*, SIGTERM *terminate* when this process ends, even by SIGKILL.
+
+    For what a provider leaves outside its kernel's process group: a file that
+    holds a key, a container, a nanny. The helper (see the module docstring)
+    acts when this process ends without having called the returned function
+    first; a directory among *files* is removed if it is empty by then (list its
+    files before it). *command* runs detached, in its own session, with this
+    process's environment and no stdio; it must not need this process.
+    *terminate* is a pid, signalled only if it still names the same process.
+
+    :returns: call it to unregister (the resource was cleaned up in the normal way).
+    """
+    from .procs import process_start
+
+    keys = []
+    if files:
+        keys.append(_reaper.add_files([os.fspath(f) for f in files]))
+    if command:
+        keys.append(_reaper.add_command([os.fspath(a) for a in command]))
+    if terminate is not None:
+        start = process_start(terminate)
+        if start:
+            argv = [sys.executable, "-I", "-S", "-c", _TERMINATE, str(terminate), start]
+            keys.append(_reaper.add_command(argv))
+
+    def cancel() -> None:
+        for key in keys:
+            _reaper.remove(key)
+
+    return cancel

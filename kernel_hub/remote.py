@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -462,6 +463,17 @@ class NannyManager(KernelManager):
         reply = await self._request("ping")
         self.nanny_pid = reply.get("nanny_pid", self.nanny_pid)
         return reply
+
+    async def own_file(self, path: str) -> None:
+        """Have the nanny remove *path* (a file of ours holding the key) when it exits.
+
+        For a file written next to a nanny on its machine, such as
+        ``kernel-hub launch --nanny``'s connection file: however the nanny ends
+        (shutdown, a signal, its lease), the file goes with it.
+
+        :raises KernelHubError: when the nanny refuses (an older one does not know the op).
+        """
+        await self._request("own_file", path=os.path.abspath(path))  # noqa: ASYNC240 - getcwd only
 
     async def last_output(self, lines: int = 20) -> str:
         """Return the last *lines* of the kernel's own stdout/stderr, from the nanny."""

@@ -60,48 +60,59 @@ async def launch_subprocess(
         )
     info = new_connection_info(ip=ip, kernel_name=kernel_type.name)
     rdir = runtime_dir()
-    conn_file = write_connection_file(info, rdir / f"kernel-{request.kernel_id}.json")
+    conn_path = rdir / f"kernel-{request.kernel_id}.json"
     log_file = rdir / f"kernel-{request.kernel_id}.log"
-    argv = format_argv(
-        argv,
-        connection_file=str(conn_file),
-        resource_dir=kernel_type.resource_dir or "",
-        kernel_id=request.kernel_id,
-        prefix=sys.prefix,
-    )
-    # The type's env may refer to ${VARS} of the caller's env; the caller's values are literal
-    # and win (call arguments > kernel-type config > environment).
-    env = {**os.environ, **request.env}
-    env = {**env, **expand_env(kernel_type.env, env), **request.env}
-    # ipykernel exits when this process goes away (its parent poller watches this pid); the
-    # reaper (see kernel_hub.reaper) does the same for any kernel, its children and files.
-    env["JPY_PARENT_PID"] = str(os.getpid())
-    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        # Popen returns once the child is forked (fork+exec, no waiting on it); asyncio's
-        # subprocess transport would add a watcher per kernel for nothing: wait() uses a pidfd.
-        proc = subprocess.Popen(  # noqa: ASYNC220
+    files = [str(conn_path), str(log_file)]
+    # The reaper (see kernel_hub.reaper) runs, and knows of the files and of the spawn in
+    # flight, before the first file or process exists: a host killed at any moment of this
+    # launch leaves neither a kernel nor a key behind.
+    guard = reaper()
+    guard.start()
+    with guard.spawning(files):
+        conn_file = write_connection_file(info, conn_path)
+        argv = format_argv(
             argv,
-            cwd=request.cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            start_new_session=True,  # own session and process group; no terminal signals
-            close_fds=True,
+            connection_file=str(conn_file),
+            resource_dir=kernel_type.resource_dir or "",
+            kernel_id=request.kernel_id,
+            prefix=sys.prefix,
         )
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            conn_file.unlink()
-            log_file.unlink()
-        raise LaunchError(
-            f"cannot launch {kernel_type.id}: running {argv[0]!r} failed ({exc.strerror or exc}). "
-            "Check the kernel type's argv and that its program is installed."
-        ) from exc
-    finally:
-        os.close(log_fd)
-    # Should this process die, even by SIGKILL, the reaper kills the group and removes the files.
-    reaper().add(proc.pid, [str(conn_file), str(log_file)])
+        # The type's env may refer to ${VARS} of the caller's env; the caller's values are
+        # literal and win (call arguments > kernel-type config > environment).
+        env = {**os.environ, **request.env}
+        env = {**env, **expand_env(kernel_type.env, env), **request.env}
+        # ipykernel exits when this process goes away (its parent poller watches this pid);
+        # the reaper does the same for any kernel, its children and files, and finds a kernel
+        # still being spawned by this variable.
+        env["JPY_PARENT_PID"] = str(os.getpid())
+        log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            # Popen returns once the child is forked (fork+exec, no waiting on it); asyncio's
+            # subprocess transport would add a watcher per kernel for nothing: wait() uses a
+            # pidfd.
+            proc = subprocess.Popen(  # noqa: ASYNC220
+                argv,
+                cwd=request.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=log_fd,
+                start_new_session=True,  # own session and process group; no terminal signals
+                close_fds=True,
+            )
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                conn_file.unlink()
+                log_file.unlink()
+            raise LaunchError(
+                f"cannot launch {kernel_type.id}: running {argv[0]!r} failed "
+                f"({exc.strerror or exc}). Check the kernel type's argv and that its program "
+                "is installed."
+            ) from exc
+        finally:
+            os.close(log_fd)
+        # Should this process die, even by SIGKILL, the reaper kills the group, removes the files.
+        guard.add(proc.pid, files)
     state = {
         "pid": proc.pid,
         "pgid": proc.pid,

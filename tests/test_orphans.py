@@ -163,3 +163,77 @@ def test_reaper_comes_back_after_being_killed_and_kills_every_registered_group()
         for proc in (first, second, spared):
             proc.kill()
             proc.wait()
+
+
+#: A host that registers a file, a directory, a command and a process to SIGTERM with the
+#: reaper (the seam providers use: kernel_hub.provider.reap_on_exit), then waits to be killed.
+REGISTERING_HOST = textwrap.dedent(
+    """
+    import sys, time
+    from kernel_hub.provider import reap_on_exit
+    key_file, key_dir, marker, victim, spared = sys.argv[1:6]
+    reap_on_exit([key_file, key_dir], command=[sys.executable, "-c",
+                 f"open({marker!r}, 'w').write('ran')"], terminate=int(victim))
+    cancel = reap_on_exit(terminate=int(spared))
+    cancel()  # cleaned up in the normal way: the reaper forgets it
+    print("registered", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+def test_files_commands_and_processes_registered_by_a_killed_host_are_handled(tmp_path):
+    key_dir = tmp_path / "private"
+    key_dir.mkdir()
+    key_file = key_dir / "kernel-hub-x.json"
+    key_file.write_text("{}")
+    marker = tmp_path / "command-ran"
+    victim, spared = sleeper(), sleeper()
+    host = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            REGISTERING_HOST,
+            str(key_file),
+            str(key_dir),
+            str(marker),
+            str(victim.pid),
+            str(spared.pid),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert host.stdout.readline() == "registered\n"
+        host.send_signal(signal.SIGKILL)
+        host.wait(10)
+        assert victim.wait(30) == -signal.SIGTERM  # the reaper's SIGTERM, at once
+        assert not key_file.exists() and not key_dir.exists()
+        deadline = time.monotonic() + 30
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)  # the command runs detached: observe its effect
+        assert marker.read_text() == "ran"
+        assert spared.poll() is None
+    finally:
+        host.kill()
+        host.wait()
+        for stream in (host.stdin, host.stdout):
+            stream.close()
+        for proc in (victim, spared):
+            proc.kill()
+            proc.wait()
+
+
+def test_terminate_spares_a_reused_pid():
+    from kernel_hub.reaper import _TERMINATE
+
+    proc = sleeper()
+    try:
+        # The start time does not match: another process now has this pid, leave it alone.
+        cmd = [sys.executable, "-I", "-S", "-c", _TERMINATE, str(proc.pid), "12345"]
+        subprocess.run(cmd, check=True, timeout=30)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -10,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import KernelDied, LaunchError
+from ..errors import KernelDied, KernelHubError, LaunchError
 from .terminal import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -136,6 +137,7 @@ async def cmd_launch(args: argparse.Namespace) -> int:
     from ..connection import runtime_dir, write_connection_file
     from ..hub import KernelHub
     from ..liveness import RECORD_KEY, launcher_record
+    from ..reaper import reap_on_exit
     from ..subproc import SubprocessManager
 
     loop = asyncio.get_running_loop()
@@ -156,6 +158,8 @@ async def cmd_launch(args: argparse.Namespace) -> int:
             if args.connection_file
             else (runtime_dir() / f"kernel-hub-{kernel.id}.json")
         )
+        # The file holds the key: it goes with this process, even one killed by SIGKILL.
+        forget_file = reap_on_exit([str(path)])
 
         def publish() -> None:
             # A restarted kernel has new ports and a new key: rewrite the file, reprint the JSON.
@@ -191,6 +195,7 @@ async def cmd_launch(args: argparse.Namespace) -> int:
         finally:
             path.unlink(missing_ok=True)
             await kernel.shutdown()
+            forget_file()
             unsubscribe()
 
 
@@ -199,6 +204,8 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
     from ..connection import runtime_dir, write_connection_file
     from ..hub import KernelHub
     from ..liveness import RECORD_KEY, launcher_record
+    from ..reaper import reap_on_exit
+    from ..remote import NannyManager
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -215,7 +222,16 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
         if args.connection_file
         else runtime_dir() / f"kernel-hub-{kernel.id}.json"
     )
+    # Killed outright, this process takes its file (the key) and, through SIGTERM, the nanny
+    # and kernel along; were the reaper gone too, the nanny's lease would end them.
+    nanny_pid = kernel.state.get("nanny_pid")
+    forget = reap_on_exit([str(path)], terminate=int(nanny_pid) if nanny_pid else None)
     try:
+        if isinstance(kernel.manager, NannyManager):
+            # And the nanny removes the file when it ends, however (its lease, if all else is
+            # gone).
+            with contextlib.suppress(KernelHubError):  # an older nanny: the reaper still does
+                await kernel.manager.own_file(str(path))
         record = launcher_record(None, type_id=kernel.type_id, kernel_id=kernel.id)
         write_connection_file({**kernel.connection_info, RECORD_KEY: record}, path)
         if args.json:
@@ -241,3 +257,4 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
     finally:
         await hub.aclose()  # the nanny's shutdown: kernel ended, work dir removed, nanny reaped
         path.unlink(missing_ok=True)
+        forget()

@@ -26,6 +26,7 @@ from kernel_hub.provider import (
     LaunchResult,
     expand_env,
     format_argv,
+    reap_on_exit,
     runtime_dir,
     write_connection_file,
 )
@@ -33,6 +34,7 @@ from kernel_hub.provider import (
 from .engine import engine_errors, get_client
 from .images import DockerOptions, options_of, parse_mount
 from .owner import LABEL_KERNEL_ID, LABEL_TEMP_DIR, LABEL_TYPE_ID, owner_labels
+from .reap import register as register_reap
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -288,7 +290,14 @@ async def launch_container(
         else:
             if removed:
                 log.info("removed %d kernel containers of dead owners", len(removed))
+    # Before any container or key file exists: should this process die, even by SIGKILL, the
+    # reaper removes its containers, and the temp dir with the connection file (the key).
+    register_reap()
     temp_dir = tempfile.mkdtemp(prefix="kernel-hub-docker-", dir=runtime_dir())
+    # Until the container exists (its labels name the temp dir), the reaper knows the files.
+    forget_files = reap_on_exit(
+        [os.path.join(temp_dir, f"kernel-{request.kernel_id}.json"), temp_dir]
+    )
     work = asyncio.ensure_future(
         asyncio.to_thread(
             _create_and_start,
@@ -308,7 +317,9 @@ async def launch_container(
         raise
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
+        forget_files()
         raise
+    forget_files()  # the container's labels cover the temp dir now (see .reap)
     return LaunchResult(connection_info=info, state=state)
 
 

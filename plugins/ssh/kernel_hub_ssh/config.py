@@ -12,6 +12,8 @@
     display_name = "GPU box (Python 3.11)"
     jump_host = "me@bastion:22"   # optional ProxyJump
     connect_timeout = 10          # seconds, for each connection attempt and for the start
+    lease = 300                   # seconds the remote nanny waits, with no host connected,
+                                  # before it ends the kernel (see docs/nanny-protocol.md)
 
 Reading the config never connects anywhere: ``kernel-hub list`` shows
 ``ssh/<name>`` for every table at once. A table with a bad field is left out
@@ -61,6 +63,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "insecure_no_host_key_check": bool,
     "config": list,
     "interrupt_mode": str,
+    "lease": (int, float),
 }
 
 
@@ -149,6 +152,10 @@ class SSHKernelConfig:
     :param cwd: the kernel's remote working directory (``~`` is the remote home).
     :param env: extra environment of the remote kernel (not for secrets: it is
         passed on the remote command line).
+    :param lease: seconds the remote nanny goes on with no host connected (this
+        process dead, the link lost for good) before it ends the kernel and
+        removes its files; ``None``: the nanny's default (300 s). Keep it longer
+        than ``reconnect_timeout``, and long enough for a host to re-attach.
     """
 
     name: str
@@ -159,6 +166,7 @@ class SSHKernelConfig:
     display_name: str = ""
     language: str = "python"
     interrupt_mode: str = "signal"
+    lease: float | None = None
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``ssh/<name>`` (no connection is made)."""
@@ -211,7 +219,7 @@ def _parse_table(name: str, table: Any) -> SSHKernelConfig:
     port = table.get("port")
     if port is not None and not 0 < port < 65536:
         raise ConfigError(f"{_where(name, 'port')} must be between 1 and 65535, not {port}")
-    for key in ("connect_timeout", "reconnect_timeout"):
+    for key in ("connect_timeout", "reconnect_timeout", "lease"):
         if key in table and table[key] <= 0:
             raise ConfigError(f"{_where(name, key)} must be positive, not {table[key]}")
     env = table.get("env", {})
@@ -251,6 +259,7 @@ def _parse_table(name: str, table: Any) -> SSHKernelConfig:
             display_name=table.get("display_name", ""),
             language=table.get("language", "python"),
             interrupt_mode=table.get("interrupt_mode", "signal"),
+            lease=float(table["lease"]) if "lease" in table else None,
         )
     except ValueError as exc:
         raise ConfigError(f"{_where(name)}: {exc}") from None

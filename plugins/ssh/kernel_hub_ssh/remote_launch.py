@@ -56,6 +56,7 @@ def nanny_command(
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
     kernel_name: str = "",
+    lease: float | None = None,
 ) -> str:
     """Return the remote shell command that runs the nanny from stdin, detached.
 
@@ -67,6 +68,8 @@ def nanny_command(
         args += ["--kernel-name", kernel_name]
     if env:
         args += ["--env", json.dumps(dict(env), sort_keys=True)]
+    if lease is not None:
+        args += ["--lease", f"{lease:g}"]
     cmd = f"{_quote_path(python)} {shlex.join(args)}"
     if cwd:
         cmd += f" --cwd {_quote_path(cwd)}"
@@ -117,6 +120,7 @@ async def start_nanny(
         cwd=cwd if cwd is not None else kc.cwd,
         env={**kc.env, **(env or {})},
         kernel_name=kc.name,
+        lease=kc.lease,
     )
     conn = await host.connected(timeout)
     remote_pid: int | None = None

@@ -126,6 +126,10 @@ async def ended(kernel) -> None:
         await asyncio.wait_for(kernel.wait(), 30)
 
 
+#: The remote nannies' lease in tests that let it run out (the default is minutes).
+LEASE = 3.0
+
+
 def sshmark(fn):
     """Mark a test that needs sshd and starts real kernels."""
     return pytest.mark.ssh(pytest.mark.integration(pytest.mark.asyncio(fn)))
@@ -429,7 +433,9 @@ async def test_host_key_mismatch_through_the_hub(sshd, ssh_config, tmp_path):
 
 @sshmark
 async def test_host_gone_for_good_reports_the_kernel_dead(sshd, ssh_config, remote_python):
-    table = sshd.kernel_table(python=str(remote_python), connect_timeout=2, reconnect_timeout=1)
+    table = sshd.kernel_table(
+        python=str(remote_python), connect_timeout=2, reconnect_timeout=1, lease=LEASE
+    )
     config = {"ssh": {**ssh_config, "flaky": table}}
     async with KernelHub(config=config, plugins=[plugin], load_entrypoints=False) as hub:
         kernel = await asyncio.wait_for(hub.launch("ssh/flaky", **no_restart(hub)), 60)
@@ -449,8 +455,35 @@ async def test_host_gone_for_good_reports_the_kernel_dead(sshd, ssh_config, remo
             assert repr(kernel.manager).startswith("<SSHKernelManager ssh/flaky [GONE")
         finally:
             await kernel.shutdown()
-            # The plugin could not reach the nanny to stop it; here the "remote" is local.
-            os.kill(nanny_pid, signal.SIGTERM)
+        # The plugin could not reach the nanny to stop it: with no host connected, the nanny
+        # ends the kernel and itself once its lease runs out.
+        assert wait_gone([nanny_pid], LEASE + 30) == []
+    assert wait_gone(remote_procs(remote_python)) == []
+    assert pool_snapshot() == []
+
+
+@sshmark
+async def test_a_frozen_link_leaves_nothing_on_the_remote_host(sshd, ssh_config, remote_python):
+    # The host's side of the link freezes (a partition: no packet passes, nothing closes).
+    # The nanny's heartbeats go unanswered, it drops the dead connections, and its lease runs
+    # out: kernel, nanny and work dir end on the remote host, whatever the host knows.
+    table = sshd.kernel_table(python=str(remote_python), lease=LEASE)
+    config = {"ssh": {**ssh_config, "frozen": table}}
+    async with KernelHub(config=config, plugins=[plugin], load_entrypoints=False) as hub:
+        kernel = await asyncio.wait_for(hub.launch("ssh/frozen", **no_restart(hub)), 60)
+        state = kernel.manager.describe()
+        (session,) = sshd.session_pids()
+        os.kill(session, signal.SIGSTOP)
+        try:
+            gone = await asyncio.to_thread(wait_gone, [state["nanny_pid"]], LEASE + 30)
+            assert gone == []
+            assert wait_gone([state["kernel_pid"]], 30) == []
+            assert not os.path.exists(state["workdir"])
+        finally:
+            os.kill(session, signal.SIGKILL)  # the link drops; on reconnect the nanny is gone
+            os.kill(session, signal.SIGCONT)
+            await ended(kernel)
+            await kernel.shutdown()
     assert wait_gone(remote_procs(remote_python)) == []
     assert pool_snapshot() == []
 
