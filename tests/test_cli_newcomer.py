@@ -184,17 +184,20 @@ def test_attach_interrupt_advice_then_a_stale_file_after_the_launcher_is_killed(
         assert slow.returncode == 4
         assert "did not answer in time" in one_error_line(slow.stderr)
 
-        launcher.kill()  # SIGKILL: no cleanup, the file stays; the reaper ends the kernel
+        # A copy the user kept (or one the reaper could not remove): stale once the launcher
+        # is gone.
+        saved = tmp_path / "saved.json"
+        saved.write_text(path.read_text())
+        launcher.kill()  # SIGKILL: no cleanup; the reaper ends the kernel and removes the file
         launcher.wait()
         assert wait_pid_gone(kernel_pid, 20)
-        assert path.exists()
         started = time.monotonic()
-        res = cli("attach", str(path), "-c", "1")
+        res = cli("attach", str(saved), "-c", "1")
         elapsed = time.monotonic() - started
-    path.unlink()
+    saved.unlink()
     assert res.returncode == 3
     line = one_error_line(res.stderr)
-    assert f"the kernel of {path} is not running (started {record['started']}" in line
+    assert f"the kernel of {saved} is not running (started {record['started']}" in line
     assert f"by pid {launcher.pid})" in line and f"process {kernel_pid} is gone" in line
     assert elapsed < 20, elapsed  # the pid check needs no waiting at all
 
