@@ -127,6 +127,7 @@ class Run:
             "language": "python",
         }
         (self.root / "share" / "kernels" / "orphan" / "kernel.json").write_text(json.dumps(spec))
+        (self.root / "empty.toml").write_text("")  # no config tables (a missing file is an error)
         return {
             **os.environ,
             "KH_FAULT_RUN": self.token,
@@ -134,7 +135,7 @@ class Run:
             "JUPYTER_PATH": str(self.root / "share"),
             "TMPDIR": str(self.tmp),  # local nannies make their work dirs here
             "KERNEL_HUB_NANNY_LEASE": str(LEASE),
-            "KERNEL_HUB_CONFIG": str(self.root / "none.toml"),
+            "KERNEL_HUB_CONFIG": str(self.root / "empty.toml"),
         }
 
     def start(self, argv: list[str]) -> None:
