@@ -54,6 +54,7 @@ class DropLog:
 
         :param kind: what happened, as a phrase ("dropped messages with a bad signature").
         :param detail: about this drop (shown on the first line of its kind only).
+        :param n: how many were dropped at once (the first line covers all of them).
         """
         total = self.counts.get(kind, 0) + n
         self.counts[kind] = total
@@ -68,8 +69,6 @@ class DropLog:
                 f": {detail}" if detail else "",
                 self.interval,
             )
-            if n > 1:
-                self._unreported[kind] = n - 1
             return
         self._unreported[kind] = self._unreported.get(kind, 0) + n
         if now - last >= self.interval:
