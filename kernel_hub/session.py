@@ -51,13 +51,21 @@ def _decode_parts(parts: Sequence[bytes]) -> list[Any]:
     calls on bytes (which sniff the encoding each time): this is the hot path of
     an IOPub flood. Only the signature-checked parts of one message are joined, and
     the result must be exactly four objects, so a part cannot smuggle in a second.
+    The header must be an object; the other three may also be ``null``, read as
+    ``{}`` (xeus-python 0.19 sends ``iopub_welcome`` with a ``null`` parent header
+    and metadata, and jupyter_client accepts that).
     """
     joined = b"".join((b"[", parts[0], b",", parts[1], b",", parts[2], b",", parts[3], b"]"))
     try:
         values = _decode_str(joined.decode("utf-8"))
     except RecursionError:  # JSON nested thousands deep: refuse it like any other bad JSON
         raise ValueError("nested too deeply") from None
-    if len(values) != 4 or not all(type(v) is dict for v in values):
+    if len(values) != 4:
+        raise ValueError("the four message parts must each be one JSON object")
+    for i in (1, 2, 3):
+        if values[i] is None:
+            values[i] = {}
+    if not all(type(v) is dict for v in values):
         raise ValueError("the four message parts must each be one JSON object")
     return values
 

@@ -110,3 +110,16 @@ def test_a_parent_without_msg_id_is_fine():
     s = Session("k")
     msg = s.deserialize(_signed(s, {"msg_id": "1", "msg_type": "stream"}, {}, {"text": "x"}))
     assert msg.parent_header == {} and msg.content == {"text": "x"}
+
+
+def test_null_parent_metadata_and_content_read_as_empty_objects():
+    """xeus-python 0.19's iopub_welcome has a null parent header and metadata."""
+    s = Session("k")
+    header = b'{"msg_id":"1","msg_type":"iopub_welcome"}'
+    parts = [header, b"null", b"null", b'{"subscription":""}']
+    msg = s.deserialize([b"", DELIM, s.sign(parts), *parts])
+    assert msg.parent_header == {} and msg.metadata == {}
+    assert msg.content == {"subscription": ""}
+    parts = [b"null", b"{}", b"{}", b"{}"]
+    with pytest.raises(ValueError, match="JSON object"):
+        s.deserialize([DELIM, s.sign(parts), *parts])
