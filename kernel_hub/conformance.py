@@ -187,9 +187,9 @@ class ProviderConformance:
     #: Seconds a kernel may take to become ready (2-core CI machines are slow).
     launch_timeout: ClassVar[float] = 60.0
     #: Seconds an execution, a kill or a shutdown may take.
-    timeout: ClassVar[float] = 30.0
+    timeout: ClassVar[float] = 60.0
     #: Seconds from interrupting a busy loop to its ``KeyboardInterrupt`` reply.
-    interrupt_timeout: ClassVar[float] = 10.0
+    interrupt_timeout: ClassVar[float] = 30.0
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         """Parametrise every test taking ``type_id`` over :attr:`type_ids`."""

@@ -176,8 +176,8 @@ class ActivityMonitor:
         except (ValueError, IndexError, AttributeError):
             return
         state = content.get("execution_state") if type(content) is dict else None
-        if state in _KERNEL_STATES:
-            self.set_state(state)
+        if type(state) is str and state in _KERNEL_STATES:  # a list would not even hash
+            self.set_state(state)  # type: ignore[arg-type]  # checked just above
         if self.topic is None and self._transport is not None:
             topic = frames[0] if idx == 1 else b""
             if topic.endswith(b".status"):  # a kernel that names its status topic

@@ -51,12 +51,52 @@ def _decode_parts(parts: Sequence[bytes]) -> list[Any]:
     calls on bytes (which sniff the encoding each time): this is the hot path of
     an IOPub flood. Only the signature-checked parts of one message are joined, and
     the result must be exactly four objects, so a part cannot smuggle in a second.
+    The header must be an object; the other three may also be ``null``, read as
+    ``{}`` (xeus-python 0.19 sends ``iopub_welcome`` with a ``null`` parent header
+    and metadata, and jupyter_client accepts that).
     """
     joined = b"".join((b"[", parts[0], b",", parts[1], b",", parts[2], b",", parts[3], b"]"))
-    values = _decode_str(joined.decode("utf-8"))
-    if len(values) != 4 or not all(type(v) is dict for v in values):
+    try:
+        values = _decode_str(joined.decode("utf-8"))
+    except RecursionError:  # JSON nested thousands deep: refuse it like any other bad JSON
+        raise ValueError("nested too deeply") from None
+    if len(values) != 4:
+        raise ValueError("the four message parts must each be one JSON object")
+    for i in (1, 2, 3):
+        if values[i] is None:
+            values[i] = {}
+    if not all(type(v) is dict for v in values):
         raise ValueError("the four message parts must each be one JSON object")
     return values
+
+
+#: Content fields the client reads, per message type, and the type each must have.
+_CONTENT_TYPES: dict[str, tuple[tuple[str, type], ...]] = {
+    "status": (("execution_state", str),),
+}
+
+
+def _check_shape(header: dict[str, Any], parent: dict[str, Any], content: dict[str, Any]) -> None:
+    """Refuse a message whose fields the client relies on have the wrong type.
+
+    After this, ``header["msg_id"]`` and ``header["msg_type"]`` are non-empty strings,
+    ``parent["msg_id"]`` is a string if present, and the content fields listed in
+    :data:`_CONTENT_TYPES` have their types: code that routes messages can use them
+    as dict keys and compare them without guarding against lists or ``None``.
+    """
+    for field in ("msg_id", "msg_type"):
+        value = header.get(field)
+        if type(value) is not str or not value:
+            raise ValueError(f"header.{field} must be a non-empty string, not {value!r:.40}")
+    parent_id = parent.get("msg_id")
+    if parent_id is not None and type(parent_id) is not str:
+        raise ValueError(f"parent_header.msg_id must be a string, not {parent_id!r:.40}")
+    for field, kind in _CONTENT_TYPES.get(header["msg_type"], ()):
+        value = content.get(field)
+        if type(value) is not kind:
+            raise ValueError(
+                f"{header['msg_type']} content.{field} must be a {kind.__name__}, not {value!r:.40}"
+            )
 
 
 def _json_default(obj: Any) -> Any:
@@ -224,6 +264,12 @@ class Session:
     def deserialize(self, frames: Sequence[bytes]) -> Message:
         """Parse the multipart *frames* of one message, checking its signature.
 
+        A message that parses is also of the right shape (see :func:`_check_shape`):
+        ``header``, ``parent_header``, ``metadata`` and ``content`` are dicts,
+        ``msg_id`` and ``msg_type`` non-empty strings, the parent's ``msg_id`` a
+        string or absent, and a status message's ``execution_state`` a string.
+        Nothing else is raised, whatever the frames hold.
+
         :raises BadSignature: when the signature is missing, wrong or a replay.
         :raises ValueError: when the frames are not a Jupyter message.
         """
@@ -232,6 +278,10 @@ class Session:
             header, parent, metadata, content = _decode_parts(frames[idx + 2 : idx + 6])
         except ValueError as exc:
             raise ValueError(f"not a Jupyter message: bad JSON ({exc})") from None
+        try:
+            _check_shape(header, parent, content)
+        except ValueError as exc:
+            raise ValueError(f"not a Jupyter message: {exc}") from None
         return Message(
             content=content,
             header=header,

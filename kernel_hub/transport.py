@@ -10,12 +10,14 @@ callback: no task, future or thread per message.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import zmq
 
 from .connection import channel_url
+from .droplog import DropLog
 
 __all__ = ["OnMessage", "Transport", "ZMQTransport"]
 
@@ -43,6 +45,15 @@ _POLLIN = int(zmq.POLLIN)
 #: Messages read from one socket before the loop may serve others.
 _DRAIN_BATCH = 64
 
+#: Messages the IOPub socket may hold for a consumer that is behind (ZeroMQ's default
+#: is 1,000). Past it the kernel's PUB socket drops output. ZeroMQ's own I/O thread
+#: reads into this queue while the loop is busy (a hook writing into a full pipe),
+#: so a consumer that falls behind for a while loses nothing; the bound keeps a
+#: kernel that floods a consumer that never catches up from taking all memory.
+IOPUB_HWM = 100_000
+
+log = logging.getLogger("kernel_hub.transport")
+
 #: Socket type per channel: a kernel's four, and a nanny's two (docs/nanny-protocol.md).
 _SOCKET_TYPES = {
     "shell": zmq.DEALER,
@@ -65,6 +76,12 @@ class ZMQTransport:
         ``input_request`` to the frontend whose shell identity matches); empty for
         none, so that the peer's ROUTER assigns a new one on every (re)connection.
     :param context: a ZeroMQ context; defaults to the process-wide instance.
+    :param iopub_hwm: how many IOPub messages may wait to be read (see :data:`IOPUB_HWM`).
+
+    A message callback that raises is logged (rate-limited, see
+    :class:`~kernel_hub.droplog.DropLog`) and the drain goes on with the next
+    message: no message, however formed, can stop a channel.
+    :attr:`callback_errors` counts them.
     """
 
     def __init__(
@@ -75,6 +92,7 @@ class ZMQTransport:
         context: zmq.Context[Any] | None = None,
         channels: tuple[str, ...] = ("shell", "control", "stdin", "iopub"),
         sockets: Mapping[str, zmq.Socket[bytes]] | None = None,
+        iopub_hwm: int = IOPUB_HWM,
     ) -> None:
         self._info = connection_info
         self._identity = identity
@@ -86,6 +104,15 @@ class ZMQTransport:
         self._fds: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_message: OnMessage | None = None
+        self._iopub_hwm = iopub_hwm
+        self._errors = DropLog(
+            log, f"ZMQTransport {connection_info.get('ip')}:{connection_info.get('shell_port')}"
+        )
+
+    @property
+    def callback_errors(self) -> int:
+        """How many messages the callback raised on (they were dropped; the drain went on)."""
+        return sum(self._errors.counts.values())
 
     def __repr__(self) -> str:
         state = "OPEN" if self._sockets else "CLOSED"
@@ -102,6 +129,8 @@ class ZMQTransport:
                 sock = ctx.socket(_SOCKET_TYPES[name])
                 sock.linger = 0
                 if _SOCKET_TYPES[name] == zmq.SUB:
+                    if name == "iopub":
+                        sock.rcvhwm = self._iopub_hwm
                     sock.setsockopt(zmq.SUBSCRIBE, b"")
                 elif self._identity:  # empty: let the peer's ROUTER pick one per connection
                     sock.setsockopt(zmq.IDENTITY, self._identity)
@@ -135,7 +164,12 @@ class ZMQTransport:
             while frame.more:
                 frame = recv(_NOBLOCK, copy=False)
                 frames.append(frame.bytes)
-            on_message(name, frames)
+            try:
+                on_message(name, frames)
+            except Exception as exc:  # noqa: BLE001 - one bad message must not stop the channel
+                # The fd is edge-triggered: leaving here without draining would never wake again.
+                what = f"dropped {name} messages (the message callback raised)"
+                self._errors.count(what, f"{type(exc).__name__}: {exc}")
             if sock.closed or not get(_EVENTS) & _POLLIN:
                 return
         # A busy socket yields to the others on the loop (one flooding kernel must not
@@ -195,6 +229,7 @@ class ZMQTransport:
 
     def close(self) -> None:
         self._on_message = None
+        self._errors.flush()
         loop = self._loop
         for fd in self._fds.values():
             if loop is not None and not loop.is_closed():

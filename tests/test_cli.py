@@ -76,9 +76,9 @@ def _check_launch(proc):
         from kernel_hub.client import BlockingKernelClient
 
         with BlockingKernelClient(info["connection_info"]) as client:
-            assert client.execute("1+1", timeout=10).content["status"] == "ok"
+            assert client.execute("1+1", timeout=60).content["status"] == "ok"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert proc.wait(timeout=60) == 0
         assert not path.exists()
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -75,7 +75,7 @@ def test_launch_restarts_a_killed_kernel_and_prints_each_event():
         assert second["state"]["pid"] != first["state"]["pid"]
         assert json.loads(path.read_text())["shell_port"] == second["connection_info"]["shell_port"]
         with BlockingKernelClient(second["connection_info"]) as client:
-            assert client.execute("1+1", timeout=20).content["status"] == "ok"
+            assert client.execute("1+1", timeout=60).content["status"] == "ok"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         assert read_until(proc.stderr, "shutdown")[-1].startswith("shutdown ipykernel/python3")

@@ -22,33 +22,33 @@ async def start_busy_loop(client):
         if msg.header["msg_type"] == "stream" and "go" in msg.content["text"]:
             started.set()
 
-    task = asyncio.ensure_future(client.execute(BUSY, output_hook=hook, timeout=30))
-    await asyncio.wait_for(started.wait(), 10)
+    task = asyncio.ensure_future(client.execute(BUSY, output_hook=hook, timeout=120))
+    await asyncio.wait_for(started.wait(), 60)
     return task
 
 
 async def test_requests_round_trip(kernel):
     async with kernel.client() as c:
         outputs = []
-        reply = await c.execute("x = 6*7\nprint(x)\nx", output_hook=outputs.append, timeout=10)
+        reply = await c.execute("x = 6*7\nprint(x)\nx", output_hook=outputs.append, timeout=60)
         assert reply.content["status"] == "ok"
         types = [m.header["msg_type"] for m in outputs]
         assert types == ["execute_input", "stream", "execute_result"]
         assert outputs[2].content["data"]["text/plain"] == "42"
-        info = await c.kernel_info(timeout=5)
+        info = await c.kernel_info(timeout=60)
         assert info.content["language_info"]["name"] == "python"
-        comp = await c.complete("impo", timeout=5)
+        comp = await c.complete("impo", timeout=60)
         # IPython's jedi completion may time out on a loaded machine and answer []: our
         # concern is the request/reply plumbing, so check the reply, not jedi.
         assert comp.content["status"] == "ok" and comp.content["cursor_end"] == 4
         assert isinstance(comp.content["matches"], list)
-        insp = await c.inspect("len", timeout=5)
+        insp = await c.inspect("len", timeout=60)
         assert insp.content["found"] is True
-        assert (await c.is_complete("for i in x:", timeout=5)).content["status"] == "incomplete"
-        hist = await c.history(timeout=5)
+        assert (await c.is_complete("for i in x:", timeout=60)).content["status"] == "incomplete"
+        hist = await c.history(timeout=60)
         assert any("6*7" in entry[2] for entry in hist.content["history"])
-        assert (await c.comm_info(timeout=5)).content["status"] == "ok"
-        err = await c.execute("1/0", timeout=10)
+        assert (await c.comm_info(timeout=60)).content["status"] == "ok"
+        err = await c.execute("1/0", timeout=60)
         assert err.content["status"] == "error" and err.content["ename"] == "ZeroDivisionError"
 
 
@@ -59,30 +59,31 @@ async def test_stdin_hook(kernel):
             "print(input('name? ') + '!')",
             stdin_hook=lambda prompt, password: f"ada<{prompt}>",
             output_hook=outputs.append,
-            timeout=10,
+            timeout=60,
         )
     assert reply.content["status"] == "ok"
     assert "ada<name? >!" in "".join(m.content.get("text", "") for m in outputs)
 
 
-async def test_interrupt_busy_loop_by_signal_within_2s(kernel):
+async def test_interrupt_busy_loop_by_signal(kernel):
     assert kernel.kernel_type.interrupt_mode == "signal"
     async with kernel.client() as c:
         task = await start_busy_loop(c)
         await c.interrupt()
-        reply = await asyncio.wait_for(task, 2)
+        # Not a timing claim (bench/ measures that): a loaded machine may take seconds.
+        reply = await asyncio.wait_for(task, 60)
         assert reply.content["ename"] == "KeyboardInterrupt"
-        assert (await c.execute("1+1", timeout=5)).content["status"] == "ok"
+        assert (await c.execute("1+1", timeout=60)).content["status"] == "ok"
 
 
 async def test_per_channel_handlers_see_every_iopub_message(kernel):
     async with kernel.client() as c:
         seen = []
         remove = c.on("iopub", seen.append)
-        reply = await c.execute("print(1)", timeout=10)
+        reply = await c.execute("print(1)", timeout=60)
         remove()
         n = len(seen)
-        await c.execute("print(2)", timeout=10)
+        await c.execute("print(2)", timeout=60)
     mine = [m for m in seen if m.parent_header.get("msg_id") == reply.parent_header["msg_id"]]
     states = [m.content.get("execution_state") for m in mine]
     types = [m.header["msg_type"] for m in mine]
@@ -96,12 +97,12 @@ async def test_requests_fail_fast_when_the_kernel_dies(kernel):
         task = await start_busy_loop(c)
         await kernel.manager.signal(signal.SIGKILL)
         with pytest.raises(KernelDied, match="exit status -9"):
-            await asyncio.wait_for(task, 5)
+            await asyncio.wait_for(task, 60)
 
 
 async def test_shutdown_ends_the_process(kernel):
     async with kernel.client() as c:
-        await c.shutdown(timeout=5)
+        await c.shutdown(timeout=60)
     assert await kernel.manager.is_alive() is False
     assert kernel.manager.exit_status == 0
 
@@ -116,7 +117,7 @@ async def test_wrong_key_client_gets_nothing_and_the_kernel_is_unaffected(kernel
             await intruder.execute("import os; os._exit(1)", timeout=1.0)
         # The kernel's own (validly signed) IOPub traffic fails our wrong-key check: counted.
         async with kernel.client() as c:
-            assert (await c.execute("1+1", timeout=10)).content["status"] == "ok"
+            assert (await c.execute("1+1", timeout=60)).content["status"] == "ok"
         assert intruder.bad_signatures > 0
     finally:
         await intruder.close()
@@ -130,7 +131,7 @@ async def test_execute_right_after_a_bare_connect_loses_no_output(kernel):
         client = await AsyncKernelClient(kernel.connection_info).connect()
         try:
             out = []
-            reply = await client.execute("print('here')", output_hook=out.append, timeout=20)
+            reply = await client.execute("print('here')", output_hook=out.append, timeout=60)
         finally:
             await client.close()
         assert reply.content["status"] == "ok"

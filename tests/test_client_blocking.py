@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def test_run_kernel_execute_interactive_prints_like_a_console(capsys):
     with run_kernel("ipykernel/python3") as client:
         assert isinstance(client, BlockingKernelClient)
-        reply = client.execute_interactive("print(6*7)\n'res'", timeout=10)
+        reply = client.execute_interactive("print(6*7)\n'res'", timeout=60)
         assert reply.content["status"] == "ok"
         err = client.execute_interactive("import sys; print('oops', file=sys.stderr); 1/0")
         assert err.content["ename"] == "ZeroDivisionError"
@@ -29,7 +29,7 @@ def test_blocking_client_works_inside_a_running_event_loop():
     async def notebook_cell():
         # A notebook runs user code inside its loop; blocking calls must still work.
         with run_kernel() as client:
-            return client.execute("1+1", timeout=10).content["status"]
+            return client.execute("1+1", timeout=60).content["status"]
 
     assert asyncio.run(notebook_cell()) == "ok"
 
@@ -44,7 +44,7 @@ async def test_blocking_client_from_a_running_kernel_and_timeouts(hub):
             with pytest.raises(TimeoutError, match="within 0.3 s"):
                 await asyncio.to_thread(client.execute, "import time; time.sleep(2)", timeout=0.3)
             await asyncio.to_thread(client.interrupt)
-            info = await asyncio.to_thread(client.kernel_info, timeout=10)
+            info = await asyncio.to_thread(client.kernel_info, timeout=60)
             assert info.content["status"] == "ok"
         finally:
             await asyncio.to_thread(client.close)
@@ -62,7 +62,7 @@ def test_blocking_call_from_the_private_loop_thread_is_refused():
             except RuntimeError as exc:
                 errors.append(str(exc))
 
-        client.execute("print(1)", output_hook=hook, timeout=10)
+        client.execute("print(1)", output_hook=hook, timeout=60)
         assert errors and "own loop thread" in errors[0]
 
 
@@ -70,7 +70,7 @@ def test_run_kernel_async_twin():
     async def main():
         async with kernel_hub.run_kernel_async() as client:
             out = []
-            await client.execute("print('async')", output_hook=out.append, timeout=10)
+            await client.execute("print('async')", output_hook=out.append, timeout=60)
             return out[-1].content["text"], threading.active_count()
 
     text, _ = asyncio.run(main())

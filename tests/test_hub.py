@@ -57,7 +57,7 @@ async def test_launch_gives_a_running_kernel_with_private_connection_file(hub, t
         async with kernel.client() as c:
             out = []
             code = "import os; print(os.getcwd(), os.environ['KH_X'])"
-            await c.execute(code, output_hook=out.append, timeout=10)
+            await c.execute(code, output_hook=out.append, timeout=60)
         assert out[-1].content["text"].split() == [str(tmp_path), "y"]
     finally:
         await kernel.shutdown()
@@ -109,7 +109,7 @@ async def test_a_kernel_whose_port_was_taken_is_launched_again_with_new_ports(tm
         kernel = await hub.launch("crashy/thief")
         assert marker.exists()  # the first attempt lost its port and died
         async with kernel.client() as c:
-            reply = await c.execute("1 + 1", timeout=10)
+            reply = await c.execute("1 + 1", timeout=60)
         assert reply.content["status"] == "ok"
     runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
     assert not list(runtime.glob(f"kernel-{kernel.id}*"))
@@ -139,7 +139,7 @@ async def test_attach_from_describe_in_a_second_hub(hub):
     async with KernelHub(config={}) as other:
         again = await other.attach(saved["type_id"], saved["connection_info"], saved["state"])
         async with again.client() as c:
-            reply = await c.execute("1+1", timeout=10)
+            reply = await c.execute("1+1", timeout=60)
             assert reply.content["status"] == "ok"
         await again.shutdown()
     assert not await kernel.manager.is_alive()

@@ -26,20 +26,20 @@ async def test_a_client_feeds_the_monitor_then_hands_its_socket_over(tmp_path):
         assert "OPEN" in repr(monitor)
         flag = tmp_path / "go"
         async with kernel.client() as client:
-            await client.execute("1", timeout=10)
+            await client.execute("1", timeout=60)
             # The monitor closed its own socket: the client's status messages feed it.
             assert monitor.fed_by(client) and "FED" in repr(monitor)
             assert monitor._transport is None
             iopub = client._transport._sockets["iopub"]
             running = asyncio.ensure_future(client.execute(wait_on(flag), timeout=30))
-            assert await kernel.wait_for_execution_state("busy", timeout=10) == "busy"
+            assert await kernel.wait_for_execution_state("busy", timeout=60) == "busy"
         # Closed while the kernel is busy: the monitor reads on from the client's socket.
         with contextlib.suppress(KernelHubError):
             await running
         assert not monitor.fed_by(client) and "OPEN busy" in repr(monitor)
         assert monitor._transport._sockets["iopub"] is iopub
         flag.touch()
-        assert await kernel.wait_for_execution_state("idle", timeout=10) == "idle"
+        assert await kernel.wait_for_execution_state("idle", timeout=60) == "idle"
 
 
 async def test_the_monitor_alone_receives_status_only_so_output_crosses_the_wire_once():
@@ -48,15 +48,15 @@ async def test_the_monitor_alone_receives_status_only_so_output_crosses_the_wire
         monitor = kernel.monitor
         # A client that is not the kernel's own (no kernel=): it never feeds the monitor.
         async with AsyncKernelClient(kernel.connection_info, manager=kernel.manager) as client:
-            await client.execute("1", timeout=10)  # by now the monitor has seen a status
-            await kernel.wait_for_execution_state("idle", timeout=10)
+            await client.execute("1", timeout=60)  # by now the monitor has seen a status
+            await kernel.wait_for_execution_state("idle", timeout=60)
             assert "OPEN" in repr(monitor)
             assert monitor.topic is not None and monitor.topic.endswith(b".status")
             before = monitor.messages
             lines = []
             code = "for i in range(300): print(i, flush=True)"
             await client.execute(code, output_hook=lines.append, timeout=30)
-            await kernel.wait_for_execution_state("idle", timeout=10)
+            await kernel.wait_for_execution_state("idle", timeout=60)
         assert len([m for m in lines if m.header["msg_type"] == "stream"]) >= 1
         # Only the busy/idle pair (and perhaps a straggling probe status) reached the monitor.
         assert monitor.messages - before <= 4
@@ -72,11 +72,11 @@ async def test_a_client_on_another_loop_leaves_the_monitor_its_own_socket(tmp_pa
             running = asyncio.ensure_future(
                 asyncio.to_thread(client.execute, wait_on(flag), timeout=30)
             )
-            assert await kernel.wait_for_execution_state("busy", timeout=10) == "busy"
+            assert await kernel.wait_for_execution_state("busy", timeout=60) == "busy"
             assert "OPEN busy" in repr(monitor) and not monitor.fed_by(client.async_client)
             flag.touch()
             await running
-            assert await kernel.wait_for_execution_state("idle", timeout=10) == "idle"
+            assert await kernel.wait_for_execution_state("idle", timeout=60) == "idle"
         finally:
             await asyncio.to_thread(client.close)
 
@@ -86,17 +86,17 @@ async def test_after_a_restart_the_following_client_feeds_the_new_monitor(tmp_pa
         kernel = await hub.launch(PYTHON, restart=False)
         monitor = kernel.monitor
         async with kernel.client() as client:
-            await client.execute("1", timeout=10)
+            await client.execute("1", timeout=60)
             assert monitor.fed_by(client)
             await kernel.restart()
             # The relaunch gave the monitor a socket on the new kernel; the client takes
             # over again once its own subscription there delivers.
-            await client.execute("1", timeout=10)
+            await client.execute("1", timeout=60)
             assert monitor.fed_by(client)
             flag = tmp_path / "go"
             running = asyncio.ensure_future(client.execute(wait_on(flag), timeout=30))
-            assert await kernel.wait_for_execution_state("busy", timeout=10) == "busy"
+            assert await kernel.wait_for_execution_state("busy", timeout=60) == "busy"
             flag.touch()
             await running
-            assert await kernel.wait_for_execution_state("idle", timeout=10) == "idle"
+            assert await kernel.wait_for_execution_state("idle", timeout=60) == "idle"
         assert "OPEN idle" in repr(monitor)

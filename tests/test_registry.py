@@ -129,8 +129,8 @@ async def test_an_attached_kernel_is_watched_but_not_relaunched():
         saved = kernel.describe()
         again = await other.attach(saved["type_id"], saved["connection_info"], saved["state"])
         assert other.get(again.id) is again and not again.restart_policy.enabled
-        await again.wait_for_execution_state("idle", timeout=10)
+        await again.wait_for_execution_state("idle", timeout=60)
         await kernel.manager.signal(signal.SIGKILL)
-        await asyncio.wait_for(again.wait(), 20)
+        await asyncio.wait_for(again.wait(), 60)
         assert rec.kinds(again.id) == ["died"]
         assert not other.kernels and again.execution_state == "dead"

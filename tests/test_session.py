@@ -70,3 +70,56 @@ def test_parts_that_are_not_one_object_each_are_rejected():
         frames = [DELIM, s.sign(parts), *parts]
         with pytest.raises(ValueError, match="bad JSON|one JSON object"):
             Session("k").deserialize(frames)
+
+
+def _signed(session, header, parent, content):
+    import json
+
+    parts = [json.dumps(p).encode() for p in (header, parent, {}, content)]
+    return [DELIM, session.sign(parts), *parts]
+
+
+@pytest.mark.parametrize(
+    ("header", "parent", "content", "complaint"),
+    [
+        ({"msg_id": "1"}, {}, {}, "msg_type"),
+        ({"msg_id": "1", "msg_type": ""}, {}, {}, "msg_type"),
+        ({"msg_id": ["1"], "msg_type": "stream"}, {}, {}, "msg_id"),
+        ({"msg_type": "stream"}, {}, {}, "msg_id"),
+        ({"msg_id": "1", "msg_type": "stream"}, {"msg_id": ["a", "list"]}, {}, "parent_header"),
+        ({"msg_id": "1", "msg_type": "stream"}, {"msg_id": 7}, {}, "parent_header"),
+        ({"msg_id": "1", "msg_type": "status"}, {}, {"execution_state": ["idle"]}, "execution"),
+        ({"msg_id": "1", "msg_type": "status"}, {}, {}, "execution_state"),
+    ],
+)
+def test_signed_messages_of_the_wrong_shape_are_value_errors(header, parent, content, complaint):
+    s = Session("k")
+    with pytest.raises(ValueError, match=complaint):
+        s.deserialize(_signed(s, header, parent, content))
+
+
+def test_signed_nesting_past_the_parser_limit_is_a_value_error():
+    s = Session("k")
+    deep = b"[" * 100_000
+    parts = [b"{}", b"{}", b"{}", deep]
+    with pytest.raises(ValueError, match="nested too deeply"):
+        s.deserialize([DELIM, s.sign(parts), *parts])
+
+
+def test_a_parent_without_msg_id_is_fine():
+    s = Session("k")
+    msg = s.deserialize(_signed(s, {"msg_id": "1", "msg_type": "stream"}, {}, {"text": "x"}))
+    assert msg.parent_header == {} and msg.content == {"text": "x"}
+
+
+def test_null_parent_metadata_and_content_read_as_empty_objects():
+    """xeus-python 0.19's iopub_welcome has a null parent header and metadata."""
+    s = Session("k")
+    header = b'{"msg_id":"1","msg_type":"iopub_welcome"}'
+    parts = [header, b"null", b"null", b'{"subscription":""}']
+    msg = s.deserialize([b"", DELIM, s.sign(parts), *parts])
+    assert msg.parent_header == {} and msg.metadata == {}
+    assert msg.content == {"subscription": ""}
+    parts = [b"null", b"{}", b"{}", b"{}"]
+    with pytest.raises(ValueError, match="JSON object"):
+        s.deserialize([DELIM, s.sign(parts), *parts])

@@ -8,10 +8,19 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..aio import cancel_and_wait
+from ..droplog import DropLog
 from ..errors import KernelDied, KernelHubError
 from ..session import BadSignature, Message, Session
 from ..transport import Transport, ZMQTransport
-from ._execution import Execution, Handler, OutputHook, StdinHook, expire
+from ._execution import (
+    IDLE_GRACE,
+    OUTPUT_BACKLOG,
+    Execution,
+    Handler,
+    OutputHook,
+    StdinHook,
+    expire,
+)
 from ._requests import KernelRequests
 from .console import console_output_hook, terminal_input
 
@@ -27,6 +36,11 @@ __all__ = ["AsyncKernelClient", "StatusSink"]
 log = logging.getLogger("kernel_hub.client")
 
 CHANNELS = ("shell", "control", "stdin", "iopub")
+
+# Kinds of drops, as the client's DropLog counts and logs them.
+_BAD_SIGNATURE = "dropped messages with a bad signature"
+_MALFORMED = "dropped malformed messages"
+_STRAY = "dropped replies to no request of this client"
 
 
 class StatusSink(Protocol):
@@ -98,6 +112,8 @@ class AsyncKernelClient(KernelRequests):
         )
         self._pending: dict[str, asyncio.Future[Message]] = {}
         self._executions: dict[str, Execution] = {}
+        # Requests whose replies nobody waits for (readiness nudges): not counted as strays.
+        self._nudges: set[str] = set()
         self._handlers: dict[str, list[Handler]] = {c: [] for c in CHANNELS}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._iopub_seen: asyncio.Event | None = None
@@ -107,16 +123,35 @@ class AsyncKernelClient(KernelRequests):
         self._on_close = on_close
         self._died: KernelDied | None = None
         self._state = "NEW"
-        #: Messages dropped because their signature was missing, wrong or replayed.
-        self.bad_signatures = 0
-        #: Messages dropped because they were not valid Jupyter messages.
-        self.malformed = 0
+        where = f"{self.connection_info.get('ip')}:{self.connection_info.get('shell_port')}"
+        #: What this client dropped or lost, by kind (warnings are rate-limited).
+        self.drops = DropLog(log, f"AsyncKernelClient {where}")
+        #: After an ``execute_reply``, how long (s) without any message of that execution
+        #: before ``execute`` returns without the idle status (a counted, logged gap).
+        self.idle_grace = IDLE_GRACE
+        #: Output messages that may wait for a slow output hook before more are dropped.
+        self.output_backlog = OUTPUT_BACKLOG
         #: The last ``execution_state`` the kernel published on IOPub.
         self.execution_state = "unknown"
 
     def __repr__(self) -> str:
         where = f"{self.connection_info.get('ip')}:{self.connection_info.get('shell_port')}"
         return f"<AsyncKernelClient {where} [{self._state}]>"
+
+    @property
+    def bad_signatures(self) -> int:
+        """Messages dropped because their signature was missing, wrong or replayed."""
+        return self.drops.counts.get(_BAD_SIGNATURE, 0)
+
+    @property
+    def malformed(self) -> int:
+        """Messages dropped because they were not valid Jupyter messages."""
+        return self.drops.counts.get(_MALFORMED, 0)
+
+    @property
+    def stray_replies(self) -> int:
+        """Replies dropped because their parent was no request this client waits for."""
+        return self.drops.counts.get(_STRAY, 0)
 
     # ---- connection ----
 
@@ -265,6 +300,7 @@ class AsyncKernelClient(KernelRequests):
             await cancel_and_wait(self._watcher)
         self._stop_feeding_monitor()
         self._transport.close()
+        self.drops.flush()
         self._fail_waiting(KernelHubError("the client was closed while waiting for a reply"))
 
     async def __aenter__(self) -> AsyncKernelClient:
@@ -296,12 +332,10 @@ class AsyncKernelClient(KernelRequests):
         try:
             msg = self.session.deserialize(frames)
         except BadSignature as exc:
-            self.bad_signatures += 1
-            log.warning("dropped a %s message with a bad signature (%s)", channel, exc)
+            self.drops.count(_BAD_SIGNATURE, f"{channel}: {exc}")
             return
         except ValueError as exc:
-            self.malformed += 1
-            log.warning("dropped a malformed %s message (%s)", channel, exc)
+            self.drops.count(_MALFORMED, f"{channel}: {exc}")
             return
         parent_id = msg.parent_header.get("msg_id")
         if channel == "iopub":
@@ -315,6 +349,10 @@ class AsyncKernelClient(KernelRequests):
                     fut.set_result(msg)
             elif channel == "shell" and parent_id in self._executions:
                 self._executions[parent_id].got_reply(msg)
+            elif parent_id in self._nudges:
+                self._nudges.discard(parent_id)
+            else:
+                self.drops.count(_STRAY, f"{msg.header['msg_type']} on {channel}")
         for handler in self._handlers[channel]:
             try:
                 result = handler(msg)
@@ -339,13 +377,7 @@ class AsyncKernelClient(KernelRequests):
             if self.execution_state == "idle":
                 ex.got_idle()
             return
-        if ex.output_hook is not None:
-            try:
-                result = ex.output_hook(msg)
-                if asyncio.iscoroutine(result):
-                    asyncio.ensure_future(result)
-            except Exception:
-                log.exception("output_hook %r failed", ex.output_hook)
+        ex.got_output(msg)  # queued: the hook runs later, never while the socket is read
 
     def _on_stdin(self, msg: Message, parent_id: str | None) -> None:
         if msg.header.get("msg_type") != "input_request":
@@ -450,6 +482,8 @@ class AsyncKernelClient(KernelRequests):
                 raise self._died
             nudge = self.session.msg("kernel_info_request")
             self._send("shell", nudge)  # its reply is simply ignored
+            if len(self._nudges) < 64:  # a kernel that never answers must not grow the set
+                self._nudges.add(nudge.header["msg_id"])
             # Backing off keeps a busy kernel's shell queue from filling with nudges.
             wait = pause if deadline is None else min(pause, left() or 0.0)
             pause = min(pause * 2, 1.0)
@@ -479,12 +513,21 @@ class AsyncKernelClient(KernelRequests):
         """Run *code* and return the ``execute_reply`` once all its output has arrived.
 
         :param output_hook: called with every IOPub message of this execution
-            (``stream``, ``display_data``, ``execute_result``, ``error``, …) except status.
+            (``stream``, ``display_data``, ``execute_result``, ``error``, …) except status,
+            in order, from the client's loop but never while a socket is being read: a
+            slow hook makes messages wait (up to :attr:`output_backlog`; more are
+            dropped, counted in :attr:`drops` and logged), not the kernel's IOPub queue.
         :param stdin_hook: answers ``input()`` in the kernel: called with
             ``(prompt, password)``, returns the string (or an awaitable of it).
             ``allow_stdin`` defaults to whether a hook was given.
         :raises TimeoutError: when the reply or the final idle status does not
             arrive within *timeout* seconds (the execution keeps running; interrupt it).
+
+        Output lost on the way (the kernel drops IOPub messages that a consumer is
+        too slow to take) must not hang the call: once the reply has arrived, the
+        idle status is awaited only while messages of this execution keep coming.
+        After :attr:`idle_grace` seconds without any, the reply is returned and the
+        gap is counted in :attr:`drops` and logged.
         """
         await self._rejoined()
         if self._iopub_seen is not None and not self._iopub_seen.is_set():
@@ -502,13 +545,21 @@ class AsyncKernelClient(KernelRequests):
         }
         msg = self.session.msg("execute_request", content)
         msg_id = msg.header["msg_id"]
-        ex = Execution(loop, output_hook, stdin_hook)
+        ex = Execution(
+            loop,
+            output_hook,
+            stdin_hook,
+            idle_grace=self.idle_grace,
+            backlog=self.output_backlog,
+            on_gap=self.drops.count,
+        )
         self._executions[msg_id] = ex
         try:
             self._send("shell", msg)
             return await self._wait(ex.done, timeout=timeout, what="execute_reply and idle status")
         finally:
             self._executions.pop(msg_id, None)
+            ex.close()
 
     async def execute_interactive(
         self,
