@@ -167,9 +167,9 @@ def test_readme_section_commands_work(tmp_path):
     text = readme.read_text()
     section = text.split("## Use kernel_hub kernels in JupyterLab, nbclient, papermill, VS Code")[1]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]
-    commands = [line.split() for line in block.strip().splitlines()]
+    commands = [line.split("#")[0].split() for line in block.strip().splitlines()]
     assert commands == [
-        ["pip", "install", "kernel-hub-jupyter"],
+        ["pip", "install", "./", "./plugins/jupyter"],
         ["kernel-hub", "jupyter", "install", "--user"],
     ]
     env = {"JUPYTER_DATA_DIR": str(tmp_path)}  # --user writes to the user's Jupyter data dir
