@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -193,3 +194,19 @@ def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
             f"{os.fspath(path)!r} is not a kernel connection file (missing {missing or ['key']})"
         )
     return info  # type: ignore[return-value]
+
+
+#: A connection key as ``str()`` and ``json.dumps()`` show it inside any mapping:
+#: ``'key': '…'``, ``"key": "…"``, ``'key': b'…'``.
+_KEY_TEXT = re.compile(r"""(?P<head>(['"])key\2\s*:\s*b?)(?P<q>['"])(?:\\.|(?!(?P=q)).)*(?P=q)""")
+
+
+def redact_keys(text: str) -> str:
+    """Return *text* with every connection key in it shown as ``'<redacted>'``.
+
+    For anything that logs connection info or objects holding it (hook traces,
+    debug output): a key in a log is a key for whoever reads the log.
+    """
+    if "key" not in text:
+        return text
+    return _KEY_TEXT.sub(r"\g<head>\g<q><redacted>\g<q>", text)

@@ -259,6 +259,8 @@ class KernelHub:
             connection info (what ``kernel-hub launch --nanny`` does).
         :raises NoSuchKernelType: for an unknown id.
         :raises LaunchError: when the kernel cannot start; nothing is left running.
+        :raises ValueError: when *env*, *cwd*, *params* or *kernel_id* cannot be
+            used (the message names the entry); checked before anything starts.
         """
         self._bind_loop()
         kt = await (
@@ -269,8 +271,8 @@ class KernelHub:
         request = LaunchRequest(
             kernel_id=kernel_id or str(uuid.uuid4()),
             cwd=cwd,
-            env=dict(env or {}),
-            params=dict(params or {}),
+            env=env if env is not None else {},
+            params=params if params is not None else {},
         )
         self.emit("starting", request.kernel_id, kt.id)
         monitor = ActivityMonitor()

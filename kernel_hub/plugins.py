@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pluggy
 
 from . import hookspecs
+from .connection import redact_keys
 from .errors import LaunchError, PluginError
 from .types import KernelType
 
@@ -147,7 +148,8 @@ def make_plugin_manager(
     ``KERNEL_HUB_DISABLE_PLUGINS``), load entry points, register *plugins*
     (explicit, for tests and embedding), register the core defaults
     (``trylast``), then ``check_pending()``. ``KERNEL_HUB_TRACE_PLUGINS=1`` logs
-    every hook call at DEBUG level on the ``kernel_hub.plugins`` logger.
+    every hook call at DEBUG level on the ``kernel_hub.plugins`` logger, with
+    connection keys redacted.
     """
     from .defaults import DEFAULT_PLUGINS
 
@@ -166,7 +168,8 @@ def make_plugin_manager(
             pm.register(plugin, name=name)
     pm.check_pending()
     if os.environ.get("KERNEL_HUB_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: log.debug("%s", msg.rstrip()))
+        # Hook arguments and results hold connection info: keys never reach the log.
+        pm.trace.root.setwriter(lambda msg: log.debug("%s", redact_keys(msg.rstrip())))
         pm.enable_tracing()
     return pm
 

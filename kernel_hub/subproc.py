@@ -100,10 +100,15 @@ async def launch_subprocess(
                 start_new_session=True,  # own session and process group; no terminal signals
                 close_fds=True,
             )
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                conn_file.unlink()
-                log_file.unlink()
+        except (OSError, ValueError, TypeError) as exc:
+            for path in (conn_file, log_file):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if not isinstance(exc, OSError):  # the type's own env or argv cannot be passed on
+                raise LaunchError(
+                    f"cannot launch {kernel_type.id}: its argv or env cannot be passed to a "
+                    f"process ({exc}). Fix the kernel type's definition."
+                ) from exc
             raise LaunchError(
                 f"cannot launch {kernel_type.id}: running {argv[0]!r} failed "
                 f"({exc.strerror or exc}). Check the kernel type's argv and that its program "

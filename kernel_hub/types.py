@@ -8,18 +8,28 @@ returns a :class:`RestartPolicy`.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from .manager import KernelManager
 
-__all__ = ["KernelType", "LaunchRequest", "LaunchResult", "RestartPolicy", "split_type_id"]
+__all__ = [
+    "KernelType",
+    "LaunchRequest",
+    "LaunchResult",
+    "RestartPolicy",
+    "checked_env",
+    "split_type_id",
+]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._\-]*$")
+#: A kernel id becomes part of file, container and job names: no path separators.
+_KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
 InterruptMode = Literal["signal", "message"]
 
@@ -102,6 +112,33 @@ class KernelType:
         }
 
 
+def checked_env(env: object, what: str) -> dict[str, str]:
+    """Return *env* as a dict if it is a valid process environment, else raise.
+
+    Names must be non-empty strings without ``=`` or NUL, values strings without
+    NUL: what ``execve`` can pass on.
+
+    :param what: how the message names the mapping, e.g. ``"launch env"``.
+    :raises ValueError: naming the first bad entry and what to do about it.
+    """
+    if not isinstance(env, Mapping):
+        raise ValueError(f"{what} must be a mapping of str to str, not {type(env).__name__}")
+    for key, value in env.items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ValueError(
+                f"{what}: {key!r} is not a valid environment variable name "
+                "(a non-empty string without '=' or NUL)"
+            )
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{what}[{key!r}] must be a str, not {type(value).__name__}; "
+                f"pass str({value!r}) if that is what you meant"
+            )
+        if "\0" in value:
+            raise ValueError(f"{what}[{key!r}] contains a NUL character, which no process can get")
+    return dict(env)
+
+
 @dataclass(frozen=True)
 class LaunchRequest:
     """What a host asked for when it called :meth:`KernelHub.launch`.
@@ -116,6 +153,32 @@ class LaunchRequest:
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # Checked here, before anything is started or written: a bad request fails whole,
+        # with the name of what is wrong, and leaves nothing behind.
+        kid = self.kernel_id
+        if not isinstance(kid, str) or not _KERNEL_ID_RE.match(kid):
+            raise ValueError(
+                f"launch kernel_id {kid!r} is not a valid kernel id: use up to 128 letters, "
+                "digits, '.', '_' or '-', starting with a letter or digit (or leave it out)"
+            )
+        if self.cwd is not None:
+            if not isinstance(self.cwd, (str, os.PathLike)):
+                raise ValueError(f"launch cwd must be a path string, not {type(self.cwd).__name__}")
+            cwd = os.fspath(self.cwd)
+            if not isinstance(cwd, str) or "\0" in cwd:
+                raise ValueError(f"launch cwd {cwd!r} is not a usable path string")
+            object.__setattr__(self, "cwd", cwd)
+        object.__setattr__(self, "env", checked_env(self.env, "launch env"))
+        if not isinstance(self.params, Mapping):
+            raise ValueError(f"launch params must be a mapping, not {type(self.params).__name__}")
+        try:
+            json.dumps(self.params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"launch params must be JSON-able (they are part of the kernel's state): {exc}"
+            ) from None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import stat
@@ -146,6 +147,21 @@ async def test_attach_from_describe_in_a_second_hub(hub):
     await kernel.shutdown()
 
 
+async def test_traced_hook_calls_log_no_connection_key(hub, monkeypatch, caplog):
+    kernel = await hub.launch("ipykernel/python3")
+    key = kernel.connection_info["key"]
+    monkeypatch.setenv("KERNEL_HUB_TRACE_PLUGINS", "1")
+    with caplog.at_level(logging.DEBUG, "kernel_hub.plugins"):
+        async with KernelHub(config={}) as other:
+            again = await other.attach(**kernel.describe())
+            await again.shutdown()
+    # make_manager's arguments were traced: the connection info, with its key redacted
+    assert "make_manager" in caplog.text
+    assert "'key': '<redacted>'" in caplog.text
+    assert key not in caplog.text
+    await kernel.shutdown()
+
+
 async def test_shutdown_reaches_grandchildren(hub):
     kernel = await hub.launch("ipykernel/python3")
     async with kernel.client() as c:
@@ -165,3 +181,52 @@ async def test_kill_then_shutdown_is_quiet(hub):
     assert await kernel.manager.wait() == -9
     await kernel.shutdown()
     assert not hub.kernels
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"env": {"A": 1}}, "launch env['A'] must be a str, not int"),
+        ({"env": {"A=B": "x"}}, "'A=B' is not a valid environment variable name"),
+        ({"env": {"A\0": "x"}}, "'A\\x00' is not a valid environment variable name"),
+        ({"env": {"": "x"}}, "'' is not a valid environment variable name"),
+        ({"env": {"A": "x\0y"}}, "launch env['A'] contains a NUL character"),
+        ({"env": "A=1"}, "launch env must be a mapping of str to str, not str"),
+        ({"kernel_id": "../../escape"}, "launch kernel_id '../../escape' is not a valid"),
+        ({"cwd": "/tmp\0x"}, "launch cwd '/tmp\\x00x' is not a usable path"),
+        ({"params": {"when": object()}}, "launch params must be JSON-able"),
+    ],
+)
+async def test_a_bad_launch_request_names_its_entry_and_leaves_nothing(hub, arguments, named):
+    events = []
+    hub.events.subscribe(events.append)
+    runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
+    before = set(runtime.iterdir())
+    with pytest.raises(ValueError) as info:
+        await hub.launch("ipykernel/python3", **arguments)
+    assert named in str(info.value)
+    assert "\n" not in str(info.value)
+    assert set(runtime.iterdir()) == before  # no connection file, no log
+    assert not events  # not even a "starting": nothing was begun
+    assert not hub.kernels
+
+
+async def test_a_type_whose_own_env_cannot_be_passed_on_is_a_launch_error(tmp_path):
+    env = {"BAD=NAME": "x"}
+    kt = KernelType(
+        provider="crashy", name="env", argv=(sys.executable, "{connection_file}"), env=env
+    )
+
+    class BadEnv(Crashy):
+        name = "badenv"
+
+        @staticmethod
+        @hookimpl
+        def find_kernel_types(hub):
+            return [kt]
+
+    async with KernelHub(plugins=[BadEnv], load_entrypoints=False, config={}) as hub:
+        with pytest.raises(LaunchError, match="crashy/env: its argv or env cannot be passed"):
+            await hub.launch("crashy/env")
+    runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
+    assert not list(runtime.glob("kernel-*"))
