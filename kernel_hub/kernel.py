@@ -155,8 +155,10 @@ class RunningKernel:
         """Return a new async client; ``async with kernel.client() as c:`` connects it.
 
         The client follows this kernel: after an automatic or manual restart it
-        reconnects to the new process by itself (requests that were waiting
-        when the kernel died fail with :class:`~kernel_hub.KernelDied`).
+        reconnects to the new process by itself. Requests that were waiting
+        when the kernel died fail with :class:`~kernel_hub.KernelDied`; requests
+        made while it is being restarted wait for the new process, within their
+        own timeout, and fail with ``KernelDied`` if it ends for good instead.
         """
         client = AsyncKernelClient(
             self.connection_info,
@@ -164,6 +166,7 @@ class RunningKernel:
             interrupt_mode=self.kernel_type.interrupt_mode,
             status_sink=self._monitor,
             on_close=self._clients.discard,
+            follow_restarts=True,
         )
         self._clients.add(client)
         return client
@@ -219,12 +222,28 @@ class RunningKernel:
         self._status = "RESTARTING" if self.restart_policy.enabled else "DEAD"
         self._monitor.close()
         self._monitor.set_state("dead")
+        # Before ``died`` is emitted: from then on, every client knows (a request made in
+        # between waits for the restart, or for the end, instead of going to a dead process).
+        status = self.manager.exit_status
+        for client in list(self._clients):
+            client.kernel_died(self.manager, status)
 
     def _end(self, *, failed: str | None = None) -> None:
         """Mark the kernel ended for good and drop it from the hub; emit ``failed`` if given."""
+        if failed:
+            reason = f"the kernel {self.type_id} failed: {failed}"
+        elif self._status == "SHUTTING_DOWN":
+            reason = f"the kernel {self.type_id} was shut down"
+        else:
+            reason = (
+                f"the kernel {self.type_id} died (exit status {self.manager.exit_status}) "
+                "and is not restarted: its restart policy is off"
+            )
         self._status = "DEAD"
         self._monitor.close()
         self._monitor.set_state("dead")
+        for client in list(self._clients):
+            client.kernel_ended(reason)
         self._on_end(self)
         if failed is not None:
             self._emit("failed", reason=failed)

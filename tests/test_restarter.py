@@ -155,6 +155,105 @@ async def test_kill_9_restarts_and_the_same_client_keeps_working():
         assert rec.kinds(kernel.id)[-1] == "shutdown"
 
 
+def on_first(hub, kind: str, kernel_id: str, start) -> tuple[list, asyncio.Future]:
+    """Start the task ``start(order)`` from the hub's first *kind* event of *kernel_id*.
+
+    Returns the list the kernel's event kinds are recorded in (the task may add to it)
+    and a future of the task, set from that event's callback.
+    """
+    order: list = []
+    task: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def callback(event):
+        if event.kernel_id != kernel_id:
+            return
+        order.append(event.kind)
+        if event.kind == kind and not task.done():
+            task.set_result(asyncio.ensure_future(start(order)))
+
+    hub.events.subscribe(callback)
+    return order, task
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_request_made_during_a_restart_waits_for_the_new_kernel():
+    # The README's promise: after a death, the same client works again. A request made in
+    # the window between "died" and "restarted" is not refused; it waits for the new process.
+    async with KernelHub(config={}) as hub:
+        kernel = await hub.launch(PYTHON, restart=FAST)
+        async with kernel.client() as client:
+
+            async def ask(order):
+                out = []
+                reply = await client.execute("print('back')", output_hook=out.append, timeout=60)
+                order.append("execute_reply")
+                info = await client.kernel_info(timeout=60)
+                order.append("kernel_info_reply")
+                return reply, out, info
+
+            order, task = on_first(hub, "died", kernel.id, ask)
+            await kernel.manager.signal(signal.SIGKILL)
+            reply, out, info = await asyncio.wait_for(await asyncio.wait_for(task, 60), 120)
+        assert reply.content["status"] == "ok"
+        assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == ["back\n"]
+        assert info.content["status"] == "ok"
+        # made at "died", answered by the restarted kernel
+        assert order == ["died", "restarting", "restarted", "execute_reply", "kernel_info_reply"]
+        await kernel.shutdown()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_request_waiting_for_a_restart_times_out_within_its_own_timeout():
+    slow = RestartPolicy(limit=1, window=60, backoff_initial=30, backoff_max=30, jitter=0)
+    async with KernelHub(config={}) as hub:
+        kernel = await hub.launch(PYTHON, restart=slow)
+        async with kernel.client() as client:
+            rec = EventRecorder(hub)
+            await kernel.manager.signal(signal.SIGKILL)
+            await rec.wait_for("restarting", kernel.id, timeout=60)  # 30 s of backoff ahead
+            with pytest.raises(TimeoutError, match="not back within 0.5 s .*being restarted"):
+                await client.complete("impo", timeout=0.5)
+            assert kernel.status == "RESTARTING"
+            # A shutdown meanwhile ends the wait of a request with no timeout at once.
+            waiting = asyncio.ensure_future(client.kernel_info())
+            await kernel.shutdown()
+            with pytest.raises(KernelDied, match="was shut down"):
+                await asyncio.wait_for(waiting, 60)
+        assert rec.kinds(kernel.id) == ["died", "restarting", "shutdown"]
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_request_made_during_failing_restarts_gets_kernel_died_with_the_reason():
+    async with KernelHub(plugins=[crash_looping_plugin()], config={}) as hub:
+        kernel = await hub.launch("crashloop/k")
+        async with kernel.client() as client:
+            _, task = on_first(hub, "died", kernel.id, lambda _: client.kernel_info(timeout=120))
+            await kernel.manager.signal(signal.SIGKILL)
+            request = await asyncio.wait_for(task, 60)
+            with pytest.raises(KernelDied, match="crashloop/k failed: 3 restarts within 60 s"):
+                await asyncio.wait_for(request, 120)
+            await asyncio.wait_for(kernel.wait(), 60)
+            # and at once from now on
+            with pytest.raises(KernelDied, match="failed: 3 restarts"):
+                await client.execute("1", timeout=60)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_without_restarts_a_request_after_the_death_fails_at_once():
+    async with KernelHub(config={}) as hub:
+        kernel = await hub.launch(PYTHON, restart=False)
+        async with kernel.client() as client:
+            rec = EventRecorder(hub)
+            await kernel.manager.signal(signal.SIGKILL)
+            await rec.wait_for("died", kernel.id, timeout=60)
+            with pytest.raises(KernelDied, match="died \\(exit status -9\\)"):
+                await client.kernel_info()  # no timeout: it must not wait for anything
+
+
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_blocking_client_follows_a_restart():

@@ -77,11 +77,16 @@ class AsyncKernelClient(KernelRequests):
     :param status_sink: told of every ``status`` message (the kernel's monitor;
         given by ``kernel.client()``).
     :param on_close: called with this client when it closes (the kernel forgets it).
+    :param follow_restarts: whoever made this client will, after each death,
+        call either :meth:`reconnect` (the kernel is back) or :meth:`kernel_ended`
+        (it is not coming back); requests made in between wait for that, within
+        their own timeout. Given by ``kernel.client()``.
 
     A client from ``kernel.client()`` follows its kernel across restarts: the
     kernel calls :meth:`reconnect` with the new process's connection info,
-    and the client keeps its handlers (requests that were waiting when the
-    kernel died fail with :class:`~kernel_hub.KernelDied`).
+    and the client keeps its handlers. Requests that were waiting when the
+    kernel died fail with :class:`~kernel_hub.KernelDied`; requests made while
+    it is being restarted wait for the new process.
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class AsyncKernelClient(KernelRequests):
         ready_timeout: float | None = 60.0,
         status_sink: StatusSink | None = None,
         on_close: Callable[[AsyncKernelClient], None] | None = None,
+        follow_restarts: bool = False,
     ) -> None:
         self.connection_info = dict(connection_info)
         #: How long ``async with client:`` waits for the kernel to answer.
@@ -122,6 +128,10 @@ class AsyncKernelClient(KernelRequests):
         self._sink = status_sink
         self._on_close = on_close
         self._died: KernelDied | None = None
+        # After a death, resolved when the kernel is back (reconnect) or gone for good.
+        self._follow_restarts = follow_restarts
+        self._comeback: asyncio.Future[None] | None = None
+        self._gone: KernelDied | None = None
         self._state = "NEW"
         where = f"{self.connection_info.get('ip')}:{self.connection_info.get('shell_port')}"
         #: What this client dropped or lost, by kind (warnings are rate-limited).
@@ -180,6 +190,11 @@ class AsyncKernelClient(KernelRequests):
         except Exception as exc:  # noqa: BLE001 - a broken watch must not break close()
             log.warning("%r stopped watching %r: its wait() failed (%r)", self, manager, exc)
             return
+        self._death(manager, status)
+
+    def _death(self, manager: KernelManager, status: int | None) -> None:
+        if manager is not self.manager or self._died is not None:
+            return  # an old process's news, or known already
         self._fail_waiting(
             KernelDied(
                 f"the kernel {manager.type_id} died (exit status {status})", exit_status=status
@@ -189,6 +204,8 @@ class AsyncKernelClient(KernelRequests):
     def _fail_waiting(self, err: BaseException) -> None:
         if isinstance(err, KernelDied):
             self._died = err
+            if self._follow_restarts and self._comeback is None and self._loop is not None:
+                self._comeback = self._loop.create_future()
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(err)
@@ -205,19 +222,7 @@ class AsyncKernelClient(KernelRequests):
         next requests wait until IOPub of the new one is subscribed. Called by
         :class:`~kernel_hub.RunningKernel` after a restart.
         """
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            self._follow(connection_info, manager)  # never connected: just update
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._follow(connection_info, manager)
-        else:
-            # A blocking client lives on kernel_hub's private loop: sockets are used there only.
-            loop.call_soon_threadsafe(self._follow, connection_info, manager)
+        self._call_on_loop(self._follow, connection_info, manager)
 
     def _follow(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
         """Close the old transport and open one on *connection_info*, keeping the handlers."""
@@ -227,6 +232,7 @@ class AsyncKernelClient(KernelRequests):
             KernelDied(f"the kernel {manager.type_id} restarted while a request was waiting")
         )
         self._died = None
+        self._back()
         self.connection_info = dict(connection_info)
         self.manager = manager
         if not self._own_transport:
@@ -251,6 +257,75 @@ class AsyncKernelClient(KernelRequests):
         self._watcher = asyncio.ensure_future(self._watch_manager(manager))
         # Requests wait for this first, so that no output of the next execution is lost.
         self._rejoin = asyncio.ensure_future(self._await_iopub(self.ready_timeout))
+
+    def kernel_died(self, manager: KernelManager, status: int | None) -> None:
+        """Note that the kernel of *manager* died (exit *status*); any thread.
+
+        Requests waiting for it fail with :class:`KernelDied` now, as they would
+        when this client's own watch sees the death (whichever comes first).
+        Called by :class:`~kernel_hub.RunningKernel` before it emits ``died``.
+        """
+        self._call_on_loop(self._death, manager, status)
+
+    def kernel_ended(self, reason: str) -> None:
+        """Note that the kernel ended for good (shut down, or dead and not restarted); any thread.
+
+        Requests waiting for a restart, and all later ones, fail with
+        :class:`KernelDied` carrying *reason*. Called by
+        :class:`~kernel_hub.RunningKernel` for the clients that follow it.
+        """
+        self._call_on_loop(self._end_for_good, reason)
+
+    def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Call *fn* on this client's loop: now if on it (or never connected), else soon."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            fn(*args)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn(*args)
+        else:
+            # A blocking client lives on kernel_hub's private loop: sockets are used there only.
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _end_for_good(self, reason: str) -> None:
+        self._gone = KernelDied(reason)
+        self._back()
+
+    def _back(self) -> None:
+        """Wake the requests that wait for the kernel after a death."""
+        fut, self._comeback = self._comeback, None
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def _await_comeback(self, timeout: float | None) -> float | None:
+        """After a death: wait until the kernel is back, within *timeout*; return what is left.
+
+        :raises KernelDied: when it will not be back (no restart follows, or it ended).
+        :raises TimeoutError: when it is not back within *timeout* seconds.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while (died := self._gone or self._died) is not None:
+            fut = self._comeback
+            if self._gone is not None or fut is None:  # ended, or nobody will bring it back
+                raise died
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(fut)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"the kernel died and was not back within {timeout} s "
+                    "(it is being restarted; try again, or check its events)"
+                ) from None
+            if self._state == "CLOSED":
+                raise KernelHubError(f"{self!r} was closed while waiting for its kernel")
+            await self._rejoined()
+        return None if deadline is None else max(0.0, deadline - loop.time())
 
     def can_feed(
         self, loop: asyncio.AbstractEventLoop | None, connection_info: Mapping[str, Any]
@@ -296,6 +371,7 @@ class AsyncKernelClient(KernelRequests):
             self._on_close(self)
         if self._rejoin is not None:
             self._rejoin.cancel()
+        self._back()  # requests waiting for a restarted kernel: it will not come to this client
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
         self._stop_feeding_monitor()
@@ -431,11 +507,13 @@ class AsyncKernelClient(KernelRequests):
     ) -> Message:
         """Send a ``*_request`` on *channel* and return its reply.
 
-        :raises TimeoutError: when no reply arrives within *timeout* seconds.
+        :raises TimeoutError: when no reply arrives within *timeout* seconds (which
+            includes waiting for a kernel that is being restarted).
+        :raises KernelDied: when the kernel dies before replying, or has ended.
         """
         await self._rejoined()
-        if self._died is not None:
-            raise self._died
+        if self._died is not None or self._gone is not None:
+            timeout = await self._await_comeback(timeout)
         msg = self.session.msg(msg_type, content)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         msg_id = msg.header["msg_id"]
@@ -528,8 +606,14 @@ class AsyncKernelClient(KernelRequests):
         idle status is awaited only while messages of this execution keep coming.
         After :attr:`idle_grace` seconds without any, the reply is returned and the
         gap is counted in :attr:`drops` and logged.
+
+        Made while the kernel is being restarted, it waits for the new process
+        (within *timeout*); it raises :class:`KernelDied` if the kernel dies
+        while it runs or has ended for good.
         """
         await self._rejoined()
+        if self._died is not None or self._gone is not None:
+            timeout = await self._await_comeback(timeout)
         if self._iopub_seen is not None and not self._iopub_seen.is_set():
             # Connected without wait_for_ready: a SUB socket misses what is published before
             # its subscription lands, which would lose this execution's output and idle status.
