@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from .droplog import DropLog
 from .errors import KernelHubError
 from .manager import KernelManager
 from .session import BadSignature, Message, Session
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["NannyManager", "is_nanny_info"]
 
 log = logging.getLogger("kernel_hub.remote")
+
+_BAD_SIGNATURE = "dropped nanny messages with a bad signature"
+_MALFORMED = "dropped malformed nanny messages"
 
 
 def is_nanny_info(connection_info: Mapping[str, Any]) -> bool:
@@ -113,11 +117,10 @@ class _Link:
         try:
             msg = self.session.deserialize(frames)
         except BadSignature as exc:
-            self.manager.bad_signatures += 1
-            log.warning("%r dropped a nanny message with a bad signature (%s)", self, exc)
+            self.manager.drops.count(_BAD_SIGNATURE, str(exc))
             return
         except ValueError as exc:
-            log.warning("%r dropped a malformed nanny message (%s)", self, exc)
+            self.manager.drops.count(_MALFORMED, str(exc))
             return
         if channel == "nanny_events":
             self._on_event(msg)
@@ -259,8 +262,8 @@ class NannyManager(KernelManager):
         self.request_timeout = request_timeout
         self.nanny_pid: int | None = self.state.get("nanny_pid")
         self.kernel_pid: int | None = self.state.get("kernel_pid")
-        #: Nanny messages dropped on this host because of a bad signature.
-        self.bad_signatures = 0
+        #: Nanny messages this host dropped, by kind (warnings are rate-limited).
+        self.drops = DropLog(log, f"NannyManager {self.type_id or 'kernel'} {self.where}")
         self._exit_status: int | None = None
         self._dead = False
         self._shut = False
@@ -275,6 +278,11 @@ class NannyManager(KernelManager):
     ) -> NannyManager:
         """Rebuild a manager from :meth:`describe` output (re-attach, in any process)."""
         return cls(connection_info, state, type_id=type_id)
+
+    @property
+    def bad_signatures(self) -> int:
+        """Nanny messages dropped on this host because of a bad signature."""
+        return self.drops.counts.get(_BAD_SIGNATURE, 0)
 
     @property
     def where(self) -> str:
@@ -506,6 +514,7 @@ class NannyManager(KernelManager):
         Sockets of other, still running loops are closed on their own threads.
         """
         self._shut = True
+        self.drops.flush()
         with self._lock:
             links, self._links = list(self._links.items()), {}
         try:
