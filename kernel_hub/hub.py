@@ -331,7 +331,7 @@ class KernelHub:
         if type_id is None:
             return None
         kt = await self.get_kernel_type(type_id)
-        owner = plugin if plugin and plugin in dict(self.pm.list_name_plugin()) else None
+        owner = plugin if plugin and self.pm.has_plugin(plugin) else None
         return await self.hooks.make_manager(
             plugin=owner or self.owner_of(kt.id),
             hub=self,

@@ -133,6 +133,30 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
         print(f"kernel-hub: error: cannot interrupt: {task.exception()}", file=sys.stderr)
 
 
+def _stop_on_signals() -> asyncio.Event:
+    """Return an event that SIGINT and SIGTERM set (the way ``launch`` is asked to stop)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _ended_before_stop(kernel: RunningKernel, stop: asyncio.Event) -> bool:
+    """Wait until *kernel* ends for good or *stop* is set; return whether the kernel ended.
+
+    Both in one loop turn count as an end: the exit status then tells the truth.
+    """
+    ended = asyncio.ensure_future(kernel.wait())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (ended, stopped):
+            task.cancel()
+    return ended.done() and not ended.cancelled()
+
+
 async def cmd_launch(args: argparse.Namespace) -> int:
     from ..connection import runtime_dir, write_connection_file
     from ..hub import KernelHub
@@ -140,10 +164,7 @@ async def cmd_launch(args: argparse.Namespace) -> int:
     from ..reaper import reap_on_exit
     from ..subproc import SubprocessManager
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
 
     def on_event(event: KernelEvent) -> None:
         print(event.describe(), file=sys.stderr, flush=True)
@@ -185,13 +206,8 @@ async def cmd_launch(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-            ended = asyncio.ensure_future(kernel.wait())
-            stopped = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (ended, stopped):
-                task.cancel()
             # Ended on its own: died without restart, or restarts failed (both printed above).
-            return 1 if ended.done() and not ended.cancelled() else 0
+            return 1 if await _ended_before_stop(kernel, stop) else 0
         finally:
             path.unlink(missing_ok=True)
             await kernel.shutdown()
@@ -207,10 +223,7 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
     from ..reaper import reap_on_exit
     from ..remote import NannyManager
 
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = _stop_on_signals()
     hub = KernelHub()
     try:
         kernel = await _launch(hub, args, progress=False, nanny=True, restart=False)
@@ -244,12 +257,7 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        ended = asyncio.ensure_future(kernel.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({ended, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (ended, stopped):
-            task.cancel()
-        if stopped.done() and not stopped.cancelled():
+        if not await _ended_before_stop(kernel, stop):
             return 0  # the shutdown below: shutdown_request, then the nanny kills what is left
         status = kernel.manager.exit_status
         print(f"kernel {kernel.type_id} died (exit status {status})", file=sys.stderr)
