@@ -257,9 +257,11 @@ async def test_without_restarts_a_request_after_the_death_fails_at_once():
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_blocking_client_follows_a_restart():
+    # A backoff long enough that the second request is surely made while the kernel is down.
+    policy = RestartPolicy(limit=3, window=60, backoff_initial=3, backoff_max=3, jitter=0)
     async with KernelHub(config={}) as hub:
         rec = EventRecorder(hub)
-        kernel = await hub.launch(PYTHON, restart=FAST)
+        kernel = await hub.launch(PYTHON, restart=policy)
         client = await asyncio.to_thread(kernel.blocking_client)
         try:
             await asyncio.to_thread(client.wait_for_ready, 20)
@@ -268,6 +270,13 @@ async def test_blocking_client_follows_a_restart():
             reply = await asyncio.to_thread(client.execute, "1+1", timeout=20)
             assert reply.content["status"] == "ok"
             assert client.connection_info == kernel.connection_info
+            # Asked from its thread between "died" and "restarted", it waits for the new kernel.
+            again = EventRecorder(hub)
+            await kernel.manager.signal(signal.SIGKILL)
+            await again.wait_for("restarting", kernel.id, timeout=60)
+            reply = await asyncio.to_thread(client.execute, "2+2", timeout=60)
+            assert reply.content["status"] == "ok"
+            assert again.kinds(kernel.id) == ["died", "restarting", "restarted"]
         finally:
             await asyncio.to_thread(client.close)
             await kernel.shutdown()
