@@ -413,3 +413,82 @@ def test_vscode_style_tree_kill_leaves_nothing(plain_spec, tmp_path):
         if kernel_file:  # what the reaper would have removed: the file and the kernel's log
             Path(kernel_file).unlink(missing_ok=True)
             Path(kernel_file).with_suffix(".log").unlink(missing_ok=True)
+
+
+# ---- jupyter console on a spec without the provisioner ----
+
+
+class Console:
+    """``jupyter console`` on a pipe: lines in, output read by a thread until a deadline."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        import threading
+
+        self.proc = subprocess.Popen(
+            argv,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = ""
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read(1):
+            with self.changed:
+                self.output += chunk
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, text: str, start: int = 0, timeout: float = 120.0) -> int:
+        """Return where *text* appears in the output after *start*; fail at *timeout*."""
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: text in self.output[start:] or not self.reader.is_alive(), timeout
+            )
+            at = self.output.find(text, start)
+        assert found and at >= 0, f"no {text!r} from jupyter console:\n{self.output[-3000:]}"
+        return at + len(text)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self.reader.join(30)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+@pytest.mark.integration
+def test_jupyter_console_without_provisioner_runs_code_on_the_bridged_type(plain_spec):
+    console = Console(
+        [sys.executable, "-m", "jupyter_console", "--kernel=plain", "--simple-prompt"],
+        {**os.environ, "JUPYTER_PATH": str(plain_spec.parent)},
+    )
+    try:
+        console.send("print(6*7)")
+        at = console.wait_for("42\n")
+        console.send("import os; print('kernel pid', os.getpid())")
+        at = console.wait_for("kernel pid ", at)
+        kernel_pid = int(console.output[at:].split()[0])
+        started = descendants(console.proc.pid)  # the relay, its kernel and reaper
+        assert kernel_pid in started and len(started) >= 3  # jupyter runs argv: the relay
+        console.send("exit")
+        assert console.proc.wait(120) == 0, console.output[-3000:]
+        left = [pid for pid in started if not wait_pid_gone(pid, 60)]
+        assert not left, f"processes outlived jupyter console: {left}"
+    finally:
+        console.close()
