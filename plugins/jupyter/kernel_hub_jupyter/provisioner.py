@@ -265,6 +265,24 @@ class KernelHubProvisioner(KernelProvisionerBase):
         except Exception as exc:  # noqa: BLE001 - a signal to a dying kernel is not an error
             log.debug("%r: signal %s not delivered: %r", self, signum, exc)
 
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """End the kernel_hub kernel as a shutdown, now that jupyter_client has asked it to end.
+
+        jupyter_client sends the ``shutdown_request`` itself and then calls this.
+        Left alone, the kernel's exit would reach the hub as a death (a ``died``
+        event with status 0); so the hub's own polite shutdown runs here: it stops
+        watching the kernel first, asks it to end (a second request, which a
+        kernel already ending may leave unanswered), waits for the exit, kills
+        it after half of :meth:`get_shutdown_wait_time` for each step, releases
+        what the launch made and reports ``shutdown``.
+        """
+        kernel = self._kernel
+        if kernel is None or kernel.status != "RUNNING":
+            return
+        recommended = float(getattr(self.parent, "shutdown_wait_time", 5.0))
+        timeout = self.get_shutdown_wait_time(recommended) / 2
+        await call(kernel.shutdown(timeout=timeout))
+
     async def kill(self, restart: bool = False) -> None:
         """Kill the kernel at once (and what it started); it is not restarted by kernel_hub."""
         kernel = self._kernel
