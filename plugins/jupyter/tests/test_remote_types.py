@@ -270,9 +270,7 @@ def test_server_killed_outright_leaves_no_container_remote_kernel_or_connection_
         assert wait_until(lambda: not processes_running(remote), 120), (
             f"remote processes left: {processes_running(remote)}"
         )
-        assert wait_until(lambda: not server.kernel_files(), 60), (
-            f"connection files left: {server.kernel_files()}"
-        )
+        assert server.wait_kernel_files_gone() == []
     finally:
         server.stop()
         # Whatever a failure left: no container, no key on disk (the remote side is
