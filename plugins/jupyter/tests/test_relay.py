@@ -473,6 +473,7 @@ class Console:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(600)  # above the console's own generous waits, so their message shows
 def test_jupyter_console_without_provisioner_runs_code_on_the_bridged_type(plain_spec):
     console = Console(
         [sys.executable, "-m", "jupyter_console", "--kernel=plain", "--simple-prompt"],
