@@ -181,7 +181,7 @@ def test_nbclient_on_a_bridged_docker_type(docker_image, tmp_path):
 @pytest.fixture(scope="module")
 def ssh_box() -> Iterator[tuple[dict, Path]]:
     pytest.importorskip("kernel_hub_ssh", reason="the workspace suite runs it (ssh plugin)")
-    from kernel_hub_ssh.testing import SSHD, make_remote_python, processes_running, start_sshd
+    from kernel_hub_ssh.testing import SSHD, make_remote_python, start_sshd
 
     require_service("sshd", os.path.exists(SSHD), "apt-get install openssh-server")
     with tempfile.TemporaryDirectory(prefix="kh-jupyter-ssh-") as tmp:
@@ -191,17 +191,28 @@ def ssh_box() -> Iterator[tuple[dict, Path]]:
             yield server.kernel_table(python=str(python), connect_timeout=30), python
         finally:
             server.stop()
-        assert not processes_running(str(Path(tmp) / "remote-venv"))
+        assert not remote_left(str(Path(tmp) / "remote-venv"))
+
+
+def remote_left(remote: str, timeout: float = 60.0) -> list[tuple[int, str]]:
+    """Return the processes of the remote venv *remote* still running after *timeout*.
+
+    The host's cleanup returns once the nanny has answered ``shutdown``; the
+    nanny exits a moment later, so its end is awaited (a pidfd each).
+    """
+    from kernel_hub_ssh.testing import processes_running, wait_gone
+
+    found = processes_running(remote)
+    alive = set(wait_gone([pid for pid, _ in found], timeout))
+    return [(pid, args) for pid, args in found if pid in alive]
 
 
 @pytest.mark.ssh
 def test_nbclient_on_a_bridged_ssh_type(ssh_box, tmp_path):
-    from kernel_hub_ssh.testing import processes_running
-
     table, python = ssh_box
     config = write_config(tmp_path / "config.toml", "ssh", {"box": table})
     check_outputs(run_bridged_notebook(tmp_path, config, "ssh/box"))
-    assert not processes_running(str(python.parent.parent)), "a remote kernel or nanny is left"
+    assert not remote_left(str(python.parent.parent)), "a remote kernel or nanny is left"
 
 
 # ---- a real jupyter server, killed outright, with a Docker and an SSH kernel ----
@@ -267,9 +278,8 @@ def test_server_killed_outright_leaves_no_container_remote_kernel_or_connection_
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(30)
         assert wait_until(lambda: not containers(), 120), f"containers left: {containers()}"
-        assert wait_until(lambda: not processes_running(remote), 120), (
-            f"remote processes left: {processes_running(remote)}"
-        )
+        left = remote_left(remote, 120)  # the nanny ends its kernel, then itself, after the lease
+        assert not left, f"remote processes left: {left}"
         assert server.wait_kernel_files_gone() == []
     finally:
         server.stop()
