@@ -29,6 +29,8 @@ from kernel_hub import KernelHubError, NoSuchKernelType
 from .bridge import call, get_hub
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from jupyter_client.connect import KernelConnectionInfo
 
     from kernel_hub import RunningKernel
@@ -96,6 +98,9 @@ class KernelHubProvisioner(KernelProvisionerBase):
 
     _kernel: RunningKernel | None = None
     _exit_status: int | None = None
+    #: jupyter_client's connection file registered with kernel_hub's reaper, and the
+    #: function that withdraws it (see :meth:`_guard_connection_file`).
+    _file_guard: tuple[str, Callable[[], None]] | None = None
 
     def __repr__(self) -> str:
         kernel = self._kernel
@@ -147,6 +152,7 @@ class KernelHubProvisioner(KernelProvisionerBase):
         info = cast("KernelConnectionInfo", fields)
         self._adopt_connection_file(kernel, info)
         self.connection_info = info
+        self._guard_connection_file()  # the path is often known already (jupyter_server)
         return info
 
     def _adopt_connection_file(self, kernel: RunningKernel, info: KernelConnectionInfo) -> None:
@@ -164,6 +170,43 @@ class KernelHubProvisioner(KernelProvisionerBase):
                 setattr(km, name, 0)
             km.load_connection_info(info)
             km.connection_file = own_file
+
+    async def post_launch(self, **kwargs: Any) -> None:
+        """Guard jupyter_client's connection file, now written: :meth:`_guard_connection_file`."""
+        await super().post_launch(**kwargs)
+        self._guard_connection_file()
+
+    def _guard_connection_file(self) -> None:
+        """Have kernel_hub's reaper remove jupyter_client's connection file if this process dies.
+
+        A kernel with no local connection file of kernel_hub's (Docker, SSH)
+        gets one written by jupyter_client after :meth:`launch_kernel` returns
+        (0600, with the key), which jupyter_client removes only when it shuts the
+        kernel down: a Jupyter server killed with ``kill -9`` would leave it
+        forever. Called at the end of :meth:`launch_kernel` (jupyter_server
+        names the file before the launch) and in :meth:`post_launch` (others
+        name it when they write it). A restart keeps the registration, as
+        jupyter_client keeps the file and rewrites it for the new kernel; a new
+        path replaces it; :meth:`cleanup` without restart withdraws it.
+        """
+        km = self.parent
+        path = str(getattr(km, "connection_file", "") or "")
+        kernel = self._kernel
+        if kernel is not None and path == kernel.state.get("connection_file"):
+            path = ""  # kernel_hub's own (adopted): its reaper has it already
+        old = self._file_guard
+        if old is not None and old[0] == path:
+            return
+        from kernel_hub.provider import reap_on_exit
+
+        self._file_guard = (path, reap_on_exit([path])) if path else None
+        if old is not None:
+            old[1]()
+
+    def _withdraw_connection_file(self) -> None:
+        guard, self._file_guard = self._file_guard, None
+        if guard is not None:
+            guard[1]()
 
     async def _launch(self, *, env: dict[str, str], cwd: str | None) -> RunningKernel:
         hub = await get_hub()
@@ -222,6 +265,24 @@ class KernelHubProvisioner(KernelProvisionerBase):
         except Exception as exc:  # noqa: BLE001 - a signal to a dying kernel is not an error
             log.debug("%r: signal %s not delivered: %r", self, signum, exc)
 
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        """End the kernel_hub kernel as a shutdown, now that jupyter_client has asked it to end.
+
+        jupyter_client sends the ``shutdown_request`` itself and then calls this.
+        Left alone, the kernel's exit would reach the hub as a death (a ``died``
+        event with status 0); so the hub's own polite shutdown runs here: it stops
+        watching the kernel first, asks it to end (a second request, which a
+        kernel already ending may leave unanswered), waits for the exit, kills
+        it after half of :meth:`get_shutdown_wait_time` for each step, releases
+        what the launch made and reports ``shutdown``.
+        """
+        kernel = self._kernel
+        if kernel is None or kernel.status != "RUNNING":
+            return
+        recommended = float(getattr(self.parent, "shutdown_wait_time", 5.0))
+        timeout = self.get_shutdown_wait_time(recommended) / 2
+        await call(kernel.shutdown(timeout=timeout))
+
     async def kill(self, restart: bool = False) -> None:
         """Kill the kernel at once (and what it started); it is not restarted by kernel_hub."""
         kernel = self._kernel
@@ -237,9 +298,14 @@ class KernelHubProvisioner(KernelProvisionerBase):
         """Release everything the launch made (files, tunnels, containers); idempotent.
 
         jupyter_client calls it after each shutdown, and before a relaunch with
-        *restart* true; nbclient may call it twice.
+        *restart* true; nbclient may call it twice. Without *restart* the guard
+        of jupyter_client's connection file is withdrawn (jupyter_client has
+        removed the file).
         """
         kernel = self._kernel
+        if not restart:
+            # jupyter_client has removed its connection file by now; on a restart it keeps it.
+            self._withdraw_connection_file()
         if kernel is None:
             return
         await call(kernel.shutdown(now=True))  # a kernel that already ended: waits for its cleanup

@@ -6,8 +6,8 @@ connection file they wrote. The bridge's kernelspecs name this module there::
 
     python -m kernel_hub_jupyter.relay --type docker/py311 -f {connection_file}
 
-It launches the type through kernel_hub (which picks the kernel's own ports
-and key), binds the frontend's five ports on its IP, and forwards every
+It binds the frontend's five ports on its IP, launches the type through
+kernel_hub (which picks the kernel's own ports and key), and forwards every
 message both ways: shell, control and stdin through ROUTER/DEALER pairs
 (stdin and shell share one identity towards the kernel, so ``input()``
 works), IOPub from a SUB to a PUB, heartbeats as raw frames. Messages are
@@ -35,13 +35,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     import zmq.asyncio
 
     from kernel_hub import KernelHub, RunningKernel
 
-__all__ = ["Resigner", "main", "relay"]
+__all__ = ["Resigner", "bind_frontend", "main", "relay"]
 
 log = logging.getLogger("kernel_hub_jupyter.relay")
 
@@ -103,21 +103,60 @@ def _read_connection_file(path: str) -> dict[str, Any]:
     return info
 
 
+def bind_frontend(
+    frontend: dict[str, Any],
+) -> tuple[zmq.asyncio.Context, dict[str, zmq.asyncio.Socket]]:
+    """Bind the five ports of the *frontend*'s connection file; return the context and sockets.
+
+    :func:`_main` does this before it launches the kernel: the tool's sockets
+    connect (they retry until the ports are bound) while the kernel starts, so
+    its IOPub subscription is in place when the kernel first answers. Bound
+    only afterwards, a tool that runs code as soon as ``kernel_info`` is
+    answered, without waiting for IOPub as jupyter_client's ``wait_for_ready``
+    does (``jupyter console``), could lose that code's output to a
+    subscription still on its way.
+    """
+    import zmq
+    import zmq.asyncio
+
+    ctx = zmq.asyncio.Context()
+    sockets: dict[str, zmq.asyncio.Socket] = {}
+    try:
+        for channel, (ftype, _btype) in _PAIRS.items():
+            fsock = sockets[channel] = ctx.socket(getattr(zmq, ftype))
+            fsock.linger = 0
+            url = f"{frontend.get('transport', 'tcp')}://{frontend['ip']}"
+            fsock.bind(f"{url}:{frontend[f'{channel}_port']}")
+    except BaseException:
+        _close(ctx, sockets.values())
+        raise
+    return ctx, sockets
+
+
+def _close(ctx: zmq.asyncio.Context, sockets: Iterable[zmq.asyncio.Socket]) -> None:
+    for sock in sockets:
+        sock.close(linger=0)
+    ctx.term()
+
+
 async def relay(
     hub: KernelHub,
     kernel: RunningKernel,
     frontend: dict[str, Any],
     *,
     stop: asyncio.Event,
+    bound: tuple[zmq.asyncio.Context, dict[str, zmq.asyncio.Socket]] | None = None,
 ) -> None:
     """Forward messages between the *frontend*'s ports and *kernel* until *stop* is set.
 
     :param frontend: the connection info of the file the frontend wrote.
+    :param bound: what :func:`bind_frontend` returned for it (bound here if ``None``);
+        closed at the end either way.
     """
     import zmq
     import zmq.asyncio
 
-    ctx = zmq.asyncio.Context()
+    ctx, fsockets = bound if bound is not None else bind_frontend(frontend)
     backend = kernel.connection_info
     scheme = frontend.get("signature_scheme", "hmac-sha256")
     fkey = frontend.get("key", "").encode()
@@ -125,14 +164,11 @@ async def relay(
     up = Resigner(fkey, bkey, scheme)  # frontend → kernel
     down = Resigner(bkey, fkey, scheme)  # kernel → frontend
     identity = os.urandom(16).hex().encode()  # shell and stdin share it towards the kernel
-    sockets: list[zmq.asyncio.Socket] = []
+    sockets: list[zmq.asyncio.Socket] = list(fsockets.values())
     routes: dict[zmq.asyncio.Socket, tuple[zmq.asyncio.Socket, Callable[..., Any] | None]] = {}
     try:
-        for channel, (ftype, btype) in _PAIRS.items():
-            fsock = ctx.socket(getattr(zmq, ftype))
-            fsock.linger = 0
-            url = f"{frontend.get('transport', 'tcp')}://{frontend['ip']}"
-            fsock.bind(f"{url}:{frontend[f'{channel}_port']}")
+        for channel, (_ftype, btype) in _PAIRS.items():
+            fsock = fsockets[channel]
             bsock = ctx.socket(getattr(zmq, btype))
             bsock.linger = 0
             if btype == "DEALER" and channel in ("shell", "stdin"):
@@ -141,7 +177,7 @@ async def relay(
                 bsock.setsockopt(zmq.SUBSCRIBE, b"")
             burl = f"{backend.get('transport', 'tcp')}://{backend['ip']}"
             bsock.connect(f"{burl}:{backend[f'{channel}_port']}")
-            sockets += [fsock, bsock]
+            sockets.append(bsock)
             signed = channel != "hb"
             routes[fsock] = (bsock, up if signed else None)
             routes[bsock] = (fsock, down if signed else None)
@@ -170,9 +206,7 @@ async def relay(
         finally:
             stopped.cancel()
     finally:
-        for sock in sockets:
-            sock.close(linger=0)
-        ctx.term()
+        _close(ctx, sockets)
 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -206,10 +240,14 @@ async def _main(type_id: str, connection_file: str) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
     _watch_parent(loop, stop)
+    bound = bind_frontend(frontend)  # before the launch: see bind_frontend
     async with KernelHub() as hub:
         try:
             kernel = await hub.launch(type_id, restart=False)
-        except KernelHubError as exc:
+        except BaseException as exc:
+            _close(bound[0], bound[1].values())
+            if not isinstance(exc, KernelHubError):
+                raise
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             print(f"kernel_hub_jupyter.relay: cannot start {type_id}: {first}", file=sys.stderr)
             return 1
@@ -226,7 +264,7 @@ async def _main(type_id: str, connection_file: str) -> int:
 
         helpers = [asyncio.ensure_future(interrupter()), asyncio.ensure_future(ended())]
         try:
-            await relay(hub, kernel, frontend, stop=stop)
+            await relay(hub, kernel, frontend, stop=stop, bound=bound)
         finally:
             for task in helpers:
                 task.cancel()

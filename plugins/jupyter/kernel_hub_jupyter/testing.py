@@ -244,6 +244,18 @@ class JupyterServer:
         """Kernel connection files left in the server's runtime dir."""
         return sorted(self.runtime_dir.glob("kernel-*.json"))
 
+    def wait_kernel_files_gone(self, timeout: float = 60.0) -> list[Path]:
+        """Wait until no kernel connection file is left; return those still there at *timeout*.
+
+        After the server is killed, kernel_hub's reaper removes the files a
+        moment after it has killed the kernels, and says so by no event a test
+        can wait on, so this looks again until the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        while (left := self.kernel_files()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return left
+
 
 class KernelSocket:
     """Jupyter messages over one kernel websocket."""

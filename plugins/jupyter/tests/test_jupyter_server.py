@@ -93,7 +93,7 @@ def test_server_killed_outright_leaves_no_kernel_or_connection_file(bridged, tmp
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait(30)
         assert wait_pid_gone(pid, 60), "the kernel outlived its killed server"
-        assert server.kernel_files() == []
+        assert server.wait_kernel_files_gone() == []  # the reaper kills first, then removes
     finally:
         server.stop()
 

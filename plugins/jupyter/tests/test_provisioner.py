@@ -47,9 +47,9 @@ class Recorder:
         return [e.kind for e in list(self.events) if e.kernel_id == kernel_id]
 
     def ended_politely(self, kernel_id: str) -> bool:
-        """jupyter's shutdown_request ended the kernel: kernel_hub saw it exit with status 0."""
-        last = [e for e in list(self.events) if e.kernel_id == kernel_id][-1]
-        return last.kind == "died" and last.data.get("exit_status") == 0
+        """jupyter's shutdown_request ended the kernel: the hub reports a shutdown, no death."""
+        kinds = self.kinds(kernel_id)
+        return kinds[-1] == "shutdown" and "died" not in kinds
 
 
 @pytest.fixture
@@ -274,3 +274,69 @@ def wait_stream(kc) -> None:
     """Return once the kernel's next stream output has arrived on IOPub."""
     while kc.get_iopub_msg(timeout=120)["msg_type"] != "stream":
         pass
+
+
+#: A host with no kernel: jupyter_client's connection file goes through the provisioner's
+#: guard as argv[2] says (see below), then the host waits to be killed.
+GUARD_HOST = textwrap.dedent(
+    """
+    import asyncio, json, os, sys
+    from jupyter_client.manager import KernelManager
+    from kernel_hub_jupyter.provisioner import KernelHubProvisioner
+
+    first, second, steps = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+    km = KernelManager(connection_file=first)
+    provisioner = KernelHubProvisioner(kernel_id="guarded", kernel_spec=None, parent=km)
+
+    async def main():
+        for step in steps:
+            if step == "launched":  # jupyter_client wrote its file, then post_launch
+                with open(km.connection_file, "w") as f:
+                    f.write("{}")
+                await provisioner.post_launch()
+            elif step == "moved":  # a relaunch that writes another file
+                km.connection_file = second
+            else:
+                await provisioner.cleanup(restart=step == "restart")
+
+    asyncio.run(main())
+    children = open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()
+    print(json.dumps([int(p) for p in children]), flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("steps", "left"),
+    [
+        ("launched", []),  # killed while the kernel runs: the reaper removes the file
+        ("launched,restart,launched", []),  # a restart keeps the guard, same path
+        ("launched,restart,moved,launched", ["first"]),  # the new path replaces the old
+        ("launched,cleanup", ["first"]),  # a shutdown withdraws it (jupyter removed the file)
+    ],
+)
+def test_connection_file_guard_follows_launch_restart_and_cleanup(tmp_path, steps, left):
+    first, second = tmp_path / "first", tmp_path / "second"
+    host = subprocess.Popen(
+        [sys.executable, "-c", GUARD_HOST, str(first), str(second), steps],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = host.stdout.readline()
+        assert line, "the host did not get through its steps"
+        helpers = json.loads(line)  # kernel_hub's reaper, if the guard started it
+        assert helpers or not any(p.exists() for p in (first, second))
+        host.kill()
+        host.wait(30)
+        assert all(wait_pid_gone(pid, 60) for pid in helpers), "the reaper did not finish"
+        assert sorted(p.name for p in (first, second) if p.exists()) == left
+    finally:
+        host.kill()
+        host.wait(30)
+        host.stdin.close()
+        host.stdout.close()
+        for p in (first, second):
+            p.unlink(missing_ok=True)

@@ -7,6 +7,8 @@ removed, which is what VS Code and jupyter_client < 7 see: they run ``argv``
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import hmac
 import json
@@ -14,6 +16,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -157,3 +161,335 @@ def wait_stream(kc) -> None:
     """Return once the kernel's next stream output has arrived on IOPub."""
     while kc.get_iopub_msg(timeout=120)["msg_type"] != "stream":
         pass
+
+
+# ---- an editor's raw kernel: VS Code's way, without jupyter_client ----
+
+
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+class RawFrontend:
+    """What VS Code's Jupyter extension does with a kernelspec's ``argv`` ("raw kernel").
+
+    It writes the connection file itself (free ports, a random key), spawns
+    ``argv`` with ``{connection_file}`` substituted, and speaks ZeroMQ itself:
+    DEALER sockets for shell, control and stdin, a SUB for IOPub, and its own
+    HMAC-SHA256 signatures. No jupyter_client here.
+    """
+
+    def __init__(self, kernel_dir: Path, workdir: Path) -> None:
+        import secrets
+        import socket
+
+        import zmq
+
+        spec = json.loads((kernel_dir / "kernel.json").read_text())
+        self.interrupt_mode = spec.get("interrupt_mode", "signal")
+        ports = []
+        holders = []
+        for _ in range(5):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            holders.append(s)
+            ports.append(s.getsockname()[1])
+        for s in holders:
+            s.close()
+        self.key = secrets.token_hex(16).encode()
+        info = {
+            "transport": "tcp",
+            "ip": "127.0.0.1",
+            "signature_scheme": "hmac-sha256",
+            "key": self.key.decode(),
+            **{f"{c}_port": p for c, p in zip(CHANNELS, ports, strict=True)},
+            "kernel_name": kernel_dir.name,
+        }
+        self.connection_file = workdir / "kernel-raw.json"
+        self.connection_file.write_text(json.dumps(info))
+        self.connection_file.chmod(0o600)
+        argv = [a.replace("{connection_file}", str(self.connection_file)) for a in spec["argv"]]
+        env = {**os.environ, **spec.get("env", {})}
+        env.pop("JPY_PARENT_PID", None)  # VS Code does not set it
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        self.session = uuid.uuid4().hex
+        self.ctx = zmq.Context()
+        self.sockets = {}
+        for channel, kind in (("shell", zmq.DEALER), ("control", zmq.DEALER), ("iopub", zmq.SUB)):
+            sock = self.ctx.socket(kind)
+            sock.linger = 0
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(f"tcp://127.0.0.1:{info[f'{channel}_port']}")
+            self.sockets[channel] = sock
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close(linger=0)
+        self.ctx.term()
+        if self.proc.poll() is None:  # what VS Code does last: kill the tree
+            for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.proc.wait(30)
+        self.connection_file.unlink(missing_ok=True)
+
+    def send(self, channel: str, msg_type: str, content: dict) -> str:
+        msg_id = uuid.uuid4().hex
+        header = {
+            "msg_id": msg_id,
+            "msg_type": msg_type,
+            "username": "vscode",
+            "session": self.session,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(),
+            "version": "5.3",
+        }
+        parts = [json.dumps(p).encode() for p in (header, {}, {}, content)]
+        self.sockets[channel].send_multipart([DELIM, sign(self.key, parts), *parts])
+        return msg_id
+
+    def recv(self, channel: str, timeout: float) -> dict | None:
+        """Return the next message on *channel* (its signature checked), or None at *timeout*."""
+        sock = self.sockets[channel]
+        if not sock.poll(timeout * 1000):
+            return None
+        frames = sock.recv_multipart()
+        i = frames.index(DELIM)
+        signature, parts = frames[i + 1], frames[i + 2 : i + 6]
+        assert hmac.compare_digest(signature, sign(self.key, parts)), "a badly signed message"
+        header, parent, _metadata, content = (json.loads(p) for p in parts)
+        return {"header": header, "parent": parent, "content": content}
+
+    def reply(self, channel: str, msg_id: str, timeout: float = 120.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv(channel, left)
+            if msg is not None and msg["parent"].get("msg_id") == msg_id:
+                return msg
+        raise AssertionError(f"no {channel} reply to {msg_id} within {timeout} s")
+
+    def connect(self, timeout: float = 120.0) -> dict:
+        """Ask kernel_info until it is answered and its IOPub status arrives (VS Code's wait).
+
+        A SUB socket misses what is published before its subscription has
+        reached the publisher, so the first answers may come without IOPub.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg_id = self.send("shell", "kernel_info_request", {})
+            reply = self.reply("shell", msg_id, max(1.0, deadline - time.monotonic()))
+            seen = time.monotonic() + 2.0
+            while (left := min(seen, deadline) - time.monotonic()) > 0:
+                msg = self.recv("iopub", left)
+                if msg is not None and msg["parent"].get("msg_id") == msg_id:
+                    return reply["content"]
+        raise AssertionError(f"kernel_info without IOPub for {timeout} s")
+
+    def outputs(self, msg_id: str, timeout: float = 120.0) -> list[str]:
+        """Return the stream texts of request *msg_id*, in order, up to its idle status."""
+        texts = []
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv("iopub", left)
+            if msg is None or msg["parent"].get("msg_id") != msg_id:
+                continue
+            kind = msg["header"]["msg_type"]
+            if kind == "stream":
+                texts.append(msg["content"]["text"])
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                return texts
+        raise AssertionError(f"request {msg_id} not idle within {timeout} s: {texts}")
+
+    def wait_stream(self, msg_id: str, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv("iopub", left)
+            if (
+                msg is not None
+                and msg["parent"].get("msg_id") == msg_id
+                and msg["header"]["msg_type"] == "stream"
+            ):
+                return str(msg["content"]["text"])
+        raise AssertionError(f"no output of {msg_id} within {timeout} s")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of *pid* (what an editor's tree kill reaches)."""
+    out, todo = [], _children(pid)
+    while todo:
+        child = todo.pop(0)
+        out.append(child)
+        todo += _children(child)
+    return out
+
+
+def raw_spec(plain_spec: Path, interrupt_mode: str) -> Path:
+    spec_dir = plain_spec / "plain"
+    spec = json.loads((spec_dir / "kernel.json").read_text())
+    spec["interrupt_mode"] = interrupt_mode
+    (spec_dir / "kernel.json").write_text(json.dumps(spec))
+    return spec_dir
+
+
+#: Prints what the test checks: the kernel's pid and its own connection file (kernel_hub's).
+WHO = (
+    "import os, ipykernel.connect\n"
+    "print(os.getpid())\n"
+    "print(ipykernel.connect.get_connection_file())"
+)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("interrupt_mode", ["signal", "message"])
+def test_vscode_style_raw_launch_execute_interrupt_and_shutdown(
+    plain_spec, tmp_path, interrupt_mode
+):
+    front = RawFrontend(raw_spec(plain_spec, interrupt_mode), tmp_path)
+    try:
+        info = front.connect()
+        assert info["status"] == "ok" and info["language_info"]["name"] == "python"
+        msg_id = front.send("shell", "execute_request", {"code": WHO, "silent": False})
+        kernel_pid, kernel_file = "".join(front.outputs(msg_id)).split()
+        kernel_pid = int(kernel_pid)
+        assert kernel_pid != front.proc.pid and kernel_pid in descendants(front.proc.pid)
+        assert front.reply("shell", msg_id)["content"]["status"] == "ok"
+        code = "for i in range(5):\n    print(i, flush=True)"
+        msg_id = front.send("shell", "execute_request", {"code": code, "silent": False})
+        assert "".join(front.outputs(msg_id)) == "0\n1\n2\n3\n4\n"
+        assert front.reply("shell", msg_id)["content"]["status"] == "ok"
+        code = "import time; print('sleeping', flush=True); time.sleep(600)"
+        msg_id = front.send("shell", "execute_request", {"code": code, "silent": False})
+        assert front.wait_stream(msg_id) == "sleeping\n"  # ipykernel ignores SIGINT before
+        if front.interrupt_mode == "signal":
+            front.proc.send_signal(signal.SIGINT)
+        else:
+            interrupt = front.send("control", "interrupt_request", {})
+            assert front.reply("control", interrupt, 60)["content"]["status"] == "ok"
+        assert front.reply("shell", msg_id, 60)["content"]["ename"] == "KeyboardInterrupt"
+        children = descendants(front.proc.pid)  # the kernel and kernel_hub's reaper
+        shutdown = front.send("control", "shutdown_request", {"restart": False})
+        assert front.reply("control", shutdown, 60)["content"]["status"] == "ok"
+        assert front.proc.wait(60) == 0, "the relay did not exit after shutdown_request"
+        assert all(wait_pid_gone(pid, 60) for pid in [kernel_pid, *children])
+        assert not os.path.exists(kernel_file)
+    finally:
+        front.close()
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    reason="kernel_hub's reaper is a child of the relay, so a tree kill ends it too and the "
+    "kernel's connection file (with its key) and log stay; every process is gone (README)",
+    strict=True,
+)
+def test_vscode_style_tree_kill_leaves_nothing(plain_spec, tmp_path):
+    """Closing the window: the editor kills the relay's process tree, with no shutdown_request.
+
+    Unlike test_relay_killed_outright_takes_its_kernel_along (SIGKILL of the
+    relay alone, whose reaper then ends the kernel), the kill reaches the
+    kernel and kernel_hub's reaper too.
+    """
+    front = RawFrontend(raw_spec(plain_spec, "signal"), tmp_path)
+    kernel_file = ""
+    try:
+        front.connect()
+        msg_id = front.send("shell", "execute_request", {"code": WHO, "silent": False})
+        kernel_pid, kernel_file = "".join(front.outputs(msg_id)).split()
+        tree = [front.proc.pid, *descendants(front.proc.pid)]
+        assert int(kernel_pid) in tree and os.path.exists(kernel_file)
+        for pid in tree:
+            os.kill(pid, signal.SIGKILL)
+        assert all(wait_pid_gone(pid, 60) for pid in tree), "a process outlived the tree kill"
+        assert not os.path.exists(kernel_file), "the kernel's connection file (its key) is left"
+    finally:
+        front.close()
+        if kernel_file:  # what the reaper would have removed: the file and the kernel's log
+            Path(kernel_file).unlink(missing_ok=True)
+            Path(kernel_file).with_suffix(".log").unlink(missing_ok=True)
+
+
+# ---- jupyter console on a spec without the provisioner ----
+
+
+class Console:
+    """``jupyter console`` on a pipe: lines in, output read by a thread until a deadline."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        import threading
+
+        self.proc = subprocess.Popen(
+            argv,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = ""
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read(1):
+            with self.changed:
+                self.output += chunk
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, text: str, start: int = 0, timeout: float = 120.0) -> int:
+        """Return where *text* appears in the output after *start*; fail at *timeout*."""
+        with self.changed:
+            found = self.changed.wait_for(
+                lambda: text in self.output[start:] or not self.reader.is_alive(), timeout
+            )
+            at = self.output.find(text, start)
+        assert found and at >= 0, f"no {text!r} from jupyter console:\n{self.output[-3000:]}"
+        return at + len(text)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self.reader.join(30)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)  # above the console's own generous waits, so their message shows
+def test_jupyter_console_without_provisioner_runs_code_on_the_bridged_type(plain_spec):
+    console = Console(
+        [sys.executable, "-m", "jupyter_console", "--kernel=plain", "--simple-prompt"],
+        {**os.environ, "JUPYTER_PATH": str(plain_spec.parent)},
+    )
+    try:
+        console.send("print(6*7)")
+        at = console.wait_for("42\n")
+        console.send("import os; print('kernel pid', os.getpid())")
+        at = console.wait_for("kernel pid ", at)
+        kernel_pid = int(console.output[at:].split()[0])
+        started = descendants(console.proc.pid)  # the relay, its kernel and reaper
+        assert kernel_pid in started and len(started) >= 3  # jupyter runs argv: the relay
+        console.send("exit")
+        assert console.proc.wait(120) == 0, console.output[-3000:]
+        left = [pid for pid in started if not wait_pid_gone(pid, 60)]
+        assert not left, f"processes outlived jupyter console: {left}"
+    finally:
+        console.close()

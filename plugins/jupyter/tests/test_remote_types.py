@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,17 +64,21 @@ def toml_value(value) -> str:
     return json.dumps(str(value))
 
 
-def write_config(path: Path, plugin: str, tables: dict[str, dict]) -> Path:
+def config_text(plugin: str, tables: dict[str, dict]) -> str:
     lines = []
     for name, table in tables.items():
         lines.append(f"[{plugin}.{name}]")
         lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(path: Path, plugin: str, tables: dict[str, dict]) -> Path:
+    path.write_text(config_text(plugin, tables))
     return path
 
 
-def run_bridged_notebook(tmp_path: Path, config: Path, type_id: str) -> list[list[dict]]:
-    """Install the specs with *config*, run CELLS on *type_id*'s spec; return the outputs."""
+def install_specs(tmp_path: Path, config: Path, type_ids: list[str]) -> Path:
+    """Run ``kernel-hub jupyter install`` with *config* into a prefix; return its Jupyter dir."""
     env = {**os.environ, "KERNEL_HUB_CONFIG": str(config)}
     prefix = tmp_path / "prefix"
     out = subprocess.run(
@@ -94,9 +100,18 @@ def run_bridged_notebook(tmp_path: Path, config: Path, type_id: str) -> list[lis
     assert out.returncode == 0, out.stderr
     from kernel_hub_jupyter.kernelspecs import spec_names
 
+    added = json.loads(out.stdout)["added"]
+    assert all(spec_names([t])[t] in added for t in type_ids), added
+    return prefix / "share" / "jupyter"
+
+
+def run_bridged_notebook(tmp_path: Path, config: Path, type_id: str) -> list[list[dict]]:
+    """Install the specs with *config*, run CELLS on *type_id*'s spec; return the outputs."""
+    from kernel_hub_jupyter.kernelspecs import spec_names
+
+    jupyter_path = install_specs(tmp_path, config, [type_id])
     name = spec_names([type_id])[type_id]
-    assert name in json.loads(out.stdout)["added"]
-    env["JUPYTER_PATH"] = str(prefix / "share" / "jupyter")
+    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config), "JUPYTER_PATH": str(jupyter_path)}
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
 
@@ -166,7 +181,7 @@ def test_nbclient_on_a_bridged_docker_type(docker_image, tmp_path):
 @pytest.fixture(scope="module")
 def ssh_box() -> Iterator[tuple[dict, Path]]:
     pytest.importorskip("kernel_hub_ssh", reason="the workspace suite runs it (ssh plugin)")
-    from kernel_hub_ssh.testing import SSHD, make_remote_python, processes_running, start_sshd
+    from kernel_hub_ssh.testing import SSHD, make_remote_python, start_sshd
 
     require_service("sshd", os.path.exists(SSHD), "apt-get install openssh-server")
     with tempfile.TemporaryDirectory(prefix="kh-jupyter-ssh-") as tmp:
@@ -176,14 +191,103 @@ def ssh_box() -> Iterator[tuple[dict, Path]]:
             yield server.kernel_table(python=str(python), connect_timeout=30), python
         finally:
             server.stop()
-        assert not processes_running(str(Path(tmp) / "remote-venv"))
+        assert not remote_left(str(Path(tmp) / "remote-venv"))
+
+
+def remote_left(remote: str, timeout: float = 60.0) -> list[tuple[int, str]]:
+    """Return the processes of the remote venv *remote* still running after *timeout*.
+
+    The host's cleanup returns once the nanny has answered ``shutdown``; the
+    nanny exits a moment later, so its end is awaited (a pidfd each).
+    """
+    from kernel_hub_ssh.testing import processes_running, wait_gone
+
+    found = processes_running(remote)
+    alive = set(wait_gone([pid for pid, _ in found], timeout))
+    return [(pid, args) for pid, args in found if pid in alive]
 
 
 @pytest.mark.ssh
 def test_nbclient_on_a_bridged_ssh_type(ssh_box, tmp_path):
-    from kernel_hub_ssh.testing import processes_running
-
     table, python = ssh_box
     config = write_config(tmp_path / "config.toml", "ssh", {"box": table})
     check_outputs(run_bridged_notebook(tmp_path, config, "ssh/box"))
-    assert not processes_running(str(python.parent.parent)), "a remote kernel or nanny is left"
+    assert not remote_left(str(python.parent.parent)), "a remote kernel or nanny is left"
+
+
+# ---- a real jupyter server, killed outright, with a Docker and an SSH kernel ----
+
+
+def wait_until(condition, timeout: float) -> bool:
+    """Ask *condition* until it holds or *timeout* s pass; return whether it held.
+
+    What is awaited is cleanup by processes this test does not own (the reaper's
+    detached command, the remote nanny's lease), which announce themselves by no
+    event a test can wait on.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+
+
+@pytest.mark.docker
+@pytest.mark.ssh
+def test_server_killed_outright_leaves_no_container_remote_kernel_or_connection_file(
+    docker_image, ssh_box, tmp_path, monkeypatch
+):
+    """``kill -9`` of a jupyter server running a bridged Docker and a bridged SSH kernel.
+
+    jupyter_client writes its own connection file (with the key) for these
+    kernels, as kernel_hub has none of its own for them: it must go with the
+    container and the remote kernel.
+    """
+    from kernel_hub_docker import kernel_containers
+    from kernel_hub_jupyter.kernelspecs import spec_names
+    from kernel_hub_jupyter.testing import JupyterServer
+    from kernel_hub_ssh.testing import processes_running
+
+    table, python = ssh_box
+    remote = str(python.parent.parent)
+    config = tmp_path / "config.toml"
+    # A short lease: the remote nanny ends its kernel 10 s after its host is gone.
+    config.write_text(
+        config_text("docker", {"killed": {"image": docker_image}})
+        + config_text("ssh", {"killed": {**table, "lease": 10}})
+    )
+    types = ["docker/killed", "ssh/killed"]
+    names = spec_names(types)
+    jupyter_path = install_specs(tmp_path, config, types)
+    monkeypatch.setenv("KERNEL_HUB_CONFIG", str(config))
+
+    def containers() -> list:
+        return [c for c in kernel_containers() if c.type_id == "docker/killed"]
+
+    server = JupyterServer.start(tmp_path / "server", jupyter_path=str(jupyter_path))
+    try:
+        for type_id in types:
+            kid = server.api("POST", "/api/kernels", {"name": names[type_id]})["id"]
+            with server.websocket(kid) as ws:
+                reply, iopub = ws.execute("print(6*7)")
+            assert [m["content"]["text"] for m in iopub if m["msg_type"] == "stream"] == ["42\n"]
+        assert len(server.kernel_files()) == 2
+        assert containers() and processes_running(remote)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(30)
+        assert wait_until(lambda: not containers(), 120), f"containers left: {containers()}"
+        left = remote_left(remote, 120)  # the nanny ends its kernel, then itself, after the lease
+        assert not left, f"remote processes left: {left}"
+        assert server.wait_kernel_files_gone() == []
+    finally:
+        server.stop()
+        # Whatever a failure left: no container, no key on disk (the remote side is
+        # the ssh_box fixture's, which ends every session and checks).
+        from kernel_hub_docker.engine import get_client
+
+        for c in containers():
+            get_client().api.remove_container(c.id, force=True)
+        for f in server.kernel_files():
+            f.unlink()
