@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from kernel_hub_jupyter.relay import DELIM, Resigner
 
-from kernel_hub.testing import pid_alive, wait_pid_gone
+from kernel_hub.testing import pid_alive, processes_with_env, wait_pid_gone
 
 # ---- pure logic ----
 
@@ -63,18 +63,20 @@ def plain_spec(bridged, tmp_path) -> Path:
     return tmp_path / "kernels"
 
 
-def relays() -> list[int]:
-    out = subprocess.run(
-        ["pgrep", "-f", "kernel_hub_jupyter.relay"], capture_output=True, text=True
-    ).stdout
-    return [int(p) for p in out.split() if int(p) != os.getpid()]
+def relays(jupyter_path: Path) -> list[int]:
+    """The relay processes started with *jupyter_path* as ``JUPYTER_PATH`` (this test's only)."""
+    found = []
+    for pid in processes_with_env(f"JUPYTER_PATH={jupyter_path}"):
+        with contextlib.suppress(OSError):
+            if b"kernel_hub_jupyter.relay" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+    return found
 
 
 @pytest.mark.integration
 def test_jupyter_run_without_provisioner_runs_code_on_the_bridged_type(plain_spec, tmp_path):
     script = tmp_path / "a.py"
     script.write_text("import os, sys\nprint('hello from', os.getpid(), sys.argv[0])\n")
-    before = set(relays())
     out = subprocess.run(
         [sys.executable, "-m", "jupyter_client.runapp", "--kernel=plain", str(script)],
         env={**os.environ, "JUPYTER_PATH": str(plain_spec.parent)},
@@ -86,7 +88,8 @@ def test_jupyter_run_without_provisioner_runs_code_on_the_bridged_type(plain_spe
     assert out.stdout.startswith("hello from ")
     pid = int(out.stdout.split()[2])
     assert wait_pid_gone(pid, 30), "the kernel outlived the relay"
-    assert set(relays()) <= before
+    left = [p for p in relays(plain_spec.parent) if not wait_pid_gone(p, 30)]
+    assert not left, f"relay processes {left} outlived 'jupyter run'"
 
 
 @pytest.mark.integration
