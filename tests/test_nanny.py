@@ -8,10 +8,10 @@ and its pids are checked to be gone.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import glob
+import json
 import logging
 import os
 import shutil
@@ -124,23 +124,43 @@ async def manager(nanny):
 STDLIB = set(sys.stdlib_module_names)
 
 
+#: Run in a fresh interpreter: CPython 3.11's AST validation keeps its recursion depth in
+#: per-interpreter state, and another thread of the test process using ``ast`` meanwhile can
+#: make ``ast.parse`` fail with "AST constructor recursion depth mismatch".
+_CHECK_SOURCE = """
+import ast, json, sys
+tree = ast.parse(sys.stdin.read(), feature_version=(3, 8))
+imported, problems = set(), []
+for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+        imported.update(a.name.split(".")[0] for a in node.names)
+    elif isinstance(node, ast.ImportFrom):
+        if node.level:
+            problems.append("relative imports cannot be shipped")
+        imported.add((node.module or "").split(".")[0])
+    elif isinstance(node, ast.Match):
+        problems.append("match statements need Python 3.10")
+    elif isinstance(node, ast.keyword) and node.arg == "strict":
+        problems.append("zip(strict=) needs Python 3.10")
+    elif isinstance(node, ast.Attribute) and node.attr == "UTC":
+        problems.append("datetime.UTC needs Python 3.11")
+print(json.dumps({"imported": sorted(imported), "problems": problems}))
+"""
+
+
 def test_source_is_one_self_contained_python38_file():
     text = source()
-    tree = ast.parse(text, feature_version=(3, 8))
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative imports cannot be shipped"
-            imported.add((node.module or "").split(".")[0])
-        elif isinstance(node, ast.Match):  # pragma: no cover - ast.parse already refuses it
-            pytest.fail("match statements need Python 3.10")
-        elif isinstance(node, ast.keyword) and node.arg == "strict":
-            pytest.fail("zip(strict=) needs Python 3.10")
-        elif isinstance(node, ast.Attribute) and node.attr == "UTC":
-            pytest.fail("datetime.UTC needs Python 3.11")
-    assert imported - STDLIB - {"__future__"} == {"zmq"}
+    out = subprocess.run(
+        [sys.executable, "-c", _CHECK_SOURCE],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    found = json.loads(out.stdout)
+    assert found["problems"] == []
+    assert set(found["imported"]) - STDLIB - {"__future__"} == {"zmq"}
     # side-effect free at import, runnable as python - < nanny.py
     assert 'if __name__ == "__main__":' in text
 
@@ -528,7 +548,6 @@ asyncio.run(main())
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_reattach_from_describe_in_a_fresh_process(nanny, manager):
-    import json
 
     async with AsyncKernelClient(nanny.connection_info, manager=manager) as client:
         await client.execute("x = 'state survives'", timeout=TIMEOUT)
@@ -613,7 +632,6 @@ async def test_daemon_detaches_and_shutdown_ends_it(ipykernel_only_python, nanni
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_kernel_that_fails_to_start_explains_itself(nannies):
-    import json
 
     argv = [sys.executable, "-c", "import sys; print('boom: no such module'); sys.exit(3)"]
     started = start_nanny("--argv", json.dumps(argv), "--linger", "60")
@@ -652,7 +670,6 @@ def test_handshake_error_without_ipykernel(monkeypatch, capsys):
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_cwd_env_and_kernel_name_reach_the_kernel(ipykernel_only_python, nannies, tmp_path):
-    import json
 
     started = start_nanny(
         "--cwd",
@@ -698,7 +715,6 @@ async def test_the_nanny_runs_on_python38(nannies):
 
 @pytest.mark.asyncio
 async def test_failed_restart_is_an_error_reply_and_the_nanny_still_lingers_out(nannies, tmp_path):
-    import json
 
     from kernel_hub.errors import KernelHubError
 
