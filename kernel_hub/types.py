@@ -132,7 +132,7 @@ def checked_env(env: object, what: str) -> dict[str, str]:
         if not isinstance(value, str):
             raise ValueError(
                 f"{what}[{key!r}] must be a str, not {type(value).__name__}; "
-                f"pass str({value!r}) if that is what you meant"
+                "convert it with str() if that is what you meant"
             )
         if "\0" in value:
             raise ValueError(f"{what}[{key!r}] contains a NUL character, which no process can get")
