@@ -44,6 +44,8 @@ from .events import EventRecorder
 from .fakes import FakeKernel, Responder, ScriptedTransport
 from .processes import (
     NannyProcess,
+    children,
+    descendants,
     processes_with_env,
     spawn_grandchild,
     start_nanny,
@@ -60,6 +62,8 @@ __all__ = [
     "NannyProcess",
     "Responder",
     "ScriptedTransport",
+    "children",
+    "descendants",
     "execute_output",
     "fake_kernel",
     "interrupt_busy_loop",

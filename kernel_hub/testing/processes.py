@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NannyProcess",
+    "children",
+    "descendants",
     "processes_with_env",
     "spawn_grandchild",
     "start_nanny",
@@ -90,6 +92,27 @@ async def spawn_grandchild(client: AsyncKernelClient, *, timeout: float = 10.0) 
     """
     _, printed = await execute_output(client, _SPAWN_GRANDCHILD, timeout=timeout)
     return int(printed)
+
+
+def children(pid: int) -> list[int]:
+    """Return the pids of the live direct children of *pid*."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def descendants(pid: int) -> list[int]:
+    """Return the pids of every live descendant of *pid*, children first (what a tree kill
+    reaches)."""
+    out: list[int] = []
+    todo = children(pid)
+    while todo:
+        child = todo.pop(0)
+        out.append(child)
+        todo.extend(children(child))
+    return out
 
 
 def processes_with_env(entry: str) -> list[int]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from kernel_hub_jupyter.relay import DELIM, Resigner
 
-from kernel_hub.testing import pid_alive, processes_with_env, wait_pid_gone
+from kernel_hub.testing import descendants, pid_alive, processes_with_env, wait_pid_gone
 
 # ---- pure logic ----
 
@@ -313,24 +313,6 @@ class RawFrontend:
             ):
                 return str(msg["content"]["text"])
         raise AssertionError(f"no output of {msg_id} within {timeout} s")
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of *pid* (what an editor's tree kill reaches)."""
-    out, todo = [], _children(pid)
-    while todo:
-        child = todo.pop(0)
-        out.append(child)
-        todo += _children(child)
-    return out
 
 
 def raw_spec(plain_spec: Path, interrupt_mode: str) -> Path:

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kernel_hub.testing import children, descendants
+
 __all__ = [
     "SSHD",
     "SSHServer",
@@ -58,25 +60,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        return []
-
-
-def descendants(pid: int) -> list[int]:
-    """Return the pids of every live descendant of *pid* (children first)."""
-    out: list[int] = []
-    todo = _children(pid)
-    while todo:
-        child = todo.pop(0)
-        out.append(child)
-        todo.extend(_children(child))
-    return out
 
 
 def processes_running(needle: str) -> list[tuple[int, str]]:
@@ -187,7 +170,7 @@ class SSHServer:
 
     def session_pids(self) -> list[int]:
         """Return the per-connection sshd processes (the listener's direct children)."""
-        return _children(self.pid) if self.pid else []
+        return children(self.pid) if self.pid else []
 
     def kernel_table(self, **fields: Any) -> dict[str, Any]:
         """Return a ``[ssh.<name>]`` config table that logs in to this server.
