@@ -179,6 +179,9 @@ class LaunchRequest:
             raise ValueError(
                 f"launch params must be JSON-able (they are part of the kernel's state): {exc}"
             ) from None
+        # A copy, as for env: a relaunch uses the request as it was made, whatever the caller
+        # does with its dict afterwards.
+        object.__setattr__(self, "params", dict(self.params))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from kernel_hub import KernelType, RestartPolicy
-from kernel_hub.types import split_type_id
+from kernel_hub.types import LaunchRequest, split_type_id
 
 
 def test_kernel_type_id_is_namespaced_and_name_normalised():
@@ -40,3 +40,10 @@ def test_restart_policy_backoff_grows_and_caps():
     assert p.delay(2, random=0.99) == pytest.approx(1.0 * 1.495)
     with pytest.raises(ValueError):
         RestartPolicy(backoff_initial=2, backoff_max=1)
+
+
+def test_a_launch_request_keeps_copies_of_env_and_params():
+    env, params = {"A": "1"}, {"n": 1}
+    request = LaunchRequest(kernel_id="k", env=env, params=params)
+    env["A"], params["n"] = "2", 2  # the caller reuses its dicts
+    assert request.env == {"A": "1"} and request.params == {"n": 1}
