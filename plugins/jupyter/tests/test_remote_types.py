@@ -215,6 +215,40 @@ def test_nbclient_on_a_bridged_ssh_type(ssh_box, tmp_path):
     assert not remote_left(str(python.parent.parent)), "a remote kernel or nanny is left"
 
 
+@pytest.mark.ssh
+def test_papermill_on_a_bridged_ssh_type_prints_no_warning_or_asyncssh_line(ssh_box, tmp_path):
+    """Issue 20: papermill logs at INFO; asyncssh's ~150 INFO lines and DSA warnings got through."""
+    import nbformat
+    from kernel_hub_jupyter.kernelspecs import spec_names
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    table, python = ssh_box
+    config = write_config(tmp_path / "config.toml", "ssh", {"quiet": table})
+    jupyter_path = install_specs(tmp_path, config, ["ssh/quiet"])
+    source, result = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("print(6*7)")]), source)
+    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config), "JUPYTER_PATH": str(jupyter_path)}
+    name = spec_names(["ssh/quiet"])["ssh/quiet"]
+    run = subprocess.run(
+        [sys.executable, "-m", "papermill", str(source), str(result), "-k", name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    outputs = nbformat.read(result, as_version=4).cells[0].outputs
+    assert outputs[0]["text"] == "42\n"
+    assert "Input Notebook" in run.stderr  # papermill's own INFO lines are there
+    noise = [
+        line
+        for line in run.stderr.splitlines()
+        if "Warning" in line or "[conn=" in line or "asyncssh" in line
+    ]
+    assert noise == [], run.stderr[-3000:]
+    assert not remote_left(str(python.parent.parent)), "a remote kernel or nanny is left"
+
+
 # ---- a real jupyter server, killed outright, with a Docker and an SSH kernel ----
 
 

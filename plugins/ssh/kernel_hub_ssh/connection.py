@@ -23,10 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import asyncssh
-
 from kernel_hub.provider import LaunchError, LoopThread, cancel_and_wait
 
+from ._asyncssh import asyncssh, quiet_logging
 from .config import SSHHostConfig
 
 __all__ = [
@@ -97,6 +96,7 @@ async def open_connection(target: SSHHostConfig) -> asyncssh.SSHClientConnection
 
     :raises LaunchError: naming the host and the fix (see :func:`connect_error`).
     """
+    quiet_logging()  # debug logging may have been turned on since the import
     opts = _options(target)
     jump: asyncssh.SSHClientConnection | None = None
     try:

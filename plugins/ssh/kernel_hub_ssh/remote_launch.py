@@ -16,9 +16,9 @@ import logging
 import shlex
 from typing import TYPE_CHECKING, Any
 
-import asyncssh
-
 from kernel_hub.provider import LaunchError
+
+from ._asyncssh import asyncssh
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -82,3 +82,19 @@ def test_progress_line_on_a_terminal(env):
     assert "\r\x1b[2K" in text and "connecting to " in text and "forwarding " in text
     assert "\n" not in text.replace("\r\n", "")  # one line, redrawn, never scrolled
     assert text.endswith("\r\x1b[2K")
+
+
+def test_run_prints_no_dependency_warning_or_asyncssh_line(env):
+    """Issue 20: with cryptography 51 (the lock's), a run printed five DSA warnings."""
+    res = subprocess.run(
+        [*CLI, "run", "ssh/box", "-c", "print(6*7)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "42\n"
+    # Only kernel_hub's own progress lines: no warning, no asyncssh "[conn=0] ..." line.
+    others = [line for line in res.stderr.splitlines() if not line.startswith("kernel-hub: ")]
+    assert others == [], res.stderr
