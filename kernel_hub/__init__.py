@@ -26,7 +26,7 @@ from .hub import KernelHub
 from .kernel import RunningKernel
 from .manager import KernelManager
 from .session import Message
-from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy
+from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, UnavailableType
 
 if TYPE_CHECKING:
     from .remote import NannyManager
@@ -52,6 +52,7 @@ __all__ = [
     "RestartPolicy",
     "RunningKernel",
     "SubprocessManager",
+    "UnavailableType",
     "__version__",
     "hookimpl",
     "hookspec",

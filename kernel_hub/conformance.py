@@ -62,7 +62,7 @@ from .errors import NoSuchKernelType
 from .hub import KernelHub
 from .plugins import ENTRYPOINT_GROUP, make_plugin_manager
 from .procs import process_group
-from .types import KernelType, split_type_id
+from .types import KernelType, UnavailableType, split_type_id
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -280,7 +280,11 @@ class ProviderConformance:
     @pytest.mark.asyncio
     async def test_kernel_types_are_valid(self, conformance_hub: KernelHub, type_id: str) -> None:
         providers = {split_type_id(t)[0] for t in self.type_ids}
-        found = await conformance_hub.hooks.find_kernel_types(hub=conformance_hub)
+        answered = await conformance_hub.hooks.find_kernel_types(hub=conformance_hub)
+        for plugin, note in answered:
+            if isinstance(note, UnavailableType):  # a type it cannot offer here, and why
+                assert note.provider in providers and note.reason, (plugin, note)
+        found = [(plugin, kt) for plugin, kt in answered if isinstance(kt, KernelType)]
         ids = [kt.id for _, kt in found]
         assert type_id in ids, f"the plugins under test do not offer {type_id!r}, only {ids}"
         assert len(ids) == len(set(ids)), f"duplicate kernel type ids: {ids}"

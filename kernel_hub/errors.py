@@ -32,11 +32,18 @@ class ConfigError(KernelHubError):
 class NoSuchKernelType(KernelHubError, LookupError):
     """No installed plugin offers the requested kernel type id."""
 
-    def __init__(self, type_id: str, known: Iterable[str] = ()) -> None:
+    def __init__(
+        self, type_id: str, known: Iterable[str] = (), *, unavailable: str | None = None
+    ) -> None:
         import difflib
 
         self.type_id = type_id
         self.known = sorted(known)
+        #: Why the plugin that would offer *type_id* cannot here (``UnavailableType.reason``).
+        self.unavailable = unavailable
+        if unavailable:
+            super().__init__(f"kernel type {type_id!r} is not available: {unavailable}")
+            return
         close = difflib.get_close_matches(type_id, self.known, n=3, cutoff=0.5)
         msg = f"no kernel type {type_id!r}."
         if close:

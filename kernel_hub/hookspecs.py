@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterable, Mapping
 
     from .manager import KernelManager
-    from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy
+    from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, UnavailableType
 
 PROJECT_NAME = "kernel_hub"
 
@@ -67,7 +67,11 @@ class HubContext(Protocol):
 @hookspec
 def find_kernel_types(
     hub: HubContext,
-) -> Iterable[KernelType] | Awaitable[Iterable[KernelType]] | None:
+) -> (
+    Iterable[KernelType | UnavailableType]
+    | Awaitable[Iterable[KernelType | UnavailableType]]
+    | None
+):
     """Return the kernel types this plugin offers.
 
     Called by :meth:`KernelHub.find_kernel_types` whenever a host lists kernel
@@ -78,7 +82,11 @@ def find_kernel_types(
         plugin's table of the kernel_hub config file.
     :returns: an iterable of :class:`~kernel_hub.KernelType` (a generator is
         fine), an awaitable of one when discovery needs I/O, or ``None`` for
-        nothing. Never raise for "nothing found": return an empty list.
+        nothing. Never raise for "nothing found": return an empty list. For a
+        type the plugin would offer but cannot here (a package it needs is
+        missing), return an :class:`~kernel_hub.UnavailableType` with the
+        reason and the fix instead: the host that asks for that type then gets
+        that reason, not a list of other types.
 
     All results are collected; the implementations run concurrently, so slow
     discovery (a Docker engine, a remote host) does not hold up the others. A

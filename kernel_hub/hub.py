@@ -23,7 +23,7 @@ from .kernel import RunningKernel, first_line
 from .monitor import ActivityMonitor
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
 from .starter import Started, Starter
-from .types import KernelType, LaunchRequest, RestartPolicy
+from .types import KernelType, LaunchRequest, RestartPolicy, UnavailableType
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -71,6 +71,8 @@ class KernelHub:
         self._types: dict[str, KernelType] = {}
         #: type id -> name of the plugin that offered it
         self._owners: dict[str, str] = {}
+        #: type id -> why its plugin cannot offer it here (UnavailableType.reason)
+        self._unavailable: dict[str, str] = {}
         self._kernels: dict[str, RunningKernel] = {}
         #: Lifecycle events of this hub's kernels; ``hub.events.subscribe(callback)``.
         self.events = EventBus()
@@ -128,7 +130,11 @@ class KernelHub:
         """
         self._bind_loop()
         found: dict[str, tuple[str, KernelType]] = {}
+        unavailable: dict[str, str] = {}
         for plugin, kt in await self.hooks.find_kernel_types(hub=self):
+            if isinstance(kt, UnavailableType):
+                unavailable.setdefault(kt.id, kt.reason)
+                continue
             if kt.id in found and found[kt.id][0] != plugin:
                 first = found[kt.id][0]
                 raise PluginError(
@@ -139,7 +145,16 @@ class KernelHub:
             found.setdefault(kt.id, (plugin, kt))
         self._types = {tid: kt for tid, (_, kt) in sorted(found.items())}
         self._owners = {tid: plugin for tid, (plugin, _) in found.items()}
+        self._unavailable = {tid: why for tid, why in unavailable.items() if tid not in found}
         return list(self._types.values())
+
+    @property
+    def unavailable_types(self) -> dict[str, str]:
+        """Type ids that plugins would offer but cannot here, with why (after discovery)."""
+        return dict(self._unavailable)
+
+    def _no_such_type(self, type_id: str) -> NoSuchKernelType:
+        return NoSuchKernelType(type_id, self._types, unavailable=self._unavailable.get(type_id))
 
     def owner_of(self, type_id: str) -> str:
         """Return the name of the plugin that offered *type_id* (after discovery).
@@ -149,7 +164,7 @@ class KernelHub:
         try:
             return self._owners[type_id]
         except KeyError:
-            raise NoSuchKernelType(type_id, self._types) from None
+            raise self._no_such_type(type_id) from None
 
     async def get_kernel_type(self, type_id: str) -> KernelType:
         """Return the kernel type *type_id*, discovering types if it is not known yet.
@@ -161,7 +176,7 @@ class KernelHub:
         try:
             return self._types[type_id]
         except KeyError:
-            raise NoSuchKernelType(type_id, self._types) from None
+            raise self._no_such_type(type_id) from None
 
     async def default_kernel_type(self) -> KernelType:
         """Return the first available of :data:`DEFAULT_KERNEL_TYPES`."""
@@ -170,7 +185,11 @@ class KernelHub:
         for tid in DEFAULT_KERNEL_TYPES:
             if tid in self._types:
                 return self._types[tid]
-        raise NoSuchKernelType(DEFAULT_KERNEL_TYPES[0], self._types)
+        # The first default that a plugin says why it cannot offer is the one to fix.
+        for tid in DEFAULT_KERNEL_TYPES:
+            if tid in self._unavailable:
+                raise self._no_such_type(tid)
+        raise self._no_such_type(DEFAULT_KERNEL_TYPES[0])
 
     # ---- launch ----
 

@@ -18,7 +18,7 @@ import pluggy
 from . import hookspecs
 from .connection import redact_keys
 from .errors import LaunchError, PluginError
-from .types import KernelType
+from .types import KernelType, UnavailableType
 
 if TYPE_CHECKING:
     import importlib.metadata
@@ -196,16 +196,19 @@ class HookRelay:
         others = [p for name, p in self.pm.list_name_plugin() if name not in keep]
         return self.pm.subset_hook_caller(hook, remove_plugins=others)
 
-    async def find_kernel_types(self, *, hub: HubContext) -> list[tuple[str, KernelType]]:
+    async def find_kernel_types(
+        self, *, hub: HubContext
+    ) -> list[tuple[str, KernelType | UnavailableType]]:
         """Call every ``find_kernel_types`` implementation concurrently.
 
-        :returns: ``(plugin name, kernel type)`` pairs. A plugin that raises or
+        :returns: ``(plugin name, kernel type)`` pairs, with the
+            :class:`UnavailableType` notes plugins gave. A plugin that raises or
             returns something else than kernel types is logged and skipped.
         """
         impls = self.pm.hook.find_kernel_types.get_hookimpls()
         plugins = self.pm.get_plugins()
 
-        async def one(impl: pluggy.HookImpl) -> list[tuple[str, KernelType]]:
+        async def one(impl: pluggy.HookImpl) -> list[tuple[str, KernelType | UnavailableType]]:
             name = impl.plugin_name
             try:
                 # Each plugin on its own (so one that raises costs only its own types), but
@@ -224,9 +227,9 @@ class HookRelay:
                     exc,
                 )
                 return []
-            good = []
+            good: list[tuple[str, KernelType | UnavailableType]] = []
             for kt in types:
-                if isinstance(kt, KernelType):
+                if isinstance(kt, KernelType | UnavailableType):
                     good.append((name, kt))
                 else:
                     log.warning(

@@ -40,7 +40,14 @@ from .errors import (
 from .hookspecs import HubContext, hookimpl
 from .manager import KernelManager
 from .procs import pid_alive, process_start, process_token
-from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, split_type_id
+from .types import (
+    KernelType,
+    LaunchRequest,
+    LaunchResult,
+    RestartPolicy,
+    UnavailableType,
+    split_type_id,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
@@ -77,6 +84,7 @@ __all__ = [
     "PluginError",
     "RestartPolicy",
     "SubprocessManager",
+    "UnavailableType",
     "cancel_and_wait",
     "expand_env",
     "format_argv",

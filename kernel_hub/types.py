@@ -1,7 +1,8 @@
 """Frozen value types that plugins hand to the core and the core hands to hosts.
 
 Hooks register; objects act. Everything here is plain data: a plugin's
-``find_kernel_types`` returns :class:`KernelType` objects, ``launch`` receives a
+``find_kernel_types`` returns :class:`KernelType` objects (and an
+:class:`UnavailableType` for a type it would offer but cannot), ``launch`` receives a
 :class:`LaunchRequest` and produces a :class:`LaunchResult`, and ``restart_policy``
 returns a :class:`RestartPolicy`.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "LaunchRequest",
     "LaunchResult",
     "RestartPolicy",
+    "UnavailableType",
     "checked_env",
     "split_type_id",
 ]
@@ -110,6 +112,37 @@ class KernelType:
             "resource_dir": self.resource_dir,
             "metadata": dict(self.metadata),
         }
+
+
+@dataclass(frozen=True)
+class UnavailableType:
+    """A kernel type a provider would offer but cannot here, and what the user can do about it.
+
+    ``find_kernel_types`` may return these next to its :class:`KernelType` objects.
+    The type is not listed or launchable; a host that asks for it (or for the
+    default type, when it is one) gets :class:`~kernel_hub.NoSuchKernelType`
+    with *reason* instead of a list of other types, and ``kernel-hub list``
+    shows the reason.
+
+    :param provider: the provider (plugin) id, as for :class:`KernelType`.
+    :param name: the provider-local name.
+    :param reason: one line: what is missing and the command that fixes it, e.g.
+        ``"ipykernel is not importable by /usr/bin/python3; install it:
+        /usr/bin/python3 -m pip install ipykernel"``.
+
+    .. versionadded:: 0.1
+    """
+
+    provider: str
+    name: str
+    reason: str
+    id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provider", _normalise(self.provider, "provider"))
+        object.__setattr__(self, "name", _normalise(self.name, "name"))
+        object.__setattr__(self, "reason", " ".join(str(self.reason).split()))
+        object.__setattr__(self, "id", f"{self.provider}/{self.name}")
 
 
 def checked_env(env: object, what: str) -> dict[str, str]:

@@ -48,10 +48,18 @@ def test_wheels_built_with_uv_install_with_find_links(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([uv, "venv", "-q", str(venv)], **run)
     python = str(venv / "bin" / "python")
+    # The lock's versions of everything else (as in CI's other venvs): the test checks the
+    # install path, not today's releases.
+    pins = tmp_path / "constraints.txt"
+    subprocess.run(
+        [uv, "export", "--frozen", "--no-hashes", "--no-header", "--no-annotate",
+         "--no-emit-workspace", "--all-packages", "-o", str(pins)],
+        cwd=ROOT, **run,
+    )  # fmt: skip
     # What the README says, with uv's pip (the venv has no pip of its own).
     subprocess.run(
         [uv, "pip", "install", "-q", "--python", python, "--find-links", str(dist),
-         "kernel-hub-ssh", "kernel-hub-ipykernel"],
+         "-c", str(pins), "kernel-hub-ssh", "kernel-hub-ipykernel"],
         **run,
     )  # fmt: skip
     config = tmp_path / "kh.toml"
@@ -66,4 +74,21 @@ def test_wheels_built_with_uv_install_with_find_links(tmp_path):
         timeout=60,
     )
     assert res.returncode == 0, res.stderr
-    assert {t["id"] for t in json.loads(res.stdout)} == {"ssh/box"}  # no ipykernel in that venv
+    # The ipykernel plugin brings ipykernel (issue 20: it offered nothing here before).
+    assert {t["id"] for t in json.loads(res.stdout)} == {"ssh/box", "ipykernel/python3"}
+
+    # The README's first command, in that venv.
+    cli = [str(venv / "bin" / "kernel-hub"), "run", "-c", "print(6*7)"]
+    res = subprocess.run(cli, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert (res.returncode, res.stdout) == (0, "42\n"), res.stderr
+
+    # The plugin without its kernel (a --no-deps install, a broken env): the error says so.
+    subprocess.run([uv, "pip", "uninstall", "-q", "--python", python, "ipykernel"], **run)
+    res = subprocess.run(cli, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and res.stdout == ""
+    assert res.stderr == (
+        "kernel-hub: error: kernel type 'ipykernel/python3' is not available: "
+        "kernel-hub-ipykernel is "
+        f"installed, but ipykernel is not importable by {python}; "
+        f"install it: {python} -m pip install ipykernel\n"
+    )

@@ -25,13 +25,16 @@ async def cmd_list(args: argparse.Namespace) -> int:
     types = await hub.find_kernel_types()
     if args.json:
         print(json.dumps([t.to_dict() for t in types], indent=1))
-    elif not types:
+        return 0
+    if not types:
         print("no kernel types found; install a plugin or a kernelspec (see 'kernel-hub plugins')")
     else:
         print_table(
             [[t.id, t.provider, t.display_name, t.language] for t in types],
             ["ID", "PROVIDER", "DISPLAY NAME", "LANGUAGE"],
         )
+    for type_id, why in sorted(hub.unavailable_types.items()):
+        print(f"kernel-hub: {type_id} is not available: {why}", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ import importlib.util
 import platform
 import sys
 
-from kernel_hub.provider import KernelType
+from kernel_hub.provider import KernelType, UnavailableType
 
 __all__ = ["PROVIDER", "find_ipykernel_types", "ipykernel_available"]
 
@@ -28,14 +28,26 @@ def ipykernel_available() -> bool:
         return False
 
 
-def find_ipykernel_types() -> list[KernelType]:
-    """Return ``[ipykernel/python3]`` when ipykernel is importable here, else ``[]``.
+def find_ipykernel_types() -> list[KernelType | UnavailableType]:
+    """Return ``[ipykernel/python3]`` when ipykernel is importable here.
 
-    A missing ipykernel is not an error and is not logged: this plugin then
-    simply offers nothing.
+    ipykernel is a dependency of this plugin, so it is missing only from a
+    broken or ``--no-deps`` install. Then the type is an
+    :class:`~kernel_hub.provider.UnavailableType` that says so and gives the
+    pip command for this interpreter (nothing is logged: ``kernel-hub list``
+    and a launch of the type show it).
     """
     if not ipykernel_available():
-        return []
+        return [
+            UnavailableType(
+                provider=PROVIDER,
+                name="python3",
+                reason=(
+                    f"kernel-hub-ipykernel is installed, but ipykernel is not importable by "
+                    f"{sys.executable}; install it: {sys.executable} -m pip install ipykernel"
+                ),
+            )
+        ]
     version = platform.python_version()
     major_minor = ".".join(version.split(".")[:2])
     return [

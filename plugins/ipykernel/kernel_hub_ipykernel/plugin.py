@@ -15,11 +15,11 @@ from kernel_hub.provider import local_make_manager as make_manager
 from .launcher import PROVIDER, find_ipykernel_types
 
 if TYPE_CHECKING:
-    from kernel_hub.provider import HubContext, KernelType
+    from kernel_hub.provider import HubContext, KernelType, UnavailableType
 
 __all__ = ["PROVIDER", "find_kernel_types", "launch", "make_manager"]
 
 
 @hookimpl
-def find_kernel_types(hub: HubContext) -> list[KernelType]:
+def find_kernel_types(hub: HubContext) -> list[KernelType | UnavailableType]:
     return find_ipykernel_types()

@@ -15,6 +15,7 @@ import kernel_hub_ipykernel.plugin
 import pytest
 import pytest_asyncio
 
+from kernel_hub import KernelHub, NoSuchKernelType, UnavailableType
 from kernel_hub.plugins import HookRelay, make_plugin_manager
 from kernel_hub.subproc import SubprocessManager
 from kernel_hub.testing import execute_output, interrupt_busy_loop
@@ -62,20 +63,43 @@ async def test_hook_find_kernel_types(with_ipykernel):
     assert kt.env == {}
 
 
-def test_offers_nothing_without_ipykernel(no_ipykernel, caplog, recwarn):
+def test_without_ipykernel_the_type_is_unavailable_with_the_fix(no_ipykernel, caplog, recwarn):
     caplog.set_level(logging.DEBUG)
-    assert plugin.find_kernel_types(hub=None) == []
+    (note,) = plugin.find_kernel_types(hub=None)
+    assert isinstance(note, UnavailableType) and note.id == "ipykernel/python3"
+    assert note.reason == (
+        f"kernel-hub-ipykernel is installed, but ipykernel is not importable by "
+        f"{sys.executable}; install it: {sys.executable} -m pip install ipykernel"
+    )
     assert kernel_hub_ipykernel.launcher.ipykernel_available() is False
     assert caplog.records == []
     assert len(recwarn) == 0
 
 
-def test_broken_ipykernel_lookup_offers_nothing(monkeypatch):
+def test_broken_ipykernel_lookup_offers_no_kernel_type(monkeypatch):
     def find_spec(name: str, package: str | None = None):
         raise ValueError("ipykernel.__spec__ is None")
 
     monkeypatch.setattr(kernel_hub_ipykernel.launcher.importlib.util, "find_spec", find_spec)
-    assert plugin.find_kernel_types(hub=None) == []
+    assert [type(t) for t in plugin.find_kernel_types(hub=None)] == [UnavailableType]
+
+
+@pytest.mark.asyncio
+async def test_the_default_type_without_ipykernel_says_what_is_missing(no_ipykernel):
+    # What `kernel-hub run -c ...` meets in a venv where ipykernel is missing; spec/python3
+    # is left out so that the ipykernel plugin is the only candidate.
+    async with KernelHub(plugins=[plugin], load_entrypoints=False, config={}) as hub:
+        assert await hub.find_kernel_types() == []
+        with pytest.raises(NoSuchKernelType) as info:
+            await hub.default_kernel_type()
+        with pytest.raises(NoSuchKernelType) as named:
+            await hub.launch("ipykernel/python3")
+    for exc in (info.value, named.value):
+        message = str(exc)
+        assert message.startswith("kernel type 'ipykernel/python3' is not available: ")
+        assert "ipykernel is not importable" in message
+        assert f"{sys.executable} -m pip install ipykernel" in message
+        assert "\n" not in message and "kernel-hub-ssh" not in message
 
 
 def test_offers_python3_here_without_importing_ipykernel(monkeypatch):
@@ -116,9 +140,10 @@ def test_entry_point_loads_this_plugin():
     assert make_plugin_manager().get_plugin("ipykernel") is plugin
 
 
-def test_distribution_does_not_require_ipykernel():
+def test_distribution_requires_ipykernel():
+    # Installing the plugin is enough for the README's first command (issue 20, item 4).
     requires = importlib.metadata.requires("kernel-hub-ipykernel") or []
-    assert not [r for r in requires if r.lower().startswith("ipykernel")]
+    assert [r for r in requires if r.lower().startswith("ipykernel")]
 
 
 # ---- a real kernel through the hub (integration) ----
