@@ -14,6 +14,46 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["kernel_hub.testing"]
 
+#: The user's own switches and files that would change what a test sees: the suite runs
+#: without them (each test that needs one sets its own).
+USER_SWITCHES = (
+    "KERNEL_HUB_CONFIG",
+    "KERNEL_HUB_DISABLE_PLUGINS",
+    "KERNEL_HUB_TRACE_PLUGINS",
+    "KERNEL_HUB_NANNY_LEASE",
+    "JUPYTER_PATH",
+)
+#: Per-user dirs pointed at empty private ones for the session: the kernel_hub config file
+#: (under XDG_CONFIG_HOME), Jupyter's user data dir (kernelspecs) and config dir (a
+#: jupyter_server_config.py), and IPython's profile (startup files that print).
+USER_DIRS = ("XDG_CONFIG_HOME", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_user_files() -> Iterator[None]:
+    """Run the suite without the user's kernel_hub config, Jupyter user dirs and switches.
+
+    A developer's machine holds their own config tables, kernelspecs and IPython
+    startup files; no test may pass or fail because of them.
+    """
+    names = (*USER_SWITCHES, *USER_DIRS)
+    saved = {name: os.environ.get(name) for name in names}
+    with tempfile.TemporaryDirectory(prefix="kh-user-") as tmp:
+        for name in USER_SWITCHES:
+            os.environ.pop(name, None)
+        for name in USER_DIRS:
+            path = Path(tmp) / name.lower()
+            path.mkdir()
+            os.environ[name] = str(path)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_runtime_dir() -> Iterator[Path]:

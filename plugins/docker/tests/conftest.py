@@ -31,7 +31,9 @@ def _engine_and_image() -> tuple[bool, bool]:
 def docker_image() -> Iterator[str]:
     """The test kernel image's tag, once the engine answers and the image exists.
 
-    At session end no kernel container of this process (or of a dead owner) may remain.
+    At session end no kernel container made during the session may remain if it belongs
+    to this process or to a dead owner (a CLI subprocess of a test). Containers that were
+    there before (the user's kernels, their orphans) are not looked at.
     """
     engine, image = _engine_and_image()
     require_service(
@@ -45,12 +47,13 @@ def docker_image() -> Iterator[str]:
         image,
         "build it with plugins/docker/scripts/build-test-image.sh (.ci/run does this)",
     )
-    yield TEST_IMAGE
     from kernel_hub_docker import kernel_containers
 
+    before = {c.id for c in kernel_containers()}
+    yield TEST_IMAGE
     left = [
         c
         for c in kernel_containers()
-        if c.owner_state == "dead" or c.owner.endswith(f":{os.getpid()}")
+        if c.id not in before and (c.owner_state == "dead" or c.owner.endswith(f":{os.getpid()}"))
     ]
     assert not left, "kernel containers outlived the test session:\n" + "\n".join(map(str, left))

@@ -92,11 +92,14 @@ async def run(kernel: RunningKernel, code: str, timeout: float = 20) -> tuple[di
 # ---- list ----
 
 
-@pytest.mark.asyncio
-async def test_list_offers_config_and_labelled_image_types(hub, docker_image):
-    types = {kt.id: kt for kt in await hub.find_kernel_types()}
+async def check_listing(hub: KernelHub, docker_image: str) -> dict:
+    """Check the types this test made (a config table, the test image's label); return all.
 
-    assert set(types) == {"docker/limited", LABEL_TYPE}
+    The engine may hold other labelled images, the user's (the docker README tells users
+    to label theirs): they are listed too, and change nothing about ours.
+    """
+    types = {kt.id: kt for kt in await hub.find_kernel_types()}
+    assert {"docker/limited", LABEL_TYPE} <= set(types)
     limited = types["docker/limited"]
     assert limited.display_name == "Limited"
     assert limited.metadata["docker"]["source"] == "config"
@@ -106,6 +109,36 @@ async def test_list_offers_config_and_labelled_image_types(hub, docker_image):
     assert labelled.argv == ("python3", "-m", "ipykernel_launcher", "-f", "{connection_file}")
     assert labelled.metadata["docker"] == {**labelled.metadata["docker"], "image": docker_image}
     assert labelled.metadata["docker"]["source"] == "label"
+    # Whatever else is listed comes from another labelled image, never from our config.
+    for tid in set(types) - {"docker/limited", LABEL_TYPE}:
+        assert types[tid].metadata["docker"]["source"] == "label", types[tid]
+        assert types[tid].metadata["docker"]["image"] != docker_image
+    return types
+
+
+@pytest.mark.asyncio
+async def test_list_offers_config_and_labelled_image_types(hub, docker_image):
+    await check_listing(hub, docker_image)
+
+
+@pytest.mark.asyncio
+async def test_list_with_a_users_labelled_image_present(hub, docker_image):
+    """Issue 20: a kernel image the user labelled made the listing test fail."""
+    from kernel_hub_docker.labelling import label_image, label_value
+
+    suffix = os.urandom(4).hex()
+    theirs = f"kh-test-users-own-{suffix}"
+    ref = await asyncio.to_thread(
+        label_image,
+        docker_image,
+        label_value(name=theirs, display_name="The user's own"),
+        tag=f"kernel-hub-test/users-own:{suffix}",
+    )
+    try:
+        types = await check_listing(hub, docker_image)
+        assert types[f"docker/{theirs}"].display_name == "The user's own"
+    finally:
+        await asyncio.to_thread(get_client().api.remove_image, ref, force=True)
 
 
 @pytest.mark.asyncio
@@ -367,12 +400,13 @@ async def test_prune_removes_containers_of_dead_owners_only(docker_image, capsys
             ids[name] = created["Id"]
             api.start(created["Id"])
 
+        # Only this test's containers are looked at: the engine may hold the user's orphans.
         would = await asyncio.to_thread(prune, dry_run=True)
-        assert [c.id for c in would] == [ids["dead"]]
+        assert [c.id for c in would if c.id in ids.values()] == [ids["dead"]]
         assert not container_gone(ids["dead"])
 
         assert cli_main(["docker", "prune", "--json"]) == 0
-        printed = json.loads(capsys.readouterr().out)
+        printed = [c for c in json.loads(capsys.readouterr().out) if c["id"] in ids.values()]
         assert [c["id"] for c in printed] == [ids["dead"]]
         assert printed[0]["owner_state"] == "dead"
         assert container_gone(ids["dead"])
