@@ -146,6 +146,10 @@ def test_every_block_runs(block: Block, tmp_path):
             (home / rel).parent.mkdir(parents=True, exist_ok=True)
             (home / rel).write_text(text)
         env["HOME"] = str(home)
+        # The block reads those files where a user's own dirs are: under HOME, not in the
+        # suite's private stand-ins for them (the root conftest's isolated_user_files).
+        for name in ("XDG_CONFIG_HOME", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR"):
+            env.pop(name, None)
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         cwd=tmp_path,
