@@ -198,10 +198,11 @@ class KernelHub:
     ) -> RunningKernel:
         """Wrap a started kernel in its RunningKernel, record it and start watching it."""
 
-        def relaunch(monitor: ActivityMonitor) -> Any:
+        def relaunch(monitor: ActivityMonitor, connection: Mapping[str, Any]) -> Any:
+            # The same request, plus the old process's connection info: kept where it can be.
             return self._starter.start(
                 kt,
-                request,
+                dataclasses.replace(request, connection=connection),
                 plugin=plugin,
                 ready_timeout=ready_timeout,
                 monitor=monitor,
