@@ -240,6 +240,7 @@ class KernelHub:
         ready_timeout: float = 60.0,
         restart: RestartPolicy | bool | None = None,
         nanny: bool = False,
+        connection: Mapping[str, Any] | None = None,
     ) -> RunningKernel:
         """Launch a kernel of *type_id* and return it once it answers (kernel_info and IOPub).
 
@@ -258,6 +259,11 @@ class KernelHub:
             own launch: for command-line (argv) types. The kernel can then be
             interrupted, killed and restarted by any process holding its
             connection info (what ``kernel-hub launch --nanny`` does).
+        :param connection: the connection info of a kernel this one replaces, for
+            hosts that relaunch kernels themselves (the Jupyter bridge on
+            jupyter_client's ``restart_kernel``): its ports and key are reused where
+            the provider can (see :attr:`LaunchRequest.connection`), so clients of
+            the old kernel reach the new one. Compare ``kernel.connection_info``.
         :raises NoSuchKernelType: for an unknown id.
         :raises LaunchError: when the kernel cannot start; nothing is left running.
         :raises ValueError: when *env*, *cwd*, *params* or *kernel_id* cannot be
@@ -274,6 +280,7 @@ class KernelHub:
             cwd=cwd,
             env=env if env is not None else {},
             params=params if params is not None else {},
+            connection=connection,
         )
         self.emit("starting", request.kernel_id, kt.id)
         monitor = ActivityMonitor()
