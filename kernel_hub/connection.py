@@ -170,11 +170,13 @@ def _reusable_ports(
 
 
 def ports_free(ports: Iterable[int], ip: str = "127.0.0.1") -> bool:
-    """Return whether a kernel could bind (and listen on) every one of *ports* on *ip* now.
+    """Return whether a kernel could bind every one of *ports* on *ip* now.
 
     Checked as ZeroMQ binds: with ``SO_REUSEADDR``, so the closed connections of
     a process that just died (``TIME_WAIT``) do not count, while a port another
-    process listens on (or bound without ``SO_REUSEADDR``) does.
+    process listens on (or bound without ``SO_REUSEADDR``) does. Bound, never
+    listened on: clients of the old process keep reconnecting to these ports, and
+    a listening probe would accept (then drop) their connections.
     """
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     for port in ports:
@@ -182,7 +184,6 @@ def ports_free(ports: Iterable[int], ip: str = "127.0.0.1") -> bool:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((ip, port))
-                s.listen(1)
             except OSError:
                 return False
     return True
