@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,13 +14,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "CHANNELS",
+    "ENDPOINT_KEYS",
     "ConnectionInfo",
     "channel_url",
+    "endpoint",
     "new_connection_info",
+    "ports_free",
     "read_connection_file",
     "runtime_dir",
     "write_connection_file",
@@ -27,6 +31,15 @@ __all__ = [
 
 #: The five kernel channels and their connection-file port keys.
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+#: What a client connects with: the fields a relaunch keeps so that clients do not notice.
+ENDPOINT_KEYS = (
+    "transport",
+    "ip",
+    *(f"{c}_port" for c in CHANNELS),
+    "key",
+    "signature_scheme",
+)
 
 
 class ConnectionInfo(TypedDict, total=False):
@@ -100,25 +113,90 @@ def free_ports(n: int, ip: str = "127.0.0.1") -> list[int]:
 
 
 def new_connection_info(
-    *, ip: str = "127.0.0.1", transport: str = "tcp", kernel_name: str = "", key: str | None = None
+    *,
+    ip: str = "127.0.0.1",
+    transport: str = "tcp",
+    kernel_name: str = "",
+    key: str | None = None,
+    reuse: Mapping[str, Any] | None = None,
 ) -> ConnectionInfo:
     """Return connection info with fresh free ports on *ip* and a random key.
 
     Ports are bound to loopback unless the caller chooses another *ip*.
+
+    :param reuse: on a relaunch, the previous process's connection info
+        (:attr:`LaunchRequest.connection <kernel_hub.LaunchRequest>`): its key
+        and signature scheme are kept, and its five ports too when they are all
+        there, on the same *ip* and transport, and free now (:func:`ports_free`);
+        otherwise the ports are new.
     """
     if transport != "tcp":
         raise ValueError(f"transport {transport!r} is not supported; use 'tcp'")
-    ports = free_ports(5, ip)
+    scheme = "hmac-sha256"
+    if reuse:
+        if key is None and reuse.get("key") is not None:
+            old_key = reuse["key"]
+            key = old_key.decode("ascii") if isinstance(old_key, bytes) else str(old_key)
+        scheme = reuse.get("signature_scheme") or scheme
+    old = _reusable_ports(reuse, ip=ip, transport=transport)
+    ports = old if old is not None else free_ports(5, ip)
     info: ConnectionInfo = {
         "transport": transport,
         "ip": ip,
         "key": key if key is not None else secrets.token_hex(32),
-        "signature_scheme": "hmac-sha256",
+        "signature_scheme": scheme,
         "kernel_name": kernel_name,
     }
     for channel, port in zip(CHANNELS, ports, strict=True):
         info[f"{channel}_port"] = port  # type: ignore[literal-required]
     return info
+
+
+def _reusable_ports(
+    previous: Mapping[str, Any] | None, *, ip: str, transport: str
+) -> list[int] | None:
+    """Return *previous*'s five ports if they can serve a kernel on *ip* now, else ``None``."""
+    if not previous:
+        return None
+    if (previous.get("ip", ip), previous.get("transport", "tcp")) != (ip, transport):
+        return None
+    try:
+        ports = [int(previous[f"{c}_port"]) for c in CHANNELS]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if any(p <= 0 for p in ports) or len(set(ports)) != len(ports):
+        return None
+    return ports if ports_free(ports, ip) else None
+
+
+def ports_free(ports: Iterable[int], ip: str = "127.0.0.1") -> bool:
+    """Return whether a kernel could bind every one of *ports* on *ip* now.
+
+    Checked as ZeroMQ binds: with ``SO_REUSEADDR``, so the closed connections of
+    a process that just died (``TIME_WAIT``) do not count, while a port another
+    process listens on (or bound without ``SO_REUSEADDR``) does. Bound, never
+    listened on: clients of the old process keep reconnecting to these ports, and
+    a listening probe would accept (then drop) their connections.
+    """
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    for port in ports:
+        with socket.socket(family) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((ip, port))
+            except OSError:
+                return False
+    return True
+
+
+def endpoint(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the fields of *info* a client connects with (:data:`ENDPOINT_KEYS`)."""
+    return {k: info.get(k) for k in ENDPOINT_KEYS}
+
+
+def without_ports(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Return *info* without its five ports: what a relaunch keeps after a port was taken."""
+    return {k: v for k, v in info.items() if k not in {f"{c}_port" for c in CHANNELS}}
 
 
 def channel_url(info: Mapping[str, Any], channel: str) -> str:
@@ -163,7 +241,11 @@ def runtime_dir() -> Path:
 def write_connection_file(
     info: Mapping[str, Any], path: str | os.PathLike[str] | None = None, *, kernel_id: str = ""
 ) -> Path:
-    """Write *info* as a connection file readable by its owner only (0600).
+    """Write *info* as a connection file readable by its owner only (0600), atomically.
+
+    The file is written under a temporary name in the same directory and renamed
+    over *path*: a client reading it while a restarted kernel's file replaces the
+    old one sees either whole file, never a half-written one.
 
     :param path: where to write; defaults to ``kernel-<kernel_id>.json`` in the runtime dir.
     :returns: the path written.
@@ -172,12 +254,19 @@ def write_connection_file(
         path = runtime_dir() / f"kernel-{kernel_id or secrets.token_hex(8)}.json"
     path = Path(path)
     data = json.dumps(dict(info), indent=1).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # O_EXCL: a fresh file, created 0600 (never a file or link someone put there).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 

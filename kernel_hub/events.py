@@ -25,6 +25,11 @@ EventKind = Literal[
     "died",  # the kernel ended unexpectedly: data {"exit_status": ..., "reason"?: ...}
     "restarting",  # a restart is scheduled: data {"attempt": n, "delay": seconds}
     "restarted",  # the relaunched kernel is ready
+    # a relaunched kernel has another endpoint than the process it replaced (a port was
+    # taken, or the provider's endpoint moves): data {"transport", "ip", "<channel>_port"
+    # for the five channels, "key_changed": bool, "connection_file"?: path}; emitted before
+    # "restarted"; the full info (with the key) is kernel.connection_info
+    "connection_changed",
     "failed",  # restarts exhausted or a relaunch failed: data {"reason": ...}
     "shutdown",  # the kernel was shut down on purpose
     "connection_lost",  # a remote provider lost its link (the kernel may still run)

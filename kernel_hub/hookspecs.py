@@ -118,12 +118,24 @@ def launch(
     """Start a kernel of *kernel_type* and describe it.
 
     Called by :meth:`KernelHub.launch` on the plugin that offered *kernel_type*
-    (and again, with the same request, when the kernel is relaunched after a
-    death); not for ``launch(..., nanny=True)``, which the core runs itself.
+    (and again, with the same request plus ``request.connection``, when the
+    kernel is relaunched after a death or by ``kernel.restart()``); not for
+    ``launch(..., nanny=True)``, which the core runs itself.
+
+    On a relaunch ``request.connection`` is the old process's connection info.
+    A provider that chooses the endpoint its clients connect to reuses it (the
+    same ``transport``, ``ip``, five ports, ``key`` and ``signature_scheme``), so
+    that clients holding it do not notice the restart; if a port is taken, it
+    takes new ones and keeps the key (``new_connection_info(reuse=...)`` does
+    both). After a start that failed with "Address already in use" the core calls
+    again with ``request.connection`` stripped of its ports. A provider whose
+    endpoint moves by nature may ignore it: the core emits ``connection_changed``
+    whenever the new connection info differs from the old.
 
     :param hub: the calling hub.
     :param kernel_type: the type to start (always one this plugin offered).
-    :param request: the launch request: ``kernel_id``, ``cwd``, ``env``, ``params``.
+    :param request: the launch request: ``kernel_id``, ``cwd``, ``env``, ``params``,
+        and ``connection`` (``None`` on a first launch).
     :returns: a :class:`~kernel_hub.LaunchResult` or an awaitable of one. Put the
         live manager of what was started on ``LaunchResult.manager``; the hub then
         uses it as it is (``make_manager`` only rebuilds from state on attach).

@@ -217,10 +217,11 @@ class KernelHub:
     ) -> RunningKernel:
         """Wrap a started kernel in its RunningKernel, record it and start watching it."""
 
-        def relaunch(monitor: ActivityMonitor) -> Any:
+        def relaunch(monitor: ActivityMonitor, connection: Mapping[str, Any]) -> Any:
+            # The same request, plus the old process's connection info: kept where it can be.
             return self._starter.start(
                 kt,
-                request,
+                dataclasses.replace(request, connection=connection),
                 plugin=plugin,
                 ready_timeout=ready_timeout,
                 monitor=monitor,
@@ -258,6 +259,7 @@ class KernelHub:
         ready_timeout: float = 60.0,
         restart: RestartPolicy | bool | None = None,
         nanny: bool = False,
+        connection: Mapping[str, Any] | None = None,
     ) -> RunningKernel:
         """Launch a kernel of *type_id* and return it once it answers (kernel_info and IOPub).
 
@@ -276,6 +278,11 @@ class KernelHub:
             own launch: for command-line (argv) types. The kernel can then be
             interrupted, killed and restarted by any process holding its
             connection info (what ``kernel-hub launch --nanny`` does).
+        :param connection: the connection info of a kernel this one replaces, for
+            hosts that relaunch kernels themselves (the Jupyter bridge on
+            jupyter_client's ``restart_kernel``): its ports and key are reused where
+            the provider can (see :attr:`LaunchRequest.connection`), so clients of
+            the old kernel reach the new one. Compare ``kernel.connection_info``.
         :raises NoSuchKernelType: for an unknown id.
         :raises LaunchError: when the kernel cannot start; nothing is left running.
         :raises ValueError: when *env*, *cwd*, *params* or *kernel_id* cannot be
@@ -292,6 +299,7 @@ class KernelHub:
             cwd=cwd,
             env=env if env is not None else {},
             params=params if params is not None else {},
+            connection=connection,
         )
         self.emit("starting", request.kernel_id, kt.id)
         monitor = ActivityMonitor()

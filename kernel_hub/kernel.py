@@ -18,12 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from .aio import being_cancelled, cancel_and_wait
 from .client import AsyncKernelClient, BlockingKernelClient
+from .connection import CHANNELS, endpoint
 from .errors import KernelHubError
 from .monitor import ActivityMonitor, ExecutionState
 from .restarter import KernelRestarter, RestartControl
 from .types import RestartPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from .manager import KernelManager
     from .starter import Started
     from .types import KernelType, LaunchRequest
@@ -33,8 +36,9 @@ __all__ = ["KernelStatus", "RunningKernel"]
 #: The values of :attr:`RunningKernel.status`.
 KernelStatus = str
 
-#: Relaunch the kernel's type with its request: ``(monitor) -> Started``, given by the hub.
-Relauncher = Callable[[ActivityMonitor], Awaitable["Started"]]
+#: Relaunch the kernel's type with its request, reusing the old process's connection info
+#: where the provider can: ``(monitor, connection_info) -> Started``, given by the hub.
+Relauncher = Callable[[ActivityMonitor, "Mapping[str, Any]"], Awaitable["Started"]]
 #: Emit a hub event for this kernel: ``(kind, **data)``.
 Emitter = Callable[..., None]
 
@@ -53,7 +57,9 @@ class RunningKernel:
     :class:`~kernel_hub.restarter.KernelRestarter` watches it and relaunches it
     per its :attr:`restart_policy`; after a relaunch ``connection_info``,
     ``state`` and ``manager`` describe the new process, and clients from
-    :meth:`client` reconnect to it by themselves.
+    :meth:`client` reconnect to it by themselves. A relaunch keeps the
+    connection info (ports, key) wherever the provider can, so other clients
+    keep working too; when it cannot, ``connection_changed`` is emitted.
 
     Hosts do not construct it; the hub does, with the callbacks below.
 
@@ -252,17 +258,37 @@ class RunningKernel:
     async def _relaunch(self) -> None:
         """Launch the same type with the same request and switch to the new process.
 
+        The request carries the old process's connection info: the new process
+        has the same ports and key wherever the provider chooses the endpoint, so
+        clients holding the old connection info (jupyter_client's, a connection
+        file) reach it without noticing. When it has another endpoint (a port was
+        taken, or the provider's endpoint moves), ``connection_changed`` is
+        emitted before the clients from :meth:`client` reconnect to it.
+
         :raises LaunchError: when the new process does not become ready; it is
             killed and cleaned up, and this kernel still describes the old one.
         """
         self._status = "RESTARTING"
-        started = await self._relaunch_fn(self._monitor)
+        old = self.connection_info
+        started = await self._relaunch_fn(self._monitor, old)
         self.connection_info = dict(started.connection_info)
         self.state = dict(started.state)
         self.manager = started.manager
+        if endpoint(old) != endpoint(self.connection_info):
+            self._emit("connection_changed", **self._changed(old))
         for client in list(self._clients):
             client.reconnect(self.connection_info, self.manager)
         self._running()
+
+    def _changed(self, old: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``connection_changed``'s data: the new endpoint, without the key."""
+        info = self.connection_info
+        data: dict[str, Any] = {"transport": info.get("transport"), "ip": info.get("ip")}
+        data.update({f"{c}_port": info.get(f"{c}_port") for c in CHANNELS})
+        data["key_changed"] = info.get("key") != old.get("key")
+        if self.state.get("connection_file"):
+            data["connection_file"] = self.state["connection_file"]
+        return data
 
     async def _stop_process(self, *, now: bool, timeout: float, restart: bool = False) -> None:
         """End the current process: ``shutdown_request`` (unless *now*), then kill if needed."""

@@ -128,6 +128,14 @@ async def launch_under_nanny(
     cmd = [python, "-", "--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
     if cwd is not None:
         cmd += ["--cwd", cwd]
+    old = request.connection or {}
+    if old.get("key") is not None and old.get("ip", "127.0.0.1") == "127.0.0.1":
+        # A relaunch: the nanny reuses the old kernel's ports (if free) and key. The key goes
+        # in the nanny's environment (never argv), which the nanny removes before the kernel.
+        full_env[nanny.KEY_ENV] = str(old["key"])
+        ports = [old.get(f"{c}_port") for c in ("shell", "iopub", "stdin", "control", "hb")]
+        if all(isinstance(p, int) for p in ports):
+            cmd += ["--ports", json.dumps(ports)]
     # The nanny's source, opened to be the child's stdin: the child reads it, not us.
     with open(nanny.__file__, "rb") as src:  # noqa: ASYNC230
         proc = await asyncio.create_subprocess_exec(

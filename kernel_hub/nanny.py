@@ -127,6 +127,23 @@ def _url(ip: str, port: Any) -> str:
     return f"tcp://{host}:{port}"
 
 
+def _ports_free(ip: str, ports: list[int]) -> bool:
+    """Return whether every one of *ports* can be bound on *ip* now, as ZeroMQ binds.
+
+    (kernel_hub.connection.ports_free; this file is self-contained.)
+    """
+    for port in ports:
+        s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((ip, int(port)))
+        except (OSError, ValueError):
+            return False
+        finally:
+            s.close()
+    return True
+
+
 def _free_ports(ip: str, n: int) -> list[int]:
     """Return *n* distinct ports that are free on *ip* now.
 
@@ -198,8 +215,10 @@ class Nanny:
     :param daemon: ignore SIGHUP (the nanny outlives the SSH channel that started it).
     :param lease: seconds to go on without any host connected before ending the kernel
         and exiting (see "Lease" in ``docs/nanny-protocol.md``).
-    :param key: the connection key to use (dial-back mode: the host chose it); default a
-        fresh random one.
+    :param key: the connection key to use (dial-back mode: the host chose it; a relaunch:
+        the old kernel's); default a fresh random one.
+    :param ports: the kernel's five ports to reuse (a relaunch: the old kernel's), in
+        ``KERNEL_PORTS`` order; used only if all are free now, else new ones are taken.
     """
 
     def __init__(
@@ -214,8 +233,10 @@ class Nanny:
         daemon: bool = False,
         lease: float = DEFAULT_LEASE,
         key: str | None = None,
+        ports: list[int] | None = None,
     ) -> None:
         self.argv = list(argv)
+        self._ports = list(ports or [])
         self.daemon = daemon
         self._key = key
         self.cwd = cwd
@@ -296,7 +317,9 @@ class Nanny:
         self._watch_peers()
         info: dict[str, Any] = {"transport": "tcp", "ip": self.ip}
         # The nanny's own ports are bound already, so the OS cannot hand them out again here.
-        ports = _free_ports(self.ip, len(KERNEL_PORTS))
+        ports = self._ports
+        if len(ports) != len(KERNEL_PORTS) or not _ports_free(self.ip, ports):
+            ports = _free_ports(self.ip, len(KERNEL_PORTS))
         info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
         info.update(
             key=key,
@@ -738,6 +761,10 @@ class _DropLog:
 # ---- end lease and limits ----
 
 
+#: The environment variable a host passes a relaunch's key in (removed before the kernel starts).
+KEY_ENV = "KERNEL_HUB_NANNY_KEY"
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="nanny.py", description="Start a Jupyter kernel and serve its manager over ZeroMQ."
@@ -747,6 +774,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--env", help="extra environment variables as a JSON object")
     p.add_argument("--ip", default="127.0.0.1", help="the address to bind (default 127.0.0.1)")
     p.add_argument("--kernel-name", default="", help="kernel_name in the connection info")
+    p.add_argument(
+        "--ports",
+        help="the kernel's five ports to reuse if free, as a JSON list (a relaunch); the key "
+        f"to reuse comes in ${KEY_ENV}, never on the command line",
+    )
     p.add_argument("--daemon", action="store_true", help="detach after the handshake")
     p.add_argument(
         "--register",
@@ -1039,6 +1071,9 @@ def main(argv: list[str] | None = None) -> int:
             linger=args.linger,
             daemon=args.daemon,
             lease=_lease(args.lease),
+            # A relaunch's key: from the environment, which the kernel does not inherit.
+            key=os.environ.pop(KEY_ENV, None),
+            ports=json.loads(args.ports) if args.ports else None,
         )
         handshake = nanny.start()
     except (NannyError, ValueError) as exc:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from .connection import (
         CHANNELS,
         new_connection_info,
+        ports_free,
         read_connection_file,
         runtime_dir,
         write_connection_file,
@@ -96,6 +97,7 @@ __all__ = [
     "local_make_manager",
     "new_connection_info",
     "pid_alive",
+    "ports_free",
     "process_start",
     "process_token",
     "reap_on_exit",
@@ -144,6 +146,7 @@ def local_make_manager(
 _LAZY = {
     "CHANNELS": "connection",
     "new_connection_info": "connection",
+    "ports_free": "connection",
     "read_connection_file": "connection",
     "runtime_dir": "connection",
     "write_connection_file": "connection",

@@ -9,12 +9,14 @@ cancellation, what was started is killed and cleaned up.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .client import AsyncKernelClient
+from .connection import without_ports
 from .errors import KernelDied, LaunchError, PluginError
 
 if TYPE_CHECKING:
@@ -112,6 +114,9 @@ class Starter:
 
         A kernel that dies because a port it was given got taken meanwhile is
         launched again, with new ports (up to :data:`PORT_ATTEMPTS` attempts).
+        On a relaunch (``request.connection`` set) the next attempt passes that
+        connection info without its ports: the provider takes new ones and keeps
+        the key.
 
         :param monitor: opened on the new kernel's IOPub before waiting, so that
             no status message after the kernel is ready is missed.
@@ -133,6 +138,10 @@ class Starter:
                     "kernel %s lost a port to another process; launching it again",
                     request.kernel_id,
                 )
+                if request.connection is not None:
+                    request = dataclasses.replace(
+                        request, connection=without_ports(request.connection)
+                    )
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _launch(

@@ -41,7 +41,8 @@ async def launch_subprocess(
     """Start *kernel_type*'s argv as a local child process in its own process group.
 
     Writes a 0600 connection file with a random key and loopback ports into the
-    Jupyter runtime dir, fills ``{connection_file}``, ``{resource_dir}``,
+    Jupyter runtime dir (on a relaunch, the ports and key of
+    ``request.connection`` where they are free), fills ``{connection_file}``, ``{resource_dir}``,
     ``{prefix}`` and ``{kernel_id}`` in argv (other ``{...}`` stay as they are),
     and sends the kernel's own stdout/stderr (not the user code's output, which
     travels over IOPub) to a private log file whose tail is quoted when the
@@ -58,7 +59,8 @@ async def launch_subprocess(
         raise LaunchError(
             f"cannot launch {kernel_type.id}: working directory {request.cwd!r} does not exist"
         )
-    info = new_connection_info(ip=ip, kernel_name=kernel_type.name)
+    # A relaunch keeps the old process's ports and key where it can: clients do not notice.
+    info = new_connection_info(ip=ip, kernel_name=kernel_type.name, reuse=request.connection)
     rdir = runtime_dir()
     conn_path = rdir / f"kernel-{request.kernel_id}.json"
     log_file = rdir / f"kernel-{request.kernel_id}.log"

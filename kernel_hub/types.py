@@ -180,12 +180,26 @@ class LaunchRequest:
     :param cwd: the working directory for the kernel, or ``None`` for the provider's default.
     :param env: extra environment variables, applied over the kernel type's ``env``.
     :param params: provider-specific parameters, JSON-able.
+    :param connection: on a relaunch, the connection info of the process being
+        replaced; ``None`` for a first launch. A provider that chooses the
+        endpoint its clients connect to reuses it: the same ``transport``,
+        ``ip``, five ports, ``key`` and ``signature_scheme``, so that every
+        client holding the old connection info (a jupyter_client client, a
+        ``jupyter console --existing``) reaches the new process without noticing.
+        Where it cannot (a port is taken now), it takes new ports and keeps the
+        key. The fields it holds are the ones to keep: after a launch that failed
+        because a port was taken, the core passes it again without the ports.
+        A provider whose endpoint moves by nature (a batch job on another node)
+        may ignore it; the core then emits ``connection_changed``.
+        :func:`kernel_hub.provider.new_connection_info` (``reuse=``) does all this
+        for a local endpoint. Not shown in the repr: it holds the key.
     """
 
     kernel_id: str
     cwd: str | None = None
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    connection: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         # Checked here, before anything is started or written: a bad request fails whole,
@@ -215,6 +229,13 @@ class LaunchRequest:
         # A copy, as for env: a relaunch uses the request as it was made, whatever the caller
         # does with its dict afterwards.
         object.__setattr__(self, "params", dict(self.params))
+        if self.connection is not None:
+            if not isinstance(self.connection, Mapping):
+                raise ValueError(
+                    f"launch connection must be a mapping (connection info), "
+                    f"not {type(self.connection).__name__}"
+                )
+            object.__setattr__(self, "connection", dict(self.connection))
 
 
 @dataclass(frozen=True)

@@ -91,3 +91,109 @@ def test_launch_no_restart_exits_when_the_kernel_dies():
         assert "died ipykernel/python3" in err and "exit_status=-9" in err
         assert "restarting" not in err
         assert not Path(info["connection_file"]).exists()
+
+
+class Console:
+    """``jupyter console`` on a pipe: lines in, output read by a thread until a deadline.
+
+    (As in plugins/jupyter/tests/test_relay.py: test modules cannot import each other.)
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        import threading
+
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = ""
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read(1):
+            with self.changed:
+                self.output += chunk
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, text: str, start: int = 0, timeout: float = 60.0) -> int:
+        """Return where *text* ends in the output after *start*; fail at *timeout*."""
+        at = self.seen(text, start, timeout)
+        assert at >= 0, f"no {text!r} from jupyter console:\n{self.output[-3000:]}"
+        return at
+
+    def seen(self, text: str, start: int, timeout: float) -> int:
+        """Return where *text* ends in the output after *start*, or -1 after *timeout*."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: text in self.output[start:] or not self.reader.is_alive(), timeout
+            )
+            at = self.output.find(text, start)
+        return at + len(text) if at >= 0 else -1
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self.reader.join(30)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+@pytest.mark.timeout(300)
+def test_jupyter_console_on_the_launch_file_goes_on_after_a_restart():
+    """``jupyter console --existing FILE`` reads the file once; the restarted kernel is
+    reachable with what it read: the same ports and key, the file unchanged."""
+    with launch() as proc:
+        first = json.loads(proc.stdout.readline())
+        path = first["connection_file"]
+        read_until(proc.stderr, "ready")
+        # include_other_output: its poll task reads IOPub every 0.5 s. Without it, jupyter
+        # console 6.6 waits in run_cell for an IOPub wake-up that, after its sockets
+        # reconnected to a new process, does not come (the messages are there: a plain
+        # jupyter_client client on the same file reads them; see the restarter tests).
+        console = Console(
+            [
+                *[sys.executable, "-m", "jupyter_console", "--existing", path],
+                *["--simple-prompt", "--ZMQTerminalInteractiveShell.include_other_output=True"],
+            ]
+        )
+        try:
+            console.send("print(6*7)")
+            at = console.wait_for("42\n")
+            os.kill(first["state"]["pid"], signal.SIGKILL)
+            read_until(proc.stderr, "restarted")
+            second = json.loads(proc.stdout.readline())
+            assert second["state"]["pid"] != first["state"]["pid"]
+            assert second["connection_info"] == first["connection_info"]
+            on_disk = json.loads(Path(path).read_text())
+            assert {k: on_disk[k] for k in first["connection_info"]} == first["connection_info"]
+            # jupyter console skips waiting for a reply while its heartbeat thread still
+            # counts the kernel as dead (it beats once a second): until it beats again,
+            # a cell's output is shown only with the next cell. So: one cell, then cells
+            # until the new kernel's answer appears (each a wait on the output, bounded).
+            expected = f"pid {second['state']['pid']}\n"
+            for _ in range(12):
+                console.send("import os; print('pid', os.getpid())")
+                if console.seen(expected, at, timeout=5) >= 0:
+                    break
+            console.wait_for(expected, at, timeout=5)
+        finally:
+            console.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0

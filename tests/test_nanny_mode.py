@@ -76,3 +76,35 @@ async def test_a_type_without_argv_cannot_run_under_a_nanny():
     hub = KernelHub(plugins=[NoArgv], load_entrypoints=False, config={})
     with pytest.raises(LaunchError, match="has no argv, so it cannot run under a local nanny"):
         await hub.launch("noargv/k", nanny=True)
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_nanny_kernel_relaunched_keeps_ports_and_key_and_its_client():
+    """A relaunch under a nanny (a new nanny): the same kernel ports and key (issue 21)."""
+    import os
+    import signal
+
+    from kernel_hub import RestartPolicy
+    from kernel_hub.testing import EventRecorder
+
+    fast = RestartPolicy(limit=3, window=60, backoff_initial=0.1, backoff_max=1)
+    async with KernelHub(config={}) as hub:
+        rec = EventRecorder(hub)
+        kernel = await hub.launch("ipykernel/python3", nanny=True, restart=fast)
+        ports = [f"{c}_port" for c in ("shell", "iopub", "stdin", "control", "hb")]
+        before = {k: kernel.connection_info[k] for k in [*ports, "ip", "key"]}
+        async with kernel.client() as client:
+            await client.execute("x = 1", timeout=60)
+            os.kill(kernel.state["kernel_pid"], signal.SIGKILL)
+            await rec.wait_for("restarted", kernel.id, timeout=TIMEOUT)
+            assert {k: kernel.connection_info[k] for k in before} == before
+            out = []
+            reply = await client.execute("print(3)", output_hook=out.append, timeout=60)
+            assert reply.content["status"] == "ok"
+            assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == ["3\n"]
+            await kernel.restart(now=True)
+            assert {k: kernel.connection_info[k] for k in before} == before
+            assert (await client.execute("1", timeout=60)).content["status"] == "ok"
+        assert rec.of(kernel.id, "connection_changed") == []
+        await kernel.shutdown()

@@ -183,7 +183,9 @@ async def cmd_launch(args: argparse.Namespace) -> int:
         forget_file = reap_on_exit([str(path)])
 
         def publish() -> None:
-            # A restarted kernel has new ports and a new key: rewrite the file, reprint the JSON.
+            # A restarted kernel keeps its ports and key (the file stays valid for clients that
+            # read it once); rewritten (atomically) for the new launcher record, or new ports if
+            # one was taken meanwhile; the JSON is printed again.
             # The record lets 'attach' tell a stale file (its launcher killed outright) at once.
             manager = kernel.manager
             pid = manager.pid if isinstance(manager, SubprocessManager) else None

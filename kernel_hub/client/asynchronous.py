@@ -8,6 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..aio import cancel_and_wait
+from ..connection import endpoint
 from ..droplog import DropLog
 from ..errors import KernelDied, KernelHubError
 from ..session import BadSignature, Message, Session
@@ -220,7 +221,9 @@ class AsyncKernelClient(KernelRequests):
 
         Requests waiting on the old process fail with :class:`KernelDied`; the
         next requests wait until IOPub of the new one is subscribed. Called by
-        :class:`~kernel_hub.RunningKernel` after a restart.
+        :class:`~kernel_hub.RunningKernel` after a restart. With the same
+        endpoint (ports and key) as before, the client keeps its sockets (ZeroMQ
+        reconnects them) and only watches the new *manager*; else it opens new ones.
         """
         self._call_on_loop(self._follow, connection_info, manager)
 
@@ -233,19 +236,23 @@ class AsyncKernelClient(KernelRequests):
         )
         self._died = None
         self._back()
+        # The same endpoint (a relaunch kept ports and key): the sockets stay, ZeroMQ has
+        # reconnected them to the new process by itself, as it does for any other client.
+        same = endpoint(connection_info) == endpoint(self.connection_info)
         self.connection_info = dict(connection_info)
         self.manager = manager
         if not self._own_transport:
             return  # an injected transport (tests) is the caller's business
         self._stop_feeding_monitor(hand_over=False)  # that socket is the old kernel's
-        self.session = Session(
-            self.connection_info.get("key", ""),
-            self.connection_info.get("signature_scheme", "hmac-sha256"),
-        )
-        self._transport.close()
-        self._transport = ZMQTransport(
-            self.connection_info, identity=self.session.session_id.encode()
-        )
+        if not same:
+            self.session = Session(
+                self.connection_info.get("key", ""),
+                self.connection_info.get("signature_scheme", "hmac-sha256"),
+            )
+            self._transport.close()
+            self._transport = ZMQTransport(
+                self.connection_info, identity=self.session.session_id.encode()
+            )
         if self._state != "CONNECTED":
             return
         if self._watcher is not None:
@@ -253,7 +260,8 @@ class AsyncKernelClient(KernelRequests):
         if self._rejoin is not None:
             self._rejoin.cancel()
         self._iopub_seen = asyncio.Event()
-        self._transport.open(self._on_message)
+        if not same:
+            self._transport.open(self._on_message)
         self._watcher = asyncio.ensure_future(self._watch_manager(manager))
         # Requests wait for this first, so that no output of the next execution is lost.
         self._rejoin = asyncio.ensure_future(self._await_iopub(self.ready_timeout))

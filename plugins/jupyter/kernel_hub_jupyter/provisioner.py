@@ -138,8 +138,11 @@ class KernelHubProvisioner(KernelProvisionerBase):
         }
         cwd = kwargs.get("cwd") if self.pass_cwd else None
         self._exit_status = None
+        # A restart (jupyter_client keeps this provisioner): the same ports and key, so that
+        # its clients and connection file stay valid, as with its own LocalProvisioner.
+        previous = dict(self.connection_info) if self.connection_info else None
         try:
-            kernel = await call(self._launch(env=env, cwd=cwd))
+            kernel = await call(self._launch(env=env, cwd=cwd, connection=previous))
         except Exception as exc:
             message = actionable(self.type_id, self._spec_name, exc)
             log.error("%s", message)
@@ -208,13 +211,16 @@ class KernelHubProvisioner(KernelProvisionerBase):
         if guard is not None:
             guard[1]()
 
-    async def _launch(self, *, env: dict[str, str], cwd: str | None) -> RunningKernel:
+    async def _launch(
+        self, *, env: dict[str, str], cwd: str | None, connection: dict[str, Any] | None
+    ) -> RunningKernel:
         hub = await get_hub()
         return await hub.launch(
             self.type_id,
             kernel_id=self.kernel_id,
             env=env,
             cwd=cwd,
+            connection=connection,
             ready_timeout=self.ready_timeout,
             restart=False,  # jupyter_client's restarter decides
         )
@@ -306,6 +312,7 @@ class KernelHubProvisioner(KernelProvisionerBase):
         if not restart:
             # jupyter_client has removed its connection file by now; on a restart it keeps it.
             self._withdraw_connection_file()
+            self.connection_info = {}  # a later launch is a new kernel, not a restart
         if kernel is None:
             return
         await call(kernel.shutdown(now=True))  # a kernel that already ended: waits for its cleanup

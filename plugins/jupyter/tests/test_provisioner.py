@@ -185,6 +185,44 @@ def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
     assert runtime_files(km.kernel_id) == []
 
 
+def test_restart_kernel_keeps_ports_and_key_so_the_same_client_goes_on(bridged, recorder):
+    """jupyter_client's restart_kernel on a bridged type: the client made before still works.
+
+    As with jupyter_client's own LocalProvisioner: the same ports and key, and its
+    connection file stays valid (the kernel's, rewritten with the same content).
+    """
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name=bridged.python, startup_timeout=120)
+    try:
+        before = km.get_connection_info()
+        first_pid = recorder.hub.get(km.kernel_id).manager.pid
+        km.restart_kernel(now=True)
+        assert recorder.hub.get(km.kernel_id).manager.pid != first_pid
+        assert km.get_connection_info() == before
+        with open(km.connection_file) as f:
+            on_disk = json.load(f)
+        assert {k: on_disk[k] for k in ("shell_port", "iopub_port", "key")} == {
+            "shell_port": before["shell_port"],
+            "iopub_port": before["iopub_port"],
+            "key": before["key"].decode(),
+        }
+        kc.wait_for_ready(timeout=60)  # the same client object, made before the restart
+        out: list[str] = []
+        reply = kc.execute_interactive(
+            "print(1)",
+            output_hook=lambda m: (
+                out.append(m["content"]["text"]) if m["header"]["msg_type"] == "stream" else None
+            ),
+            timeout=60,
+        )
+        assert reply["content"]["status"] == "ok" and out == ["1\n"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
+    assert runtime_files(km.kernel_id) == []
+
+
 def test_dead_kernel_signal_and_double_cleanup_do_not_raise(bridged, recorder):
     from jupyter_client.manager import KernelManager
 
