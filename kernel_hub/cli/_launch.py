@@ -38,7 +38,7 @@ START_TIMEOUT = 60.0
 
 def _cli_words(exc: LaunchError) -> str:
     """Return *exc*'s message with the Python API's advice put in command-line words."""
-    return re.sub(r"Raise ready_timeout=(?: \([^)]*\))?", "Raise --start-timeout", str(exc))
+    return re.sub(r"raise ready_timeout=(?: \([^)]*\))?", "raise --start-timeout", str(exc))
 
 
 async def _launch(
