@@ -299,7 +299,8 @@ class Nanny:
         self._zmq = zmq
         _check_ipykernel(self.argv)
         if self.cwd is not None and not os.path.isdir(self.cwd):
-            raise NannyError(f"working directory {self.cwd!r} does not exist on this machine")
+            what = "is not a directory" if os.path.exists(self.cwd) else "does not exist"
+            raise NannyError(f"working directory {self.cwd!r} {what} on this machine")
         _sweep_stale_workdirs(tempfile.gettempdir())
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)  # mode 0700
         with open(os.path.join(self.workdir, PID_FILE), "w") as f:

@@ -174,6 +174,19 @@ def test_a_failed_start_is_one_error_line_and_the_kernels_output_marked_below(
     assert processes_with(marker) == []
 
 
+@pytest.mark.parametrize("nanny", [False, True])
+def test_a_cwd_that_is_a_file_is_not_a_directory_not_missing(tmp_path, nanny):
+    """Issue #22 item 11: a file given as --cwd was reported as "does not exist"."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    command = ["launch", "--nanny"] if nanny else ["run", "-c", "1"]
+    res = cli(*command, "--cwd", str(a_file))
+    assert res.returncode == 3, res.stderr
+    line = one_error_line(res.stderr)
+    assert f"working directory {str(a_file)!r} is not a directory" in line, line
+    assert "existing directory" in line and "does not exist" not in line
+
+
 # ---- items 1 and 5: attach to stale files; interrupt without a nanny ----
 
 

@@ -152,7 +152,9 @@ def _create_and_start(
     if options.mount_cwd and request.cwd:
         if not os.path.isdir(request.cwd):
             raise LaunchError(
-                f"cannot launch {kernel_type.id}: working directory {request.cwd!r} does not exist"
+                f"cannot launch {kernel_type.id}: working directory {request.cwd!r} "
+                + ("is not a directory" if os.path.exists(request.cwd) else "does not exist")
+                + "; give the path of an existing directory as cwd"
             )
         cwd = os.path.abspath(request.cwd)
         workdir = workdir or cwd
