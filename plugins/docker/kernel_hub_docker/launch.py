@@ -81,9 +81,11 @@ def _ensure_image(
         pass
     if not pull:
         raise LaunchError(
-            f"the Docker image {image!r} is not present on the engine. Build it (for the test "
-            "image: plugins/docker/scripts/build-test-image.sh), 'docker pull "
-            f"{image}', or set pull = true in this kernel type's [docker.<name>] config table."
+            f"the Docker image {image!r} is not present on the engine; build it from a "
+            "Dockerfile (kernel-hub-docker's README, 'Making a kernel image': its FROM image "
+            "must be local or in a registry the engine can reach), make one from an image you "
+            "have with 'kernel-hub docker label IMAGE --name NAME', 'docker pull "
+            f"{image}', or set pull = true in this kernel type's [docker.<name>] config table"
         )
     repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
     progress(f"pulling image {image}")
