@@ -60,7 +60,22 @@ class NoSuchKernelType(KernelHubError, LookupError):
 
 
 class LaunchError(KernelHubError):
-    """A kernel could not be started; the message says why and what to do."""
+    """A kernel could not be started; the message says why and what to do.
+
+    :param message: one line: what failed and what to do.
+    :param output: the kernel's last output, when it ran (``""`` otherwise).
+        ``str(error)`` is *message*, then ``Its last output:`` and the output
+        on the lines below; a caller that has room for one line only (the CLI's
+        error line, a Jupyter error) shows :attr:`summary` and, if it can,
+        :attr:`output` apart.
+    """
+
+    def __init__(self, message: str, *, output: str = "") -> None:
+        #: The one-line message, without the kernel's output.
+        self.summary = message
+        #: The kernel's last output (stripped; ``""`` when there is none).
+        self.output = output.strip()
+        super().__init__(message + (f"\nIts last output:\n{self.output}" if self.output else ""))
 
 
 class KernelDied(KernelHubError):

@@ -26,7 +26,7 @@ from .starter import Started, Starter
 from .types import KernelType, LaunchRequest, RestartPolicy, UnavailableType
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     from .manager import KernelManager
     from .plugins import KernelHubPluginManager
@@ -260,6 +260,7 @@ class KernelHub:
         restart: RestartPolicy | bool | None = None,
         nanny: bool = False,
         connection: Mapping[str, Any] | None = None,
+        on_launched: Callable[[Started], object] | None = None,
     ) -> RunningKernel:
         """Launch a kernel of *type_id* and return it once it answers (kernel_info and IOPub).
 
@@ -283,6 +284,12 @@ class KernelHub:
             jupyter_client's ``restart_kernel``): its ports and key are reused where
             the provider can (see :attr:`LaunchRequest.connection`), so clients of
             the old kernel reach the new one. Compare ``kernel.connection_info``.
+        :param on_launched: called on the hub's loop with the launched kernel's
+            ``connection_info``, ``state`` and ``manager`` (a ``Started``) as soon
+            as it is launched, before it answers; called again if it is launched
+            once more with new ports (a port taken meanwhile). For a host whose
+            own client waits for the kernel to answer, with its own timeout (the
+            Jupyter bridge: jupyter_client's ``startup_timeout``).
         :raises NoSuchKernelType: for an unknown id.
         :raises LaunchError: when the kernel cannot start; nothing is left running.
         :raises ValueError: when *env*, *cwd*, *params* or *kernel_id* cannot be
@@ -311,6 +318,7 @@ class KernelHub:
                 ready_timeout=ready_timeout,
                 monitor=monitor,
                 nanny=nanny,
+                on_launched=on_launched,
             )
         except Exception as exc:
             self.emit("failed", request.kernel_id, kt.id, reason=first_line(exc))

@@ -110,7 +110,11 @@ async def launch_under_nanny(
         )
     cwd = request.cwd
     if cwd is not None and not os.path.isdir(cwd):  # noqa: ASYNC240 - one stat, local
-        raise LaunchError(f"cannot launch {kernel_type.id}: working directory {cwd!r} is missing")
+        what = "is not a directory" if os.path.exists(cwd) else "does not exist"  # noqa: ASYNC240
+        raise LaunchError(
+            f"cannot launch {kernel_type.id}: working directory {cwd!r} {what}; "
+            "give the path of an existing directory as cwd"
+        )
     if stderr is None and not logging.getLogger("kernel_hub").isEnabledFor(logging.DEBUG):
         stderr = subprocess.DEVNULL
     argv = format_argv(

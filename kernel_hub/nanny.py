@@ -25,6 +25,7 @@ import hmac
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -57,7 +58,32 @@ RECV_HWM = 100
 DROP_LOG_INTERVAL = 10.0
 #: At most one nanny_welcome per this many seconds, however many subscriptions arrive.
 WELCOME_INTERVAL = 0.05
+#: Deepest nesting of arrays and objects accepted in a message's JSON: deeper is dropped
+#: before parsing (``json.loads`` of a few thousand levels raises ``RecursionError``).
+MAX_JSON_DEPTH = 64
 # ---- end lease and limits ----
+
+#: A JSON string (with its escapes), and a bracket; :func:`loads` skips the strings.
+_JSON_STRING_OR_BRACKET = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _loads(data: bytes) -> Any:
+    """Parse one JSON part of a message, refusing more than :data:`MAX_JSON_DEPTH` levels.
+
+    :raises ValueError: for invalid or too deeply nested JSON.
+    """
+    depth = 0
+    for match in _JSON_STRING_OR_BRACKET.finditer(data):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return json.loads(data)
+
+
 KERNEL_PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 
 
@@ -294,7 +320,8 @@ class Nanny:
         self._zmq = zmq
         _check_ipykernel(self.argv)
         if self.cwd is not None and not os.path.isdir(self.cwd):
-            raise NannyError(f"working directory {self.cwd!r} does not exist on this machine")
+            what = "is not a directory" if os.path.exists(self.cwd) else "does not exist"
+            raise NannyError(f"working directory {self.cwd!r} {what} on this machine")
         _sweep_stale_workdirs(tempfile.gettempdir())
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)  # mode 0700
         with open(os.path.join(self.workdir, PID_FILE), "w") as f:
@@ -628,8 +655,8 @@ class Nanny:
             self._drops.note(why)
             return
         try:
-            header = json.loads(parts[0])
-            content = json.loads(parts[3])
+            header = _loads(parts[0])
+            content = _loads(parts[3])
             op = content["op"]
         except (ValueError, KeyError, TypeError):
             header, content, op = {}, {}, None
@@ -1030,7 +1057,7 @@ def _registration_acked(sock: Any, signer: Signer, timeout_ms: float) -> bool:
         if len(frames) >= 6 and frames[0] == DELIM:
             if signer.check(frames[1], frames[2:6]) is None:
                 with contextlib.suppress(ValueError, KeyError):
-                    if json.loads(frames[2])["msg_type"] == "nanny_registered":
+                    if _loads(frames[2])["msg_type"] == "nanny_registered":
                         return True
         _log("dropped a registration reply with a bad signature")
 

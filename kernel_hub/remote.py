@@ -503,7 +503,14 @@ class NannyManager(KernelManager):
             if not self._nanny_gone:  # shut down by another manager of the same kernel
                 await self._request("shutdown", timeout=min(self.request_timeout, 5.0))
         except KernelHubError as exc:
-            log.warning("%r: shutdown got no answer (%s); the nanny may be gone already", self, exc)
+            if self._nanny_gone:
+                # It said it is exiting while we asked: another manager of the same kernel
+                # (the launcher's, say) shut it down first. That is what we asked for.
+                log.debug("%r: the nanny exited before it answered shutdown", self)
+            else:
+                log.warning(
+                    "%r: shutdown got no answer (%s); the nanny may be gone already", self, exc
+                )
         if not self._dead:
             self._mark_dead(self._exit_status)
         self.close()

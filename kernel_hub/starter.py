@@ -70,17 +70,16 @@ async def wait_ready(
         # bind one before this kernel does; a launch with new ports gets past that.
         error = PortTaken if "Address already in use" in tail else LaunchError
         raise error(
-            f"kernel {kernel_type.id} exited during start-up "
-            f"(exit status {exc.exit_status})."
-            + (f" Its last output:\n{tail}" if tail else "")
-            + "\nCheck the kernel type's command and that its packages are installed."
+            f"kernel {kernel_type.id} exited during start-up (exit status {exc.exit_status}); "
+            "check the kernel type's command and that its packages are installed",
+            output=tail,
         ) from None
     except TimeoutError as exc:
         tail = await manager.last_output()
         raise LaunchError(
-            f"kernel {kernel_type.id} did not become ready within {timeout} s."
-            + (f" Its last output:\n{tail}" if tail else "")
-            + "\nRaise ready_timeout= (or the CLI's --start-timeout) if it is just slow to start."
+            f"kernel {kernel_type.id} did not become ready within {timeout} s; "
+            "raise ready_timeout= (or the CLI's --start-timeout) if it is just slow to start",
+            output=tail,
         ) from exc
     finally:
         await client.close()
@@ -109,6 +108,7 @@ class Starter:
         ready_timeout: float,
         monitor: ActivityMonitor | None = None,
         nanny: bool = False,
+        on_launched: Callable[[Started], object] | None = None,
     ) -> Started:
         """Launch (plugin hook, or a local nanny), build the manager, wait until it answers.
 
@@ -120,6 +120,9 @@ class Starter:
 
         :param monitor: opened on the new kernel's IOPub before waiting, so that
             no status message after the kernel is ready is missed.
+        :param on_launched: called with the launched kernel (connection info,
+            state, manager) before waiting for it to answer; again for each
+            launch with new ports.
         """
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
@@ -130,10 +133,11 @@ class Starter:
                     ready_timeout=ready_timeout,
                     monitor=monitor,
                     nanny=nanny,
+                    on_launched=on_launched,
                 )
             except PortTaken as exc:
                 if attempt == PORT_ATTEMPTS:
-                    raise LaunchError(str(exc)) from None
+                    raise LaunchError(exc.summary, output=exc.output) from None
                 log.info(
                     "kernel %s lost a port to another process; launching it again",
                     request.kernel_id,
@@ -164,6 +168,7 @@ class Starter:
         ready_timeout: float,
         monitor: ActivityMonitor | None,
         nanny: bool,
+        on_launched: Callable[[Started], object] | None = None,
     ) -> Started:
         result = await self._launch(kernel_type, request, plugin=plugin, nanny=nanny)
         manager = result.manager or await self._manager_for(
@@ -172,6 +177,8 @@ class Starter:
         if manager is None:  # not reached: with a type, the owner builds one or raises
             raise PluginError(f"plugin {plugin!r} gave no manager for {kernel_type.id!r}")
         try:
+            if on_launched is not None:
+                on_launched(Started(result.connection_info, result.state, manager, nanny=nanny))
             if monitor is not None:
                 monitor.open(result.connection_info)
             await wait_ready(kernel_type, result.connection_info, manager, ready_timeout)

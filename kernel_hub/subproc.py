@@ -57,7 +57,9 @@ async def launch_subprocess(
         raise LaunchError(f"kernel type {kernel_type.id} has an empty argv; nothing to run")
     if request.cwd is not None and not os.path.isdir(request.cwd):  # noqa: ASYNC240 - one stat
         raise LaunchError(
-            f"cannot launch {kernel_type.id}: working directory {request.cwd!r} does not exist"
+            f"cannot launch {kernel_type.id}: working directory {request.cwd!r} "
+            + ("is not a directory" if os.path.exists(request.cwd) else "does not exist")  # noqa: ASYNC240
+            + "; give the path of an existing directory as cwd"
         )
     # A relaunch keeps the old process's ports and key where it can: clients do not notice.
     info = new_connection_info(ip=ip, kernel_name=kernel_type.name, reuse=request.connection)

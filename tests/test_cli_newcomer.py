@@ -149,6 +149,44 @@ def test_start_timeout_bounds_a_kernel_that_never_answers(silent_spec):
     assert processes_with(marker) == []
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "words"),
+    [
+        ("time.sleep(600)", 4, "did not become ready within 3.0 s; raise --start-timeout"),
+        ("sys.exit(3)", 3, "exited during start-up (exit status 3); check the kernel type's"),
+    ],
+)
+def test_a_failed_start_is_one_error_line_and_the_kernels_output_marked_below(
+    tmp_path, code, status, words
+):
+    """Issue #22 item 11: the error was two lines, its advice on a line of its own."""
+    marker = f"kh-failing-{os.getpid()}-{time.monotonic_ns()}"
+    spec = tmp_path / "kernels" / "failing"
+    spec.mkdir(parents=True)
+    program = f"import sys, time; print('first', flush=True); print({marker!r}); {code}"
+    argv = [sys.executable, "-c", program, "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "failing"}))
+    res = cli("run", "spec/failing", "--start-timeout", "3", "-c", "1", JUPYTER_PATH=str(tmp_path))
+    assert res.returncode == status, res.stderr
+    error, *below = res.stderr.splitlines()
+    assert error.startswith("kernel-hub: error: kernel spec/failing ") and words in error
+    assert below == ["kernel-hub: the kernel's last output:", "  | first", f"  | {marker}"]
+    assert processes_with(marker) == []
+
+
+@pytest.mark.parametrize("nanny", [False, True])
+def test_a_cwd_that_is_a_file_is_not_a_directory_not_missing(tmp_path, nanny):
+    """Issue #22 item 11: a file given as --cwd was reported as "does not exist"."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    command = ["launch", "--nanny"] if nanny else ["run", "-c", "1"]
+    res = cli(*command, "--cwd", str(a_file))
+    assert res.returncode == 3, res.stderr
+    line = one_error_line(res.stderr)
+    assert f"working directory {str(a_file)!r} is not a directory" in line, line
+    assert "existing directory" in line and "does not exist" not in line
+
+
 # ---- items 1 and 5: attach to stale files; interrupt without a nanny ----
 
 

@@ -373,6 +373,40 @@ async def test_forged_request_is_dropped_logged_counted_and_harmless(nanny, mana
 
 @pytest.mark.integration
 @pytest.mark.asyncio
+async def test_a_signed_request_nested_5000_deep_is_refused_and_the_nanny_serves_on(nanny, manager):
+    """Issue #22 item 10: json.loads raised RecursionError; the nanny and its kernel died."""
+    import zmq
+
+    good = Session(nanny.connection_info["key"])
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(f"tcp://127.0.0.1:{nanny.connection_info['nanny_control_port']}")
+    try:
+        deep = good.serialize(good.msg("nanny_request", {"op": "ping"}))
+        deep[-1] = b'{"op": "ping", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+        deep[1] = good.sign(deep[2:6])  # signed with the right key: only the depth is wrong
+        ping = good.msg("nanny_request", {"op": "ping"})
+        dealer.send_multipart(deep)
+        dealer.send_multipart(good.serialize(ping))
+        replies = []
+        while not replies or replies[-1].parent_header.get("msg_id") != ping.header["msg_id"]:
+            assert dealer.poll(TIMEOUT * 1000), "the nanny stopped answering"
+            replies.append(good.deserialize(dealer.recv_multipart()))
+        refused, answered = replies
+        assert refused.content["status"] == "error"
+        assert answered.content["status"] == "ok"
+        assert answered.content["nanny_pid"] == nanny.nanny_pid
+    finally:
+        dealer.close()
+    assert pid_alive(nanny.nanny_pid)
+    assert await manager.is_alive()
+    async with AsyncKernelClient(nanny.connection_info, manager=manager) as client:
+        reply = await client.execute("6*7", timeout=TIMEOUT)
+        assert reply.content["status"] == "ok"
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
 async def test_sigterm_to_the_nanny_takes_the_kernel_with_it(nanny, manager):
     waiter = asyncio.ensure_future(manager.wait())
     assert await manager.is_alive()  # the waiter's subscription is live by the time ...

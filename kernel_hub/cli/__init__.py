@@ -170,11 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(exc: BaseException, verbose: int) -> None:
+    """Print the one error line; a kernel's last output follows it, each line marked ``| ``."""
     if verbose:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    print(f"kernel-hub: error: {exc}", file=sys.stderr)
+    message = exc.summary if isinstance(exc, LaunchError) else str(exc)
+    print(f"kernel-hub: error: {message}", file=sys.stderr)
+    output = exc.output if isinstance(exc, LaunchError | CommandError) else ""
+    if output:
+        lines = "".join(f"  | {line}\n" for line in output.splitlines())
+        print(f"kernel-hub: the kernel's last output:\n{lines}", end="", file=sys.stderr)
 
 
 def _exit_status(exc: KernelHubError) -> int:

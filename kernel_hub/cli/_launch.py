@@ -37,8 +37,8 @@ START_TIMEOUT = 60.0
 
 
 def _cli_words(exc: LaunchError) -> str:
-    """Return *exc*'s message with the Python API's advice put in command-line words."""
-    return re.sub(r"Raise ready_timeout=(?: \([^)]*\))?", "Raise --start-timeout", str(exc))
+    """Return *exc*'s one-line message with the Python API's advice put in command-line words."""
+    return re.sub(r"raise ready_timeout=(?: \([^)]*\))?", "raise --start-timeout", exc.summary)
 
 
 async def _launch(
@@ -51,7 +51,7 @@ async def _launch(
         return await hub.launch(args.type, cwd=args.cwd, ready_timeout=args.start_timeout, **kwargs)
     except LaunchError as exc:
         status = EXIT_TIMEOUT if isinstance(exc.__cause__, TimeoutError) else EXIT_NOT_RUNNING
-        raise CommandError(_cli_words(exc), status) from exc
+        raise CommandError(_cli_words(exc), status, output=exc.output) from exc
     finally:
         unsubscribe()
         display.close()

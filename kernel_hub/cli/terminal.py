@@ -55,11 +55,14 @@ class CommandError(KernelHubError):
 
     :param message: what went wrong and what to do, in the words of the command line.
     :param exit_status: one of the ``EXIT_*`` codes.
+    :param output: the kernel's last output, printed below the error line, marked
+        as the kernel's (a :class:`~kernel_hub.LaunchError`'s ``output``).
     """
 
-    def __init__(self, message: str, exit_status: int = EXIT_USAGE) -> None:
+    def __init__(self, message: str, exit_status: int = EXIT_USAGE, *, output: str = "") -> None:
         super().__init__(message)
         self.exit_status = exit_status
+        self.output = output
 
 
 #: Frames of the terminal spinner.

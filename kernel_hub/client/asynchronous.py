@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -664,11 +665,12 @@ class AsyncKernelClient(KernelRequests):
         """Run *code*, printing its output like a console (stdout, stderr, results, tracebacks).
 
         Input requests are answered from this process's terminal unless a
-        *stdin_hook* is given.
+        *stdin_hook* is given. Output messages the console printer cannot show
+        (wrong-typed content) are counted in :attr:`drops` and logged with them.
         """
         return await self.execute(
             code,
-            output_hook=output_hook or console_output_hook,
+            output_hook=output_hook or functools.partial(console_output_hook, drops=self.drops),
             stdin_hook=stdin_hook or terminal_input,
             timeout=timeout,
         )

@@ -81,9 +81,11 @@ def _ensure_image(
         pass
     if not pull:
         raise LaunchError(
-            f"the Docker image {image!r} is not present on the engine. Build it (for the test "
-            "image: plugins/docker/scripts/build-test-image.sh), 'docker pull "
-            f"{image}', or set pull = true in this kernel type's [docker.<name>] config table."
+            f"the Docker image {image!r} is not present on the engine; build it from a "
+            "Dockerfile (kernel-hub-docker's README, 'Making a kernel image': its FROM image "
+            "must be local or in a registry the engine can reach), make one from an image you "
+            "have with 'kernel-hub docker label IMAGE --name NAME', 'docker pull "
+            f"{image}', or set pull = true in this kernel type's [docker.<name>] config table"
         )
     repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "")
     progress(f"pulling image {image}")
@@ -152,7 +154,9 @@ def _create_and_start(
     if options.mount_cwd and request.cwd:
         if not os.path.isdir(request.cwd):
             raise LaunchError(
-                f"cannot launch {kernel_type.id}: working directory {request.cwd!r} does not exist"
+                f"cannot launch {kernel_type.id}: working directory {request.cwd!r} "
+                + ("is not a directory" if os.path.exists(request.cwd) else "does not exist")
+                + "; give the path of an existing directory as cwd"
             )
         cwd = os.path.abspath(request.cwd)
         workdir = workdir or cwd

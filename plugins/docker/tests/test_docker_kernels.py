@@ -461,8 +461,11 @@ async def test_failure_image_missing_names_it_and_says_how_to_build_it(docker_im
             await hub.launch("docker/gone")
     msg = str(err.value)
     assert repr(missing) in msg
-    assert "build-test-image.sh" in msg and f"docker pull {missing}" in msg
-    assert "pull = true" in msg
+    assert f"docker pull {missing}" in msg and "pull = true" in msg
+    # Issue #22 item 11: it pointed a user at the suite's own test-image script.
+    assert "build-test-image.sh" not in msg and "\n" not in msg
+    assert "'Making a kernel image'" in msg and "FROM image" in msg and "registry" in msg
+    assert "kernel-hub docker label IMAGE --name NAME" in msg
 
 
 @pytest.mark.asyncio

@@ -11,14 +11,22 @@ then starts the kernel through ``hub.launch(type_id, kernel_id=<jupyter's id>,
 restart=False)`` on the bridge's hub (:mod:`kernel_hub_jupyter.bridge`) and
 manages it through its kernel_hub manager. jupyter_client runs its own
 restarter, so kernel_hub's stays off for these kernels.
+
+:meth:`KernelHubProvisioner.launch_kernel` returns as soon as the kernel is
+launched, as jupyter_client's own ``LocalProvisioner`` does, so that the
+caller's wait for the kernel's first answer (nbclient's and papermill's
+``startup_timeout``, ``--start-timeout``) governs; kernel_hub goes on waiting
+on the bridge's loop, and a kernel that exits or never answers is reported
+with its last output.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from jupyter_client.connect import port_names
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
@@ -33,7 +41,7 @@ if TYPE_CHECKING:
 
     from jupyter_client.connect import KernelConnectionInfo
 
-    from kernel_hub import RunningKernel
+    from kernel_hub import KernelManager, RunningKernel
 
 __all__ = ["KernelHubProvisioner", "PROVISIONER_NAME", "actionable"]
 
@@ -62,11 +70,15 @@ _DROP_ENV = ("JPY_PARENT_PID", "PYTHONEXECUTABLE")
 def actionable(type_id: str, spec_name: str, exc: BaseException) -> str:
     """Return one line a JupyterLab user can act on, for a kernel_hub error at launch.
 
+    A :class:`~kernel_hub.LaunchError`'s one-line ``summary`` is used; the
+    kernel's last output, if any, is :func:`with_output`'s to add.
+
     :param type_id: the kernel_hub type the kernelspec points at.
     :param spec_name: the kernelspec's name.
     :param exc: what kernel_hub raised.
     """
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = str(getattr(exc, "summary", exc)).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
     if isinstance(exc, NoSuchKernelType):
         return (
             f"kernelspec {spec_name!r} starts kernel_hub type {type_id!r}, which no installed "
@@ -81,6 +93,140 @@ def actionable(type_id: str, spec_name: str, exc: BaseException) -> str:
     return f"kernel_hub could not start {type_id!r} (kernelspec {spec_name!r}): {exc!r}"
 
 
+def with_output(message: str, exc: BaseException) -> str:
+    """Return *message*, then the kernel's last output (a ``LaunchError``'s) on the lines below."""
+    output = getattr(exc, "output", "")
+    return f"{message}\nThe kernel's last output:\n{output}" if output else message
+
+
+class _Launched(Protocol):
+    """What ``hub.launch(on_launched=...)`` hands over: the kernel, before it answers."""
+
+    @property
+    def connection_info(self) -> Any: ...
+    @property
+    def state(self) -> Any: ...
+    @property
+    def manager(self) -> KernelManager: ...
+
+
+class _Start:
+    """One launch of the bridge's hub in flight, on the bridge's loop.
+
+    :meth:`begin` returns once the kernel is launched (its connection info is
+    known) or the launch has failed; the rest of the launch (waiting for the
+    kernel's first answer) goes on in :attr:`task`. Its end is recorded in
+    :attr:`kernel` or :attr:`error` (read from jupyter_client's thread too).
+    """
+
+    def __init__(self, provisioner: KernelHubProvisioner) -> None:
+        self._provisioner = provisioner
+        self._launched = asyncio.Event()
+        #: The first launch's kernel: what jupyter_client connects to.
+        self.launched: _Launched | None = None
+        #: The launch was repeated with new ports, which jupyter_client does not know.
+        self.moved = False
+        self.task: asyncio.Task[RunningKernel] | None = None
+        self.kernel: RunningKernel | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True while the kernel has neither answered nor failed to start."""
+        return self.kernel is None and self.error is None
+
+    def _on_launched(self, launched: _Launched) -> None:
+        if self.launched is None:
+            self.launched = launched
+            self._launched.set()
+        else:
+            self.moved = True
+
+    async def begin(
+        self, *, env: dict[str, str], cwd: str | None, connection: dict[str, Any] | None
+    ) -> _Launched:
+        """Start the launch; return the launched kernel, or raise what the launch raised.
+
+        :param connection: the connection info of the kernel this one replaces (a
+            restart): its ports and key are reused where the provider can.
+        """
+        p = self._provisioner
+        hub = await get_hub()
+        self.task = task = asyncio.create_task(
+            hub.launch(
+                p.type_id,
+                kernel_id=p.kernel_id,
+                env=env,
+                cwd=cwd,
+                connection=connection,
+                ready_timeout=p.ready_timeout,
+                restart=False,  # jupyter_client's restarter decides
+                on_launched=self._on_launched,
+            )
+        )
+        launched = asyncio.ensure_future(self._launched.wait())
+        try:
+            await asyncio.wait({task, launched}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()  # the caller gave up: the launch kills what it started
+            raise
+        finally:
+            launched.cancel()
+        if task.done() and task.exception() is not None:
+            raise cast("BaseException", task.exception())
+        task.add_done_callback(self._ended)
+        assert self.launched is not None  # set before the task could succeed
+        return self.launched
+
+    def _ended(self, task: asyncio.Task[RunningKernel]) -> None:
+        p = self._provisioner
+        if task.cancelled():
+            self.error = asyncio.CancelledError()
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.error = exc
+            log.error("%s", with_output(actionable(p.type_id, p.spec_name, exc), exc))
+            return
+        kernel = task.result()
+        if self.moved:  # jupyter_client's client waits on the first launch's ports
+            self.error = RuntimeError("launched again with new ports")
+            log.error(
+                "kernel_hub launched %r (kernelspec %r) again, with new ports, after another "
+                "process took one of the first; jupyter_client cannot follow: restart the kernel",
+                p.type_id,
+                p.spec_name,
+            )
+            self._ending = asyncio.ensure_future(kernel.shutdown(now=True))
+            return
+        self.kernel = kernel
+
+    async def stop(self) -> None:
+        """Stop a launch still waiting for the kernel's answer; log the kernel's last output."""
+        task = self.task
+        if task is None or task.done():
+            return
+        p = self._provisioner
+        if self.launched is not None:
+            try:
+                output = (await self.launched.manager.last_output()).strip()
+            except Exception as exc:  # noqa: BLE001 - the output is a courtesy
+                output = f"(not available: {exc!r})"
+            log.warning(
+                "kernel_hub kernel %r (kernelspec %r) was stopped before it answered%s",
+                p.type_id,
+                p.spec_name,
+                f"; its last output:\n{output}" if output else " (it printed nothing)",
+            )
+        task.cancel()
+        await asyncio.wait({task})  # the launch kills and cleans up what it started
+
+    async def wait(self) -> None:
+        """Return once the launch has ended (the kernel answered, or the launch failed)."""
+        if self.task is not None:
+            await asyncio.wait({self.task})
+
+
 class KernelHubProvisioner(KernelProvisionerBase):
     """Start and manage a kernel_hub kernel for jupyter_client's ``KernelManager``.
 
@@ -93,26 +239,68 @@ class KernelHubProvisioner(KernelProvisionerBase):
     #: Pass jupyter's working directory (the notebook's folder) to the kernel. Off for types
     #: whose kernels run on another machine, where that path means nothing.
     pass_cwd = Bool(True, config=True, help="pass the notebook's directory as the kernel's cwd")
-    #: Seconds kernel_hub waits for the kernel to answer kernel_info.
-    ready_timeout = Float(120.0, config=True, help="seconds to wait for the kernel to be ready")
+    #: kernel_hub's own bound on the wait for the kernel's first answer, after it is
+    #: launched. jupyter_client's wait (``startup_timeout``) is the one that counts:
+    #: :meth:`launch_kernel` returns before this wait. This one ends a kernel that
+    #: no caller waits for.
+    ready_timeout = Float(
+        3600.0,
+        config=True,
+        help="kernel_hub's own bound (seconds) on a launched kernel's first answer; "
+        "the caller's startup timeout applies first",
+    )
 
-    _kernel: RunningKernel | None = None
+    _start: _Start | None = None
     _exit_status: int | None = None
     #: jupyter_client's connection file registered with kernel_hub's reaper, and the
     #: function that withdraws it (see :meth:`_guard_connection_file`).
     _file_guard: tuple[str, Callable[[], None]] | None = None
 
     def __repr__(self) -> str:
+        start = self._start
         kernel = self._kernel
-        state = "NO KERNEL" if kernel is None else kernel.status
+        if kernel is not None:
+            state = kernel.status
+        elif start is not None and start.pending:
+            state = "STARTING"
+        else:
+            state = "NO KERNEL"
         return f"<KernelHubProvisioner {self.type_id} {str(self.kernel_id)[:8]} [{state}]>"
+
+    @property
+    def _kernel(self) -> RunningKernel | None:
+        """The kernel_hub kernel, once it has answered (``None`` before, or after a failure)."""
+        return self._start.kernel if self._start is not None else None
+
+    async def running_kernel(self) -> RunningKernel:
+        """Return the kernel_hub kernel once kernel_hub's own wait for its first answer is over.
+
+        :meth:`launch_kernel` returns before that; a host that wants the
+        :class:`~kernel_hub.RunningKernel` (its manager, ``describe()``) awaits
+        this. The bridge's hub lists the kernel (``hub.get(kernel_id)``) from then on.
+
+        :raises RuntimeError: when there is no kernel, or its start failed.
+        """
+        start = self._start
+        if start is None:
+            raise RuntimeError(f"{self!r} has no kernel: launch it first")
+        await call(start.wait())
+        if start.kernel is None:
+            raise RuntimeError(f"{self!r}: the kernel did not start ({start.error!r})")
+        return start.kernel
+
+    @property
+    def _starting(self) -> _Start | None:
+        """The launch, while it still waits for the kernel's first answer."""
+        start = self._start
+        return start if start is not None and start.pending else None
 
     # ---- launch ----
 
     @property
     def has_process(self) -> bool:
         """True from :meth:`launch_kernel` until :meth:`cleanup` (jupyter asserts it)."""
-        return self._kernel is not None
+        return self._start is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         """Prepare the environment; there is no command line (kernel_hub has the type's)."""
@@ -122,13 +310,20 @@ class KernelHubProvisioner(KernelProvisionerBase):
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
-        """Launch the type through the bridge's hub and return its connection info.
+        """Launch the type through the bridge's hub; return its connection info once launched.
 
-        :raises RuntimeError: with a message naming the type and what to do.
+        It returns before the kernel answers: the caller's own wait
+        (``KernelClient.wait_for_ready(timeout=startup_timeout)``, as nbclient
+        and papermill do) decides how long a start may take, while
+        :meth:`poll` reports a kernel that exits or fails to start meanwhile
+        (its last output is logged).
+
+        :raises RuntimeError: with a message naming the type and what to do,
+            when the launch itself fails (an unknown type, a missing image).
         """
         if not self.type_id:
             raise RuntimeError(
-                f"kernelspec {self._spec_name!r} selects the kernel-hub provisioner without a "
+                f"kernelspec {self.spec_name!r} selects the kernel-hub provisioner without a "
                 "'type_id' in its config; reinstall it with 'kernel-hub jupyter install'"
             )
         env = {
@@ -141,24 +336,25 @@ class KernelHubProvisioner(KernelProvisionerBase):
         # A restart (jupyter_client keeps this provisioner): the same ports and key, so that
         # its clients and connection file stay valid, as with its own LocalProvisioner.
         previous = dict(self.connection_info) if self.connection_info else None
+        start = _Start(self)
         try:
-            kernel = await call(self._launch(env=env, cwd=cwd, connection=previous))
+            launched = await call(start.begin(env=env, cwd=cwd, connection=previous))
         except Exception as exc:
-            message = actionable(self.type_id, self._spec_name, exc)
+            message = with_output(actionable(self.type_id, self.spec_name, exc), exc)
             log.error("%s", message)
             raise RuntimeError(message) from exc
-        self._kernel = kernel
-        fields: dict[str, Any] = {k: kernel.connection_info[k] for k in _JUPYTER_KEYS}
-        key = kernel.connection_info.get("key", "")
+        self._start = start
+        fields: dict[str, Any] = {k: launched.connection_info[k] for k in _JUPYTER_KEYS}
+        key = launched.connection_info.get("key", "")
         fields["key"] = key.encode() if isinstance(key, str) else key  # jupyter_client wants bytes
         # jupyter_client's TypedDict says str for the key, but its managers want bytes.
         info = cast("KernelConnectionInfo", fields)
-        self._adopt_connection_file(kernel, info)
+        self._adopt_connection_file(launched, info)
         self.connection_info = info
         self._guard_connection_file()  # the path is often known already (jupyter_server)
         return info
 
-    def _adopt_connection_file(self, kernel: RunningKernel, info: KernelConnectionInfo) -> None:
+    def _adopt_connection_file(self, kernel: _Launched, info: KernelConnectionInfo) -> None:
         """Make jupyter_client use a local kernel's connection file instead of writing a second.
 
         kernel_hub's file is 0600 and removed by its reaper even if this process
@@ -194,7 +390,7 @@ class KernelHubProvisioner(KernelProvisionerBase):
         """
         km = self.parent
         path = str(getattr(km, "connection_file", "") or "")
-        kernel = self._kernel
+        kernel = self._start.launched if self._start is not None else None
         if kernel is not None and path == kernel.state.get("connection_file"):
             path = ""  # kernel_hub's own (adopted): its reaper has it already
         old = self._file_guard
@@ -211,38 +407,43 @@ class KernelHubProvisioner(KernelProvisionerBase):
         if guard is not None:
             guard[1]()
 
-    async def _launch(
-        self, *, env: dict[str, str], cwd: str | None, connection: dict[str, Any] | None
-    ) -> RunningKernel:
-        hub = await get_hub()
-        return await hub.launch(
-            self.type_id,
-            kernel_id=self.kernel_id,
-            env=env,
-            cwd=cwd,
-            connection=connection,
-            ready_timeout=self.ready_timeout,
-            restart=False,  # jupyter_client's restarter decides
-        )
-
     @property
-    def _spec_name(self) -> str:
+    def spec_name(self) -> str:
+        """The kernelspec's name, for messages."""
         spec = self.kernel_spec
         return getattr(spec, "name", "") or os.path.basename(getattr(spec, "resource_dir", ""))
 
     # ---- management ----
 
     async def poll(self) -> int | None:
-        """Return ``None`` while the kernel runs, else its exit status (``0`` if unknown)."""
-        kernel = self._kernel
+        """Return ``None`` while the kernel starts or runs, else its exit status (``0`` if unknown).
+
+        A kernel that failed to start (it exited, or did not answer within
+        :attr:`ready_timeout`) is ``1`` if its own status is unknown.
+        """
+        if self._starting is not None:
+            return None
+        start, kernel = self._start, self._kernel
+        if kernel is None and start is not None and start.error is not None:
+            return self._failed_status(start)
         if kernel is None:
             return self._exit_status if self._exit_status is not None else 0
         if kernel.status in ("RUNNING", "STARTING", "SHUTTING_DOWN", "RESTARTING"):
             return None
         return self._status_of(kernel)
 
+    def _failed_status(self, start: _Start) -> int:
+        status = start.launched.manager.exit_status if start.launched is not None else None
+        self._exit_status = status if status else 1
+        return self._exit_status
+
     async def wait(self) -> int | None:
         """Return once the kernel has ended, woken by its kernel_hub manager (no polling)."""
+        starting = self._starting
+        if starting is not None:
+            await call(starting.wait())
+            if starting.error is not None:
+                return self._failed_status(starting)
         kernel = self._kernel
         if kernel is None:
             return self._exit_status
@@ -260,14 +461,18 @@ class KernelHubProvisioner(KernelProvisionerBase):
         jupyter_client interrupts before every shutdown, also of a dead kernel: a
         kernel that has ended is not an error here.
         """
-        kernel = self._kernel
-        if kernel is None or kernel.status == "DEAD":
+        starting, kernel = self._starting, self._kernel
+        if starting is not None and starting.launched is not None:
+            manager = starting.launched.manager  # it has not answered yet
+        elif kernel is None or kernel.status == "DEAD":
             return
+        else:
+            manager = kernel.manager
         try:
             if signum == signal.SIGINT:
-                await call(kernel.manager.interrupt())
+                await call(manager.interrupt())
             else:
-                await call(kernel.manager.signal(signum))
+                await call(manager.signal(signum))
         except Exception as exc:  # noqa: BLE001 - a signal to a dying kernel is not an error
             log.debug("%r: signal %s not delivered: %r", self, signum, exc)
 
@@ -280,8 +485,13 @@ class KernelHubProvisioner(KernelProvisionerBase):
         watching the kernel first, asks it to end (a second request, which a
         kernel already ending may leave unanswered), waits for the exit, kills
         it after half of :meth:`get_shutdown_wait_time` for each step, releases
-        what the launch made and reports ``shutdown``.
+        what the launch made and reports ``shutdown``. A kernel that has not
+        answered yet is stopped (its last output is logged).
         """
+        starting = self._starting
+        if starting is not None:
+            await call(starting.stop())
+            return
         kernel = self._kernel
         if kernel is None or kernel.status != "RUNNING":
             return
@@ -290,7 +500,14 @@ class KernelHubProvisioner(KernelProvisionerBase):
         await call(kernel.shutdown(timeout=timeout))
 
     async def kill(self, restart: bool = False) -> None:
-        """Kill the kernel at once (and what it started); it is not restarted by kernel_hub."""
+        """Kill the kernel at once (and what it started); it is not restarted by kernel_hub.
+
+        A kernel that has not answered yet is stopped, and its last output logged.
+        """
+        starting = self._starting
+        if starting is not None:
+            await call(starting.stop())
+            return
         kernel = self._kernel
         if kernel is None:
             return
@@ -308,16 +525,19 @@ class KernelHubProvisioner(KernelProvisionerBase):
         of jupyter_client's connection file is withdrawn (jupyter_client has
         removed the file).
         """
-        kernel = self._kernel
+        start, kernel = self._start, self._kernel
         if not restart:
             # jupyter_client has removed its connection file by now; on a restart it keeps it.
             self._withdraw_connection_file()
             self.connection_info = {}  # a later launch is a new kernel, not a restart
-        if kernel is None:
+        if start is None:
             return
-        await call(kernel.shutdown(now=True))  # a kernel that already ended: waits for its cleanup
-        self._status_of(kernel)
-        self._kernel = None
+        await call(start.stop())  # a kernel still starting: the launch cleans up after itself
+        if kernel is not None:
+            # A kernel that already ended: this waits for its cleanup.
+            await call(kernel.shutdown(now=True))
+            self._status_of(kernel)
+        self._start = None
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         """Give remote kernels (containers, SSH) at least 10 s to end politely."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -146,6 +147,32 @@ def test_cli_install_list_uninstall_with_jupyter_client_reading_the_specs(tmp_pa
     gone = run_cli("uninstall", "--prefix", str(tmp_path))
     assert gone.returncode == 0 and "kh-ipykernel-python3" in gone.stdout
     assert installed_specs([tmp_path / "share" / "jupyter" / "kernels"]) == []
+
+
+def test_kernel_hub_list_does_not_offer_the_bridges_kernelspecs_as_spec_types(tmp_path):
+    """Issue #22 item 7: after 'install', each bridged type is listed once, under its own id.
+
+    A copy under a name without the ``kh-`` prefix is left out too: the spec
+    provider recognises the bridge's kernelspecs by their provisioner metadata.
+    """
+    out = run_cli("install", "--prefix", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    added = json.loads(out.stdout)["added"]
+    assert "kh-ipykernel-python3" in added
+    kernels = tmp_path / "share" / "jupyter" / "kernels"
+    shutil.copytree(kernels / "kh-ipykernel-python3", kernels / "renamed-bridge")
+    listed = subprocess.run(
+        [sys.executable, "-m", "kernel_hub", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JUPYTER_PATH": str(tmp_path / "share" / "jupyter")},
+    )
+    assert listed.returncode == 0, listed.stderr
+    ids = {t["id"] for t in json.loads(listed.stdout)}
+    assert "ipykernel/python3" in ids
+    ours = {f"spec/{name}" for name in [*added, "renamed-bridge"]}
+    assert ids & ours == set()
 
 
 def test_provisioner_entry_point_is_what_jupyter_client_loads():

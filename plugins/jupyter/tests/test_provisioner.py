@@ -149,11 +149,12 @@ def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
     km, kc = start_new_kernel(kernel_name=bridged.python, startup_timeout=120)
     try:
         assert isinstance(km.provisioner, KernelHubProvisioner)
+        kernel = asyncio.run(km.provisioner.running_kernel())
+        assert kernel is recorder.hub.get(km.kernel_id)
         assert "[RUNNING]" in repr(km.provisioner)
         saved = asyncio.run(km.provisioner.get_provisioner_info())
         assert saved["kernel_id"] == km.kernel_id
         assert saved["kernel_hub"]["type_id"] == "ipykernel/python3"
-        kernel = recorder.hub.get(km.kernel_id)
         first_pid = kernel.manager.pid
         assert km.connection_file == kernel.state["connection_file"]  # one file, kernel_hub's
         assert oct(os.stat(km.connection_file).st_mode & 0o777) == "0o600"
@@ -165,7 +166,8 @@ def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         kc.stop_channels()
         km.restart_kernel()
-        kernel = recorder.hub.get(km.kernel_id)  # the same jupyter id, a new process
+        kernel = asyncio.run(km.provisioner.running_kernel())
+        assert kernel is recorder.hub.get(km.kernel_id)  # the same jupyter id, a new process
         assert kernel.manager.pid != first_pid and not pid_alive(first_pid)
         kc = km.client()
         kc.start_channels()
@@ -196,9 +198,9 @@ def test_restart_kernel_keeps_ports_and_key_so_the_same_client_goes_on(bridged, 
     km, kc = start_new_kernel(kernel_name=bridged.python, startup_timeout=120)
     try:
         before = km.get_connection_info()
-        first_pid = recorder.hub.get(km.kernel_id).manager.pid
+        first_pid = asyncio.run(km.provisioner.running_kernel()).manager.pid
         km.restart_kernel(now=True)
-        assert recorder.hub.get(km.kernel_id).manager.pid != first_pid
+        assert asyncio.run(km.provisioner.running_kernel()).manager.pid != first_pid
         assert km.get_connection_info() == before
         with open(km.connection_file) as f:
             on_disk = json.load(f)
@@ -229,7 +231,7 @@ def test_dead_kernel_signal_and_double_cleanup_do_not_raise(bridged, recorder):
     km = KernelManager(kernel_name=bridged.python)
     km.start_kernel()
     prov = km.provisioner
-    kernel = recorder.hub.get(km.kernel_id)
+    kernel = asyncio.run(prov.running_kernel())
     pid = kernel.manager.pid
     os.kill(pid, signal.SIGKILL)  # dies behind jupyter's back
     assert asyncio.run(asyncio.wait_for(prov.wait(), 60)) == -signal.SIGKILL  # woken, not polled
@@ -279,7 +281,8 @@ HOST = textwrap.dedent(
     from kernel_hub_jupyter import bridge
     import asyncio
     hub = asyncio.run(bridge.get_hub())
-    kernel = hub.get(km.kernel_id)
+    kernel = asyncio.run(km.provisioner.running_kernel())
+    assert kernel is hub.get(km.kernel_id)
     print(json.dumps({"pid": kernel.manager.pid, "file": km.connection_file}), flush=True)
     sys.stdin.read()
     """
@@ -383,3 +386,71 @@ def test_connection_file_guard_follows_launch_restart_and_cleanup(tmp_path, step
         host.stdout.close()
         for p in (first, second):
             p.unlink(missing_ok=True)
+
+
+# ---- issue #22 item 6: jupyter_client's start timeout governs, the kernel's output is shown ----
+
+
+def processes_with(marker: str) -> list[int]:
+    """The pids of the processes whose command line holds *marker* (this test's kernels)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "code", "jupyters_words"),
+    [
+        ("never answers", "time.sleep(600)", "didn't respond in 5 seconds"),
+        ("exits during start-up", "sys.exit(3)", "Kernel died before replying"),
+    ],
+)
+def test_papermill_start_timeout_governs_and_the_kernels_output_is_shown(
+    tmp_path, behaviour, code, jupyters_words
+):
+    """Real papermill, as a subprocess, on a bridged kernelspec whose kernel never answers.
+
+    Before: it failed after the provisioner's own 120 s, and the message ended
+    with "Its last output:." and nothing after it.
+    """
+    from kernel_hub_jupyter.kernelspecs import build_spec
+
+    from kernel_hub import KernelType
+
+    marker = f"kh-silent-{os.getpid()}-{time.monotonic_ns()}"
+    line = f"{marker} says hello"
+    kernels = tmp_path / "share" / "jupyter" / "kernels"
+    (kernels / "silent").mkdir(parents=True)
+    argv = [sys.executable, "-c", f"import sys, time; print({line!r}, flush=True); {code}"]
+    (kernels / "silent" / "kernel.json").write_text(
+        json.dumps({"argv": [*argv, marker, "{connection_file}"], "display_name": "silent"})
+    )
+    silent = KernelType("spec", "silent", "silent", "python", tuple(argv))
+    (kernels / "kh-spec-silent").mkdir()
+    (kernels / "kh-spec-silent" / "kernel.json").write_text(json.dumps(build_spec(silent)))
+    notebook = tmp_path / "in.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("print(1)")]), notebook)
+    started = time.monotonic()
+    res = subprocess.run(
+        [sys.executable, "-m", "papermill", "--start-timeout", "5", "-k", "kh-spec-silent"]
+        + [str(notebook), str(tmp_path / "out.ipynb")],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "JUPYTER_PATH": str(tmp_path / "share" / "jupyter")},
+    )
+    elapsed = time.monotonic() - started
+    assert res.returncode != 0, behaviour
+    assert jupyters_words in res.stderr, res.stderr
+    assert elapsed < 60, elapsed  # before: 122 s, the provisioner's own wait
+    assert line in res.stderr  # the kernel's output, with the kernelspec and type named
+    assert "'kh-spec-silent'" in res.stderr and "'spec/silent'" in res.stderr
+    assert "Its last output:." not in res.stderr
+    assert processes_with(marker) == []

@@ -190,6 +190,7 @@ class JobStatus:
 
     job_id: str
     state: str
+    #: Why a pending job waits (``Resources``, ``Priority``); ``""`` when Slurm gives none.
     reason: str
     node: str
 
@@ -246,7 +247,9 @@ class SlurmCLI:
         for line in result.stdout.splitlines():
             fields = line.strip().split("|")
             if len(fields) == 4 and fields[0] == job_id:
-                return JobStatus(job_id, fields[1], fields[2], fields[3])
+                # squeue's %r prints "None" when a job waits for no particular reason.
+                reason = "" if fields[2] == "None" else fields[2]
+                return JobStatus(job_id, fields[1], reason, fields[3])
         return None
 
     async def queued_jobs(self) -> set[str] | None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .config import SlurmKernelConfig
     from .manager import SlurmKernelManager
 
-__all__ = ["job_script", "launch_job"]
+__all__ = ["job_script", "launch_job", "pending_message"]
 
 log = logging.getLogger("kernel_hub.slurm")
 
@@ -257,9 +257,7 @@ async def _wait_registration(
                 if status.state == "PENDING":
                     data["reason"] = status.reason
                     data["queue_position"] = position
-                    message = f"Slurm job {job_id} is pending ({status.reason})"
-                    if position is not None:
-                        message += f", position {position} in the queue"
+                    message = pending_message(job_id, status.reason, position)
                 else:
                     data["node"] = status.node
                     message = f"Slurm job {job_id} is {status.state.lower()} on {status.node}"
@@ -268,7 +266,8 @@ async def _wait_registration(
             if left <= 0:
                 raise LaunchError(
                     f"Slurm job {job_id} of {tag} did not start its kernel within "
-                    f"{kc.start_timeout:g} s (it was {status.state}, {status.reason}); "
+                    f"{kc.start_timeout:g} s (it was "
+                    f"{', '.join(filter(None, (status.state, status.reason)))}); "
                     "it was cancelled. Raise start_timeout or choose a less busy partition"
                 )
             await asyncio.wait({receive}, timeout=min(kc.poll_interval, left))
@@ -285,3 +284,15 @@ async def _wait_registration(
     if not isinstance(content.get("connection_info"), dict):
         raise LaunchError(f"the nanny of Slurm job {job_id} sent no connection info")
     return content
+
+
+def pending_message(job_id: str, reason: str, position: int | None) -> str:
+    """Return the progress line of a pending job: ``Slurm job 12 is pending (Resources), ...``.
+
+    :param reason: Slurm's reason, ``""`` when there is none (then no parentheses).
+    :param position: the job's place in the queue, if known.
+    """
+    message = f"Slurm job {job_id} is pending" + (f" ({reason})" if reason else "")
+    if position is not None:
+        message += f", position {position} in the queue"
+    return message

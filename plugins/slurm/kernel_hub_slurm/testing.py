@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SlurmCluster",
     "slurm_available",
-    "slurm_cluster_fixture",
+    "slurm_cluster_fixture",  # noqa: F822 - made by __getattr__ on use (it needs pytest)
     "start_cluster",
 ]
 
@@ -308,12 +308,18 @@ def _session_cluster() -> Iterator[SlurmCluster]:
     assert not leftovers, f"Slurm jobs outlived the tests: {leftovers}"
 
 
-def _fixture() -> Any:
-    import pytest
+def __getattr__(name: str) -> Any:
+    """Build ``slurm_cluster_fixture`` on first use, so that importing this module needs no pytest.
 
-    return pytest.fixture(scope="session", name="slurm_cluster")(_session_cluster)
+    ``slurm_cluster_fixture`` is a session fixture: a running :class:`SlurmCluster`,
+    ``SLURM_CONF`` set for the session; at the end no job may be left in the
+    queue. Skips (fails in CI) without Slurm. ``start_cluster`` and
+    :class:`SlurmCluster` work without pytest.
+    """
+    if name == "slurm_cluster_fixture":
+        import pytest
 
-
-#: Session fixture: a running :class:`SlurmCluster`, ``SLURM_CONF`` set for the session;
-#: at the end no job may be left in the queue. Skips (fails in CI) without Slurm.
-slurm_cluster_fixture = _fixture()
+        fixture = pytest.fixture(scope="session", name="slurm_cluster")(_session_cluster)
+        globals()[name] = fixture
+        return fixture
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -207,3 +207,46 @@ def test_readme_config_example_is_valid():
         assert configs["gpu-short"].with_params({"time": "00:30:00", "cpus": 2}).cpus == 2
     for block in re.findall(r"```python\n(.*?)```", text, re.S):
         compile(block, "README.md", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+class _Squeue:
+    """A runner whose ``squeue`` prints one line, as Slurm 22.05 does for a pending job."""
+
+    label = "this machine"
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+    async def run(self, argv, *, input=None, timeout=30.0):
+        assert argv[0] == "squeue"
+        return CommandResult(0, self.line + "\n", "")
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("None", "Slurm job 12 is pending, position 1 in the queue"),
+        ("Resources", "Slurm job 12 is pending (Resources), position 1 in the queue"),
+    ],
+)
+def test_pending_progress_line_gives_a_reason_only_when_there_is_one(reason, expected):
+    """Issue #22 item 11: squeue's reason "None" became "pending (None)"."""
+    import asyncio
+
+    from kernel_hub_slurm.cluster import SlurmCLI
+    from kernel_hub_slurm.launch import pending_message
+
+    status = asyncio.run(SlurmCLI(_Squeue(f"12|PENDING|{reason}|")).status("12"))
+    assert status is not None and status.state == "PENDING"
+    assert pending_message("12", status.reason, 1) == expected
+
+
+def test_the_testing_module_imports_without_pytest():
+    """Issue #22 item 11: the README offers kernel_hub_slurm.testing to anyone, pytest or not."""
+    code = (
+        "import sys; sys.modules['pytest'] = None\n"
+        "import kernel_hub_slurm.testing as t\n"
+        "assert callable(t.start_cluster) and t.SlurmCluster\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr

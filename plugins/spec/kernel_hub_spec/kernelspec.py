@@ -26,6 +26,7 @@ __all__ = [
     "PROVIDER",
     "KernelSpecError",
     "find_kernelspecs",
+    "is_bridged",
     "kernel_dirs",
     "load_kernelspec",
     "parse_kernelspec",
@@ -37,6 +38,11 @@ log = logging.getLogger("kernel_hub.spec")
 PROVIDER = "spec"
 
 _INTERRUPT_MODES = ("signal", "message")
+
+#: The jupyter_client provisioner of kernel-hub-jupyter's bridge (its ``PROVISIONER_NAME``;
+#: spelled out here because a plugin reaches no other plugin). A kernelspec that selects it
+#: is a kernel_hub type already (``kh-docker-py311`` is ``docker/py311``), not a new one.
+BRIDGE_PROVISIONER = "kernel-hub"
 
 
 class KernelSpecError(ValueError):
@@ -153,6 +159,10 @@ def find_kernelspecs(dirs: Iterable[str | os.PathLike[str]] | None = None) -> li
         subdirectory without a ``kernel.json`` is not a kernelspec and is
         ignored quietly; a malformed ``kernel.json`` is skipped with a warning on
         the ``kernel_hub.spec`` logger that names the file and the problem.
+
+    A kernelspec of kernel-hub-jupyter's bridge (its ``metadata`` selects the
+    ``kernel-hub`` provisioner, see :func:`is_bridged`) is left out: it names a
+    kernel_hub type that is listed already, under its own id.
     """
     seen: set[str] = set()
     found: list[KernelType] = []
@@ -170,11 +180,28 @@ def find_kernelspecs(dirs: Iterable[str | os.PathLike[str]] | None = None) -> li
                 continue  # shadowed by a directory earlier in the path
             seen.add(key)
             try:
-                found.append(load_kernelspec(resource_dir))
+                kernel_type = load_kernelspec(resource_dir)
             except KernelSpecError as exc:
                 log.warning(
                     "skipping kernelspec %s: %s",
                     os.path.join(os.path.abspath(resource_dir), "kernel.json"),
                     exc,
                 )
+                continue
+            if is_bridged(kernel_type):
+                log.debug("not offering %s: it is a bridged kernel_hub type", resource_dir)
+                continue
+            found.append(kernel_type)
     return sorted(found, key=lambda kt: kt.name)
+
+
+def is_bridged(kernel_type: KernelType) -> bool:
+    """Return whether *kernel_type*'s kernelspec starts a kernel_hub type through the bridge.
+
+    Recognised by its ``metadata.kernel_provisioner.provisioner_name`` (what
+    jupyter_client acts on), whatever the kernelspec's name.
+    """
+    provisioner = kernel_type.metadata.get("kernel_provisioner")
+    return isinstance(provisioner, dict) and (
+        provisioner.get("provisioner_name") == BRIDGE_PROVISIONER
+    )

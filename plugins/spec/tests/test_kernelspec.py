@@ -214,6 +214,25 @@ def test_directory_without_kernel_json_is_ignored_quietly(tmp_path, caplog):
     assert caplog.records == []
 
 
+def test_the_bridges_kernelspecs_are_not_offered_whatever_their_name(tmp_path):
+    """A kernelspec selecting kernel-hub-jupyter's provisioner is a kernel_hub type already."""
+    bridged = {
+        **good(),
+        "metadata": {
+            "kernel_provisioner": {
+                "provisioner_name": "kernel-hub",
+                "config": {"type_id": "docker/py311"},
+            }
+        },
+    }
+    write_spec(tmp_path, "kh-docker-py311", bridged)
+    write_spec(tmp_path, "renamed", bridged)
+    other = {**good(), "metadata": {"kernel_provisioner": {"provisioner_name": "other"}}}
+    write_spec(tmp_path, "kh-not-ours", other)
+    write_spec(tmp_path, "ok", good())
+    assert [kt.name for kt in find_kernelspecs([tmp_path])] == ["kh-not-ours", "ok"]
+
+
 def test_missing_directories_are_ignored(tmp_path):
     write_spec(tmp_path / "b", "ok", good())
     assert [kt.name for kt in find_kernelspecs([tmp_path / "a", tmp_path / "b"])] == ["ok"]
