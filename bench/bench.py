@@ -909,7 +909,7 @@ def close_library_helpers() -> None:
     kernel_hub's reaper would end at interpreter exit; it is closed here, through
     its own API, so that the leak check below sees whether it really ends.
     """
-    module = sys.modules.get("kernel_hub.reaper")
+    module = sys.modules.get("kernel_hub.managers.reaper")
     if module is not None and hasattr(module, "reaper"):
         module.reaper().close()
 

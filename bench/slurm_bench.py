@@ -33,7 +33,7 @@ import kernel_hub_slurm.plugin as plugin
 from kernel_hub_slurm.testing import start_cluster
 
 from kernel_hub import AsyncKernelClient, KernelHub
-from kernel_hub.connection import new_connection_info, write_connection_file
+from kernel_hub.wire.connection import new_connection_info, write_connection_file
 
 
 async def bare_sbatch(tmp: Path) -> float:

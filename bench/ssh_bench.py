@@ -32,7 +32,7 @@ import kernel_hub_ssh.plugin as plugin
 from kernel_hub_ssh.testing import make_remote_python, start_sshd
 
 from kernel_hub import AsyncKernelClient, KernelHub
-from kernel_hub.connection import CHANNELS, new_connection_info
+from kernel_hub.wire.connection import CHANNELS, new_connection_info
 
 
 async def bare_asyncssh(server, python: Path) -> float:

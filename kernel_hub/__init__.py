@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .client import AsyncKernelClient, BlockingKernelClient
-from .errors import (
+from .contract.errors import (
     ConfigError,
     KernelDied,
     KernelHubError,
@@ -21,17 +21,17 @@ from .errors import (
     NoSuchKernelType,
     PluginError,
 )
-from .hookspecs import hookimpl, hookspec
+from .contract.hookspecs import hookimpl, hookspec
+from .contract.manager import KernelManager
+from .contract.types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, UnavailableType
 from .hub import KernelHub
-from .kernel import RunningKernel
-from .manager import KernelManager
-from .session import Message
-from .types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, UnavailableType
+from .lifecycle.kernel import RunningKernel
+from .wire.session import Message
 
 if TYPE_CHECKING:
-    from .remote import NannyManager
+    from .managers.remote import NannyManager
+    from .managers.subproc import SubprocessManager, launch_subprocess
     from .run import run_kernel, run_kernel_async
-    from .subproc import SubprocessManager, launch_subprocess
 
 __all__ = [
     "AsyncKernelClient",
@@ -65,9 +65,9 @@ __all__ = [
 #: Public names whose modules load on first use (PEP 562): a host that launches and
 #: talks to kernels through KernelHub does not need them, and every module costs RSS.
 _LAZY = {
-    "NannyManager": "remote",
-    "SubprocessManager": "subproc",
-    "launch_subprocess": "subproc",
+    "NannyManager": "managers.remote",
+    "SubprocessManager": "managers.subproc",
+    "launch_subprocess": "managers.subproc",
     "run_kernel": "run",
     "run_kernel_async": "run",
 }

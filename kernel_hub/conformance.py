@@ -56,22 +56,22 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pytest
 import pytest_asyncio
 
-from ._entrypoints import entry_points
-from .connection import runtime_dir
-from .errors import NoSuchKernelType
+from .contract.errors import NoSuchKernelType
+from .contract.types import KernelType, UnavailableType, split_type_id
 from .hub import KernelHub
+from .managers.procs import process_group
 from .plugins import ENTRYPOINT_GROUP, make_plugin_manager
-from .procs import process_group
-from .types import KernelType, UnavailableType, split_type_id
+from .plugins.entrypoints import entry_points
+from .wire.connection import runtime_dir
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
     from .client import AsyncKernelClient
+    from .contract.manager import KernelManager
     from .hub import RunningKernel
-    from .manager import KernelManager
     from .plugins import KernelHubPluginManager
-    from .session import Message
+    from .wire.session import Message
 
 __all__ = ["ProviderConformance", "execute_output", "interrupt_busy_loop", "load_plugins"]
 

@@ -2,8 +2,8 @@
 
 The hub remembers which plugin offered each kernel type and routes ``launch``,
 ``make_manager`` and ``restart_policy`` to that plugin only. One kernel's life
-belongs to its :class:`~kernel_hub.RunningKernel` (:mod:`kernel_hub.kernel`);
-the launch sequence itself is :mod:`kernel_hub.starter`.
+belongs to its :class:`~kernel_hub.RunningKernel` (:mod:`kernel_hub.lifecycle.kernel`);
+the launch sequence itself is :mod:`kernel_hub.lifecycle.starter`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ import uuid
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .config import load_config, warn_unknown_tables
-from .errors import KernelHubError, NoSuchKernelType, PluginError
-from .events import EventBus, KernelEvent
-from .kernel import RunningKernel, first_line
-from .monitor import ActivityMonitor
+from .contract.errors import KernelHubError, NoSuchKernelType, PluginError
+from .contract.events import EventBus, KernelEvent
+from .contract.types import KernelType, LaunchRequest, RestartPolicy, UnavailableType
+from .lifecycle.kernel import RunningKernel, first_line
+from .lifecycle.monitor import ActivityMonitor
+from .lifecycle.starter import Started, Starter
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
-from .starter import Started, Starter
-from .types import KernelType, LaunchRequest, RestartPolicy, UnavailableType
+from .plugins.config import load_config, warn_unknown_tables
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
-    from .manager import KernelManager
+    from .contract.manager import KernelManager
     from .plugins import KernelHubPluginManager
 
 __all__ = ["DEFAULT_KERNEL_TYPES", "KernelHub", "RunningKernel"]
@@ -45,7 +45,8 @@ class KernelHub:
     :param plugins: plugin objects to register besides the entry points (tests, embedding).
     :param load_entrypoints: load the ``kernel_hub`` entry-point group.
     :param blocked: plugin names not to load (also ``KERNEL_HUB_DISABLE_PLUGINS``).
-    :param config: the parsed config; read from :func:`kernel_hub.config.config_path` if ``None``.
+    :param config: the parsed config; read from the config file
+        (:func:`kernel_hub.plugins.config.config_path`) if ``None``.
     :param plugin_manager: a ready plugin manager (overrides the three previous arguments).
 
     Use it as ``async with KernelHub() as hub:`` so that every kernel it
@@ -87,7 +88,7 @@ class KernelHub:
             self._loop_thread = threading.get_ident()
 
     def emit(self, kind: str, kernel_id: str, type_id: str, **data: Any) -> None:
-        """Emit a :class:`~kernel_hub.events.KernelEvent` (plugins use it for ``progress``).
+        """Emit a :class:`~kernel_hub.contract.events.KernelEvent` (``progress``, ...).
 
         Safe to call from any thread: from another thread than the hub's loop's,
         the event is delivered on that loop, so subscribers always run there.
@@ -354,8 +355,8 @@ class KernelHub:
         Returns ``None`` for bare connection info with neither type nor nanny:
         such a kernel can be talked to but not managed.
         """
-        from .local_nanny import LOCAL_NANNY
-        from .remote import NannyManager, is_nanny_info
+        from .managers.local_nanny import LOCAL_NANNY
+        from .managers.remote import NannyManager, is_nanny_info
 
         if nanny is None:
             nanny = state.get("launch_mode") == LOCAL_NANNY or (
@@ -399,7 +400,7 @@ class KernelHub:
         :param plugin: the owner recorded by ``describe()`` (else found by discovery).
         :param nanny: recorded by ``describe()``: the kernel runs under a local nanny.
         """
-        from .local_nanny import LOCAL_NANNY
+        from .managers.local_nanny import LOCAL_NANNY
 
         self._bind_loop()
         kt = await self.get_kernel_type(type_id)

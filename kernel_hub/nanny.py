@@ -10,7 +10,7 @@ So it uses only the standard library and pyzmq, never imports kernel_hub or
 jupyter_client, keeps to Python 3.8 syntax, and does nothing at import time:
 ``from kernel_hub.nanny import source`` is how a provider gets the text to send.
 The protocol (options, handshake line, ops, events) is specified in
-``docs/nanny-protocol.md``; the host side is :class:`kernel_hub.remote.NannyManager`.
+``docs/nanny-protocol.md``; the host side is :class:`kernel_hub.managers.remote.NannyManager`.
 """
 
 # Annotations stay strings (never evaluated), so ``list[str]`` and ``X | None`` are fine on 3.8;
@@ -156,7 +156,7 @@ def _url(ip: str, port: Any) -> str:
 def _ports_free(ip: str, ports: list[int]) -> bool:
     """Return whether every one of *ports* can be bound on *ip* now, as ZeroMQ binds.
 
-    (kernel_hub.connection.ports_free; this file is self-contained.)
+    (kernel_hub.wire.connection.ports_free; this file is self-contained.)
     """
     for port in ports:
         s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
@@ -175,7 +175,7 @@ def _free_ports(ip: str, n: int) -> list[int]:
 
     Chosen at random outside the OS's ephemeral range where possible: ports from
     ``bind(0)`` share that range with the source ports of outgoing connections,
-    which can take one before the kernel binds it. (kernel_hub.connection does
+    which can take one before the kernel binds it. (kernel_hub.wire.connection does
     the same; this file is self-contained, so it cannot import that.)
     """
     band = None

@@ -27,9 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .argv import expand_env, format_argv
-from .config import ConfigCheck
-from .errors import (
+from .contract.errors import (
     ConfigError,
     KernelDied,
     KernelHubError,
@@ -37,10 +35,9 @@ from .errors import (
     NoSuchKernelType,
     PluginError,
 )
-from .hookspecs import HubContext, hookimpl
-from .manager import KernelManager
-from .procs import pid_alive, process_start, process_token
-from .types import (
+from .contract.hookspecs import HubContext, hookimpl
+from .contract.manager import KernelManager
+from .contract.types import (
     KernelType,
     LaunchRequest,
     LaunchResult,
@@ -48,12 +45,20 @@ from .types import (
     UnavailableType,
     split_type_id,
 )
+from .managers.argv import expand_env, format_argv
+from .managers.procs import pid_alive, process_start, process_token
+from .plugins.config import ConfigCheck
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
 
     from .aio import cancel_and_wait
-    from .connection import (
+    from .aio.loopthread import LoopThread
+    from .managers.reaper import reap_on_exit
+    from .managers.remote import NannyManager, is_nanny_info
+    from .managers.subproc import SubprocessManager, launch_subprocess
+    from .nanny import source as nanny_source
+    from .wire.connection import (
         CHANNELS,
         new_connection_info,
         ports_free,
@@ -61,11 +66,6 @@ if TYPE_CHECKING:
         runtime_dir,
         write_connection_file,
     )
-    from .loopthread import LoopThread
-    from .nanny import source as nanny_source
-    from .reaper import reap_on_exit
-    from .remote import NannyManager, is_nanny_info
-    from .subproc import SubprocessManager, launch_subprocess
 
 __all__ = [
     "CHANNELS",
@@ -122,7 +122,7 @@ def local_launch(
 
         from kernel_hub.provider import local_launch as launch
     """
-    from .subproc import launch_subprocess
+    from .managers.subproc import launch_subprocess
 
     return launch_subprocess(kernel_type, request)
 
@@ -138,26 +138,26 @@ def local_make_manager(
 
     from kernel_hub.provider import local_make_manager as make_manager
     """
-    from .subproc import SubprocessManager
+    from .managers.subproc import SubprocessManager
 
     return SubprocessManager.from_state(state, type_id=kernel_type.id)
 
 
 _LAZY = {
-    "CHANNELS": "connection",
-    "new_connection_info": "connection",
-    "ports_free": "connection",
-    "read_connection_file": "connection",
-    "runtime_dir": "connection",
-    "write_connection_file": "connection",
+    "CHANNELS": "wire.connection",
+    "new_connection_info": "wire.connection",
+    "ports_free": "wire.connection",
+    "read_connection_file": "wire.connection",
+    "runtime_dir": "wire.connection",
+    "write_connection_file": "wire.connection",
     "cancel_and_wait": "aio",
-    "LoopThread": "loopthread",
-    "reap_on_exit": "reaper",
-    "NannyManager": "remote",
+    "LoopThread": "aio.loopthread",
+    "reap_on_exit": "managers.reaper",
+    "NannyManager": "managers.remote",
     "nanny_source": "nanny",
-    "is_nanny_info": "remote",
-    "SubprocessManager": "subproc",
-    "launch_subprocess": "subproc",
+    "is_nanny_info": "managers.remote",
+    "SubprocessManager": "managers.subproc",
+    "launch_subprocess": "managers.subproc",
 }
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+from .aio.loopthread import LoopThread
 from .client import AsyncKernelClient, BlockingKernelClient
-from .loopthread import LoopThread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

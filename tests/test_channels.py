@@ -8,7 +8,7 @@ import logging
 import pytest
 import zmq
 
-from kernel_hub.transport import ZMQTransport
+from kernel_hub.wire.transport import ZMQTransport
 
 
 @pytest.mark.asyncio

@@ -139,7 +139,7 @@ def test_attach_to_a_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_kill_needs_a_nanny(tmp_path):
-    from kernel_hub.connection import new_connection_info, write_connection_file
+    from kernel_hub.wire.connection import new_connection_info, write_connection_file
 
     path = write_connection_file(new_connection_info(), tmp_path / "plain.json")
     res = attach(str(path), "--kill")

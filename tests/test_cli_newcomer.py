@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel_hub.connection import new_connection_info, write_connection_file
 from kernel_hub.testing import pid_alive, wait_pid_gone
+from kernel_hub.wire.connection import new_connection_info, write_connection_file
 
 CLI = [sys.executable, "-m", "kernel_hub"]
 #: Generous: two shared cores; nothing here waits this long on a healthy machine.

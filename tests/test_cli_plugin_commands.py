@@ -8,7 +8,7 @@ import logging
 
 import kernel_hub.cli as cli
 from kernel_hub.cli.terminal import Progress
-from kernel_hub.events import KernelEvent
+from kernel_hub.contract.events import KernelEvent
 
 
 def add_hello(subparsers) -> None:

@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from kernel_hub import KernelHubError
-from kernel_hub.manager import KernelManager
-from kernel_hub.session import Session
+from kernel_hub.contract.manager import KernelManager
+from kernel_hub.wire.session import Session
 
 
 @pytest.mark.asyncio

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kernel_hub import ConfigError
-from kernel_hub.config import config_path, load_config
+from kernel_hub.plugins.config import config_path, load_config
 
 
 def test_a_missing_file_is_an_empty_config(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from kernel_hub.config import ConfigCheck
+from kernel_hub.plugins.config import ConfigCheck
 
 CLI = [sys.executable, "-m", "kernel_hub"]
 

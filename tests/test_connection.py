@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_hub.connection import (
+from kernel_hub.wire.connection import (
     channel_url,
     new_connection_info,
     read_connection_file,
@@ -44,7 +44,7 @@ def test_read_connection_file_names_the_problem(tmp_path):
 
 
 def test_ports_avoid_the_ephemeral_range():
-    from kernel_hub.connection import port_band
+    from kernel_hub.wire.connection import port_band
 
     band = port_band()
     if band is None:

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from kernel_hub.client.console import MALFORMED, console_output_hook
-from kernel_hub.droplog import DropLog
-from kernel_hub.session import Session
 from kernel_hub.testing.fakes import FakeKernel
+from kernel_hub.wire.droplog import DropLog
+from kernel_hub.wire.session import Session
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from kernel_hub.session import Message
+    from kernel_hub.wire.session import Message
 
 #: Output messages whose content fields have the wrong types (issue #22 item 9).
 MALFORMED_CONTENTS = [

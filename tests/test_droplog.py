@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from kernel_hub.droplog import DropLog
+from kernel_hub.wire.droplog import DropLog
 
 
 def test_first_line_then_one_summary_per_interval_and_a_final_flush(caplog):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_hub._entrypoints import EntryPoint, entry_points, normalize_name
+from kernel_hub.plugins.entrypoints import EntryPoint, entry_points, normalize_name
 
 
 def _key(ep) -> tuple[str, str, str, str | None, str | None]:
@@ -216,7 +216,7 @@ def test_importing_kernel_hub_and_loading_plugins_leaves_importlib_metadata_out(
     code = """
 import sys
 import kernel_hub
-lazy = [m for m in ("kernel_hub.remote", "kernel_hub.run", "tomllib") if m in sys.modules]
+lazy = [m for m in ("kernel_hub.managers.remote", "kernel_hub.run", "tomllib") if m in sys.modules]
 hub = kernel_hub.KernelHub()
 loaded = sorted(hub.pm.distributions)
 from kernel_hub import NannyManager, run_kernel

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel_hub import AsyncKernelClient
-from kernel_hub.connection import channel_url, new_connection_info
-from kernel_hub.session import DELIM, Message, Session
+from kernel_hub.wire.connection import channel_url, new_connection_info
+from kernel_hub.wire.session import DELIM, Message, Session
 
 KEY = b"fuzz-key"
 #: How many examples each property ran (reported by the last test of the module).

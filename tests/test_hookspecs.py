@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_hub.manager import KernelManager
+from kernel_hub.contract.manager import KernelManager
 from kernel_hub.plugins import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,16 +20,16 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 
 from kernel_hub import AsyncKernelClient, KernelType
-from kernel_hub.errors import KernelHubError, LaunchError
+from kernel_hub.contract.errors import KernelHubError, LaunchError
+from kernel_hub.managers.remote import NannyManager
 from kernel_hub.nanny import Signer, source
 from kernel_hub.plugins import HookRelay
-from kernel_hub.remote import NannyManager
-from kernel_hub.session import Session
 from kernel_hub.testing import (
     NannyProcess,
     execute_output,
@@ -37,6 +37,7 @@ from kernel_hub.testing import (
     start_nanny,
     wait_pid_gone,
 )
+from kernel_hub.wire.session import Session
 
 TIMEOUT = 30
 
@@ -750,7 +751,7 @@ async def test_the_nanny_runs_on_python38(nannies):
 @pytest.mark.asyncio
 async def test_failed_restart_is_an_error_reply_and_the_nanny_still_lingers_out(nannies, tmp_path):
 
-    from kernel_hub.errors import KernelHubError
+    from kernel_hub.contract.errors import KernelHubError
 
     program = tmp_path / "fake-kernel"
     program.write_text("#!/bin/sh\nexec sleep 600\n")
@@ -804,3 +805,11 @@ async def test_forged_events_cannot_fake_a_death(caplog):
     finally:
         mgr.close()
         xpub.close()
+
+
+def test_no_top_level_name_of_the_package_shadows_the_standard_library():
+    # Run by path, the nanny has kernel_hub/ first on sys.path (docs/nanny-protocol.md).
+    import kernel_hub
+
+    top = {p.stem for p in Path(kernel_hub.__file__).parent.iterdir() if p.name != "__init__.py"}
+    assert not top & set(sys.stdlib_module_names), top & set(sys.stdlib_module_names)

@@ -18,11 +18,11 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from kernel_hub.errors import KernelHubError
+from kernel_hub.contract.errors import KernelHubError
+from kernel_hub.managers.remote import NannyManager
 from kernel_hub.nanny import DELIM
-from kernel_hub.remote import NannyManager
-from kernel_hub.session import Session
 from kernel_hub.testing import NannyProcess, pid_alive, start_nanny, wait_pid_gone
+from kernel_hub.wire.session import Session
 
 pytestmark = pytest.mark.integration
 

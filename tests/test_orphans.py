@@ -139,7 +139,7 @@ def test_a_host_exiting_without_shutdown_takes_its_kernels_along(tmp_path):
 
 
 def test_reaper_comes_back_after_being_killed_and_kills_every_registered_group():
-    from kernel_hub.reaper import Reaper
+    from kernel_hub.managers.reaper import Reaper
 
     reaper = Reaper()
     first, second, spared = sleeper(), sleeper(), sleeper()
@@ -226,7 +226,7 @@ def test_files_commands_and_processes_registered_by_a_killed_host_are_handled(tm
 
 
 def test_terminate_spares_a_reused_pid():
-    from kernel_hub.reaper import _TERMINATE
+    from kernel_hub.managers.reaper import _TERMINATE
 
     proc = sleeper()
     try:

@@ -19,8 +19,8 @@ from kernel_hub import (
     RestartPolicy,
     hookimpl,
 )
-from kernel_hub.defaults import DEFAULT_RESTART_POLICY
 from kernel_hub.plugins import HookRelay, make_plugin_manager
+from kernel_hub.plugins.defaults import DEFAULT_RESTART_POLICY
 
 
 class FakeManager(KernelManager):

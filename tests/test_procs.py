@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from kernel_hub import nanny
-from kernel_hub.procs import pid_alive, process_group, process_start, process_token
+from kernel_hub.managers.procs import pid_alive, process_group, process_start, process_token
 
 
 def test_a_running_process_is_alive_and_has_a_start_time():

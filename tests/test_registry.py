@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from kernel_hub import KernelHub, RestartPolicy
-from kernel_hub.events import EventBus, KernelEvent
+from kernel_hub.contract.events import EventBus, KernelEvent
 from kernel_hub.testing import EventRecorder
 
 PYTHON = "ipykernel/python3"

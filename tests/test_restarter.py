@@ -22,9 +22,9 @@ from kernel_hub import (
     hookimpl,
     launch_subprocess,
 )
-from kernel_hub.connection import CHANNELS
-from kernel_hub.restarter import RestartBudget
+from kernel_hub.lifecycle.restarter import RestartBudget
 from kernel_hub.testing import EventRecorder, pid_alive, spawn_grandchild
+from kernel_hub.wire.connection import CHANNELS
 
 PYTHON = "ipykernel/python3"
 #: Small backoffs keep the tests fast; jitter stays on so that it is exercised.
@@ -531,7 +531,7 @@ async def test_a_kernel_that_stayed_up_long_enough_gets_its_restarts_back():
 async def test_died_carries_the_managers_exit_reason():
     """The restarter reports what the manager knows (the Slurm tests show it end to end)."""
     from kernel_hub import KernelManager, RestartPolicy
-    from kernel_hub.restarter import KernelRestarter, RestartControl
+    from kernel_hub.lifecycle.restarter import KernelRestarter, RestartControl
 
     class Ended(KernelManager):
         def __init__(self, reason):

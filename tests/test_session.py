@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from jupyter_client.session import Session as JCSession
 
-from kernel_hub.session import DELIM, BadSignature, Session, message_date
+from kernel_hub.wire.session import DELIM, BadSignature, Session, message_date
 
 
 def test_roundtrip_and_date_is_lazy():

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from kernel_hub import KernelType, RestartPolicy
-from kernel_hub.types import LaunchRequest, split_type_id
+from kernel_hub.contract.types import LaunchRequest, split_type_id
 
 
 def test_kernel_type_id_is_namespaced_and_name_normalised():

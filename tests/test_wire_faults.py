@@ -12,7 +12,7 @@ import logging
 
 import pytest
 
-from kernel_hub.session import Session
+from kernel_hub.wire.session import Session
 
 #: Run inside ipykernel: publish, signed with the kernel's key, messages whose fields
 #: have the wrong types (parent msg_id a list, execution_state a list) or no msg_type,

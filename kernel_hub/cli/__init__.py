@@ -22,8 +22,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .._entrypoints import entry_points
-from ..errors import ConfigError, KernelDied, KernelHubError, LaunchError, NoSuchKernelType
+from ..contract.errors import ConfigError, KernelDied, KernelHubError, LaunchError, NoSuchKernelType
+from ..plugins.entrypoints import entry_points
 from ._attach import cmd_attach
 from ._info import cmd_config, cmd_list, cmd_plugins
 from ._launch import START_TIMEOUT, cmd_launch, cmd_launch_nanny, cmd_run

@@ -18,8 +18,8 @@ __all__ = ["cmd_attach"]
 
 def _read_attach_file(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Return ``(connection_info, state, record)`` from a connection file or ``launch --json``."""
-    from ..connection import read_connection_file
-    from ..liveness import RECORD_KEY
+    from ..managers.liveness import RECORD_KEY
+    from ..wire.connection import read_connection_file
 
     try:
         data = json.loads(Path(path).read_text())
@@ -44,8 +44,8 @@ async def cmd_attach(args: argparse.Namespace) -> int:
     """Attach to a running kernel from its connection file; never shut it down on exit."""
     from ..client import AsyncKernelClient
     from ..hub import KernelHub
-    from ..liveness import not_running_reason
-    from ..remote import NannyManager, is_nanny_info
+    from ..managers.liveness import not_running_reason
+    from ..managers.remote import NannyManager, is_nanny_info
 
     info, state, record = _read_attach_file(args.file)
     nanny = is_nanny_info(info)

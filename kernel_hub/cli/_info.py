@@ -57,8 +57,8 @@ def cmd_config(args: argparse.Namespace) -> int:
     """``config check``: every table through its plugin, with effective values and sources."""
     import os
 
-    from ..config import CHECK_ATTRIBUTE, ConfigCheck, config_path, load_config
     from ..plugins import make_plugin_manager
+    from ..plugins.config import CHECK_ATTRIBUTE, ConfigCheck, config_path, load_config
 
     path = config_path()
     origin = "KERNEL_HUB_CONFIG" if os.environ.get("KERNEL_HUB_CONFIG") else "the default path"

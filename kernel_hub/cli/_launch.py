@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import KernelDied, KernelHubError, LaunchError
+from ..contract.errors import KernelDied, KernelHubError, LaunchError
 from .terminal import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -26,9 +26,9 @@ from .terminal import (
 if TYPE_CHECKING:
     import argparse
 
-    from ..events import KernelEvent
+    from ..contract.events import KernelEvent
     from ..hub import KernelHub
-    from ..kernel import RunningKernel
+    from ..lifecycle.kernel import RunningKernel
 
 __all__ = ["START_TIMEOUT", "cmd_launch", "cmd_launch_nanny", "cmd_run"]
 
@@ -158,11 +158,11 @@ async def _ended_before_stop(kernel: RunningKernel, stop: asyncio.Event) -> bool
 
 
 async def cmd_launch(args: argparse.Namespace) -> int:
-    from ..connection import runtime_dir, write_connection_file
     from ..hub import KernelHub
-    from ..liveness import RECORD_KEY, launcher_record
-    from ..reaper import reap_on_exit
-    from ..subproc import SubprocessManager
+    from ..managers.liveness import RECORD_KEY, launcher_record
+    from ..managers.reaper import reap_on_exit
+    from ..managers.subproc import SubprocessManager
+    from ..wire.connection import runtime_dir, write_connection_file
 
     stop = _stop_on_signals()
 
@@ -219,11 +219,11 @@ async def cmd_launch(args: argparse.Namespace) -> int:
 
 async def cmd_launch_nanny(args: argparse.Namespace) -> int:
     """``launch --nanny``: ``hub.launch(..., nanny=True)``, then serve until Ctrl-C or death."""
-    from ..connection import runtime_dir, write_connection_file
     from ..hub import KernelHub
-    from ..liveness import RECORD_KEY, launcher_record
-    from ..reaper import reap_on_exit
-    from ..remote import NannyManager
+    from ..managers.liveness import RECORD_KEY, launcher_record
+    from ..managers.reaper import reap_on_exit
+    from ..managers.remote import NannyManager
+    from ..wire.connection import runtime_dir, write_connection_file
 
     stop = _stop_on_signals()
     hub = KernelHub()

@@ -23,12 +23,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from ..errors import KernelHubError
+from ..contract.errors import KernelHubError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..events import KernelEvent
+    from ..contract.events import KernelEvent
 
 __all__ = [
     "EXIT_FAILED",

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..session import Message
+from ..wire.session import Message
 
 __all__ = [
     "IDLE_GRACE",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ..session import Message
+    from ..wire.session import Message
 
 __all__ = ["KernelRequests"]
 

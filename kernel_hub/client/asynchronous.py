@@ -9,11 +9,11 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..aio import cancel_and_wait
-from ..connection import endpoint
-from ..droplog import DropLog
-from ..errors import KernelDied, KernelHubError
-from ..session import BadSignature, Message, Session
-from ..transport import Transport, ZMQTransport
+from ..contract.errors import KernelDied, KernelHubError
+from ..wire.connection import endpoint
+from ..wire.droplog import DropLog
+from ..wire.session import BadSignature, Message, Session
+from ..wire.transport import Transport, ZMQTransport
 from ._execution import (
     IDLE_GRACE,
     OUTPUT_BACKLOG,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     import zmq
 
-    from ..manager import KernelManager
+    from ..contract.manager import KernelManager
 
 __all__ = ["AsyncKernelClient", "StatusSink"]
 
@@ -50,7 +50,7 @@ class StatusSink(Protocol):
 
     A :class:`~kernel_hub.RunningKernel` passes its monitor to the clients it
     makes, so that the monitor need not read IOPub a second time; see
-    :mod:`kernel_hub.monitor` for the hand-over protocol.
+    :mod:`kernel_hub.lifecycle.monitor` for the hand-over protocol.
     """
 
     def observe(self, client: AsyncKernelClient, state: str) -> None:
@@ -63,7 +63,7 @@ class StatusSink(Protocol):
 class AsyncKernelClient(KernelRequests):
     """Talk to one kernel over its channels, from asyncio.
 
-    Requests return the reply :class:`~kernel_hub.session.Message`. Create one
+    Requests return the reply :class:`~kernel_hub.wire.session.Message`. Create one
     from a running kernel (``kernel.client()``) or from connection info, then
     use it as ``async with client:`` (or call :meth:`connect` and :meth:`close`).
     Every client method must be awaited on the loop that connected it.

@@ -12,14 +12,14 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from ..loopthread import LoopThread
+from ..aio.loopthread import LoopThread
 from .asynchronous import AsyncKernelClient
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Mapping
 
-    from ..manager import KernelManager
-    from ..session import Message
+    from ..contract.manager import KernelManager
+    from ..wire.session import Message
 
 __all__ = ["BlockingKernelClient", "LoopThread"]
 

@@ -8,12 +8,12 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..droplog import DropLog
+from ..wire.droplog import DropLog
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ..session import Message
+    from ..wire.session import Message
 
 __all__ = ["MALFORMED", "console_output_hook", "terminal_input"]
 
@@ -21,7 +21,7 @@ log = logging.getLogger("kernel_hub.client")
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
-#: The :class:`~kernel_hub.droplog.DropLog` kind of an output message the printer cannot show.
+#: The :class:`~kernel_hub.wire.droplog.DropLog` kind of an output message the printer cannot show.
 MALFORMED = "skipped output messages with malformed content"
 
 #: The printer's counts for this process: one warning, then a summary at most every 10 s.

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ..conformance import ProviderConformance, execute_output, interrupt_busy_loop
+from ..managers.procs import pid_alive
 from ..plugins import KernelHubPluginManager, make_plugin_manager
-from ..procs import pid_alive
 from .events import EventRecorder
 from .fakes import FakeKernel, Responder, ScriptedTransport
 from .processes import (

@@ -6,7 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..events import KernelEvent
+    from ..contract.events import KernelEvent
     from ..hub import KernelHub
 
 __all__ = ["EventRecorder"]

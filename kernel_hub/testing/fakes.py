@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..connection import new_connection_info
-from ..session import Message, Session
+from ..wire.connection import new_connection_info
+from ..wire.session import Message, Session
 
 __all__ = ["FakeKernel", "Responder", "ScriptedTransport"]
 

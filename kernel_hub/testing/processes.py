@@ -13,7 +13,7 @@ import sys
 from typing import IO, TYPE_CHECKING, Any
 
 from ..conformance import execute_output
-from ..procs import pid_alive
+from ..managers.procs import pid_alive
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

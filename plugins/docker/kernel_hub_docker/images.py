@@ -264,7 +264,7 @@ def check_config(section: Mapping[str, Any]) -> list[ConfigCheck]:
     """Check ``[docker]`` and every ``[docker.<name>]``: effective values and their sources.
 
     The optional ``check_config`` attribute of the plugin (see
-    :mod:`kernel_hub.config`); ``kernel-hub config check`` calls it.
+    :mod:`kernel_hub.plugins.config`); ``kernel-hub config check`` calls it.
     """
     import os
 

@@ -25,7 +25,7 @@ from kernel_hub_docker.owner import (
     owner_state,
 )
 
-from kernel_hub.errors import ConfigError
+from kernel_hub.contract.errors import ConfigError
 from kernel_hub.plugins import make_plugin_manager
 
 # ---- config ----

@@ -16,8 +16,8 @@ import pytest
 import pytest_asyncio
 
 from kernel_hub import KernelHub, NoSuchKernelType, UnavailableType
+from kernel_hub.managers.subproc import SubprocessManager
 from kernel_hub.plugins import HookRelay, make_plugin_manager
-from kernel_hub.subproc import SubprocessManager
 from kernel_hub.testing import execute_output, interrupt_busy_loop
 
 plugin = kernel_hub_ipykernel.plugin

@@ -17,7 +17,7 @@ from kernel_hub_spec.kernelspec import (
     parse_kernelspec,
 )
 
-from kernel_hub.types import KernelType
+from kernel_hub.contract.types import KernelType
 
 LOGGER = "kernel_hub.spec"
 MINOR = sys.version_info[1]

@@ -14,10 +14,10 @@ import kernel_hub_spec.plugin
 import pytest
 import pytest_asyncio
 
+from kernel_hub.contract.types import KernelType, LaunchRequest
+from kernel_hub.managers.subproc import SubprocessManager
 from kernel_hub.plugins import HookRelay, make_plugin_manager
-from kernel_hub.subproc import SubprocessManager
 from kernel_hub.testing import execute_output, interrupt_busy_loop
-from kernel_hub.types import KernelType, LaunchRequest
 
 plugin = kernel_hub_spec.plugin
 

@@ -327,7 +327,7 @@ def check_config(section: Mapping[str, Any]) -> list[ConfigCheck]:
     """Check every ``[ssh.<name>]`` table: its effective values and their sources.
 
     The optional ``check_config`` attribute of the plugin (see
-    :mod:`kernel_hub.config`); ``kernel-hub config check`` calls it.
+    :mod:`kernel_hub.plugins.config`); ``kernel-hub config check`` calls it.
     """
     checks = []
     for name, table in section.items():

@@ -4,7 +4,7 @@
 the host's connection), start the nanny, forward its ports. :func:`make_remote_manager`
 is what ``make_manager`` returns: it finds this process's tunnels of that kernel,
 or, when re-attaching from saved state in a fresh process, reconnects and opens
-them again, and wraps a :class:`kernel_hub.remote.NannyManager` on the local ports
+them again, and wraps a :class:`kernel_hub.managers.remote.NannyManager` on the local ports
 in an :class:`SSHKernelManager` that also knows about the SSH link.
 """
 
@@ -181,7 +181,7 @@ async def make_remote_manager(
 class SSHKernelManager(KernelManager):
     """A remote kernel's manager: its nanny over the tunnels, plus the SSH link's health.
 
-    Delegates to a :class:`~kernel_hub.remote.NannyManager` on the local ends of
+    Delegates to a :class:`~kernel_hub.managers.remote.NannyManager` on the local ends of
     the tunnels, and adds what only the SSH side knows: a dropped connection is
     announced (``connection_lost``/``connection_restored`` events) and does not
     count as a death; a host gone for longer than ``reconnect_timeout``, or a

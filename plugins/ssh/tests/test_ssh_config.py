@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kernel_hub_ssh.config import SSHHostConfig, kernel_types, parse_config
 
-from kernel_hub.errors import ConfigError
+from kernel_hub.contract.errors import ConfigError
 
 
 def test_minimal_table_gives_defaults():

@@ -33,10 +33,10 @@ from kernel_hub_ssh.testing import (
 )
 
 from kernel_hub import KernelHub
-from kernel_hub.errors import LaunchError
+from kernel_hub.contract.errors import LaunchError
+from kernel_hub.contract.types import KernelType, LaunchRequest
 from kernel_hub.plugins import make_plugin_manager
 from kernel_hub.testing import execute_output, interrupt_busy_loop
-from kernel_hub.types import KernelType, LaunchRequest
 
 # ---- hooks (no sshd needed) ----
 
@@ -500,7 +500,7 @@ async def test_hook_make_manager_rejects_a_state_without_ssh_details():
 
 
 def test_hook_launch_of_an_unconfigured_name():
-    from kernel_hub.errors import NoSuchKernelType
+    from kernel_hub.contract.errors import NoSuchKernelType
 
     class Hub:
         def config_for(self, name):

@@ -13,7 +13,7 @@ from kernel_hub_ssh.config import SSHHostConfig
 from kernel_hub_ssh.connection import SSHLoop, acquire, open_connection
 from kernel_hub_ssh.tunnel import open_tunnels
 
-from kernel_hub.errors import LaunchError
+from kernel_hub.contract.errors import LaunchError
 
 pytestmark = [pytest.mark.ssh]
 

@@ -17,16 +17,16 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
 
+from ..contract.errors import LaunchError
+from ..contract.types import LaunchResult
 from .argv import expand_env, format_argv
-from .errors import LaunchError
 from .reaper import reap_on_exit
 from .remote import NannyManager
-from .types import LaunchResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    from .types import KernelType, LaunchRequest
+    from ..contract.types import KernelType, LaunchRequest
 
 __all__ = ["LOCAL_NANNY", "LocalNannyManager", "launch_under_nanny"]
 
@@ -101,7 +101,7 @@ async def launch_under_nanny(
         unless the ``kernel_hub`` logger is enabled for DEBUG).
     :raises LaunchError: when the type has no argv or the nanny reports an error.
     """
-    from . import nanny
+    from .. import nanny
 
     if not kernel_type.argv:
         raise LaunchError(

@@ -2,9 +2,9 @@
 
 Everything that changes a kernel's status goes through the :class:`RunningKernel`:
 the hub creates it once the kernel answers, the restarter (which only decides)
-calls back into it through a :class:`~kernel_hub.restarter.RestartControl`, the
+calls back into it through a :class:`~kernel_hub.lifecycle.restarter.RestartControl`, the
 clients it hands out are told to :meth:`~kernel_hub.AsyncKernelClient.reconnect`
-after a relaunch, and its :class:`~kernel_hub.monitor.ActivityMonitor` follows the
+after a relaunch, and its :class:`~kernel_hub.lifecycle.monitor.ActivityMonitor` follows the
 kernel's execution state. Nobody else writes its fields.
 """
 
@@ -16,20 +16,20 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from .aio import being_cancelled, cancel_and_wait
-from .client import AsyncKernelClient, BlockingKernelClient
-from .connection import CHANNELS, endpoint
-from .errors import KernelHubError
+from ..aio import being_cancelled, cancel_and_wait
+from ..client import AsyncKernelClient, BlockingKernelClient
+from ..contract.errors import KernelHubError
+from ..contract.types import RestartPolicy
+from ..wire.connection import CHANNELS, endpoint
 from .monitor import ActivityMonitor, ExecutionState
 from .restarter import KernelRestarter, RestartControl
-from .types import RestartPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .manager import KernelManager
+    from ..contract.manager import KernelManager
+    from ..contract.types import KernelType, LaunchRequest
     from .starter import Started
-    from .types import KernelType, LaunchRequest
 
 __all__ = ["KernelStatus", "RunningKernel"]
 
@@ -54,7 +54,7 @@ class RunningKernel:
 
     Returned by :meth:`KernelHub.launch` and :meth:`KernelHub.attach`; kept in
     ``hub.kernels`` until it is shut down or dies for good. A
-    :class:`~kernel_hub.restarter.KernelRestarter` watches it and relaunches it
+    :class:`~kernel_hub.lifecycle.restarter.KernelRestarter` watches it and relaunches it
     per its :attr:`restart_policy`; after a relaunch ``connection_info``,
     ``state`` and ``manager`` describe the new process, and clients from
     :meth:`client` reconnect to it by themselves. A relaunch keeps the

@@ -21,14 +21,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .aio import cancel_and_wait
-from .errors import KernelHubError
+from ..aio import cancel_and_wait
+from ..contract.errors import KernelHubError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .manager import KernelManager
-    from .types import RestartPolicy
+    from ..contract.manager import KernelManager
+    from ..contract.types import RestartPolicy
 
 __all__ = ["KernelRestarter", "RestartBudget", "RestartControl"]
 

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from .droplog import DropLog
-from .errors import KernelHubError
-from .manager import KernelManager
-from .session import BadSignature, Message, Session
-from .transport import ZMQTransport
+from ..contract.errors import KernelHubError
+from ..contract.manager import KernelManager
+from ..wire.droplog import DropLog
+from ..wire.session import BadSignature, Message, Session
+from ..wire.transport import ZMQTransport
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

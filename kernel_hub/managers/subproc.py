@@ -15,18 +15,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..contract.errors import LaunchError
+from ..contract.manager import KernelManager
+from ..contract.types import LaunchResult
+from ..wire.connection import new_connection_info, runtime_dir, write_connection_file
 from .argv import expand_env, format_argv
-from .connection import new_connection_info, runtime_dir, write_connection_file
-from .errors import LaunchError
-from .manager import KernelManager
 from .procs import pid_alive
 from .reaper import reaper
-from .types import LaunchResult
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from .types import KernelType, LaunchRequest
+    from ..contract.types import KernelType, LaunchRequest
 
 __all__ = ["SubprocessManager", "expand_env", "format_argv", "launch_subprocess"]
 
@@ -67,7 +67,7 @@ async def launch_subprocess(
     conn_path = rdir / f"kernel-{request.kernel_id}.json"
     log_file = rdir / f"kernel-{request.kernel_id}.log"
     files = [str(conn_path), str(log_file)]
-    # The reaper (see kernel_hub.reaper) runs, and knows of the files and of the spawn in
+    # The reaper (see kernel_hub.managers.reaper) runs, and knows of the files and of the spawn in
     # flight, before the first file or process exists: a host killed at any moment of this
     # launch leaves neither a kernel nor a key behind.
     guard = reaper()

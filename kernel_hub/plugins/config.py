@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from ..contract.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .hookspecs import hookimpl
-from .types import RestartPolicy
+from ..contract.hookspecs import hookimpl
+from ..contract.types import RestartPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .hookspecs import HubContext
-    from .remote import NannyManager
-    from .types import KernelType
+    from ..contract.hookspecs import HubContext
+    from ..contract.types import KernelType
+    from ..managers.remote import NannyManager
 
 __all__ = ["DEFAULT_PLUGINS", "DEFAULT_RESTART_POLICY"]
 
@@ -38,7 +38,7 @@ class CoreDefaults:
     ) -> NannyManager | None:
         # Any kernel served by a nanny is managed through it, whoever launched it; a provider
         # that tunnels (SSH) implements make_manager itself to re-open its tunnels first.
-        from .remote import NannyManager, is_nanny_info
+        from ..managers.remote import NannyManager, is_nanny_info
 
         if not is_nanny_info(connection_info):
             return None

@@ -15,18 +15,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .client import AsyncKernelClient
-from .connection import without_ports
-from .errors import KernelDied, LaunchError, PluginError
+from ..client import AsyncKernelClient
+from ..contract.errors import KernelDied, LaunchError, PluginError
+from ..wire.connection import without_ports
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from .hookspecs import HubContext
-    from .manager import KernelManager
+    from ..contract.hookspecs import HubContext
+    from ..contract.manager import KernelManager
+    from ..contract.types import KernelType, LaunchRequest, LaunchResult
+    from ..plugins import HookRelay
     from .monitor import ActivityMonitor
-    from .plugins import HookRelay
-    from .types import KernelType, LaunchRequest, LaunchResult
 
 __all__ = ["ManagerFor", "Started", "Starter"]
 
@@ -152,7 +152,7 @@ class Starter:
         self, kernel_type: KernelType, request: LaunchRequest, *, plugin: str, nanny: bool
     ) -> LaunchResult:
         if nanny:
-            from .local_nanny import launch_under_nanny
+            from ..managers.local_nanny import launch_under_nanny
 
             return await launch_under_nanny(kernel_type, request)
         return await self.hooks.launch(

@@ -32,15 +32,15 @@ import json
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from .session import DELIM, Session
-from .transport import ZMQTransport
+from ..wire.session import DELIM, Session
+from ..wire.transport import ZMQTransport
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     import zmq
 
-    from .client.asynchronous import AsyncKernelClient
+    from ..client.asynchronous import AsyncKernelClient
 
 __all__ = ["ActivityMonitor", "ExecutionState"]
 

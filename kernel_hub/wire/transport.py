@@ -79,7 +79,7 @@ class ZMQTransport:
     :param iopub_hwm: how many IOPub messages may wait to be read (see :data:`IOPUB_HWM`).
 
     A message callback that raises is logged (rate-limited, see
-    :class:`~kernel_hub.droplog.DropLog`) and the drain goes on with the next
+    :class:`~kernel_hub.wire.droplog.DropLog`) and the drain goes on with the next
     message: no message, however formed, can stop a channel.
     :attr:`callback_errors` counts them.
     """

@@ -1,5 +1,7 @@
-"""Build the plugin manager and call hooks through a typed façade.
+"""Plugins: build the plugin manager and call hooks through a typed façade.
 
+The folder holds what hosts plugins: entry-point loading (``entrypoints``), the
+core's trylast fallbacks (``defaults``) and the config file (``config``).
 Nothing loads at import time: :func:`make_plugin_manager` builds a fresh
 manager each time. Host code calls hooks only through :class:`HookRelay`.
 """
@@ -15,19 +17,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
-from . import hookspecs
-from .connection import redact_keys
-from .errors import LaunchError, PluginError
-from .types import KernelType, UnavailableType
+from ..contract import hookspecs
+from ..contract.errors import LaunchError, PluginError
+from ..contract.types import KernelType, UnavailableType
+from ..wire.connection import redact_keys
 
 if TYPE_CHECKING:
     import importlib.metadata
     from collections.abc import Awaitable, Iterable, Mapping
 
-    from ._entrypoints import EntryPoint
-    from .hookspecs import HubContext
-    from .manager import KernelManager
-    from .types import LaunchRequest, LaunchResult, RestartPolicy
+    from ..contract.hookspecs import HubContext
+    from ..contract.manager import KernelManager
+    from ..contract.types import LaunchRequest, LaunchResult, RestartPolicy
+    from .entrypoints import EntryPoint
 
 __all__ = [
     "ENTRYPOINT_GROUP",
@@ -91,7 +93,7 @@ class KernelHubPluginManager(pluggy.PluginManager):
 def _entry_points() -> Iterable[EntryPoint | importlib.metadata.EntryPoint]:
     # Our own reader: importlib.metadata costs ~2.6 MB of RSS and is not needed to launch.
     # Imported here, as a host that passes its plugins explicitly never reads entry points.
-    from ._entrypoints import entry_points
+    from .entrypoints import entry_points
 
     return entry_points(ENTRYPOINT_GROUP)
 
@@ -247,7 +249,7 @@ class HookRelay:
         self, *, plugin: str, hub: HubContext, kernel_type: KernelType, request: LaunchRequest
     ) -> LaunchResult:
         """Call the ``launch`` hook of *plugin*; raise :class:`PluginError` if it has none."""
-        from .types import LaunchResult
+        from ..contract.types import LaunchResult
 
         result = self._routed("launch", plugin)(hub=hub, kernel_type=kernel_type, request=request)
         if result is None:
@@ -273,7 +275,7 @@ class HookRelay:
         state: Mapping[str, Any],
     ) -> KernelManager:
         """Call the ``make_manager`` hook of *plugin* (and the core's nanny fallback)."""
-        from .manager import KernelManager
+        from ..contract.manager import KernelManager
 
         result = self._routed("make_manager", plugin)(
             hub=hub, kernel_type=kernel_type, connection_info=connection_info, state=state
@@ -298,7 +300,7 @@ class HookRelay:
         self, *, plugin: str, hub: HubContext, kernel_type: KernelType
     ) -> RestartPolicy:
         """Call the ``restart_policy`` hook of *plugin* (the core default always answers)."""
-        from .types import RestartPolicy
+        from ..contract.types import RestartPolicy
 
         policy = self._routed("restart_policy", plugin)(hub=hub, kernel_type=kernel_type)
         return policy if isinstance(policy, RestartPolicy) else RestartPolicy()
