@@ -26,6 +26,7 @@ from .contract.manager import KernelManager
 from .contract.types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, UnavailableType
 from .hub import KernelHub
 from .lifecycle.kernel import RunningKernel
+from .lifecycle.kernel_client import KernelClient
 from .wire.session import Message
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncKernelClient",
     "BlockingKernelClient",
     "ConfigError",
+    "KernelClient",
     "KernelDied",
     "KernelHub",
     "KernelHubError",

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     from .client import AsyncKernelClient
     from .contract.manager import KernelManager
     from .hub import RunningKernel
+    from .lifecycle.kernel_client import KernelClient
     from .plugins import KernelHubPluginManager
     from .wire.session import Message
 
@@ -77,7 +78,7 @@ __all__ = ["ProviderConformance", "execute_output", "interrupt_busy_loop", "load
 
 
 async def execute_output(
-    client: AsyncKernelClient, code: str, *, timeout: float
+    client: AsyncKernelClient | KernelClient, code: str, *, timeout: float
 ) -> tuple[dict[str, Any], str]:
     """Execute *code*; return the reply's content and the text it printed (stream output).
 
@@ -90,7 +91,7 @@ async def execute_output(
 
 
 async def interrupt_busy_loop(
-    client: AsyncKernelClient, code: str, *, timeout: float, interrupt_timeout: float
+    client: AsyncKernelClient | KernelClient, code: str, *, timeout: float, interrupt_timeout: float
 ) -> Message:
     """Run *code*, interrupt it once it has printed ``go``, and return its execute reply.
 
@@ -268,7 +269,7 @@ class ProviderConformance:
         assert kernel.type_id == type_id
         return kernel
 
-    async def _check_execute(self, client: AsyncKernelClient) -> None:
+    async def _check_execute(self, client: AsyncKernelClient | KernelClient) -> None:
         token = f"kh-conformance-{uuid.uuid4().hex[:8]}"
         code = self.print_code.format(text=repr(token))
         content, text = await execute_output(client, code, timeout=self.timeout)

@@ -218,17 +218,6 @@ class KernelHub:
     ) -> RunningKernel:
         """Wrap a started kernel in its RunningKernel, record it and start watching it."""
 
-        def relaunch(monitor: ActivityMonitor, connection: Mapping[str, Any]) -> Any:
-            # The same request, plus the old process's connection info: kept where it can be.
-            return self._starter.start(
-                kt,
-                dataclasses.replace(request, connection=connection),
-                plugin=plugin,
-                ready_timeout=ready_timeout,
-                monitor=monitor,
-                nanny=started.nanny,
-            )
-
         def emit(kind: str, **data: Any) -> None:
             self.emit(kind, request.kernel_id, kt.id, **data)
 
@@ -238,10 +227,11 @@ class KernelHub:
             kernel_type=kt,
             request=request,
             started=started,
-            relaunch=relaunch,
+            starter=self._starter,
             emit=emit,
             on_end=self._forget,
             plugin=plugin,
+            ready_timeout=ready_timeout,
             restart_policy=policy,
             monitor=monitor,
         )

@@ -6,10 +6,12 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from .aio.loopthread import LoopThread
-from .client import AsyncKernelClient, BlockingKernelClient
+from .client import BlockingKernelClient
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+    from .lifecycle.kernel_client import KernelClient
 
 __all__ = ["run_kernel", "run_kernel_async"]
 
@@ -17,7 +19,7 @@ __all__ = ["run_kernel", "run_kernel_async"]
 @contextlib.asynccontextmanager
 async def run_kernel_async(
     type_id: str | None = None, **launch_kwargs: Any
-) -> AsyncIterator[AsyncKernelClient]:
+) -> AsyncIterator[KernelClient]:
     """Launch *type_id* (default: this Python's kernel) and yield a connected async client.
 
     The kernel and the hub are shut down when the block exits.

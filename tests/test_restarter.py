@@ -105,6 +105,22 @@ def test_budget_counts_within_the_window_and_resets_when_stable():
     assert RestartBudget(RestartPolicy(limit=0)).next_attempt() is None
 
 
+def test_the_restarter_is_pure_policy_a_delay_or_no_restart():
+    from kernel_hub.lifecycle.restarter import KernelRestarter, Restart
+
+    now = [0.0]
+    policy = RestartPolicy(limit=2, window=60, backoff_initial=0.5, backoff_max=4, jitter=0)
+    restarter = KernelRestarter(policy, label="t", random=lambda: 0.0, clock=lambda: now[0])
+    assert restarter.decide(ran_for=1.0) == Restart(attempt=1, delay=0.5)
+    assert restarter.decide(ran_for=None) == Restart(attempt=2, delay=1.0)  # a failed relaunch
+    assert restarter.decide(ran_for=None) is None
+    assert restarter.why_not() == "2 restarts within 60 s"
+    assert restarter.decide(ran_for=policy.stable_after) == Restart(attempt=1, delay=0.5)
+    off = KernelRestarter(RestartPolicy(enabled=False))
+    assert off.decide(ran_for=100.0) is None and off.why_not() == "its restart policy is off"
+    assert repr(restarter) == "<KernelRestarter t [STOPPED restarts=1/2]>"
+
+
 def test_backoff_doubles_up_to_the_cap_with_jitter_on_top():
     p = RestartPolicy(backoff_initial=0.1, backoff_max=0.3, jitter=0.5)
     assert [p.delay(n) for n in (1, 2, 3, 4)] == pytest.approx([0.1, 0.2, 0.3, 0.3])
@@ -130,6 +146,7 @@ async def test_kill_9_restarts_and_the_same_client_keeps_working():
             # A request waiting when the kernel dies fails with KernelDied.
             waiting = asyncio.ensure_future(client.execute("import time; time.sleep(60)"))
             await kernel.wait_for_execution_state("busy", timeout=60)
+            wire = client._wire  # a plain connection, kept across a same-endpoint restart
             os.kill(old_pid, signal.SIGKILL)
             with pytest.raises(KernelDied):
                 await asyncio.wait_for(waiting, 60)
@@ -148,6 +165,7 @@ async def test_kill_9_restarts_and_the_same_client_keeps_working():
             assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == ["42\n"]
             assert streams[-1].content["text"] == "42\n"
             assert client.manager is kernel.manager
+            assert client._wire is wire and wire.manager is None  # no lifecycle in the wire
         assert rec.kinds(kernel.id) == ["starting", "ready", "died", "restarting", "restarted"]
         restarting = rec.of(kernel.id, "restarting")[0]
         assert restarting.data["attempt"] == 1
@@ -335,7 +353,7 @@ async def test_purposeful_shutdown_and_kill_are_not_restarted():
         await now.shutdown(now=True)
         for kernel in (polite, now):
             assert rec.kinds(kernel.id) == ["starting", "ready", "shutdown"]
-            assert not kernel.restarter.running
+            assert not kernel.restarter.watching
             assert repr(kernel.restarter).endswith("[STOPPED restarts=0/3]>")
             assert kernel.status == "DEAD" and kernel.restarts == 0
             assert not await kernel.manager.is_alive()
@@ -407,7 +425,7 @@ async def test_manual_restart_relaunches_and_clients_follow():
         assert rec.kinds(kernel.id) == ["starting", "ready", *["restarting", "restarted"] * 2]
         assert rec.of(kernel.id, "restarted")[0].data == {"requested": True}
         assert kernel.restarts == 0  # manual restarts do not use up the policy
-        assert kernel.restarter.running
+        assert kernel.restarter.watching
         await kernel.shutdown()
 
 
@@ -530,8 +548,8 @@ async def test_a_kernel_that_stayed_up_long_enough_gets_its_restarts_back():
 @pytest.mark.asyncio
 async def test_died_carries_the_managers_exit_reason():
     """The restarter reports what the manager knows (the Slurm tests show it end to end)."""
-    from kernel_hub import KernelManager, RestartPolicy
-    from kernel_hub.lifecycle.restarter import KernelRestarter, RestartControl
+    from kernel_hub import KernelManager, KernelType, LaunchRequest, RestartPolicy, RunningKernel
+    from kernel_hub.lifecycle.starter import Started
 
     class Ended(KernelManager):
         def __init__(self, reason):
@@ -561,16 +579,18 @@ async def test_died_carries_the_managers_exit_reason():
 
     for reason, expected in (("Slurm job 7 reached its time limit", True), (None, False)):
         events, ended = [], asyncio.Event()
-        control = RestartControl(
-            label="t",
-            manager=lambda reason=reason: Ended(reason),
+        kernel = RunningKernel(
+            None,
+            kernel_id="t",
+            kernel_type=KernelType(provider="p", name="k"),
+            request=LaunchRequest(kernel_id="t"),
+            started=Started({}, {}, Ended(reason)),
+            starter=None,  # restarts are off: never asked
             emit=lambda kind, events=events, **data: events.append((kind, data)),
-            died=lambda: None,
-            relaunch=None,  # type: ignore[arg-type]  # restarts are off
-            end=lambda ended=ended, **_: ended.set(),
+            on_end=lambda _, ended=ended: ended.set(),
+            restart_policy=RestartPolicy(enabled=False),
         )
-        restarter = KernelRestarter(RestartPolicy(enabled=False), control)
-        restarter.start()
+        kernel.start_watching()
         await asyncio.wait_for(ended.wait(), 10)
         died = [data for kind, data in events if kind == "died"]
         assert died == [{"exit_status": 0, **({"reason": reason} if expected else {})}]
@@ -686,6 +706,7 @@ async def test_a_port_taken_before_the_relaunch_gives_new_ports_and_connection_c
         try:
             async with kernel.client() as client:
                 await client.execute("x = 1", timeout=60)
+                wire = client._wire
                 os.kill(kernel.manager.pid, signal.SIGKILL)
                 changed = await rec.wait_for("connection_changed", kernel.id, timeout=60)
                 await rec.wait_for("restarted", kernel.id, timeout=60)
@@ -703,13 +724,15 @@ async def test_a_port_taken_before_the_relaunch_gives_new_ports_and_connection_c
                 # The connection file was rewritten with the new ports.
                 assert json.loads(path.read_text())["shell_port"] == after["shell_port"]
                 assert oct(path.stat().st_mode & 0o777) == "0o600"
-                # kernel_hub's client followed.
+                # kernel_hub's client followed, on a new wire client (issue 21 item 3).
                 out = []
                 reply = await client.execute("print(2)", output_hook=out.append, timeout=60)
                 assert reply.content["status"] == "ok"
                 assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == [
                     "2\n"
                 ]
+                assert client._wire is not wire and client._wire.connected
+                assert not wire.connected
             kinds = rec.kinds(kernel.id)
             assert kinds[kinds.index("died") :] == [
                 "died",

@@ -6,11 +6,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..aio import cancel_and_wait
 from ..contract.errors import KernelDied, KernelHubError
-from ..wire.connection import endpoint
 from ..wire.droplog import DropLog
 from ..wire.session import BadSignature, Message, Session
 from ..wire.transport import Transport, ZMQTransport
@@ -29,11 +28,9 @@ from .console import console_output_hook, terminal_input
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-    import zmq
-
     from ..contract.manager import KernelManager
 
-__all__ = ["AsyncKernelClient", "StatusSink"]
+__all__ = ["AsyncKernelClient"]
 
 log = logging.getLogger("kernel_hub.client")
 
@@ -43,21 +40,6 @@ CHANNELS = ("shell", "control", "stdin", "iopub")
 _BAD_SIGNATURE = "dropped messages with a bad signature"
 _MALFORMED = "dropped malformed messages"
 _STRAY = "dropped replies to no request of this client"
-
-
-class StatusSink(Protocol):
-    """Who else wants the kernel states a client reads anyway (the kernel's activity monitor).
-
-    A :class:`~kernel_hub.RunningKernel` passes its monitor to the clients it
-    makes, so that the monitor need not read IOPub a second time; see
-    :mod:`kernel_hub.lifecycle.monitor` for the hand-over protocol.
-    """
-
-    def observe(self, client: AsyncKernelClient, state: str) -> None:
-        """Take *state* from a ``status`` message *client* received, on the client's loop."""
-
-    def feeder_closing(self, client: AsyncKernelClient, iopub: zmq.Socket[bytes] | None) -> None:
-        """*client* is closing: adopt its connected IOPub socket *iopub* if it fed the sink."""
 
 
 class AsyncKernelClient(KernelRequests):
@@ -76,19 +58,14 @@ class AsyncKernelClient(KernelRequests):
     :param interrupt_mode: ``"signal"`` or ``"message"``, from the kernel type.
     :param transport: the wire; a :class:`ZMQTransport` by default (tests pass a fake).
     :param ready_timeout: how long ``async with client:`` waits in :meth:`wait_for_ready`.
-    :param status_sink: told of every ``status`` message (the kernel's monitor;
-        given by ``kernel.client()``).
-    :param on_close: called with this client when it closes (the kernel forgets it).
-    :param follow_restarts: whoever made this client will, after each death,
-        call either :meth:`reconnect` (the kernel is back) or :meth:`kernel_ended`
-        (it is not coming back); requests made in between wait for that, within
-        their own timeout. Given by ``kernel.client()``.
 
-    A client from ``kernel.client()`` follows its kernel across restarts: the
-    kernel calls :meth:`reconnect` with the new process's connection info,
-    and the client keeps its handlers. Requests that were waiting when the
-    kernel died fail with :class:`~kernel_hub.KernelDied`; requests made while
-    it is being restarted wait for the new process.
+    It is a plain connection to one endpoint, bound to one process when given
+    its *manager*: when that process dies, the requests waiting for it fail
+    with :class:`~kernel_hub.KernelDied`, and so does every later one. A kernel
+    that a restart brings back on the same ports and key is reached again by
+    the same sockets (ZeroMQ reconnects them). ``kernel.client()`` gives a
+    :class:`~kernel_hub.KernelClient` instead, which follows its kernel across
+    restarts.
     """
 
     def __init__(
@@ -100,9 +77,6 @@ class AsyncKernelClient(KernelRequests):
         transport: Transport | None = None,
         session: Session | None = None,
         ready_timeout: float | None = 60.0,
-        status_sink: StatusSink | None = None,
-        on_close: Callable[[AsyncKernelClient], None] | None = None,
-        follow_restarts: bool = False,
     ) -> None:
         self.connection_info = dict(connection_info)
         #: How long ``async with client:`` waits for the kernel to answer.
@@ -113,8 +87,6 @@ class AsyncKernelClient(KernelRequests):
             self.connection_info.get("key", ""),
             self.connection_info.get("signature_scheme", "hmac-sha256"),
         )
-        # Only a transport built here can be rebuilt for a restarted kernel.
-        self._own_transport = transport is None
         self._transport = transport or ZMQTransport(
             self.connection_info, identity=self.session.session_id.encode()
         )
@@ -126,14 +98,7 @@ class AsyncKernelClient(KernelRequests):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._iopub_seen: asyncio.Event | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._rejoin: asyncio.Task[None] | None = None
-        self._sink = status_sink
-        self._on_close = on_close
         self._died: KernelDied | None = None
-        # After a death, resolved when the kernel is back (reconnect) or gone for good.
-        self._follow_restarts = follow_restarts
-        self._comeback: asyncio.Future[None] | None = None
-        self._gone: KernelDied | None = None
         self._state = "NEW"
         where = f"{self.connection_info.get('ip')}:{self.connection_info.get('shell_port')}"
         #: What this client dropped or lost, by kind (warnings are rate-limited).
@@ -195,19 +160,18 @@ class AsyncKernelClient(KernelRequests):
         self._death(manager, status)
 
     def _death(self, manager: KernelManager, status: int | None) -> None:
-        if manager is not self.manager or self._died is not None:
-            return  # an old process's news, or known already
-        self._fail_waiting(
-            KernelDied(
+        if self._died is None:
+            self._died = KernelDied(
                 f"the kernel {manager.type_id} died (exit status {status})", exit_status=status
             )
-        )
+            self.abort(self._died)
 
-    def _fail_waiting(self, err: BaseException) -> None:
-        if isinstance(err, KernelDied):
-            self._died = err
-            if self._follow_restarts and self._comeback is None and self._loop is not None:
-                self._comeback = self._loop.create_future()
+    def abort(self, err: BaseException) -> None:
+        """Fail every request waiting for a reply with *err*; call on the client's loop.
+
+        The client stays connected: later requests go out as usual. A
+        :class:`~kernel_hub.KernelClient` calls it when its kernel's process dies.
+        """
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(err)
@@ -217,176 +181,16 @@ class AsyncKernelClient(KernelRequests):
         self._pending.clear()
         self._executions.clear()
 
-    def reconnect(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
-        """Switch to a relaunched kernel at *connection_info*, keeping handlers; any thread.
-
-        Requests waiting on the old process fail with :class:`KernelDied`; the
-        next requests wait until IOPub of the new one is subscribed. Called by
-        :class:`~kernel_hub.RunningKernel` after a restart. With the same
-        endpoint (ports and key) as before, the client keeps its sockets (ZeroMQ
-        reconnects them) and only watches the new *manager*; else it opens new ones.
-        """
-        self._call_on_loop(self._follow, connection_info, manager)
-
-    def _follow(self, connection_info: Mapping[str, Any], manager: KernelManager) -> None:
-        """Close the old transport and open one on *connection_info*, keeping the handlers."""
-        if self._state == "CLOSED":
-            return
-        self._fail_waiting(
-            KernelDied(f"the kernel {manager.type_id} restarted while a request was waiting")
-        )
-        self._died = None
-        self._back()
-        # The same endpoint (a relaunch kept ports and key): the sockets stay, ZeroMQ has
-        # reconnected them to the new process by itself, as it does for any other client.
-        same = endpoint(connection_info) == endpoint(self.connection_info)
-        self.connection_info = dict(connection_info)
-        self.manager = manager
-        if not self._own_transport:
-            return  # an injected transport (tests) is the caller's business
-        self._stop_feeding_monitor(hand_over=False)  # that socket is the old kernel's
-        if not same:
-            self.session = Session(
-                self.connection_info.get("key", ""),
-                self.connection_info.get("signature_scheme", "hmac-sha256"),
-            )
-            self._transport.close()
-            self._transport = ZMQTransport(
-                self.connection_info, identity=self.session.session_id.encode()
-            )
-        if self._state != "CONNECTED":
-            return
-        if self._watcher is not None:
-            self._watcher.cancel()
-        if self._rejoin is not None:
-            self._rejoin.cancel()
-        self._iopub_seen = asyncio.Event()
-        if not same:
-            self._transport.open(self._on_message)
-        self._watcher = asyncio.ensure_future(self._watch_manager(manager))
-        # Requests wait for this first, so that no output of the next execution is lost.
-        self._rejoin = asyncio.ensure_future(self._await_iopub(self.ready_timeout))
-
-    def kernel_died(self, manager: KernelManager, status: int | None) -> None:
-        """Note that the kernel of *manager* died (exit *status*); any thread.
-
-        Requests waiting for it fail with :class:`KernelDied` now, as they would
-        when this client's own watch sees the death (whichever comes first).
-        Called by :class:`~kernel_hub.RunningKernel` before it emits ``died``.
-        """
-        self._call_on_loop(self._death, manager, status)
-
-    def kernel_ended(self, reason: str) -> None:
-        """Note that the kernel ended for good (shut down, or dead and not restarted); any thread.
-
-        Requests waiting for a restart, and all later ones, fail with
-        :class:`KernelDied` carrying *reason*. Called by
-        :class:`~kernel_hub.RunningKernel` for the clients that follow it.
-        """
-        self._call_on_loop(self._end_for_good, reason)
-
-    def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        """Call *fn* on this client's loop: now if on it (or never connected), else soon."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            fn(*args)
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            fn(*args)
-        else:
-            # A blocking client lives on kernel_hub's private loop: sockets are used there only.
-            loop.call_soon_threadsafe(fn, *args)
-
-    def _end_for_good(self, reason: str) -> None:
-        self._gone = KernelDied(reason)
-        self._back()
-
-    def _back(self) -> None:
-        """Wake the requests that wait for the kernel after a death."""
-        fut, self._comeback = self._comeback, None
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-
-    async def _await_comeback(self, timeout: float | None) -> float | None:
-        """After a death: wait until the kernel is back, within *timeout*; return what is left.
-
-        :raises KernelDied: when it will not be back (no restart follows, or it ended).
-        :raises TimeoutError: when it is not back within *timeout* seconds.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while (died := self._gone or self._died) is not None:
-            fut = self._comeback
-            if self._gone is not None or fut is None:  # ended, or nobody will bring it back
-                raise died
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await asyncio.shield(fut)
-            except TimeoutError:
-                raise TimeoutError(
-                    f"the kernel died and was not back within {timeout} s "
-                    "(it is being restarted; try again, or check its events)"
-                ) from None
-            if self._state == "CLOSED":
-                raise KernelHubError(f"{self!r} was closed while waiting for its kernel")
-            await self._rejoined()
-        return None if deadline is None else max(0.0, deadline - loop.time())
-
-    def can_feed(
-        self, loop: asyncio.AbstractEventLoop | None, connection_info: Mapping[str, Any]
-    ) -> bool:
-        """Whether this client's IOPub can stand in for a monitor's socket on *loop*.
-
-        It must run on the monitor's loop, own a real transport (whose socket it can
-        hand over) and be connected to the very kernel the monitor follows.
-        """
-        info = self.connection_info
-        return (
-            self._own_transport
-            and self._state == "CONNECTED"
-            and self._loop is loop
-            and info.get("iopub_port") == connection_info.get("iopub_port")
-            and info.get("ip") == connection_info.get("ip")
-            and info.get("key") == connection_info.get("key")
-        )
-
-    def _stop_feeding_monitor(self, *, hand_over: bool = True) -> None:
-        """Tell the status sink we stop; hand it our IOPub socket if *hand_over*."""
-        sink = self._sink
-        if sink is None:
-            return
-        iopub = None
-        if hand_over and self._own_transport and isinstance(self._transport, ZMQTransport):
-            iopub = self._transport.release("iopub")
-        sink.feeder_closing(self, iopub)
-
-    async def _rejoined(self) -> None:
-        """Wait until a reconnect after a restart has its IOPub subscription in place."""
-        task = self._rejoin
-        if task is not None and not task.done():
-            with contextlib.suppress(Exception):
-                await asyncio.shield(task)
-
     async def close(self) -> None:
         """Close the channels; requests still waiting fail with :class:`KernelHubError`."""
         if self._state == "CLOSED":
             return
         self._state = "CLOSED"
-        if self._on_close is not None:
-            self._on_close(self)
-        if self._rejoin is not None:
-            self._rejoin.cancel()
-        self._back()  # requests waiting for a restarted kernel: it will not come to this client
         if self._watcher is not None:
             await cancel_and_wait(self._watcher)
-        self._stop_feeding_monitor()
         self._transport.close()
         self.drops.flush()
-        self._fail_waiting(KernelHubError("the client was closed while waiting for a reply"))
+        self.abort(KernelHubError("the client was closed while waiting for a reply"))
 
     async def __aenter__(self) -> AsyncKernelClient:
         """Connect and wait until the kernel answers and IOPub delivers (so no output is lost)."""
@@ -453,8 +257,6 @@ class AsyncKernelClient(KernelRequests):
         is_status = msg.header.get("msg_type") == "status"
         if is_status:
             self.execution_state = msg.content.get("execution_state", self.execution_state)
-            if self._sink is not None:  # the kernel's monitor may read its states from here
-                self._sink.observe(self, self.execution_state)
         ex = self._executions.get(parent_id) if parent_id else None
         if ex is None:
             return
@@ -516,13 +318,11 @@ class AsyncKernelClient(KernelRequests):
     ) -> Message:
         """Send a ``*_request`` on *channel* and return its reply.
 
-        :raises TimeoutError: when no reply arrives within *timeout* seconds (which
-            includes waiting for a kernel that is being restarted).
-        :raises KernelDied: when the kernel dies before replying, or has ended.
+        :raises TimeoutError: when no reply arrives within *timeout* seconds.
+        :raises KernelDied: when the kernel's process dies before replying, or has died.
         """
-        await self._rejoined()
-        if self._died is not None or self._gone is not None:
-            timeout = await self._await_comeback(timeout)
+        if self._died is not None:
+            raise self._died
         msg = self.session.msg(msg_type, content)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         msg_id = msg.header["msg_id"]
@@ -616,13 +416,11 @@ class AsyncKernelClient(KernelRequests):
         After :attr:`idle_grace` seconds without any, the reply is returned and the
         gap is counted in :attr:`drops` and logged.
 
-        Made while the kernel is being restarted, it waits for the new process
-        (within *timeout*); it raises :class:`KernelDied` if the kernel dies
-        while it runs or has ended for good.
+        :raises KernelDied: when the kernel's process (this client's manager's) dies
+            while it runs, or has died.
         """
-        await self._rejoined()
-        if self._died is not None or self._gone is not None:
-            timeout = await self._await_comeback(timeout)
+        if self._died is not None:
+            raise self._died
         if self._iopub_seen is not None and not self._iopub_seen.is_set():
             # Connected without wait_for_ready: a SUB socket misses what is published before
             # its subscription lands, which would lose this execution's output and idle status.

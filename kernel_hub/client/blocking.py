@@ -10,7 +10,7 @@ without nest_asyncio and without touching the caller's loop.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from ..aio.loopthread import LoopThread
 from .asynchronous import AsyncKernelClient
@@ -21,7 +21,27 @@ if TYPE_CHECKING:
     from ..contract.manager import KernelManager
     from ..wire.session import Message
 
-__all__ = ["BlockingKernelClient", "LoopThread"]
+__all__ = ["AsyncClientAPI", "BlockingKernelClient", "LoopThread"]
+
+
+class AsyncClientAPI(Protocol):
+    """The async client API a blocking client wraps (``AsyncKernelClient``'s)."""
+
+    @property
+    def connection_info(self) -> dict[str, Any]: ...
+
+    @property
+    def bad_signatures(self) -> int: ...
+
+    @property
+    def execution_state(self) -> str: ...
+
+    def on(self, channel: str, handler: Callable[[Message], Any]) -> Callable[[], None]: ...
+
+    def input(self, value: str) -> None: ...
+
+    async def connect(self) -> Any: ...
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,11 +50,16 @@ R = TypeVar("R")
 def _blocking(
     method: Callable[Concatenate[AsyncKernelClient, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[BlockingKernelClient, P], R]:
-    """Turn an ``AsyncKernelClient`` coroutine method into a blocking one."""
+    """Turn an ``AsyncKernelClient`` coroutine method into a blocking one.
+
+    The method is looked up by name on the wrapped client, so that a
+    :class:`~kernel_hub.KernelClient` (the same API) is wrapped the same way.
+    """
+    name = method.__name__
 
     @functools.wraps(method)
     def blocking(self: BlockingKernelClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self._runner.run(method(self.async_client, *args, **kwargs))
+        return self._runner.run(getattr(self.async_client, name)(*args, **kwargs))
 
     return blocking
 
@@ -46,7 +71,9 @@ class BlockingKernelClient:
     the builtin :class:`TimeoutError`.
 
     :param connection_info: the kernel's connection info (or pass *async_client*).
-    :param async_client: an existing, not yet connected, async client to wrap.
+    :param async_client: an existing, not yet connected, async client to wrap: an
+        :class:`AsyncKernelClient`, or a :class:`~kernel_hub.KernelClient` (what
+        :meth:`RunningKernel.blocking_client` wraps).
     """
 
     def __init__(
@@ -55,7 +82,7 @@ class BlockingKernelClient:
         *,
         manager: KernelManager | None = None,
         interrupt_mode: str = "signal",
-        async_client: AsyncKernelClient | None = None,
+        async_client: AsyncKernelClient | AsyncClientAPI | None = None,
     ) -> None:
         if async_client is None:
             if connection_info is None:
@@ -63,12 +90,15 @@ class BlockingKernelClient:
             async_client = AsyncKernelClient(
                 connection_info, manager=manager, interrupt_mode=interrupt_mode
             )
-        self.async_client = async_client
+        self.async_client: AsyncKernelClient | AsyncClientAPI = async_client
         self._runner = LoopThread.get()
         self._runner.run(async_client.connect())
 
     def __repr__(self) -> str:
-        return repr(self.async_client).replace("AsyncKernelClient", "BlockingKernelClient", 1)
+        text = repr(self.async_client)
+        for name in ("AsyncKernelClient", "KernelClient"):
+            text = text.replace(f"<{name} ", "<BlockingKernelClient ", 1)
+        return text
 
     def __enter__(self) -> BlockingKernelClient:
         return self

@@ -1,44 +1,52 @@
-"""RunningKernel: one launched kernel, and the single owner of its status.
+"""RunningKernel: one launched kernel, the single owner of its status and of its life.
 
-Everything that changes a kernel's status goes through the :class:`RunningKernel`:
-the hub creates it once the kernel answers, the restarter (which only decides)
-calls back into it through a :class:`~kernel_hub.lifecycle.restarter.RestartControl`, the
-clients it hands out are told to :meth:`~kernel_hub.AsyncKernelClient.reconnect`
-after a relaunch, and its :class:`~kernel_hub.lifecycle.monitor.ActivityMonitor` follows the
-kernel's execution state. Nobody else writes its fields.
+The flow of a kernel's life reads top-down in this module: the hub creates a
+:class:`RunningKernel` once the kernel answers and calls :meth:`~RunningKernel.start_watching`;
+from then on one task per kernel awaits its process's end (``manager.wait()``).
+An unexpected death is told to the kernel's clients, emitted as ``died``, and
+then the kernel asks its :class:`~kernel_hub.lifecycle.restarter.KernelRestarter`
+(pure policy) whether and when to launch again, and launches through the
+:class:`~kernel_hub.lifecycle.starter.Starter` itself, with the old process's
+connection info so that ports and key stay. Its clients
+(:class:`~kernel_hub.KernelClient`) are told when it is back or has ended, and
+its :class:`~kernel_hub.lifecycle.monitor.ActivityMonitor` follows the kernel's
+execution state. Nobody else writes its fields.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
+import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..aio import being_cancelled, cancel_and_wait
 from ..client import AsyncKernelClient, BlockingKernelClient
-from ..contract.errors import KernelHubError
+from ..contract.errors import KernelDied, KernelHubError
 from ..contract.types import RestartPolicy
 from ..wire.connection import CHANNELS, endpoint
+from .kernel_client import KernelClient
 from .monitor import ActivityMonitor, ExecutionState
-from .restarter import KernelRestarter, RestartControl
+from .restarter import KernelRestarter
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..contract.manager import KernelManager
     from ..contract.types import KernelType, LaunchRequest
-    from .starter import Started
+    from .starter import Started, Starter
 
 __all__ = ["KernelStatus", "RunningKernel"]
+
+log = logging.getLogger("kernel_hub.restarter")
 
 #: The values of :attr:`RunningKernel.status`.
 KernelStatus = str
 
-#: Relaunch the kernel's type with its request, reusing the old process's connection info
-#: where the provider can: ``(monitor, connection_info) -> Started``, given by the hub.
-Relauncher = Callable[[ActivityMonitor, "Mapping[str, Any]"], Awaitable["Started"]]
 #: Emit a hub event for this kernel: ``(kind, **data)``.
 Emitter = Callable[..., None]
 
@@ -53,19 +61,19 @@ class RunningKernel:
     """One launched kernel: its type, connection info, state and manager.
 
     Returned by :meth:`KernelHub.launch` and :meth:`KernelHub.attach`; kept in
-    ``hub.kernels`` until it is shut down or dies for good. A
-    :class:`~kernel_hub.lifecycle.restarter.KernelRestarter` watches it and relaunches it
-    per its :attr:`restart_policy`; after a relaunch ``connection_info``,
-    ``state`` and ``manager`` describe the new process, and clients from
-    :meth:`client` reconnect to it by themselves. A relaunch keeps the
-    connection info (ports, key) wherever the provider can, so other clients
-    keep working too; when it cannot, ``connection_changed`` is emitted.
+    ``hub.kernels`` until it is shut down or dies for good. It watches its
+    process and relaunches it per its :attr:`restart_policy`; after a relaunch
+    ``connection_info``, ``state`` and ``manager`` describe the new process. A
+    relaunch keeps the connection info (ports, key) wherever the provider can,
+    so every client keeps working; when it cannot, ``connection_changed`` is
+    emitted and the clients from :meth:`client` move to the new endpoint.
 
-    Hosts do not construct it; the hub does, with the callbacks below.
+    Hosts do not construct it; the hub does.
 
     :param hub: the hub that launched or attached it (for :meth:`describe` and hosts).
+    :param starter: the hub's launch path, which every relaunch goes through.
+    :param ready_timeout: how long a relaunch may take to answer.
     :param plugin: the name of the plugin that owns the kernel's type.
-    :param relaunch: starts the same type with the same request (the hub's launch path).
     :param emit: emits a hub event about this kernel.
     :param on_end: called once when the kernel has ended for good.
     """
@@ -78,10 +86,11 @@ class RunningKernel:
         kernel_type: KernelType,
         request: LaunchRequest,
         started: Started,
-        relaunch: Relauncher,
+        starter: Starter,
         emit: Emitter,
         on_end: Callable[[RunningKernel], None],
         plugin: str = "",
+        ready_timeout: float = 60.0,
         restart_policy: RestartPolicy | None = None,
         monitor: ActivityMonitor | None = None,
     ) -> None:
@@ -96,27 +105,21 @@ class RunningKernel:
         self.manager: KernelManager = started.manager
         #: Whether the kernel runs under a local nanny (``hub.launch(..., nanny=True)``).
         self.nanny = started.nanny
-        #: The policy the restarter applies (``enabled=False``: never restarted).
+        #: The policy its restarter applies (``enabled=False``: never restarted).
         self.restart_policy = restart_policy or RestartPolicy(enabled=False)
-        self._relaunch_fn = relaunch
+        self._starter = starter
+        self._ready_timeout = ready_timeout
         self._emit = emit
         self._on_end = on_end
         self._monitor = monitor or ActivityMonitor()
         self._restarter = KernelRestarter(
-            self.restart_policy,
-            RestartControl(
-                label=f"{kernel_type.id} {kernel_id[:8]}",
-                manager=lambda: self.manager,
-                emit=emit,
-                died=self._died,
-                relaunch=self._relaunch,
-                end=self._end,
-            ),
+            self.restart_policy, label=f"{kernel_type.id} {kernel_id[:8]}"
         )
-        # Clients from client(): told to reconnect after a relaunch. Weak, so that a
+        # Clients from client(): told of deaths, comebacks and the end. Weak, so that a
         # client dropped without close() does not live on here.
-        self._clients: weakref.WeakSet[AsyncKernelClient] = weakref.WeakSet()
+        self._clients: weakref.WeakSet[KernelClient] = weakref.WeakSet()
         self._ended = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
         self._restart_task: asyncio.Future[None] | None = None
         self._status = "STARTING"
 
@@ -144,7 +147,7 @@ class RunningKernel:
 
     @property
     def restarts(self) -> int:
-        """How many times the restarter relaunched this kernel after a death."""
+        """How many times the kernel was relaunched after an unexpected death."""
         return self._restarter.restarts
 
     @property
@@ -154,26 +157,25 @@ class RunningKernel:
 
     @property
     def restarter(self) -> KernelRestarter:
-        """The restarter that watches this kernel (read it only)."""
+        """The restart policy this kernel applies, with its budget (read it only)."""
         return self._restarter
 
-    def client(self) -> AsyncKernelClient:
-        """Return a new async client; ``async with kernel.client() as c:`` connects it.
+    @property
+    def interrupt_mode(self) -> str:
+        """``"signal"`` or ``"message"``: how the kernel's type is interrupted."""
+        return self.kernel_type.interrupt_mode
+
+    def client(self) -> KernelClient:
+        """Return a new client; ``async with kernel.client() as c:`` connects it.
 
         The client follows this kernel: after an automatic or manual restart it
-        reconnects to the new process by itself. Requests that were waiting
-        when the kernel died fail with :class:`~kernel_hub.KernelDied`; requests
-        made while it is being restarted wait for the new process, within their
-        own timeout, and fail with ``KernelDied`` if it ends for good instead.
+        talks to the new process by itself (on the same sockets when the restart
+        kept ports and key). Requests that were waiting when the kernel died fail
+        with :class:`~kernel_hub.KernelDied`; requests made while it is being
+        restarted wait for the new process, within their own timeout, and fail
+        with ``KernelDied`` if it ends for good instead.
         """
-        client = AsyncKernelClient(
-            self.connection_info,
-            manager=self.manager,
-            interrupt_mode=self.kernel_type.interrupt_mode,
-            status_sink=self._monitor,
-            on_close=self._clients.discard,
-            follow_restarts=True,
-        )
+        client = KernelClient(self, on_close=self._clients.discard)
         self._clients.add(client)
         return client
 
@@ -209,30 +211,136 @@ class RunningKernel:
         """
         return await self._monitor.wait_for(*states, timeout=timeout)
 
-    # ---- lifecycle: called by the hub once, then through the RestartControl ----
+    # ---- the kernel's life ----
 
     def start_watching(self) -> None:
-        """Mark the kernel RUNNING and start its restarter; called by the hub once it answers."""
+        """Mark the kernel RUNNING and watch its process; called by the hub once it answers."""
         if self._status not in ("STARTING", "RESTARTING"):
             raise KernelHubError(f"{self!r} is already watched")
         self._running()
+        self._watch_task = asyncio.ensure_future(self._watch())
+        self._restarter.watching = True
 
     def _running(self) -> None:
         self._status = "RUNNING"
         if self._monitor.execution_state == "starting":
             self._monitor.set_state("idle")  # it answered kernel_info: it is idle
-        self._restarter.start()
 
-    def _died(self) -> None:
-        """Note an unexpected death (the restarter's first step)."""
+    async def _stop_watching(self) -> None:
+        """Stop watching (before a purposeful end or restart): that death is no surprise."""
+        self._restarter.watching = False
+        task, self._watch_task = self._watch_task, None
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            await cancel_and_wait(task)
+
+    async def _watch(self) -> None:
+        """Await the process's end, again and again; recover from each unexpected death.
+
+        One task for the kernel's whole life: a local kernel costs one pidfd
+        registered with the loop and no polling.
+        """
+        try:
+            while True:
+                manager = self.manager
+                up_since = time.monotonic()
+                try:
+                    status = await manager.wait()
+                except Exception:
+                    log.exception("waiting for %r failed; treating the kernel as dead", manager)
+                    status = None
+                if not await self._recover(manager, status, time.monotonic() - up_since):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the watch of %r failed", self)
+            self._end(failed=f"the restarter failed: {exc!r}")
+        finally:
+            self._restarter.watching = False
+
+    async def _recover(self, manager: KernelManager, status: int | None, ran_for: float) -> bool:
+        """Handle one unexpected death; return whether the kernel runs again."""
         self._status = "RESTARTING" if self.restart_policy.enabled else "DEAD"
         self._monitor.close()
         self._monitor.set_state("dead")
         # Before ``died`` is emitted: from then on, every client knows (a request made in
         # between waits for the restart, or for the end, instead of going to a dead process).
-        status = self.manager.exit_status
+        died = KernelDied(
+            f"the kernel {self.type_id} died (exit status {status})", exit_status=status
+        )
         for client in list(self._clients):
-            client.kernel_died(self.manager, status)
+            client.kernel_died(died)
+        # A manager that knows why its kernel ended (a batch job's time limit) says so.
+        reason = manager.exit_reason
+        self._emit("died", exit_status=status, **({"reason": reason} if reason else {}))
+        # Gone for the kernel means gone: a manager that only lost its link is killed.
+        with contextlib.suppress(Exception):
+            if await manager.is_alive():
+                await manager.kill()
+        await manager.cleanup()  # before the relaunch, which reuses the connection file name
+        error = ""
+        elapsed: float | None = ran_for
+        while (restart := self._restarter.decide(elapsed)) is not None:
+            elapsed = None
+            self._emit("restarting", attempt=restart.attempt, delay=round(restart.delay, 3))
+            await asyncio.sleep(restart.delay)  # the backoff itself, not a synchronisation
+            try:
+                await self._relaunch()
+            except KernelHubError as exc:
+                error = first_line(exc)
+                log.warning("restart %d of %r failed: %s", restart.attempt, self, error)
+                continue
+            self._restarter.restarts += 1
+            self._emit("restarted", attempt=restart.attempt)
+            return True
+        if not self.restart_policy.enabled:
+            self._end()
+        else:
+            why = self._restarter.why_not()
+            self._end(failed=why + (f"; the last one failed: {error}" if error else ""))
+        return False
+
+    async def _relaunch(self) -> None:
+        """Launch the same type with the same request and switch to the new process.
+
+        The request carries the old process's connection info: the new process
+        has the same ports and key wherever the provider chooses the endpoint, so
+        clients holding the old connection info (jupyter_client's, a connection
+        file) reach it without noticing. When it has another endpoint (a port was
+        taken, or the provider's endpoint moves), ``connection_changed`` is
+        emitted before the clients from :meth:`client` move to it.
+
+        :raises LaunchError: when the new process does not become ready; it is
+            killed and cleaned up, and this kernel still describes the old one.
+        """
+        self._status = "RESTARTING"
+        old = self.connection_info
+        started = await self._starter.start(
+            self.kernel_type,
+            dataclasses.replace(self.request, connection=old),
+            plugin=self.plugin,
+            ready_timeout=self._ready_timeout,
+            monitor=self._monitor,
+            nanny=self.nanny,
+        )
+        self.connection_info = dict(started.connection_info)
+        self.state = dict(started.state)
+        self.manager = started.manager
+        if endpoint(old) != endpoint(self.connection_info):
+            self._emit("connection_changed", **self._changed(old))
+        self._running()
+        for client in list(self._clients):
+            client.kernel_back()
+
+    def _changed(self, old: Mapping[str, Any]) -> dict[str, Any]:
+        """Return ``connection_changed``'s data: the new endpoint, without the key."""
+        info = self.connection_info
+        data: dict[str, Any] = {"transport": info.get("transport"), "ip": info.get("ip")}
+        data.update({f"{c}_port": info.get(f"{c}_port") for c in CHANNELS})
+        data["key_changed"] = info.get("key") != old.get("key")
+        if self.state.get("connection_file"):
+            data["connection_file"] = self.state["connection_file"]
+        return data
 
     def _end(self, *, failed: str | None = None) -> None:
         """Mark the kernel ended for good and drop it from the hub; emit ``failed`` if given."""
@@ -254,41 +362,6 @@ class RunningKernel:
         if failed is not None:
             self._emit("failed", reason=failed)
         self._ended.set()
-
-    async def _relaunch(self) -> None:
-        """Launch the same type with the same request and switch to the new process.
-
-        The request carries the old process's connection info: the new process
-        has the same ports and key wherever the provider chooses the endpoint, so
-        clients holding the old connection info (jupyter_client's, a connection
-        file) reach it without noticing. When it has another endpoint (a port was
-        taken, or the provider's endpoint moves), ``connection_changed`` is
-        emitted before the clients from :meth:`client` reconnect to it.
-
-        :raises LaunchError: when the new process does not become ready; it is
-            killed and cleaned up, and this kernel still describes the old one.
-        """
-        self._status = "RESTARTING"
-        old = self.connection_info
-        started = await self._relaunch_fn(self._monitor, old)
-        self.connection_info = dict(started.connection_info)
-        self.state = dict(started.state)
-        self.manager = started.manager
-        if endpoint(old) != endpoint(self.connection_info):
-            self._emit("connection_changed", **self._changed(old))
-        for client in list(self._clients):
-            client.reconnect(self.connection_info, self.manager)
-        self._running()
-
-    def _changed(self, old: Mapping[str, Any]) -> dict[str, Any]:
-        """Return ``connection_changed``'s data: the new endpoint, without the key."""
-        info = self.connection_info
-        data: dict[str, Any] = {"transport": info.get("transport"), "ip": info.get("ip")}
-        data.update({f"{c}_port": info.get(f"{c}_port") for c in CHANNELS})
-        data["key_changed"] = info.get("key") != old.get("key")
-        if self.state.get("connection_file"):
-            data["connection_file"] = self.state["connection_file"]
-        return data
 
     async def _stop_process(self, *, now: bool, timeout: float, restart: bool = False) -> None:
         """End the current process: ``shutdown_request`` (unless *now*), then kill if needed."""
@@ -319,7 +392,7 @@ class RunningKernel:
         on the control channel, and killed with its process group if it has not
         ended after *timeout* seconds (at once with *now*). Emits ``restarting``
         and ``restarted`` with ``requested=True``; it does not count against the
-        restart policy. Clients from :meth:`client` reconnect by themselves.
+        restart policy. Clients from :meth:`client` follow by themselves.
 
         :raises KernelHubError: when the kernel is not running.
         :raises LaunchError: when the relaunch fails; the kernel is then dead
@@ -327,8 +400,11 @@ class RunningKernel:
         """
         if self._status != "RUNNING":
             raise KernelHubError(f"cannot restart {self!r}: only a RUNNING kernel can be restarted")
-        await self._restarter.stop()  # before acting: this death is on purpose
+        await self._stop_watching()  # before acting: this death is on purpose
         self._status = "RESTARTING"
+        stopped = KernelDied(f"the kernel {self.type_id} was restarted while a request was waiting")
+        for client in list(self._clients):
+            client.kernel_died(stopped)
         self._emit("restarting", requested=True)
         # A task of its own, so that a shutdown() meanwhile can cancel it (and kill what it
         # started).
@@ -354,6 +430,8 @@ class RunningKernel:
             if self._status != "SHUTTING_DOWN":  # a shutdown ends the kernel itself
                 self._end(failed=f"manual restart failed: {first_line(exc)}")
             raise
+        self._watch_task = asyncio.ensure_future(self._watch())
+        self._restarter.watching = True
 
     async def shutdown(self, *, now: bool = False, timeout: float = 5.0) -> None:
         """Shut the kernel down and release what its launch created; it is not restarted.
@@ -362,7 +440,7 @@ class RunningKernel:
         :param timeout: how long to wait for a polite shutdown before killing.
         """
         if self._status == "DEAD":
-            # Dead on its own, it may still be being cleaned up by its restarter (DEAD from the
+            # Dead on its own, it may still be being cleaned up by its watch (DEAD from the
             # death on): after shutdown() returns, nothing of the kernel may be left.
             await self._ended.wait()
             return
@@ -371,7 +449,7 @@ class RunningKernel:
             return
         self._status = "SHUTTING_DOWN"
         try:
-            await self._restarter.stop()  # before acting: this death is on purpose
+            await self._stop_watching()  # before acting: this death is on purpose
             if self._restart_task is not None and not self._restart_task.done():
                 with contextlib.suppress(BaseException):
                     await cancel_and_wait(self._restart_task)

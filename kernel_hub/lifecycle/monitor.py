@@ -10,19 +10,9 @@ status on (ipykernel: ``kernel.<ident>.status``), the socket subscribes to that
 topic only, so a busy kernel's output stream is not received twice by the host
 (once by the clients, once by the monitor): the publisher filters it out.
 
-While a client of the kernel (from ``kernel.client()``) runs on the monitor's
-loop, even the status messages need not arrive twice: that client *feeds* the
-monitor the states it has parsed anyway, and the monitor closes its own socket
-(measured: ~110 µs of host CPU per execute round trip, the ZeroMQ I/O thread's
-work included). The hand-overs lose nothing:
-
-* A client takes over on a status message M that arrived on its own socket, so
-  its subscription is live: every later message reaches it. What the monitor's
-  socket still holds is older than M or also on its way to the client, so the
-  monitor drops it and applies M.
-* When that client closes, it hands its connected IOPub socket to the monitor
-  instead of closing it; the monitor reads on from there (what is queued
-  included) and narrows the subscription to status, again without a gap.
+It reads its own socket whatever clients the kernel has: no client feeds it
+and none hands it a socket, so a client that closes, or never connects,
+changes nothing for it.
 """
 
 from __future__ import annotations
@@ -38,9 +28,6 @@ from ..wire.transport import ZMQTransport
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    import zmq
-
-    from ..client.asynchronous import AsyncKernelClient
 
 __all__ = ["ActivityMonitor", "ExecutionState"]
 
@@ -69,15 +56,10 @@ class ActivityMonitor:
         self._session: Session | None = None
         self._info: Mapping[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: The client whose status messages feed this monitor (its own socket is closed).
-        self._feeder: AsyncKernelClient | None = None
         self._waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
 
     def __repr__(self) -> str:
-        if self._feeder is not None:
-            where = "FED"
-        else:
-            where = "OPEN" if self._transport is not None else "CLOSED"
+        where = "OPEN" if self._transport is not None else "CLOSED"
         return f"<ActivityMonitor [{where} {self.execution_state} messages={self.messages}]>"
 
     def open(self, connection_info: Mapping[str, Any]) -> None:
@@ -95,69 +77,17 @@ class ActivityMonitor:
         self.topic = None
         self._listen()
 
-    def _listen(self, sock: zmq.Socket[bytes] | None = None) -> None:
-        """Read IOPub on a socket of our own: a new one, or *sock* handed over by a client."""
-        given = {"iopub": sock} if sock is not None else None
+    def _listen(self) -> None:
         # SUB sockets have no routing id; the identity is unused.
-        self._transport = ZMQTransport(self._info, identity=b"", channels=("iopub",), sockets=given)
+        self._transport = ZMQTransport(self._info, identity=b"", channels=("iopub",))
         self._transport.open(self._on_message)
-        if sock is not None and self.topic is not None:
-            self._transport.narrow_subscription(self.topic)
 
     def close(self) -> None:
         """Drop the subscription (idempotent); the last known state stays readable."""
-        self._feeder = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
         self._loop = None
-
-    # ---- fed by a client ----
-
-    def observe(self, client: AsyncKernelClient, state: str) -> None:
-        """Take *state* from a status message *client* received (called by the client).
-
-        The first eligible client becomes the feeder and the monitor closes its own
-        socket (see the module docstring); the states of other clients are ignored.
-        """
-        if client is not self._feeder and not self._take_feed_from(client):
-            return
-        self.last_activity = time.time()
-        self.messages += 1
-        if state != self.execution_state and state in _KERNEL_STATES:
-            self.set_state(state)  # type: ignore[arg-type]  # checked just above
-
-    def _take_feed_from(self, client: AsyncKernelClient) -> bool:
-        transport = self._transport
-        if (
-            self._feeder is not None
-            or transport is None
-            or not client.can_feed(self._loop, self._info)
-        ):
-            return False
-        transport.close()  # what it holds is stale or reaches the client too
-        self._transport = None
-        self._feeder = client
-        return True
-
-    def fed_by(self, client: AsyncKernelClient) -> bool:
-        """Whether *client* is the feeder (it then hands over with :meth:`feeder_closing`)."""
-        return client is self._feeder
-
-    def feeder_closing(self, client: AsyncKernelClient, iopub: zmq.Socket[bytes] | None) -> None:
-        """*client* stops feeding; adopt its connected IOPub socket *iopub* (or open a new one).
-
-        Called by the client before it closes its channels, on the monitor's loop.
-        """
-        if client is not self._feeder:
-            if iopub is not None:
-                iopub.close(linger=0)
-            return
-        self._feeder = None
-        if self._loop is not None and not self._loop.is_closed():
-            self._listen(iopub)
-        elif iopub is not None:
-            iopub.close(linger=0)
 
     def _on_message(self, channel: str, frames: list[bytes]) -> None:
         self.last_activity = time.time()

@@ -1,38 +1,26 @@
-"""KernelRestarter: watch a running kernel and relaunch it, within limits, when it dies.
+"""KernelRestarter: the restart policy of one kernel, applied; pure logic.
 
-One restarter per :class:`~kernel_hub.RunningKernel`, one asyncio task each.
-The task awaits ``manager.wait()`` for the kernel's whole life, so a local
-kernel costs one pidfd registered with the loop and no polling. When the
-kernel dies without being asked to, the restarter emits ``died``, releases
-what the dead kernel held, waits the policy's backoff, relaunches the same
-kernel type with the same :class:`~kernel_hub.LaunchRequest` and emits
-``restarted``; once the policy's limit is spent it emits ``failed`` and the
-kernel is dropped from the hub.
+A :class:`~kernel_hub.RunningKernel` watches its own process and, when it dies
+unexpectedly, asks its restarter whether to launch it again and after what
+delay (:meth:`KernelRestarter.decide`). The restarter counts restarts within
+the policy's window (:class:`RestartBudget`) and computes the backoff; it
+neither waits nor starts anything, so it is tested with a fake clock.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import random as _random
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-from ..aio import cancel_and_wait
-from ..contract.errors import KernelHubError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
-    from ..contract.manager import KernelManager
     from ..contract.types import RestartPolicy
 
-__all__ = ["KernelRestarter", "RestartBudget", "RestartControl"]
-
-log = logging.getLogger("kernel_hub.restarter")
+__all__ = ["KernelRestarter", "Restart", "RestartBudget"]
 
 
 class RestartBudget:
@@ -79,39 +67,23 @@ class RestartBudget:
 
 
 @dataclass(frozen=True)
-class RestartControl:
-    """What a restarter may do to the kernel it watches: the whole of its reach.
+class Restart:
+    """A relaunch the policy allows: its number (1-based) in the window and the delay before it."""
 
-    The :class:`~kernel_hub.RunningKernel` builds one from its own methods; the
-    restarter decides *when*, the kernel performs and owns its status.
-
-    :param label: names the kernel in reprs and logs.
-    :param manager: returns the kernel's current manager (it changes on relaunch).
-    :param emit: emits a hub event about the kernel: ``emit(kind, **data)``.
-    :param died: marks the kernel dead or restarting (the first step after a death).
-    :param relaunch: starts the kernel again; raises
-        :class:`~kernel_hub.KernelHubError` when that fails.
-    :param end: marks the kernel ended for good: ``end(failed=reason_or_None)``.
-    """
-
-    label: str
-    manager: Callable[[], KernelManager]
-    emit: Callable[..., None]
-    died: Callable[[], None]
-    relaunch: Callable[[], Awaitable[None]]
-    end: Callable[..., Any]
+    attempt: int
+    delay: float
 
 
 class KernelRestarter:
-    """Watch a kernel's manager and apply *policy* when the kernel dies unexpectedly.
+    """Decide whether, and after what delay, a kernel that died is launched again.
 
-    Created by every :class:`~kernel_hub.RunningKernel` and started once the
-    kernel answers (with restarts disabled it still notices the death, emits
-    ``died`` and ends the kernel). :meth:`stop` is called before any purposeful
-    shutdown, kill or manual restart, so those never trigger a relaunch.
+    Pure policy: it starts, waits for and touches nothing. Its
+    :class:`~kernel_hub.RunningKernel` runs the one watch-and-relaunch loop and
+    asks :meth:`decide` after each unexpected death and after each relaunch
+    that failed.
 
     :param policy: limit, window, backoff and stable-start time.
-    :param control: what the restarter may do to the kernel.
+    :param label: names the kernel in the repr.
     :param random: the jitter source, a function returning a float in ``[0, 1)``.
     :param clock: a monotonic clock in seconds.
     """
@@ -119,108 +91,49 @@ class KernelRestarter:
     def __init__(
         self,
         policy: RestartPolicy,
-        control: RestartControl,
         *,
+        label: str = "",
         random: Callable[[], float] = _random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.control = control
         self.policy = policy
+        self.label = label
         self.budget = RestartBudget(policy, clock=clock)
-        #: Automatic restarts done over the kernel's whole life.
+        #: Automatic restarts that brought the kernel back, over its whole life.
         self.restarts = 0
+        #: Whether the kernel is watched now (set by its kernel, shown in the repr).
+        self.watching = False
         self._random = random
-        self._clock = clock
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     def __repr__(self) -> str:
-        if self._task is None or self._task.done():
+        if not self.watching:
             state = "STOPPED"
         else:
             state = "WATCHING" if self.policy.enabled else "WATCHING no-restart"
         return (
-            f"<KernelRestarter {self.control.label} "
+            f"<KernelRestarter {self.label} "
             f"[{state} restarts={self.budget.used}/{self.policy.limit}]>"
         )
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+    def decide(self, ran_for: float | None) -> Restart | None:
+        """Return the next relaunch the policy allows, or ``None``: no restart.
 
-    def start(self) -> None:
-        """Start watching the kernel's current manager (on the running loop)."""
-        if self.running:
-            return
-        self._stopping = False
-        self._task = asyncio.ensure_future(self._run())
-
-    async def stop(self) -> None:
-        """Stop watching; a death from now on is not restarted. Idempotent.
-
-        A relaunch in progress is cancelled, and the half-started kernel is
-        killed by the hub's launch helper.
+        Called by the kernel after an unexpected death, with *ran_for* the seconds
+        the process was up (a stable run gives the budget back), and again with
+        ``None`` after a relaunch that failed. The relaunch is counted now.
         """
-        self._stopping = True
-        task = self._task
-        if task is None or task.done() or task is asyncio.current_task():
-            return
-        await cancel_and_wait(task)
+        if ran_for is not None:
+            self.budget.ran_for(ran_for)
+        if not self.policy.enabled:
+            return None
+        attempt = self.budget.next_attempt()
+        if attempt is None:
+            return None
+        self.budget.record()
+        return Restart(attempt, self.policy.delay(attempt, random=self._random()))
 
-    async def _run(self) -> None:
-        try:
-            while not self._stopping:
-                manager = self.control.manager()
-                up_since = self._clock()
-                try:
-                    status = await manager.wait()
-                except Exception:
-                    log.exception("waiting for %r failed; treating the kernel as dead", manager)
-                    status = None
-                if self._stopping:
-                    return
-                self.budget.ran_for(self._clock() - up_since)
-                if not await self._recover(manager, status):
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("the restarter of %s failed", self.control.label)
-            self.control.end(failed=f"the restarter failed: {exc!r}")
-
-    async def _recover(self, manager: KernelManager, status: int | None) -> bool:
-        """Handle one unexpected death; return whether the kernel runs again."""
-        control, policy = self.control, self.policy
-        control.died()
-        # A manager that knows why its kernel ended (a batch job's time limit) says so.
-        reason = manager.exit_reason
-        control.emit("died", exit_status=status, **({"reason": reason} if reason else {}))
-        # Gone for the restarter means gone: a manager that only lost its link is killed.
-        with contextlib.suppress(Exception):
-            if await manager.is_alive():
-                await manager.kill()
-        await manager.cleanup()  # before the relaunch, which reuses the connection file name
-        if not policy.enabled:
-            control.end()
-            return False
-        error = ""
-        while True:
-            attempt = self.budget.next_attempt()
-            if attempt is None:
-                reason = f"{policy.limit} restarts within {policy.window:g} s"
-                control.end(failed=reason + (f"; the last one failed: {error}" if error else ""))
-                return False
-            delay = policy.delay(attempt, random=self._random())
-            data = {"attempt": attempt, "delay": round(delay, 3)}
-            control.emit("restarting", **data)
-            await asyncio.sleep(delay)  # the backoff itself, not a synchronisation
-            self.budget.record()
-            try:
-                await control.relaunch()
-            except KernelHubError as exc:
-                error = (str(exc).strip().splitlines() or [repr(exc)])[0]
-                log.warning("restart %d of %s failed: %s", attempt, control.label, error)
-                continue
-            self.restarts += 1
-            control.emit("restarted", attempt=attempt)
-            return True
+    def why_not(self) -> str:
+        """Say why :meth:`decide` gave no restart (for the ``failed`` event and clients)."""
+        if not self.policy.enabled:
+            return "its restart policy is off"
+        return f"{self.policy.limit} restarts within {self.policy.window:g} s"

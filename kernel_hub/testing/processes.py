@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..client import AsyncKernelClient
+    from ..lifecycle.kernel_client import KernelClient
 
 __all__ = [
     "NannyProcess",
@@ -83,7 +84,9 @@ _SPAWN_GRANDCHILD = (
 )
 
 
-async def spawn_grandchild(client: AsyncKernelClient, *, timeout: float = 10.0) -> int:
+async def spawn_grandchild(
+    client: AsyncKernelClient | KernelClient, *, timeout: float = 10.0
+) -> int:
     """Have the kernel start a sleeping child process of its own; return that child's pid.
 
     For tests that a kernel's end (shutdown, kill, restart) reaches what it started.

@@ -91,15 +91,12 @@ class ZMQTransport:
         identity: bytes,
         context: zmq.Context[Any] | None = None,
         channels: tuple[str, ...] = ("shell", "control", "stdin", "iopub"),
-        sockets: Mapping[str, zmq.Socket[bytes]] | None = None,
         iopub_hwm: int = IOPUB_HWM,
     ) -> None:
         self._info = connection_info
         self._identity = identity
         self._context = context
         self._channels = channels
-        # Connected sockets handed over by another transport (see release()), used as they are.
-        self._given = dict(sockets or {})
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
         self._fds: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -124,19 +121,17 @@ class ZMQTransport:
         self._loop = loop
         self._on_message = on_message
         for name in self._channels:
-            sock = self._given.pop(name, None)
-            if sock is None:
-                sock = ctx.socket(_SOCKET_TYPES[name])
-                sock.linger = 0
-                if _SOCKET_TYPES[name] == zmq.SUB:
-                    if name == "iopub":
-                        sock.rcvhwm = self._iopub_hwm
-                    sock.setsockopt(zmq.SUBSCRIBE, b"")
-                elif self._identity:  # empty: let the peer's ROUTER pick one per connection
-                    sock.setsockopt(zmq.IDENTITY, self._identity)
-                sock.connect(channel_url(self._info, name))
+            sock = ctx.socket(_SOCKET_TYPES[name])
+            sock.linger = 0
+            if _SOCKET_TYPES[name] == zmq.SUB:
+                if name == "iopub":
+                    sock.rcvhwm = self._iopub_hwm
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            elif self._identity:  # empty: let the peer's ROUTER pick one per connection
+                sock.setsockopt(zmq.IDENTITY, self._identity)
+            sock.connect(channel_url(self._info, name))
             self._sockets[name] = sock
-            fd: int = sock.getsockopt(zmq.FD)  # type: ignore[assignment]  # FD is an int
+            fd: int = sock.getsockopt(zmq.FD)
             loop.add_reader(fd, self._drain, name, sock)
             self._fds[name] = fd
             # The ZeroMQ fd is edge-triggered: drain once now in case it already fired.
@@ -214,19 +209,6 @@ class ZMQTransport:
         """Return the open socket of *channel* (still read by this transport), or ``None``."""
         return self._sockets.get(channel)
 
-    def release(self, channel: str) -> zmq.Socket[bytes] | None:
-        """Stop reading *channel* and hand its connected socket to the caller, who owns it now.
-
-        What is queued on it stays there for the new owner (no message is lost in
-        between); ``None`` if the channel is not open.
-        """
-        sock = self._sockets.pop(channel, None)
-        fd = self._fds.pop(channel, None)
-        loop = self._loop
-        if fd is not None and loop is not None and not loop.is_closed():
-            loop.remove_reader(fd)
-        return sock
-
     def close(self) -> None:
         self._on_message = None
         self._errors.flush()
@@ -235,7 +217,6 @@ class ZMQTransport:
             if loop is not None and not loop.is_closed():
                 loop.remove_reader(fd)
         self._fds.clear()
-        for sock in [*self._sockets.values(), *self._given.values()]:
+        for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()
-        self._given.clear()

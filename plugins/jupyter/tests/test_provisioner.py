@@ -161,8 +161,11 @@ def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
         msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(600)")
         wait_stream(kc)  # the code runs: ipykernel ignores SIGINT before that
         km.interrupt_kernel()
+        # jupyter_client's wait_for_ready may have left a late kernel_info_reply queued.
         reply = kc.get_shell_msg(timeout=60)
-        assert reply["parent_header"]["msg_id"] == msg_id
+        while reply["parent_header"]["msg_id"] != msg_id:
+            assert reply["msg_type"] == "kernel_info_reply", reply["msg_type"]
+            reply = kc.get_shell_msg(timeout=60)
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         kc.stop_channels()
         km.restart_kernel()
