@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -53,6 +54,45 @@ class ForeignClient:
             self.kc.start_channels()
 
         await self.call(start)
+
+    async def wait_for_iopub(self, *, timeout: float = 60) -> None:
+        """Send ``kernel_info`` requests until IOPub carries the status of one of them.
+
+        After a relaunch behind a port proxy (Docker's, an SSH tunnel) ZeroMQ may
+        reconnect IOPub a moment after shell, and output sent meanwhile is lost:
+        a client that (re)joins waits so. Unlike jupyter_client's
+        ``wait_for_ready``, a message left over from before does not count.
+        """
+
+        def wait() -> None:
+            from queue import Empty
+
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg_id = self.kc.kernel_info()
+                probe_end = time.monotonic() + 0.5  # one probe's wait, not a synchronisation
+                while time.monotonic() < probe_end:
+                    try:
+                        msg = self.kc.get_iopub_msg(timeout=max(probe_end - time.monotonic(), 0))
+                    except Empty:
+                        break
+                    if msg["parent_header"].get("msg_id") == msg_id:
+                        self._drain()
+                        return
+            raise TimeoutError(f"{self!r}: IOPub did not come back within {timeout} s")
+
+        await self.call(wait)
+
+    def _drain(self) -> None:
+        """Drop what is queued on shell and IOPub now (the probes' replies and statuses)."""
+        from queue import Empty
+
+        for get in (self.kc.get_shell_msg, self.kc.get_iopub_msg):
+            while True:
+                try:
+                    get(timeout=0.2)
+                except Empty:
+                    break
 
     async def print_1(self, *, timeout: float = 60) -> list[str]:
         """Execute ``print(1)``; return the stream texts (``["1\\n"]`` when all is well)."""
