@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -23,7 +22,7 @@ from kernel_hub import (
     launch_subprocess,
 )
 from kernel_hub.lifecycle.restarter import RestartBudget
-from kernel_hub.testing import EventRecorder, pid_alive, spawn_grandchild
+from kernel_hub.testing import EventRecorder, ForeignClient, pid_alive, spawn_grandchild
 from kernel_hub.wire.connection import CHANNELS
 
 PYTHON = "ipykernel/python3"
@@ -599,61 +598,6 @@ async def test_died_carries_the_managers_exit_reason():
 # ---- issue 21: a restart no client notices (same ports and key) ----
 
 
-class ForeignClient:
-    """A jupyter_client ``BlockingKernelClient`` on connection info, driven from one thread.
-
-    jupyter_client's blocking client makes an event loop in the thread that uses it;
-    one worker thread keeps that to one loop, closed with the client.
-    """
-
-    def __init__(self, info) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.info = dict(info)
-        self.pool = ThreadPoolExecutor(max_workers=1)
-        self.kc = None
-
-    async def call(self, fn):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
-
-    async def start(self) -> None:
-        def start() -> None:
-            from jupyter_client.blocking import BlockingKernelClient as JupyterClient
-
-            self.kc = JupyterClient()
-            self.kc.load_connection_info(self.info)
-            self.kc.start_channels()
-
-        await self.call(start)
-
-    async def print_1(self) -> list[str]:
-        """Execute ``print(1)``; return the stream texts."""
-
-        def run() -> list[str]:
-            out: list[str] = []
-
-            def hook(msg) -> None:
-                if msg["header"]["msg_type"] == "stream":
-                    out.append(msg["content"]["text"])
-
-            reply = self.kc.execute_interactive("print(1)", output_hook=hook, timeout=60)
-            assert reply["content"]["status"] == "ok"
-            return out
-
-        return await self.call(run)
-
-    async def close(self) -> None:
-        def stop() -> None:
-            if self.kc is not None:
-                self.kc.stop_channels()
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_event_loop_policy().get_event_loop().close()
-            asyncio.set_event_loop(None)
-
-        await self.call(stop)
-        self.pool.shutdown()
-
-
 @pytest.mark.integration
 @pytest.mark.asyncio
 async def test_a_jupyter_client_from_the_connection_info_survives_kill_9_and_restart():
@@ -668,12 +612,17 @@ async def test_a_jupyter_client_from_the_connection_info_survives_kill_9_and_res
             os.kill(kernel.manager.pid, signal.SIGKILL)
             await rec.wait_for("restarted", kernel.id, timeout=60)
             assert kernel.connection_info == before  # ports, ip, key, scheme: all the same
-            # The same jupyter_client object: ZeroMQ reconnected it to the new process.
+            # The same jupyter_client object: ZeroMQ reconnected it to the new process. Its
+            # IOPub may reconnect a moment after its shell, as after any restart of a
+            # jupyter_client kernel: like a frontend, it waits for IOPub before running code.
+            await foreign.wait_for_iopub()
             assert await foreign.print_1() == ["1\n"]
             await kernel.restart()
             assert kernel.connection_info == before
+            await foreign.wait_for_iopub()
             assert await foreign.print_1() == ["1\n"]
             await kernel.restart(now=True)
+            await foreign.wait_for_iopub()
             assert await foreign.print_1() == ["1\n"]
         finally:
             await foreign.close()

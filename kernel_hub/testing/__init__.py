@@ -24,7 +24,9 @@ missing on a developer's machine but fails it in CI (``CI=true``);
 :func:`execute_output` and :func:`interrupt_busy_loop`, its execute and interrupt
 checks, for a provider's own tests too; and
 :func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
-would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind.
+would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind;
+:class:`ForeignClient`, a jupyter_client client made from a kernel's connection
+info, to check that a restart keeps it working.
 
 Enabling the plugin also registers the markers the suite uses
 (``integration``, ``slow``, ``docker``, ``ssh``), so ``--strict-markers`` works.
@@ -42,6 +44,7 @@ from ..managers.procs import pid_alive
 from ..plugins import KernelHubPluginManager, make_plugin_manager
 from .events import EventRecorder
 from .fakes import FakeKernel, Responder, ScriptedTransport
+from .foreign import ForeignClient
 from .processes import (
     NannyProcess,
     children,
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EventRecorder",
     "FakeKernel",
+    "ForeignClient",
     "ProviderConformance",
     "NannyProcess",
     "Responder",

@@ -5,6 +5,11 @@ to be reachable through Docker's port publishing, and that address is the
 container's own network namespace. On the host each port is published on
 127.0.0.1 with a port Docker chooses, read back from the container's inspect
 data, so nothing listens on other interfaces and no port race is possible.
+
+A relaunch (``request.connection`` set) publishes on the previous container's
+host ports instead, with its key and signature scheme, so that the host-side
+endpoint is unchanged. Should one of those ports be taken, Docker chooses new
+ones (the core then emits ``connection_changed``); the key is kept.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from kernel_hub.provider import (
     LaunchResult,
     expand_env,
     format_argv,
+    ports_free,
     reap_on_exit,
     runtime_dir,
     write_connection_file,
@@ -105,6 +111,41 @@ def _ensure_image(
         ) from None
 
 
+class _HostPortsTaken(LaunchError):
+    """Docker could not publish on the host ports asked for: another process holds one."""
+
+
+def _previous_endpoint(
+    previous: Mapping[str, Any] | None,
+) -> tuple[str, str, dict[str, int] | None]:
+    """Return the key, signature scheme and host ports a relaunch keeps.
+
+    The key and scheme of *previous* are kept whenever it has them; its five
+    ports only when they were on 127.0.0.1 and are free now (a fresh key, the
+    default scheme and ``None`` — Docker chooses — otherwise). Blocking: it
+    probes the ports.
+    """
+    if not previous:
+        return secrets.token_hex(32), "hmac-sha256", None
+    old_key = previous.get("key")
+    if isinstance(old_key, bytes):
+        old_key = old_key.decode("ascii")
+    key = str(old_key) if old_key else secrets.token_hex(32)
+    scheme = str(previous.get("signature_scheme") or "hmac-sha256")
+    try:
+        ports = {c: int(previous[f"{c}_port"]) for c in CHANNELS}
+    except (KeyError, TypeError, ValueError):
+        return key, scheme, None  # a retry after a taken port passes no ports
+    usable = (
+        previous.get("ip") == "127.0.0.1"
+        and previous.get("transport", "tcp") == "tcp"
+        and all(0 < p < 65536 for p in ports.values())
+        and len(set(ports.values())) == len(ports)
+        and ports_free(ports.values(), "127.0.0.1")
+    )
+    return key, scheme, ports if usable else None
+
+
 def _create_and_start(
     hub: HubContext | None,
     kernel_type: KernelType,
@@ -112,7 +153,6 @@ def _create_and_start(
     options: DockerOptions,
     *,
     temp_dir: str,
-    key: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Blocking part of the launch; returns ``(connection_info, state)``."""
     from docker.errors import APIError, DockerException
@@ -128,11 +168,13 @@ def _create_and_start(
     with engine_errors():
         _ensure_image(client, options.image, pull=options.pull, progress=progress)
 
+    key, scheme, host_ports = _previous_endpoint(request.connection)
+    # The key goes into the connection file only (0600, mounted): never argv, env or a label.
     kernel_info = {
         "transport": "tcp",
         "ip": "0.0.0.0",  # inside the container's namespace; see the module docstring
         "key": key,
-        "signature_scheme": "hmac-sha256",
+        "signature_scheme": scheme,
         "kernel_name": kernel_type.name,
         **{f"{c}_port": p for c, p in CONTAINER_PORTS.items()},
     }
@@ -167,10 +209,13 @@ def _create_and_start(
         LABEL_TEMP_DIR: temp_dir,
         **owner_labels(),
     }
-    ports: dict[int | str, tuple[str, None]] = {
-        f"{p}/tcp": ("127.0.0.1", None) for p in CONTAINER_PORTS.values()
-    }
-    with engine_errors():
+
+    def run(host_ports: Mapping[str, int] | None) -> tuple[str, dict[str, Any], dict[str, int]]:
+        """Create and start the container; return its id, inspect data and host ports."""
+        ports: dict[int | str, tuple[str, int | None]] = {
+            f"{p}/tcp": ("127.0.0.1", host_ports[c] if host_ports else None)
+            for c, p in CONTAINER_PORTS.items()
+        }
         try:
             host_config = api.create_host_config(
                 binds=binds,
@@ -205,6 +250,8 @@ def _create_and_start(
             except APIError as exc:
                 explanation = str(exc.explanation or exc)
                 if "port" in explanation.lower() or "bind" in explanation.lower():
+                    if host_ports:
+                        raise _HostPortsTaken(explanation) from None
                     raise LaunchError(
                         f"Docker could not publish the ports of {kernel_type.id} on 127.0.0.1: "
                         f"{explanation}. Check that the engine may bind loopback ports "
@@ -215,7 +262,7 @@ def _create_and_start(
                     f"(image {options.image}): {explanation}"
                 ) from None
             inspect = api.inspect_container(cid)
-            host_ports = _published_ports(inspect)
+            published = _published_ports(inspect)
             if inspect["State"].get("Running") is False and inspect["State"]["Status"] == "exited":
                 tail = _logs_tail(api, cid)
                 raise LaunchError(
@@ -224,7 +271,7 @@ def _create_and_start(
                     + (f" Its last log lines:\n{tail}\n" if tail else " It logged nothing. ")
                     + "Check the kernel type's argv and that ipykernel is installed in the image."
                 )
-            missing = [c for c in CHANNELS if c not in host_ports]
+            missing = [c for c in CHANNELS if c not in published]
             if missing:
                 raise LaunchError(
                     f"Docker did not publish the kernel ports of {kernel_type.id} "
@@ -236,11 +283,24 @@ def _create_and_start(
             with contextlib.suppress(Exception):
                 api.remove_container(cid, force=True)
             raise
+        return cid, inspect, published
+
+    with engine_errors():
+        try:
+            cid, inspect, host_ports = run(host_ports)
+        except _HostPortsTaken as exc:
+            # Taken between the probe and the start: new ports, the same key.
+            log.info(
+                "the previous host ports of kernel %s are taken (%s); Docker chooses new ones",
+                request.kernel_id,
+                exc,
+            )
+            cid, inspect, host_ports = run(None)
     info = {
         "transport": "tcp",
         "ip": "127.0.0.1",
         "key": key,
-        "signature_scheme": "hmac-sha256",
+        "signature_scheme": scheme,
         "kernel_name": kernel_type.name,
         **{f"{c}_port": host_ports[c] for c in CHANNELS},
     }
@@ -310,7 +370,6 @@ async def launch_container(
             request,
             options,
             temp_dir=temp_dir,
-            key=secrets.token_hex(32),
         )
     )
     try:

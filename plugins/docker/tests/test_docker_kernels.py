@@ -31,7 +31,8 @@ from kernel_hub_docker.owner import (
 
 from kernel_hub import KernelDied, KernelHub, LaunchError, RestartPolicy, RunningKernel
 from kernel_hub.cli import main as cli_main
-from kernel_hub.testing import execute_output, interrupt_busy_loop
+from kernel_hub.provider import CHANNELS
+from kernel_hub.testing import EventRecorder, ForeignClient, execute_output, interrupt_busy_loop
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -315,6 +316,130 @@ async def test_auto_restart_after_the_container_is_killed(hub):
     finally:
         await kernel.shutdown()
     assert container_gone(kernel.manager.container_id)
+
+
+ENDPOINT = ["transport", "ip", *(f"{c}_port" for c in CHANNELS), "key", "signature_scheme"]
+
+
+def endpoint(info: dict) -> dict:
+    return {k: info[k] for k in ENDPOINT}
+
+
+KILL_KERNEL = (
+    "import os\n"
+    "for p in os.listdir('/proc'):\n"
+    "    if p.isdigit() and int(p) not in (1, os.getpid()):\n"
+    "        with open(f'/proc/{p}/cmdline', 'rb') as f:\n"
+    "            if b'ipykernel' in f.read():\n"
+    "                os.kill(int(p), 9)\n"
+)
+
+
+def kill_9_the_kernel_inside(container_id: str) -> None:
+    """SIGKILL the kernel process inside its container (Docker's init, PID 1, then exits)."""
+    api = get_client().api
+    exec_id = api.exec_create(container_id, ["python3", "-c", KILL_KERNEL])["Id"]
+    api.exec_start(exec_id)
+    # The exec may be cut short as the container dies with its kernel: no exit-code check.
+
+
+@pytest.mark.asyncio
+async def test_a_relaunched_container_keeps_the_host_ports_and_key_and_every_client(hub):
+    """Issue 21: after a kill -9 inside and a restart(now=True), the same host endpoint."""
+    rec = EventRecorder(hub)
+    kernel = await hub.launch(
+        LABEL_TYPE, restart=RestartPolicy(backoff_initial=0.1, backoff_max=0.5, jitter=0)
+    )
+    before = endpoint(kernel.connection_info)
+    containers = [kernel.manager.container_id]
+    foreign = ForeignClient(kernel.connection_info)
+    try:
+        await foreign.start()
+        assert await foreign.print_1() == ["1\n"]
+        async with kernel.client() as client:
+            assert (await client.execute("x = 1", timeout=60)).content["status"] == "ok"
+            kill_9_the_kernel_inside(containers[0])
+            await rec.wait_for("restarted", kernel.id, timeout=90)
+            containers.append(kernel.manager.container_id)
+            assert containers[1] != containers[0] and container_gone(containers[0])
+            assert endpoint(kernel.connection_info) == before
+            # Docker publishes the container's ports on exactly those host ports, and the key
+            # is in the mounted connection file only: not in argv, env or labels.
+            data = inspect(containers[1])
+            assert before["key"] not in json.dumps(data)
+            bound = data["NetworkSettings"]["Ports"]
+            assert sorted(int(b[0]["HostPort"]) for b in bound.values()) == sorted(
+                before[f"{c}_port"] for c in CHANNELS
+            )
+            # Both clients made before the death reach the new kernel. jupyter_client's
+            # IOPub comes back through Docker's port proxy a moment after its shell (0.2-0.6 s
+            # measured): as a client that (re)joins a kernel does, it waits for IOPub.
+            await foreign.wait_for_iopub()
+            assert await foreign.print_1() == ["1\n"]
+            out = []
+            reply = await client.execute("print(2)", output_hook=out.append, timeout=60)
+            assert reply.content["status"] == "ok"
+            assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == ["2\n"]
+
+            await kernel.restart(now=True)
+            containers.append(kernel.manager.container_id)
+            assert container_gone(containers[1])
+            assert endpoint(kernel.connection_info) == before
+            await foreign.wait_for_iopub()
+            assert await foreign.print_1() == ["1\n"]
+            assert (await client.execute("1", timeout=60)).content["status"] == "ok"
+        assert rec.of(kernel.id, "connection_changed") == []
+    finally:
+        await foreign.close()
+        rec.close()
+        await kernel.shutdown()
+    assert all(container_gone(c) for c in containers)
+
+
+@pytest.mark.asyncio
+async def test_a_host_port_taken_before_the_relaunch_gives_new_ports_and_the_same_key(hub):
+    import socket
+
+    rec = EventRecorder(hub)
+    kernel = await hub.launch(
+        LABEL_TYPE, restart=RestartPolicy(backoff_initial=0.3, backoff_max=1, jitter=0)
+    )
+    before = dict(kernel.connection_info)
+    thief = socket.socket()
+
+    def steal(event) -> None:
+        # 'restarting' comes after the old container is removed and before the relaunch:
+        # another process's server takes the shell port meanwhile. That it can bind it at all
+        # shows the removal released the published port (SO_REUSEADDR, as ZeroMQ: only the
+        # closed connections of the old port are in TIME_WAIT).
+        if event.kernel_id == kernel.id and event.kind == "restarting":
+            thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            thief.bind(("127.0.0.1", before["shell_port"]))
+            thief.listen(1)
+
+    unsubscribe = hub.events.subscribe(steal)
+    try:
+        async with kernel.client() as client:
+            assert (await client.execute("x = 1", timeout=60)).content["status"] == "ok"
+            get_client().api.kill(kernel.manager.container_id)
+            await rec.wait_for("restarted", kernel.id, timeout=90)
+            after = kernel.connection_info
+            assert thief.getsockname() == ("127.0.0.1", before["shell_port"])
+            assert after["shell_port"] != before["shell_port"]
+            assert (after["key"], after["signature_scheme"]) == (
+                before["key"],
+                before["signature_scheme"],
+            )
+            changed = rec.of(kernel.id, "connection_changed")
+            assert [e.data["shell_port"] for e in changed] == [after["shell_port"]]
+            assert "key" not in changed[0].data and changed[0].data["key_changed"] is False
+            # kernel_hub's client followed to the new ports.
+            assert (await client.execute("1", timeout=60)).content["status"] == "ok"
+    finally:
+        unsubscribe()
+        thief.close()
+        rec.close()
+        await kernel.shutdown()
 
 
 # ---- re-attach from another process ----

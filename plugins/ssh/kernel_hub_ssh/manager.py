@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import (
+    CHANNELS,
     KernelHubError,
     KernelManager,
     LaunchError,
@@ -57,6 +58,30 @@ def _remote_ports(info: Mapping[str, Any]) -> dict[str, int]:
     return {k: int(v) for k, v in info.items() if k.endswith("_port")}
 
 
+def _previous_endpoint(
+    previous: Mapping[str, Any] | None,
+) -> tuple[str | None, dict[str, int] | None]:
+    """Return the key and local kernel ports a relaunch keeps (``None``: make new ones).
+
+    The local ends of the tunnels are what clients connect to: the new tunnels
+    listen on the old local ports where they are free (else on new ones, and the
+    hub emits ``connection_changed``). The remote ports may be anything.
+    """
+    if not previous:
+        return None, None
+    old_key = previous.get("key")
+    if isinstance(old_key, bytes):
+        old_key = old_key.decode("ascii")
+    key = str(old_key) if old_key else None
+    if previous.get("ip") != "127.0.0.1" or previous.get("transport", "tcp") != "tcp":
+        return key, None
+    try:
+        ports = {f"{c}_port": int(previous[f"{c}_port"]) for c in CHANNELS}
+    except (KeyError, TypeError, ValueError):
+        return key, None  # a retry after a taken port passes no ports
+    return key, ports
+
+
 async def launch_remote(
     hub: HubContext | None, kernel_type: KernelType, request: LaunchRequest, kc: SSHKernelConfig
 ) -> LaunchResult:
@@ -70,6 +95,7 @@ async def launch_remote(
     ssh = SSHLoop.get()
     emit = _emitter(hub, request.kernel_id, kernel_type.id)
     target = kc.target
+    previous_key, preferred = _previous_endpoint(request.connection)
     emit("progress", step="connecting", message=f"connecting to {target.label}")
     host = await ssh.submit(acquire(target))
     try:
@@ -78,7 +104,9 @@ async def launch_remote(
             step="starting nanny",
             message=f"starting the nanny and kernel with {kc.python} on {target.label}",
         )
-        handshake = await ssh.submit(start_nanny(host, kc, cwd=request.cwd, env=request.env))
+        handshake = await ssh.submit(
+            start_nanny(host, kc, cwd=request.cwd, env=request.env, key=previous_key)
+        )
     except BaseException:
         await ssh.submit(host.release())
         raise
@@ -91,7 +119,7 @@ async def launch_remote(
     )
     key = _tunnel_key(host, handshake["workdir"])
     try:
-        tunnels = await ssh.submit(open_tunnels(host, remote_ports, key=key))
+        tunnels = await ssh.submit(open_tunnels(host, remote_ports, key=key, preferred=preferred))
     except BaseException as exc:
         await ssh.submit(kill_remote(host, int(handshake["nanny_pid"])))
         await ssh.submit(host.release())

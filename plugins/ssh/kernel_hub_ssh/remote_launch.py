@@ -5,6 +5,11 @@ The nanny's source travels on the SSH channel's stdin and runs as
 ipykernel, and no file of ours is left there. The nanny makes the
 connection key and sends it back in its handshake line, inside the
 encrypted channel, so the key is never on a command line on either side.
+
+A relaunch keeps the old kernel's key: it goes first on the same stdin, one
+line the remote shell reads (``read -r``) into the nanny's environment
+(``KERNEL_HUB_NANNY_KEY``, which the nanny removes before starting the kernel),
+then the nanny's source follows. Still never on a command line.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ log = logging.getLogger("kernel_hub.ssh")
 #: The handshake keys every nanny prints (see docs/nanny-protocol.md).
 _HANDSHAKE_KEYS = ("connection_info", "nanny_pid", "kernel_pid", "workdir")
 
+#: Where a nanny takes the key to reuse from (``kernel_hub.nanny.KEY_ENV``; the nanny is
+#: not importable from a plugin, and this name is part of its protocol).
+NANNY_KEY_ENV = "KERNEL_HUB_NANNY_KEY"
+
 
 def nanny_source() -> str:
     """Return the text of the nanny, to be piped to the remote Python."""
@@ -57,11 +66,16 @@ def nanny_command(
     env: Mapping[str, str] | None = None,
     kernel_name: str = "",
     lease: float | None = None,
+    key_on_stdin: bool = False,
 ) -> str:
     """Return the remote shell command that runs the nanny from stdin, detached.
 
     ``echo $$; exec ...`` first reports the pid the nanny will have, so that a
     start that fails half-way can still be cleaned up on the remote side.
+
+    :param key_on_stdin: the first line of stdin is the connection key to reuse
+        (a relaunch): the shell reads it (``read`` takes just that line from a
+        pipe) into the nanny's environment, and the nanny's source follows.
     """
     args = ["-", "--daemon"]
     if kernel_name:
@@ -73,7 +87,8 @@ def nanny_command(
     cmd = f"{_quote_path(python)} {shlex.join(args)}"
     if cwd:
         cmd += f" --cwd {_quote_path(cwd)}"
-    return f"echo $$; exec {cmd}"
+    prefix = f"IFS= read -r {NANNY_KEY_ENV}; export {NANNY_KEY_ENV}; " if key_on_stdin else ""
+    return f"{prefix}echo $$; exec {cmd}"
 
 
 async def kill_remote(host: HostConnection, pid: int, *, timeout: float = 10.0) -> None:
@@ -104,23 +119,30 @@ async def start_nanny(
     *,
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Start a nanny and its kernel on *host*; return the nanny's handshake (runs on the SSH loop).
 
     :param cwd: the remote working directory (overrides the config's).
     :param env: extra remote environment (over the config's).
+    :param key: the connection key the kernel is to have (a relaunch keeps the old
+        one); sent on the channel's stdin, never on a command line. Default: the
+        nanny makes a fresh one.
     :raises LaunchError: naming the host and the fix when the remote Python is
         missing, lacks ipykernel, or the nanny fails or does not answer within
         ``connect_timeout``; nothing is left running on the remote side.
     """
     label = host.target.label
     timeout = host.target.connect_timeout
+    if key is not None and (not key or any(c in key for c in "\r\n\0")):
+        raise LaunchError(f"cannot relaunch ssh/{kc.name} on {label!r}: its key is malformed")
     command = nanny_command(
         kc.python,
         cwd=cwd if cwd is not None else kc.cwd,
         env={**kc.env, **(env or {})},
         kernel_name=kc.name,
         lease=kc.lease,
+        key_on_stdin=key is not None,
     )
     conn = await host.connected(timeout)
     remote_pid: int | None = None
@@ -132,6 +154,8 @@ async def start_nanny(
         async with asyncio.timeout(timeout):
             # A shell whose python is missing exits at once and may close stdin under us.
             with contextlib.suppress(OSError, asyncssh.Error, BrokenPipeError):
+                if key is not None:
+                    process.stdin.write(key + "\n")  # read by the shell: see nanny_command
                 process.stdin.write(nanny_source())
                 process.stdin.write_eof()
             first = await process.stdout.readline()

@@ -36,7 +36,7 @@ from kernel_hub import KernelHub
 from kernel_hub.contract.errors import LaunchError
 from kernel_hub.contract.types import KernelType, LaunchRequest
 from kernel_hub.plugins import make_plugin_manager
-from kernel_hub.testing import execute_output, interrupt_busy_loop
+from kernel_hub.testing import EventRecorder, ForeignClient, execute_output, interrupt_busy_loop
 
 # ---- hooks (no sshd needed) ----
 
@@ -545,4 +545,104 @@ async def test_restarter_relaunches_a_dead_remote_kernel(hub, remote_python):
             content, out = await run(client, "import os; print(os.getpid())")
             assert int(out) == new_pid
     finally:
+        await kernel.shutdown()
+
+
+ENDPOINT = ["transport", "ip", "shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"]
+ENDPOINT += ["key", "signature_scheme"]
+
+
+def endpoint(info) -> dict:
+    return {k: info[k] for k in ENDPOINT}
+
+
+def proc_file(pid: int, name: str) -> bytes:
+    """Return /proc/<pid>/<name> of a "remote" process (the remote host is this machine)."""
+    with open(f"/proc/{pid}/{name}", "rb") as f:
+        return f.read()
+
+
+@sshmark
+async def test_a_relaunched_remote_kernel_keeps_local_ports_and_key_and_every_client(hub):
+    """Issue 21: after a kill -9 of the remote kernel and a restart(now=True), the same endpoint."""
+    from kernel_hub import RestartPolicy
+
+    rec = EventRecorder(hub)
+    policy = RestartPolicy(backoff_initial=0.1, backoff_max=0.1, jitter=0)
+    kernel = await asyncio.wait_for(hub.launch("ssh/box", restart=policy), 60)
+    before = endpoint(kernel.connection_info)
+    foreign = ForeignClient(kernel.connection_info)
+    try:
+        await foreign.start()
+        assert await foreign.print_1() == ["1\n"]
+        async with kernel.client() as client:
+            assert (await client.execute("x = 1", timeout=60)).content["status"] == "ok"
+            old = kernel.manager.describe()
+            os.kill(old["kernel_pid"], signal.SIGKILL)  # the "remote" kernel dies on its own
+            await rec.wait_for("restarted", kernel.id, timeout=60)
+            new = kernel.manager.describe()
+            assert (new["nanny_pid"], new["kernel_pid"]) != (old["nanny_pid"], old["kernel_pid"])
+            assert endpoint(kernel.connection_info) == before
+            # The key went to the new nanny on its stdin: not on its command line, and the
+            # kernel does not inherit it in its environment.
+            assert before["key"].encode() not in proc_file(new["nanny_pid"], "cmdline")
+            assert before["key"].encode() not in proc_file(new["kernel_pid"], "environ")
+            assert before["key"].encode() not in proc_file(new["kernel_pid"], "cmdline")
+            # Both clients made before the death reach the new kernel (jupyter_client's waits
+            # for its IOPub to come back through the tunnel first, as a rejoining client does).
+            await foreign.wait_for_iopub()
+            assert await foreign.print_1() == ["1\n"]
+            out = []
+            reply = await client.execute("print(2)", output_hook=out.append, timeout=60)
+            assert reply.content["status"] == "ok"
+            assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == ["2\n"]
+
+            await kernel.restart(now=True)
+            assert endpoint(kernel.connection_info) == before
+            await foreign.wait_for_iopub()
+            assert await foreign.print_1() == ["1\n"]
+            assert (await client.execute("1", timeout=60)).content["status"] == "ok"
+        assert rec.of(kernel.id, "connection_changed") == []
+    finally:
+        await foreign.close()
+        rec.close()
+        await kernel.shutdown()
+
+
+@sshmark
+async def test_a_local_port_taken_before_the_relaunch_gives_new_ports_and_the_same_key(hub):
+    from kernel_hub import RestartPolicy
+
+    rec = EventRecorder(hub)
+    policy = RestartPolicy(backoff_initial=0.3, backoff_max=1, jitter=0)
+    kernel = await asyncio.wait_for(hub.launch("ssh/box", restart=policy), 60)
+    before = dict(kernel.connection_info)
+    thief = socket.socket()
+
+    def steal(event) -> None:
+        # 'restarting' comes after the old tunnels are closed and before the relaunch: another
+        # process's server takes the local shell port meanwhile.
+        if event.kernel_id == kernel.id and event.kind == "restarting":
+            thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            thief.bind(("127.0.0.1", before["shell_port"]))
+            thief.listen(1)
+
+    unsubscribe = hub.events.subscribe(steal)
+    try:
+        async with kernel.client() as client:
+            assert (await client.execute("x = 1", timeout=60)).content["status"] == "ok"
+            os.kill(kernel.manager.describe()["kernel_pid"], signal.SIGKILL)
+            await rec.wait_for("restarted", kernel.id, timeout=60)
+            after = kernel.connection_info
+            assert thief.getsockname() == ("127.0.0.1", before["shell_port"])
+            assert after["shell_port"] != before["shell_port"]
+            assert after["key"] == before["key"]
+            changed = rec.of(kernel.id, "connection_changed")
+            assert [e.data["shell_port"] for e in changed] == [after["shell_port"]]
+            assert "key" not in changed[0].data and changed[0].data["key_changed"] is False
+            assert (await client.execute("1", timeout=60)).content["status"] == "ok"
+    finally:
+        unsubscribe()
+        thief.close()
+        rec.close()
         await kernel.shutdown()
