@@ -213,7 +213,14 @@ class AsyncKernelClient(KernelRequests):
         if channel not in self._handlers:
             raise ValueError(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
         self._handlers[channel].append(handler)
-        return lambda: self._handlers[channel].remove(handler)
+        return lambda: self.off(channel, handler)
+
+    def off(self, channel: str, handler: Handler) -> None:
+        """Stop calling *handler* for *channel* (what :meth:`on`'s remover does).
+
+        :raises ValueError: when it is not registered.
+        """
+        self._handlers[channel].remove(handler)
 
     # ---- receiving ----
 
@@ -495,7 +502,13 @@ class AsyncKernelClient(KernelRequests):
                 "no manager; get the client from a RunningKernel (kernel.client())"
             )
 
-    async def shutdown(self, *, timeout: float = 5.0, restart: bool = False) -> None:
+    async def shutdown(
+        self,
+        *,
+        timeout: float = 5.0,
+        restart: bool = False,
+        manager: KernelManager | None = None,
+    ) -> None:
         """Ask the kernel to shut down, wait for it to end, and kill it if it does not.
 
         Sends ``shutdown_request`` on the control channel and waits up to
@@ -503,16 +516,18 @@ class AsyncKernelClient(KernelRequests):
         more for the process to end, then kills it.
 
         :param restart: the ``restart`` field of the request (a relaunch follows).
+        :param manager: the process's manager, if not this client's own.
         """
         with contextlib.suppress(TimeoutError, KernelDied, KernelHubError):
             await self.request(
                 "shutdown_request", {"restart": restart}, channel="control", timeout=timeout
             )
-        if self.manager is None:
+        manager = manager or self.manager
+        if manager is None:
             return
         try:
             async with asyncio.timeout(timeout):
-                await self.manager.wait()
+                await manager.wait()
         except TimeoutError:
             log.warning("kernel did not exit %s s after shutdown_request; killing it", timeout)
-            await self.manager.kill()
+            await manager.kill()

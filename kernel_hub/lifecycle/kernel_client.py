@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..client import AsyncKernelClient
 from ..client._requests import KernelRequests
 from ..client.asynchronous import CHANNELS
-from ..client.console import console_output_hook, terminal_input
 from ..contract.errors import KernelDied, KernelHubError
 from ..wire.connection import endpoint
 
@@ -43,8 +40,6 @@ if TYPE_CHECKING:
     from ..wire.session import Message, Session
 
 __all__ = ["FollowedKernel", "KernelClient"]
-
-log = logging.getLogger("kernel_hub.client")
 
 
 class FollowedKernel(Protocol):
@@ -105,18 +100,10 @@ class KernelClient(KernelRequests):
         wire = AsyncKernelClient(connection_info, ready_timeout=self.ready_timeout)
         for name, value in self._settings.items():
             setattr(wire, name, value)
-        for channel in CHANNELS:
-            wire.on(channel, functools.partial(self._dispatch, channel))
+        for channel, handlers in self._handlers.items():
+            for handler in handlers:
+                wire.on(channel, handler)
         return wire
-
-    def _dispatch(self, channel: str, msg: Message) -> None:
-        for handler in self._handlers[channel]:
-            try:
-                result = handler(msg)
-                if asyncio.iscoroutine(result):
-                    asyncio.ensure_future(result)
-            except Exception:
-                log.exception("%s handler %r failed", channel, handler)
 
     # ---- what it shows: the current wire client's, the current process's ----
 
@@ -218,10 +205,15 @@ class KernelClient(KernelRequests):
         Handlers run on the client's loop; one that raises is logged and ignored.
         They stay across restarts.
         """
-        if channel not in self._handlers:
-            raise ValueError(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
+        self._wire.on(channel, handler)  # checks the channel
         self._handlers[channel].append(handler)
-        return lambda: self._handlers[channel].remove(handler)
+
+        def remove() -> None:
+            self._handlers[channel].remove(handler)
+            with contextlib.suppress(ValueError):  # a wire client made since has its own copy
+                self._wire.off(channel, handler)
+
+        return remove
 
     # ---- the kernel's notices (any thread) ----
 
@@ -384,11 +376,9 @@ class KernelClient(KernelRequests):
         stdin_hook: StdinHook | None = None,
     ) -> Message:
         """Run *code*, printing its output like a console (see the wire client's)."""
-        return await self.execute(
-            code,
-            output_hook=output_hook or functools.partial(console_output_hook, drops=self.drops),
-            stdin_hook=stdin_hook or terminal_input,
-            timeout=timeout,
+        timeout = await self._ready(timeout)
+        return await self._wire.execute_interactive(
+            code, timeout=timeout, output_hook=output_hook, stdin_hook=stdin_hook
         )
 
     def input(self, value: str) -> None:
@@ -410,14 +400,7 @@ class KernelClient(KernelRequests):
         applies as to any death. To end a kernel for good, call
         :meth:`RunningKernel.shutdown`.
         """
-        with contextlib.suppress(TimeoutError, KernelDied, KernelHubError):
-            await self.request(
-                "shutdown_request", {"restart": restart}, channel="control", timeout=timeout
-            )
-        manager = self._kernel.manager
-        try:
-            async with asyncio.timeout(timeout):
-                await manager.wait()
-        except TimeoutError:
-            log.warning("kernel did not exit %s s after shutdown_request; killing it", timeout)
-            await manager.kill()
+        left = await self._ready(timeout)
+        await self._wire.shutdown(
+            timeout=timeout if left is None else left, restart=restart, manager=self._kernel.manager
+        )
