@@ -7,7 +7,7 @@ method one-to-one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -18,7 +18,40 @@ __all__ = ["KernelRequests"]
 
 
 class KernelRequests:
-    """``kernel_info``, ``complete``, ``inspect``, ``history``, ``is_complete``, ``comm_info``."""
+    """``kernel_info``, ``complete``, ``inspect``, ``history``, ``is_complete``, ``comm_info``.
+
+    Also ``async with client:``, in terms of the client's own :meth:`connect`,
+    :meth:`wait_for_ready` and :meth:`close`: both clients (the wire client and
+    :class:`~kernel_hub.KernelClient`) mix it in.
+    """
+
+    #: How long ``async with client:`` waits in :meth:`wait_for_ready`.
+    ready_timeout: float | None = 60.0
+
+    async def connect(self) -> Any:
+        """Open the channels (implemented by the client)."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close the channels (implemented by the client)."""
+        raise NotImplementedError
+
+    async def wait_for_ready(self, timeout: float | None = 60.0) -> Message:
+        """Wait until the kernel answers (implemented by the client)."""
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        """Connect and wait until the kernel answers and IOPub delivers (so no output is lost)."""
+        await self.connect()
+        try:
+            await self.wait_for_ready(self.ready_timeout)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
     async def request(
         self,

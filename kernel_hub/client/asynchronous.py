@@ -192,19 +192,6 @@ class AsyncKernelClient(KernelRequests):
         self.drops.flush()
         self.abort(KernelHubError("the client was closed while waiting for a reply"))
 
-    async def __aenter__(self) -> AsyncKernelClient:
-        """Connect and wait until the kernel answers and IOPub delivers (so no output is lost)."""
-        await self.connect()
-        try:
-            await self.wait_for_ready(self.ready_timeout)
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     def on(self, channel: str, handler: Handler) -> Callable[[], None]:
         """Call *handler* with every message received on *channel*; return a remover.
 

@@ -186,19 +186,6 @@ class KernelClient(KernelRequests):
         self._wake()  # requests waiting for a restarted kernel: it will not come to this client
         await self._wire.close()
 
-    async def __aenter__(self) -> KernelClient:
-        """Connect and wait until the kernel answers and IOPub delivers (so no output is lost)."""
-        await self.connect()
-        try:
-            await self.wait_for_ready(self.ready_timeout)
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
     def on(self, channel: str, handler: Handler) -> Callable[[], None]:
         """Call *handler* with every message received on *channel*; return a remover.
 
