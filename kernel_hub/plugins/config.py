@@ -7,10 +7,10 @@ A ``$KERNEL_HUB_CONFIG`` that names a missing file is an error (the user asked
 for that file); the default path may be absent. A top-level table that no
 installed plugin owns is reported once, naming the known plugins.
 
-A plugin may check its own table: the plugin object (its ``plugin`` module)
-may have a plain function ``check_config(section) -> Iterable[ConfigCheck]``,
-one :class:`ConfigCheck` per table, with the effective value and source of
-each setting. ``kernel-hub config check`` calls it; no hook is involved.
+A plugin declares what its table holds with a
+:class:`~kernel_hub.plugins.schema.ConfigSchema` (``kernel_hub.provider``), which
+checks its tables the same way for every plugin and gives
+``kernel-hub config check`` one :class:`ConfigCheck` per table.
 
 .. code-block:: toml
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 __all__ = [
-    "CHECK_ATTRIBUTE",
     "ConfigCheck",
     "config_path",
     "load_config",
@@ -41,9 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("kernel_hub.config")
-
-#: The optional attribute of a plugin object that checks its config table.
-CHECK_ATTRIBUTE = "check_config"
 
 #: Sources of an effective value, as :class:`ConfigCheck` names them.
 SOURCES = ("config", "environment", "default")
@@ -58,11 +54,13 @@ class ConfigCheck:
         ``"config"``, ``"default"``, or ``"environment"`` / ``"environment VAR"``.
     :param error: one line naming the bad field and the fix, when the plugin
         rejects (and skips) the table; ``values`` may then be empty.
+    :param docs: setting name -> its doc line.
     """
 
     table: str
     values: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
     error: str | None = None
+    docs: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-able data (``kernel-hub config check --json``)."""
@@ -70,6 +68,7 @@ class ConfigCheck:
             "table": self.table,
             "values": {k: {"value": v, "source": src} for k, (v, src) in self.values.items()},
             "error": self.error,
+            "docs": dict(self.docs),
         }
 
 
