@@ -88,7 +88,8 @@ def setting(
         copied for each table.
     :param doc: one line saying what the field is; ``config check`` prints it and a
         missing required field's error quotes it.
-    :param check: called with the value once its type is right; returns the value
+    :param check: called with the value once its type is right (not with ``None``,
+        which JSON sources may give an ``X | None`` field); returns the value
         to keep (it may normalise it) or raises :class:`ValueError` whose message
         continues the sentence "``[table] field 'name'`` ...", e.g.
         ``"must be positive, not 0"``.
@@ -163,7 +164,7 @@ def _phrase(hint: Any, *, plural: bool = False) -> str:
 
 
 def _coerce(value: Any, hint: Any) -> Any:
-    """Return *value* as *hint* wants it (a list becomes a tuple, an int a float).
+    """Return *value* as *hint* wants it (a TOML array becomes a tuple for a tuple field).
 
     :raises _Invalid: saying what was expected and what was given.
     """
@@ -172,6 +173,8 @@ def _coerce(value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:  # not from TOML: JSON labels, saved metadata
+            return None
         for member in args:
             if member is not type(None):
                 try:
@@ -202,9 +205,9 @@ def _coerce(value: Any, hint: Any) -> Any:
                         f"values must be {_phrase(args[1], plural=True)} (see {key!r})"
                     ) from None
             return out
-    elif hint is float:
+    elif hint is float:  # an int is a float (the numeric tower): kept as written
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            return value
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):  # true is no port number
             return value
@@ -268,7 +271,8 @@ def _did_you_mean(unknown: list[str], known: collections.abc.Iterable[str]) -> s
 
 def _field_value(f: _Field, value: Any) -> Any:
     value = _coerce(value, f.hint)
-    return f.check(value) if f.check is not None else value
+    # None is "not set" (only JSON has it): nothing to check
+    return f.check(value) if f.check is not None and value is not None else value
 
 
 def _first_line(text: str) -> str:
