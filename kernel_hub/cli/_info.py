@@ -90,10 +90,6 @@ def cmd_config(args: argparse.Namespace) -> int:
             except Exception as exc:  # noqa: BLE001 - a plugin's schema bug is one line too
                 checks.append(ConfigCheck(name, error=f"the {name} plugin's check failed: {exc!r}"))
             continue
-        legacy = getattr(plugin, "check_config", None)  # until ssh and docker move (issue 22)
-        if callable(legacy):
-            checks.extend(legacy(section))
-            continue
         if schema is not None:
             error = f"the {name} plugin's {SCHEMA_ATTRIBUTE} is {schema!r}, not a ConfigSchema"
             checks.append(ConfigCheck(name, error=error))
