@@ -202,12 +202,33 @@ def test_a_schema_without_types_reports_tables_as_unknown_settings():
     assert "unknown setting(s) 'sub'" in problem.message and "<name>" not in problem.message
 
 
-def test_a_schema_is_checked_when_declared():
+def test_a_schema_is_checked_at_first_use_not_at_import():
     @dataclass(frozen=True)
     class NoDefault:
         x: int = setting(doc="no default")
 
+    no_default = ConfigSchema("p", settings=NoDefault)  # nothing resolved yet: pay at use
     with pytest.raises(TypeError, match="plugin settings need defaults: x"):
-        ConfigSchema("p", settings=NoDefault)
+        no_default.parse({})
     with pytest.raises(TypeError, match="must be a dataclass"):
-        ConfigSchema("p", types=dict)
+        ConfigSchema("p", types=dict).parse({"t": {}})
+
+
+def test_every_field_of_the_installed_plugins_schemas_has_a_doc_line():
+    from kernel_hub.plugins import make_plugin_manager
+    from kernel_hub.plugins.schema import SCHEMA_ATTRIBUTE
+
+    schemas = [
+        s
+        for _, plugin in make_plugin_manager().list_name_plugin()
+        if isinstance(s := getattr(plugin, SCHEMA_ATTRIBUTE, None), ConfigSchema)
+    ]
+    assert {s.plugin for s in schemas} >= {"ssh", "slurm", "docker", "nice"}
+    from kernel_hub.plugins.schema import _fields_of
+
+    for schema in schemas:
+        for cls in (schema.settings, schema.types):
+            if cls is not None:
+                fields = _fields_of(cls)[0]
+                undocumented = [k for k, f in fields.items() if not f.doc]
+                assert fields and not undocumented, f"{cls.__name__}: no doc line: {undocumented}"

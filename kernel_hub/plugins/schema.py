@@ -341,13 +341,16 @@ class ConfigSchema:
     settings: type | None = None
     types: type | None = None
 
-    def __post_init__(self) -> None:
-        if self.settings is not None:
-            required = [f.name for f in _fields_of(self.settings)[0].values() if f.required]
-            if required:
-                raise TypeError(f"plugin settings need defaults: {', '.join(required)}")
-        if self.types is not None:
-            _fields_of(self.types)
+    def _settings_fields(self) -> dict[str, _Field]:
+        # Resolved at first use, not at import (pay at use): a plugin's schema costs
+        # nothing to a command that reads no config.
+        if self.settings is None:
+            return {}
+        known = _fields_of(self.settings)[0]
+        required = [f.name for f in known.values() if f.required]
+        if required:
+            raise TypeError(f"plugin settings need defaults: {', '.join(required)}")
+        return known
 
     # ---- pure parsing ----
 
@@ -405,7 +408,7 @@ class ConfigSchema:
 
         :param file: the config file, named in messages (``None``: a mapping a host gave).
         """
-        known = _fields_of(self.settings)[0] if self.settings is not None else {}
+        known = self._settings_fields()
         settings: dict[str, Any] = {}
         found: dict[str, Any] = {}
         rejected: dict[str, str] = {}
@@ -478,7 +481,7 @@ class ConfigSchema:
             errors.setdefault(p.table, []).append(p.message)
         checks = []
         if self.settings is not None or self.plugin in errors:
-            known = _fields_of(self.settings)[0] if self.settings is not None else {}
+            known = self._settings_fields()
             bad = {k for k in known for m in errors.get(self.plugin, []) if f"field {k!r}" in m}
             values = {
                 k: (
