@@ -94,7 +94,7 @@ async def find_docker_types(hub: HubContext | None) -> list[KernelType]:
     default and a bad table is left out, each with one warning (:data:`SCHEMA`).
     """
     config = SCHEMA.load(hub) if hub is not None else SCHEMA.parse({})
-    ping_timeout = config.settings.ping_timeout
+    ping_timeout = float(config.settings.ping_timeout)  # the file may give an int
     discover = config.settings.discover_labels
     try:
         if discover:

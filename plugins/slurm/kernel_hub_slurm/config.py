@@ -199,6 +199,8 @@ class SlurmKernelConfig:
     def __post_init__(self) -> None:
         # Expanded on this host, where the directory is made (the nodes share it).
         object.__setattr__(self, "job_dir", os.path.expanduser(self.job_dir))
+        for key in ("start_timeout", "poll_interval", "register_timeout", "watch_interval"):
+            object.__setattr__(self, key, float(getattr(self, key)))  # the file may give an int
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``slurm/<name>`` (Slurm is not contacted)."""

@@ -230,11 +230,11 @@ class SSHTable:
             user=self.user,
             identity_file=_path(self.identity_file),
             jump_host=self.jump_host,
-            connect_timeout=self.connect_timeout,
+            connect_timeout=float(self.connect_timeout),  # the file may give an int
             known_hosts=_path(self.known_hosts),
             insecure_no_host_key_check=self.insecure_no_host_key_check,
             config=tuple(map(os.path.expanduser, self.config)) if self.config is not None else None,
-            reconnect_timeout=self.reconnect_timeout,
+            reconnect_timeout=float(self.reconnect_timeout),
         )
         return SSHKernelConfig(
             name=self.name,
@@ -245,7 +245,7 @@ class SSHTable:
             display_name=self.display_name,
             language=self.language,
             interrupt_mode=self.interrupt_mode,
-            lease=self.lease,
+            lease=float(self.lease) if self.lease is not None else None,
         )
 
 
