@@ -23,10 +23,11 @@ from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
 from .lifecycle.starter import Started, Starter
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
-from .plugins.config import load_config, warn_unknown_tables
+from .plugins.config import config_path, load_config, note_unknown_tables
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
+    from pathlib import Path
 
     from .contract.manager import KernelManager
     from .plugins import KernelHubPluginManager
@@ -67,8 +68,10 @@ class KernelHub:
         )
         self.hooks = HookRelay(self.pm)
         self.config: Mapping[str, Any] = load_config() if config is None else config
-        if config is None:  # the user's file: say which tables no plugin reads
-            warn_unknown_tables(self.config, (name for name, _ in self.pm.list_name_plugin()))
+        #: The file the config came from (named in config messages), or None: given as a mapping.
+        self.config_file: Path | None = config_path() if config is None else None
+        if config is None:  # the user's file: note, at debug level, the tables no plugin reads
+            note_unknown_tables(self.config, (name for name, _ in self.pm.list_name_plugin()))
         self._types: dict[str, KernelType] = {}
         #: type id -> name of the plugin that offered it
         self._owners: dict[str, str] = {}

@@ -18,6 +18,11 @@ may change without notice. ``.ci/run`` enforces this with import-linter.
     def launch(hub, kernel_type, request):
         return launch_subprocess(kernel_type, request)
 
+A plugin with settings in the config file declares them once, as dataclasses in
+a :class:`ConfigSchema` (fields made with :func:`setting`), exposed as the
+attribute ``config_schema`` of its plugin module; the schema checks the tables
+and ``kernel-hub config check`` reports them, the same way for every plugin.
+
 Names that pull in more than the contract itself (subprocess management, the
 nanny client, ZeroMQ) load on first use, so a plugin that has nothing to do
 costs nothing to import.
@@ -48,6 +53,15 @@ from .contract.types import (
 from .managers.argv import expand_env, format_argv
 from .managers.procs import pid_alive, process_start, process_token
 from .plugins.config import ConfigCheck
+from .plugins.schema import (
+    ConfigProblem,
+    ConfigSchema,
+    ParsedConfig,
+    between,
+    positive,
+    setting,
+    table_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
@@ -71,6 +85,8 @@ __all__ = [
     "CHANNELS",
     "ConfigCheck",
     "ConfigError",
+    "ConfigProblem",
+    "ConfigSchema",
     "HubContext",
     "KernelDied",
     "KernelHubError",
@@ -82,10 +98,12 @@ __all__ = [
     "LoopThread",
     "NannyManager",
     "NoSuchKernelType",
+    "ParsedConfig",
     "PluginError",
     "RestartPolicy",
     "SubprocessManager",
     "UnavailableType",
+    "between",
     "cancel_and_wait",
     "expand_env",
     "format_argv",
@@ -98,12 +116,15 @@ __all__ = [
     "new_connection_info",
     "pid_alive",
     "ports_free",
+    "positive",
     "process_start",
     "process_token",
     "reap_on_exit",
     "read_connection_file",
     "runtime_dir",
+    "setting",
     "split_type_id",
+    "table_name",
     "write_connection_file",
 ]
 

@@ -54,11 +54,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """``config check``: every table through its plugin, with effective values and sources."""
+    """``config check``: every table through its plugin's schema, with values and sources."""
     import os
 
     from ..plugins import make_plugin_manager
-    from ..plugins.config import CHECK_ATTRIBUTE, ConfigCheck, config_path, load_config
+    from ..plugins.config import ConfigCheck, config_path, load_config
+    from ..plugins.schema import SCHEMA_ATTRIBUTE, ConfigSchema
 
     path = config_path()
     origin = "KERNEL_HUB_CONFIG" if os.environ.get("KERNEL_HUB_CONFIG") else "the default path"
@@ -77,18 +78,23 @@ def cmd_config(args: argparse.Namespace) -> int:
             why = (
                 "its plugin is blocked (KERNEL_HUB_DISABLE_PLUGINS)"
                 if pm.is_blocked(name)
-                else f"no installed plugin owns it (a typo? known plugins: {', '.join(known)})"
+                else "no installed plugin owns it (a plugin installed elsewhere, or a typo? "
+                f"known plugins: {', '.join(known)})"
             )
             checks.append(ConfigCheck(name, error=f"[{name}] is ignored: {why}"))
             continue
-        check = getattr(plugin, CHECK_ATTRIBUTE, None)
-        if callable(check):
+        schema = getattr(plugin, SCHEMA_ATTRIBUTE, None)
+        if isinstance(schema, ConfigSchema):
             try:
-                checks.extend(check(section))
-            except Exception as exc:  # noqa: BLE001 - a plugin's checker bug is one line too
+                checks.extend(schema.check(section, file=path))
+            except Exception as exc:  # noqa: BLE001 - a plugin's schema bug is one line too
                 checks.append(ConfigCheck(name, error=f"the {name} plugin's check failed: {exc!r}"))
             continue
-        notes[name] = f"not checked: the {name} plugin has no {CHECK_ATTRIBUTE}()"
+        if schema is not None:
+            error = f"the {name} plugin's {SCHEMA_ATTRIBUTE} is {schema!r}, not a ConfigSchema"
+            checks.append(ConfigCheck(name, error=error))
+            continue
+        notes[name] = f"not checked: the {name} plugin declares no {SCHEMA_ATTRIBUTE}"
         checks.append(ConfigCheck(name, {k: (v, "config") for k, v in section.items()}))
     bad = [c for c in checks if c.error]
     if args.json:
@@ -106,7 +112,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(f"[{c.table}]  " + (f"ERROR: {c.error}" if c.error else notes.get(c.table, "ok")))
         width = max((len(k) for k in c.values), default=0)
         for key, (value, source) in c.values.items():
-            print(f"  {key.ljust(width)} = {json.dumps(value, default=str)}  ({source})")
+            doc = f"  # {c.docs[key]}" if c.docs.get(key) else ""
+            print(f"  {key.ljust(width)} = {json.dumps(value, default=str)}  ({source}){doc}")
     if bad:
         print(f"{len(bad)} table(s) with errors: those tables are left out", file=sys.stderr)
     return 2 if bad else 0

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Awaitable, Iterable, Mapping
 
     from .manager import KernelManager
@@ -51,6 +52,11 @@ class HubContext(Protocol):
 
     def config_for(self, plugin: str) -> dict[str, Any]:
         """Return the ``[<plugin>]`` table of the config file (empty if absent)."""
+        ...
+
+    @property
+    def config_file(self) -> os.PathLike[str] | None:
+        """The config file the config was read from (for messages), or ``None``: given as data."""
         ...
 
     def emit(self, kind: str, kernel_id: str, type_id: str, **data: Any) -> None:

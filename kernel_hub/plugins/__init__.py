@@ -1,7 +1,8 @@
 """Plugins: build the plugin manager and call hooks through a typed façade.
 
 The folder holds what hosts plugins: entry-point loading (``entrypoints``), the
-core's trylast fallbacks (``defaults``) and the config file (``config``).
+core's trylast fallbacks (``defaults``), the config file (``config``) and the
+plugins' declared config schemas (``schema``).
 Nothing loads at import time: :func:`make_plugin_manager` builds a fresh
 manager each time. Host code calls hooks only through :class:`HookRelay`.
 """

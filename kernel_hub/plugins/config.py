@@ -5,12 +5,14 @@ Location: ``$KERNEL_HUB_CONFIG`` if set, else
 Precedence, everywhere: call arguments > kernel-type config > environment > defaults.
 A ``$KERNEL_HUB_CONFIG`` that names a missing file is an error (the user asked
 for that file); the default path may be absent. A top-level table that no
-installed plugin owns is reported once, naming the known plugins.
+installed plugin owns is only logged at debug level (one file may serve several
+environments, each with other plugins installed); ``kernel-hub config check``
+reports it, naming the known plugins.
 
-A plugin may check its own table: the plugin object (its ``plugin`` module)
-may have a plain function ``check_config(section) -> Iterable[ConfigCheck]``,
-one :class:`ConfigCheck` per table, with the effective value and source of
-each setting. ``kernel-hub config check`` calls it; no hook is involved.
+A plugin declares what its table holds with a
+:class:`~kernel_hub.plugins.schema.ConfigSchema` (``kernel_hub.provider``), which
+checks its tables the same way for every plugin and gives
+``kernel-hub config check`` one :class:`ConfigCheck` per table.
 
 .. code-block:: toml
 
@@ -32,18 +34,14 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 __all__ = [
-    "CHECK_ATTRIBUTE",
     "ConfigCheck",
     "config_path",
     "load_config",
+    "note_unknown_tables",
     "unknown_tables",
-    "warn_unknown_tables",
 ]
 
 log = logging.getLogger("kernel_hub.config")
-
-#: The optional attribute of a plugin object that checks its config table.
-CHECK_ATTRIBUTE = "check_config"
 
 #: Sources of an effective value, as :class:`ConfigCheck` names them.
 SOURCES = ("config", "environment", "default")
@@ -58,11 +56,13 @@ class ConfigCheck:
         ``"config"``, ``"default"``, or ``"environment"`` / ``"environment VAR"``.
     :param error: one line naming the bad field and the fix, when the plugin
         rejects (and skips) the table; ``values`` may then be empty.
+    :param docs: setting name -> its doc line.
     """
 
     table: str
     values: Mapping[str, tuple[Any, str]] = field(default_factory=dict)
     error: str | None = None
+    docs: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-able data (``kernel-hub config check --json``)."""
@@ -70,6 +70,7 @@ class ConfigCheck:
             "table": self.table,
             "values": {k: {"value": v, "source": src} for k, (v, src) in self.values.items()},
             "error": self.error,
+            "docs": dict(self.docs),
         }
 
 
@@ -123,19 +124,24 @@ def unknown_tables(config: Mapping[str, Any], known: Iterable[str]) -> list[str]
     return sorted(str(key) for key in config if key not in names)
 
 
-_warned: set[tuple[str, str]] = set()
+_noted: set[tuple[str, str]] = set()
 
 
-def warn_unknown_tables(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
-    """Log one warning per unknown top-level table (once per process); return them."""
+def note_unknown_tables(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """Log each unknown top-level table once per process, at debug level; return them.
+
+    Not a warning: one config file may serve two environments, and a table of a
+    plugin installed only in the other one is not a mistake here. ``kernel-hub
+    config check`` reports it (exit 2), where a typo is looked for.
+    """
     names = sorted(set(known))
     unknown = unknown_tables(config, names)
     path = str(config_path())
     for table in unknown:
-        if (path, table) in _warned:
+        if (path, table) in _noted:
             continue
-        _warned.add((path, table))
-        log.warning(
+        _noted.add((path, table))
+        log.debug(
             "kernel_hub config %s: no installed plugin owns the table [%s]; it is ignored. "
             "Known plugins: %s (a typo? 'kernel-hub plugins' lists them)",
             path,

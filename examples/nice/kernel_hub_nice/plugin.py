@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import SubprocessManager, hookimpl, launch_subprocess
 
-from .provider import PROVIDER, find_nice_types
+from .provider import SCHEMA as config_schema  # also what 'kernel-hub config check' reads
+from .provider import find_nice_types
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 @hookimpl
 def find_kernel_types(hub: HubContext) -> list[KernelType]:
-    return find_nice_types(hub.config_for(PROVIDER))
+    return find_nice_types(config_schema.load(hub).settings.niceness)
 
 
 @hookimpl

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
-from kernel_hub.provider import ConfigError, KernelType
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from kernel_hub.provider import ConfigSchema, KernelType, between, setting
 
 PROVIDER = "nice"
 
 
-def find_nice_types(config: Mapping[str, Any]) -> list[KernelType]:
-    """Offer ``nice/python3``, with N from the ``[nice]`` config table (default 10)."""
+@dataclass(frozen=True)
+class NiceSettings:  # the [nice] table of the config file
+    niceness: int = setting(10, "the kernel's nice level, 0..19", check=between(0, 19))
+
+
+SCHEMA = ConfigSchema(PROVIDER, settings=NiceSettings)
+
+
+def find_nice_types(n: int) -> list[KernelType]:
+    """Offer ``nice/python3``, under ``nice -n <n>``."""
     if importlib.util.find_spec("ipykernel") is None:
         return []  # nothing to offer is not an error
-    n = config.get("niceness", 10)
-    if type(n) is not int or not 0 <= n <= 19:  # type(): True is an int, but not a niceness
-        raise ConfigError(f"[nice] niceness must be an integer from 0 to 19, not {n!r}")
     python = (sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}")
     argv = ("nice", "-n", str(n), *python)
     return [KernelType(PROVIDER, "python3", f"Python 3 (nice -n {n})", "python", argv)]

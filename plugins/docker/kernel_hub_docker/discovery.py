@@ -15,12 +15,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .engine import PING_TIMEOUT, EngineUnavailable, engine_address, engine_help
-from .images import IMAGE_LABEL, types_from_config, types_from_images
+from .images import IMAGE_LABEL, SCHEMA, types_from_images
 from .probe import EngineSilent, get_json, local_socket
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from kernel_hub.provider import HubContext, KernelType
 
 __all__ = ["engine_answers", "find_docker_types", "list_labelled_images"]
@@ -92,11 +90,12 @@ async def find_docker_types(hub: HubContext | None) -> list[KernelType]:
 
     A configured type wins over a discovered one of the same name. Runs
     docker-py in a thread; the engine check takes at most ``ping_timeout``
-    seconds (``[docker] ping_timeout``, default 3).
+    seconds (``[docker] ping_timeout``, default 3). A bad setting keeps its
+    default and a bad table is left out, each with one warning (:data:`SCHEMA`).
     """
-    config: Mapping[str, Any] = hub.config_for("docker") if hub is not None else {}
-    ping_timeout = float(config.get("ping_timeout", PING_TIMEOUT))
-    discover = bool(config.get("discover_labels", True))
+    config = SCHEMA.load(hub) if hub is not None else SCHEMA.parse({})
+    ping_timeout = float(config.settings.ping_timeout)  # the file may give an int
+    discover = config.settings.discover_labels
     try:
         if discover:
             images = await asyncio.to_thread(list_labelled_images, ping_timeout=ping_timeout)
@@ -110,7 +109,8 @@ async def find_docker_types(hub: HubContext | None) -> list[KernelType]:
         log.warning("docker kernel types are left out: listing images failed: %r", exc)
         return []
     found: dict[str, KernelType] = {}
-    for kt in [*types_from_config(config), *types_from_images(images)]:
+    configured = [table.kernel_type() for table in config.types.values()]
+    for kt in [*configured, *types_from_images(images)]:
         if kt.id in found:
             log.debug("%s from %s is shadowed", kt.id, kt.metadata["docker"]["source"])
             continue

@@ -24,18 +24,31 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from kernel_hub.provider import ConfigCheck, ConfigError, KernelType
+from kernel_hub.provider import (
+    ConfigError,
+    ConfigSchema,
+    KernelType,
+    positive,
+    setting,
+    table_name,
+)
+
+from .engine import PING_TIMEOUT
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 __all__ = [
     "DEFAULT_ARGV",
     "IMAGE_LABEL",
     "PROVIDER",
+    "SCHEMA",
     "DockerOptions",
-    "check_config",
+    "DockerSettings",
+    "DockerTable",
     "types_from_config",
     "types_from_images",
 ]
@@ -48,9 +61,6 @@ PROVIDER = "docker"
 IMAGE_LABEL = "org.kernel-hub.kernel"
 #: The kernel command inside the container when a type does not give one.
 DEFAULT_ARGV = ("python3", "-m", "ipykernel_launcher", "-f", "{connection_file}")
-
-# Keys of a type table that describe the KernelType itself rather than the container.
-_TYPE_KEYS = {"name", "display_name", "language", "argv", "env", "interrupt_mode"}
 
 
 @dataclass(frozen=True)
@@ -84,45 +94,14 @@ class DockerOptions:
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], *, where: str) -> DockerOptions:
-        """Validate the container options of a config table or image label.
+        """Validate the container options of a config table, image label or launch params.
 
         :param where: names the table or image in error messages.
         :raises ConfigError: naming *where* and the bad key.
         """
-        known = {f.name for f in fields(cls)} - {"source"}
-        opts: dict[str, Any] = {}
-        for key, value in data.items():
-            if key in _TYPE_KEYS or key == "source":
-                continue
-            if key not in known:
-                raise ConfigError(
-                    f"{where}: unknown option {key!r}; known options: "
-                    f"{', '.join(sorted(known | _TYPE_KEYS))}"
-                )
-            opts[key] = value
-        if not isinstance(opts.get("image"), str) or not opts["image"]:
-            raise ConfigError(f"{where}: 'image' must name a Docker image, e.g. 'python:3.11'")
-        mounts = opts.get("mounts", ())
-        if isinstance(mounts, str) or not all(isinstance(m, str) for m in mounts):
-            raise ConfigError(f"{where}: 'mounts' must be a list of 'host:container[:ro]' strings")
-        for m in mounts:
-            parse_mount(m, where=where)
-        opts["mounts"] = tuple(mounts)
-        cpus = opts.get("cpus")
-        if cpus is not None and (
-            isinstance(cpus, bool) or not isinstance(cpus, int | float) or cpus <= 0
-        ):
-            raise ConfigError(f"{where}: 'cpus' must be a positive number, not {cpus!r}")
-        memory = opts.get("memory")
-        if memory is not None and not isinstance(memory, str | int):
-            raise ConfigError(f"{where}: 'memory' must be like '512m' or a number of bytes")
-        for key in ("mount_cwd", "pull", "init"):
-            if key in opts and not isinstance(opts[key], bool):
-                raise ConfigError(f"{where}: {key!r} must be true or false")
-        for key in ("workdir", "network", "user"):
-            if opts.get(key) is not None and not isinstance(opts[key], str):
-                raise ConfigError(f"{where}: {key!r} must be a string")
-        return cls(**opts, source=str(data.get("source", "config")))
+        table = {k: v for k, v in data.items() if k != "source"}
+        parsed: DockerTable = SCHEMA.parse_table(table, name="", where=where)
+        return parsed.options(source=str(data.get("source", "config")))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the options as JSON-able data (the inverse of :meth:`parse`)."""
@@ -138,65 +117,130 @@ class DockerOptions:
         return DockerOptions.parse({**self.to_dict(), **overrides}, where="launch params")
 
 
-def parse_mount(spec: str, *, where: str = "mount") -> tuple[str, str, str]:
-    """Split ``"host:container[:ro|rw]"`` into ``(host, container, mode)``.
-
-    :raises ConfigError: when the spec is not of that shape or a path is not absolute.
-    """
+def _split_mount(spec: str) -> tuple[str, str, str]:
     parts = spec.split(":")
     mode = "rw"
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
         mode = parts.pop()
     if len(parts) != 2 or not parts[0].startswith("/") or not parts[1].startswith("/"):
-        raise ConfigError(
-            f"{where}: mount {spec!r} must be 'host-path:container-path[:ro|rw]' "
-            "with absolute paths"
+        raise ValueError(
+            f"mount {spec!r} must be 'host-path:container-path[:ro|rw]' with absolute paths"
         )
     return parts[0], parts[1], mode
 
 
-def _kernel_type(name: str, data: Mapping[str, Any], *, where: str, source: str) -> KernelType:
-    options = DockerOptions.parse({**data, "source": source}, where=where)
-    argv = data.get("argv", DEFAULT_ARGV)
-    if isinstance(argv, str) or not argv or not all(isinstance(a, str) for a in argv):
-        raise ConfigError(f"{where}: 'argv' must be a non-empty list of strings")
-    env = data.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-        raise ConfigError(f"{where}: 'env' must be a table of strings")
-    for key in ("display_name", "language"):
-        if not isinstance(data.get(key, ""), str):
-            raise ConfigError(f"{where}: {key!r} must be a string")
+def parse_mount(spec: str, *, where: str = "mount") -> tuple[str, str, str]:
+    """Split ``"host:container[:ro|rw]"`` into ``(host, container, mode)``.
+
+    :raises ConfigError: when the spec is not of that shape or a path is not absolute.
+    """
     try:
-        return KernelType(
-            provider=PROVIDER,
-            name=name,
-            display_name=data.get("display_name") or f"{name} (Docker {options.image})",
-            language=data.get("language", "python"),
-            argv=tuple(argv),
-            env=dict(env),
-            interrupt_mode=data.get("interrupt_mode", "signal"),
-            metadata={"docker": options.to_dict()},
-        )
+        return _split_mount(spec)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+# ---- the config file: [docker] settings and [docker.<name>] tables ----
+
+
+def _an_image(value: str) -> str:
+    if not value:
+        raise ValueError("must name a Docker image, e.g. 'python:3.11'")
+    return value
+
+
+def _mounts(value: tuple[str, ...]) -> tuple[str, ...]:
+    for spec in value:
+        _split_mount(spec)
+    return value
+
+
+def _an_argv(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("must be a non-empty list of strings")
+    return value
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """The plugin's own settings: the scalars of ``[docker]``."""
+
+    ping_timeout: float = setting(
+        PING_TIMEOUT, "seconds before the engine counts as down", check=positive
+    )
+    discover_labels: bool = setting(True, f"offer every local image labelled {IMAGE_LABEL}")
+
+
+@dataclass(frozen=True)
+class DockerTable:
+    """One ``[docker.<name>]`` table (or an image's label): a kernel type and its container."""
+
+    name: str = table_name()
+    image: str = setting(doc="the image to run (name:tag or id)", check=_an_image)
+    display_name: str = setting("", "the type's display name; default '<name> (Docker <image>)'")
+    language: str = setting("python", "the kernel's language")
+    argv: tuple[str, ...] = setting(
+        DEFAULT_ARGV, "the kernel command in the container, with {connection_file}", check=_an_argv
+    )
+    env: Mapping[str, str] = setting({}, "extra environment of the kernel")
+    interrupt_mode: Literal["signal", "message"] = setting(
+        "signal", "signal: SIGINT to the kernel; message: interrupt_request"
+    )
+    workdir: str | None = setting(None, "the working directory in the container; none: the image's")
+    mounts: tuple[str, ...] = setting((), "'host:container[:ro|rw]' bind mounts", check=_mounts)
+    cpus: float | None = setting(None, "CPU limit (1.5: one and a half cores)", check=positive)
+    memory: str | int | None = setting(None, "memory limit ('512m', '2g' or bytes)")
+    network: str | None = setting(None, "the Docker network to join; none: the engine's bridge")
+    mount_cwd: bool = setting(False, "bind-mount the launch's cwd and work there")
+    pull: bool = setting(False, "pull the image when it is missing locally")
+    user: str | None = setting(None, "the user to run as ('1000:1000'); none: the image's")
+    init: bool = setting(True, "run Docker's init as PID 1 (forwards signals, reaps zombies)")
+
+    def options(self, *, source: str) -> DockerOptions:
+        """Return the container options of this type."""
+        return DockerOptions(
+            image=self.image,
+            workdir=self.workdir,
+            mounts=self.mounts,
+            cpus=self.cpus,
+            memory=self.memory,
+            network=self.network,
+            mount_cwd=self.mount_cwd,
+            pull=self.pull,
+            user=self.user,
+            init=self.init,
+            source=source,
+        )
+
+    def kernel_type(self, *, source: str = "config") -> KernelType:
+        """Return the kernel type ``docker/<name>``; its metadata holds the container options."""
+        return KernelType(
+            provider=PROVIDER,
+            name=self.name,
+            display_name=self.display_name or f"{self.name} (Docker {self.image})",
+            language=self.language,
+            argv=self.argv,
+            env=dict(self.env),
+            interrupt_mode=self.interrupt_mode,
+            metadata={"docker": self.options(source=source).to_dict()},
+        )
+
+
+#: The ``[docker]`` part of the config file: settings, and one table per kernel type.
+SCHEMA = ConfigSchema(PROVIDER, settings=DockerSettings, types=DockerTable)
+
+
 def types_from_config(config: Mapping[str, Any]) -> list[KernelType]:
-    """Return the kernel types of the plugin's config table (``hub.config_for("docker")``).
+    """Return the kernel types of the plugin's config table (tests, tools).
 
     Scalar keys are plugin settings; every sub-table is one kernel type. A
     broken table is logged (naming it and the problem) and skipped, so one typo
-    does not hide the other types.
+    does not hide the other types. The hooks use ``SCHEMA.load(hub)``.
     """
-    found = []
-    for name, table in config.items():
-        if not isinstance(table, Mapping):
-            continue
-        try:
-            found.append(_kernel_type(name, table, where=f"[docker.{name}]", source="config"))
-        except ConfigError as exc:
-            log.warning("skipping Docker kernel type: %s", exc)
-    return found
+    parsed = SCHEMA.parse(config)
+    for problem in parsed.problems:
+        log.warning("%s", problem)
+    return [table.kernel_type() for table in parsed.types.values()]
 
 
 def label_of(labels: Mapping[str, str] | None) -> dict[str, Any] | None:
@@ -229,8 +273,10 @@ def types_from_images(images: Iterable[tuple[str, Mapping[str, str] | None]]) ->
                 continue
             default_name = ref.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
             name = str(data.get("name") or default_name)
-            kt = _kernel_type(
-                name, {**data, "image": ref}, where=f"image {ref} label", source="label"
+            table = {k: v for k, v in data.items() if k != "name"}
+            where = f"image {ref} label"
+            kt = SCHEMA.parse_table({**table, "image": ref}, name=name, where=where).kernel_type(
+                source="label"
             )
         except (ValueError, ConfigError) as exc:
             log.warning("skipping image %s: bad %s label: %s", ref, IMAGE_LABEL, exc)
@@ -254,52 +300,3 @@ def options_of(kernel_type: KernelType) -> DockerOptions:
     """Return the container options stored in a docker kernel type's metadata."""
     data = dict(kernel_type.metadata.get("docker") or {})
     return DockerOptions.parse(data, where=f"kernel type {kernel_type.id}")
-
-
-#: The plugin's own settings (scalars of ``[docker]``) and their defaults.
-_SETTINGS = {"ping_timeout": 3.0, "discover_labels": True}
-
-
-def check_config(section: Mapping[str, Any]) -> list[ConfigCheck]:
-    """Check ``[docker]`` and every ``[docker.<name>]``: effective values and their sources.
-
-    The optional ``check_config`` attribute of the plugin (see
-    :mod:`kernel_hub.plugins.config`); ``kernel-hub config check`` calls it.
-    """
-    import os
-
-    values: dict[str, tuple[Any, str]] = {}
-    for key, default in _SETTINGS.items():
-        values[key] = (section[key], "config") if key in section else (default, "default")
-    host = os.environ.get("DOCKER_HOST")
-    values["engine"] = (
-        (host, "environment DOCKER_HOST") if host else ("unix:///var/run/docker.sock", "default")
-    )
-    unknown = [k for k, v in section.items() if not isinstance(v, Mapping) and k not in _SETTINGS]
-    error = (
-        f"[docker] has unknown setting(s) {', '.join(map(repr, unknown))}; known settings: "
-        f"{', '.join(_SETTINGS)} (kernel types go in [docker.<name>] tables)"
-        if unknown
-        else None
-    )
-    checks = [ConfigCheck(PROVIDER, values, error)]
-    defaults = DockerOptions(image="").to_dict()
-    for name, table in section.items():
-        if not isinstance(table, Mapping):
-            continue
-        where = f"[docker.{name}]"
-        try:
-            kt = _kernel_type(name, table, where=where, source="config")
-        except ConfigError as exc:
-            checks.append(ConfigCheck(f"{PROVIDER}.{name}", error=str(exc)))
-            continue
-        opts = dict(kt.metadata["docker"])
-        opts.pop("source", None)
-        found: dict[str, tuple[Any, str]] = {
-            "display_name": (kt.display_name, "config" if "display_name" in table else "default"),
-            "argv": (list(kt.argv), "config" if "argv" in table else "default"),
-        }
-        for key, value in opts.items():
-            found[key] = (value, "config") if key in table else (defaults[key], "default")
-        checks.append(ConfigCheck(f"{PROVIDER}.{name}", found))
-    return checks

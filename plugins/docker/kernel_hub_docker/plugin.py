@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from kernel_hub.provider import hookimpl
 
 from .discovery import find_docker_types
-from .images import check_config as check_config  # for 'kernel-hub config check'
+from .images import SCHEMA as config_schema  # for 'kernel-hub config check'
 from .launch import launch_container
 from .manager import DockerManager
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
 
-__all__ = ["check_config", "find_kernel_types", "launch", "make_manager"]
+__all__ = ["config_schema", "find_kernel_types", "launch", "make_manager"]
 
 
 @hookimpl

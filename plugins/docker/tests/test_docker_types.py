@@ -60,12 +60,14 @@ def test_config_tables_become_types_and_scalars_are_settings():
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({}, "'image' must name a Docker image"),
-        ({"image": "x", "cpus": -1}, "'cpus' must be a positive number"),
+        ({}, "needs 'image': the image to run"),
+        ({"image": ""}, "'image' must name a Docker image"),
+        ({"image": "x", "cpus": -1}, "'cpus' must be positive"),
         ({"image": "x", "mounts": ["relative:/x"]}, "absolute paths"),
-        ({"image": "x", "colour": "red"}, "unknown option 'colour'"),
+        ({"image": "x", "colour": "red"}, "unknown field(s) 'colour'"),
         ({"image": "x", "pull": "yes"}, "'pull' must be true or false"),
-        ({"image": "x", "argv": "python3 -m ipykernel"}, "'argv' must be a non-empty list"),
+        ({"image": "x", "argv": "python3 -m ipykernel"}, "'argv' must be a list of strings"),
+        ({"image": "x", "argv": []}, "'argv' must be a non-empty list"),
     ],
 )
 def test_bad_config_tables_are_skipped_with_a_warning_naming_them(table, message, caplog):

@@ -22,8 +22,10 @@
     job_dir = "~/.kernel-hub/slurm" # a directory on storage the compute nodes share
 
 Reading the config never contacts Slurm: ``kernel-hub list`` shows ``slurm/<name>``
-for every table at once. A launch's ``params`` override the job fields
-(``params={"time": "00:30:00"}``).
+for every table at once. A table with a bad field leaves out only its own type,
+with one warning naming the file, the table, the field and the fix (the schema
+:data:`SCHEMA` of :mod:`kernel_hub.provider` does that, and ``kernel-hub config
+check``). A launch's ``params`` override the job fields (``params={"time": "00:30:00"}``).
 """
 
 from __future__ import annotations
@@ -32,44 +34,18 @@ import dataclasses
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
-from kernel_hub.provider import ConfigError, KernelType, split_type_id
+from kernel_hub.provider import ConfigError, ConfigSchema, KernelType, positive, setting, table_name
 
-__all__ = ["PARAMS", "PROVIDER", "SlurmKernelConfig", "kernel_types", "parse_config"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["PARAMS", "PROVIDER", "SCHEMA", "SlurmKernelConfig", "parse_config"]
 
 #: The provider id, and the name of this plugin's table in the config file.
 PROVIDER = "slurm"
-
-_NUMBER = (int, float)
-_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "partition": str,
-    "time": str,
-    "cpus": int,
-    "mem": str,
-    "gres": str,
-    "account": str,
-    "qos": str,
-    "sbatch_args": list,
-    "python": str,
-    "argv": list,
-    "cwd": str,
-    "env": dict,
-    "setup": list,
-    "display_name": str,
-    "language": str,
-    "interrupt_mode": str,
-    "restart": bool,
-    "register_ip": str,
-    "kernel_ip": str,
-    "job_dir": str,
-    "start_timeout": _NUMBER,
-    "poll_interval": _NUMBER,
-    "register_timeout": _NUMBER,
-    "watch_interval": _NUMBER,
-}
 
 #: The fields a launch's ``params`` may override: what the job asks of Slurm.
 PARAMS = (
@@ -93,57 +69,138 @@ _WORD_RE = re.compile(r"^[\w.\-:,+=/]+$")
 _OWN_OPTIONS = ("--parsable", "--output", "-o", "--error", "-e", "--wrap", "--job-name", "-J")
 
 
+# ---- field checks: each returns the value or raises ValueError("<the rest of the sentence>")
+
+
+def _slurm_name(value: str) -> str:
+    if not _WORD_RE.match(value):
+        raise ValueError(f"is not a valid Slurm name: {value!r}")
+    return value
+
+
+def _time_limit(value: str) -> str:
+    if not _TIME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a Slurm time limit; use MM, HH:MM:SS, D-HH:MM:SS or UNLIMITED"
+        )
+    return value
+
+
+def _memory(value: str) -> str:
+    if not _MEM_RE.match(value):
+        raise ValueError(f"{value!r} is not a Slurm memory size; use e.g. 4000M or 16G")
+    return value
+
+
+def _at_least_one(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
+def _sbatch_args(value: tuple[str, ...]) -> tuple[str, ...]:
+    for arg in value:
+        if arg.split("=", 1)[0] in _OWN_OPTIONS:
+            raise ValueError(f"may not set {arg.split('=', 1)[0]}: the plugin sets it itself")
+    return value
+
+
+def _kernel_argv(value: tuple[str, ...]) -> tuple[str, ...]:
+    if value and not any("{connection_file}" in a for a in value):
+        raise ValueError("must contain '{connection_file}'")
+    return value
+
+
+def _register_ip(value: str) -> str:
+    try:
+        unspecified = ipaddress.ip_address(value).is_unspecified
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address; give this host's address as the compute nodes "
+            "reach it"
+        ) from None
+    if unspecified:
+        raise ValueError(
+            f"{value!r} listens everywhere; give the one address of this host that the "
+            "compute nodes reach"
+        )
+    return value
+
+
+def _kernel_ip(value: str) -> str:
+    if value != "auto":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"must be an IP address or 'auto', not {value!r}") from None
+    return value
+
+
 @dataclass(frozen=True)
 class SlurmKernelConfig:
     """One ``[slurm.<name>]`` table: the job to submit and the kernel to run in it.
 
-    :param name: the table name; the kernel type is ``slurm/<name>``.
-    :param python: the compute node's Python, with ipykernel (and so pyzmq).
-    :param argv: the kernel's argv with ``{connection_file}``; default ipykernel on *python*.
-    :param env: extra environment of the kernel (sent in the private registration
-        file, not on a command line).
-    :param setup: shell lines the job runs before the nanny (``module load``, ``source``).
-    :param restart: whether a kernel that died is resubmitted (default: no, since a
-        new job may wait in the queue for hours).
-    :param register_ip: where this host listens for the nanny's registration; an
-        address the compute nodes can reach (default 127.0.0.1: one-machine clusters).
-    :param kernel_ip: the address the kernel and nanny bind on the node; ``auto``
-        picks the node's address on the route to *register_ip*.
-    :param job_dir: where each launch's private directory goes; must be on storage
-        the compute nodes share with this host.
-    :param start_timeout: seconds a launch waits for the job to start and register.
-    :param poll_interval: seconds between ``squeue`` checks while the job is pending.
-    :param watch_interval: seconds between ``squeue`` checks while the kernel runs (the
-        nanny's events report most ends at once; this catches a nanny that could not).
-    :param register_timeout: seconds the nanny waits for this host to acknowledge its
-        registration before it ends the kernel and the job (a host that died meanwhile).
+    Its fields are the table's fields (declared with :func:`~kernel_hub.provider.setting`);
+    ``name`` is the table's name, and the kernel type is ``slurm/<name>``.
     """
 
-    name: str
-    partition: str | None = None
-    time: str | None = None
-    cpus: int = 1
-    mem: str | None = None
-    gres: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    sbatch_args: tuple[str, ...] = ()
-    python: str = "python3"
-    argv: tuple[str, ...] = ()
-    cwd: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict, hash=False)
-    setup: tuple[str, ...] = ()
-    display_name: str = ""
-    language: str = "python"
-    interrupt_mode: str = "signal"
-    restart: bool = False
-    register_ip: str = "127.0.0.1"
-    kernel_ip: str = "auto"
-    job_dir: str = "~/.kernel-hub/slurm"
-    start_timeout: float = 600.0
-    poll_interval: float = 2.0
-    register_timeout: float = 60.0
-    watch_interval: float = 30.0
+    name: str = table_name()
+    partition: str | None = setting(None, "sbatch --partition", check=_slurm_name)
+    time: str | None = setting(
+        None, "sbatch --time: MM, HH:MM:SS, D-HH:MM:SS or UNLIMITED", check=_time_limit
+    )
+    cpus: int = setting(1, "sbatch --cpus-per-task", check=_at_least_one)
+    mem: str | None = setting(None, "sbatch --mem, e.g. 4000M or 16G", check=_memory)
+    gres: str | None = setting(None, "sbatch --gres, e.g. gpu:1", check=_slurm_name)
+    account: str | None = setting(None, "sbatch --account", check=_slurm_name)
+    qos: str | None = setting(None, "sbatch --qos", check=_slurm_name)
+    sbatch_args: tuple[str, ...] = setting((), "any other sbatch options", check=_sbatch_args)
+    python: str = setting("python3", "the compute node's Python, with ipykernel (and pyzmq)")
+    argv: tuple[str, ...] = setting(
+        (),
+        "the kernel's argv with {connection_file}; default ipykernel on python",
+        check=_kernel_argv,
+    )
+    cwd: str | None = setting(None, "the kernel's working directory on the node")
+    env: Mapping[str, str] = setting(
+        {}, "extra environment of the kernel (sent in the private registration file)"
+    )
+    setup: tuple[str, ...] = setting((), "shell lines the job runs before the kernel")
+    display_name: str = setting("", "the type's display name; default from the job fields")
+    language: str = setting("python", "the kernel's language")
+    interrupt_mode: Literal["signal", "message"] = setting(
+        "signal", "signal: SIGINT to the kernel; message: interrupt_request"
+    )
+    restart: bool = setting(False, "resubmit a kernel that died (a new job may wait in the queue)")
+    register_ip: str = setting(
+        "127.0.0.1", "this host's address as the compute nodes reach it", check=_register_ip
+    )
+    kernel_ip: str = setting(
+        "auto",
+        "the address the kernel binds on the node; auto: on the route to register_ip",
+        check=_kernel_ip,
+    )
+    job_dir: str = setting(
+        "~/.kernel-hub/slurm", "where each launch's private directory goes (shared storage)"
+    )
+    start_timeout: float = setting(
+        600.0, "seconds a launch waits for the job to start and register", check=positive
+    )
+    poll_interval: float = setting(
+        2.0, "seconds between squeue checks while the job is pending", check=positive
+    )
+    register_timeout: float = setting(
+        60.0, "seconds the nanny waits for this host to acknowledge it", check=positive
+    )
+    watch_interval: float = setting(
+        30.0, "seconds between squeue checks while the kernel runs", check=positive
+    )
+
+    def __post_init__(self) -> None:
+        # Expanded on this host, where the directory is made (the nodes share it).
+        object.__setattr__(self, "job_dir", os.path.expanduser(self.job_dir))
+        for key in ("start_timeout", "poll_interval", "register_timeout", "watch_interval"):
+            object.__setattr__(self, key, float(getattr(self, key)))  # the file may give an int
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``slurm/<name>`` (Slurm is not contacted)."""
@@ -156,7 +213,7 @@ class SlurmKernelConfig:
             language=self.language,
             argv=self.kernel_argv(),
             env=dict(self.env),
-            interrupt_mode=self.interrupt_mode,  # type: ignore[arg-type]
+            interrupt_mode=self.interrupt_mode,
             metadata={
                 **{k: v for k, v in job.items() if v is not None},
                 "account": self.account,
@@ -183,8 +240,16 @@ class SlurmKernelConfig:
             )
         if not params:
             return self
-        merged = {**_as_table(self), **params}
-        return _parse_table(self.name, merged, where=f"launch params of slurm/{self.name}")
+        table = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "name" and getattr(self, f.name) is not None
+        }
+        where = f"launch params of slurm/{self.name}"
+        result: SlurmKernelConfig = SCHEMA.parse_table(
+            {**table, "env": dict(self.env), **params}, name=self.name, where=where
+        )
+        return result
 
     def sbatch_options(self) -> list[str]:
         """Return the sbatch options for the job's resources (not the plugin's own options)."""
@@ -203,118 +268,19 @@ class SlurmKernelConfig:
         return opts + list(self.sbatch_args)
 
 
-def _as_table(kc: SlurmKernelConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(kc):
-        value = getattr(kc, f.name)
-        if f.name == "name" or value is None:
-            continue
-        out[f.name] = list(value) if isinstance(value, tuple) else value
-    if not kc.argv:
-        out.pop("argv", None)
-    out["env"] = dict(kc.env)
-    return out
-
-
-def _parse_table(name: str, table: Any, *, where: str | None = None) -> SlurmKernelConfig:
-    place = where or f"kernel_hub config [slurm.{name}]"
-
-    def fail(key: str | None, problem: str) -> ConfigError:
-        return ConfigError(f"{place}" + (f" field {key!r}" if key else "") + f" {problem}")
-
-    if not isinstance(table, Mapping):
-        raise fail(None, f"must be a table (one per Slurm kernel type), not {type(table).__name__}")
-    unknown = sorted(set(table) - set(_FIELDS))
-    if unknown:
-        raise ConfigError(
-            f"{place} has unknown field(s) {', '.join(map(repr, unknown))}; "
-            f"known fields: {', '.join(sorted(_FIELDS))}"
-        )
-    for key, value in table.items():
-        expected = _FIELDS[key]
-        # bool is an int: cpus = true must not pass as 1 CPU.
-        ok = isinstance(value, expected) and not (isinstance(value, bool) and expected is not bool)
-        if not ok:
-            want = expected.__name__ if isinstance(expected, type) else "number"
-            raise fail(key, f"must be a {want}, not {type(value).__name__} {value!r}")
-    for key in ("partition", "account", "qos", "gres"):
-        if key in table and not _WORD_RE.match(table[key]):
-            raise fail(key, f"is not a valid Slurm name: {table[key]!r}")
-    if "time" in table and not _TIME_RE.match(table["time"]):
-        raise fail(
-            "time",
-            f"{table['time']!r} is not a Slurm time limit; use MM, HH:MM:SS, D-HH:MM:SS "
-            "or UNLIMITED",
-        )
-    if "mem" in table and not _MEM_RE.match(table["mem"]):
-        raise fail("mem", f"{table['mem']!r} is not a Slurm memory size; use e.g. 4000M or 16G")
-    if "cpus" in table and table["cpus"] < 1:
-        raise fail("cpus", f"must be at least 1, not {table['cpus']}")
-    for key in ("start_timeout", "poll_interval", "register_timeout", "watch_interval"):
-        if key in table and table[key] <= 0:
-            raise fail(key, f"must be positive, not {table[key]}")
-    for key in ("sbatch_args", "setup", "argv"):
-        if not all(isinstance(a, str) for a in table.get(key, [])):
-            raise fail(key, "must be a list of strings")
-    for arg in table.get("sbatch_args", []):
-        if arg.split("=", 1)[0] in _OWN_OPTIONS:
-            raise fail(
-                "sbatch_args", f"may not set {arg.split('=', 1)[0]}: the plugin sets it itself"
-            )
-    if table.get("argv") and not any("{connection_file}" in a for a in table["argv"]):
-        raise fail("argv", "must contain '{connection_file}'")
-    env = table.get("env", {})
-    bad = [k for k, v in env.items() if not isinstance(v, str)]
-    if bad:
-        raise fail("env", f"values must be strings (see {bad[0]!r})")
-    if table.get("interrupt_mode", "signal") not in ("signal", "message"):
-        raise fail("interrupt_mode", "must be 'signal' or 'message'")
-    if "register_ip" in table:
-        try:
-            if ipaddress.ip_address(table["register_ip"]).is_unspecified:
-                raise fail(
-                    "register_ip",
-                    f"{table['register_ip']!r} listens everywhere; give the one address of this "
-                    "host that the compute nodes reach",
-                )
-        except ValueError:
-            raise fail(
-                "register_ip",
-                f"{table['register_ip']!r} is not an IP address; give this host's address "
-                "as the compute nodes reach it",
-            ) from None
-    if table.get("kernel_ip", "auto") != "auto":
-        try:
-            ipaddress.ip_address(table["kernel_ip"])
-        except ValueError:
-            raise fail("kernel_ip", "must be an IP address or 'auto'") from None
-    try:
-        norm = split_type_id(f"{PROVIDER}/{name}")[1]
-    except ValueError as exc:
-        raise ConfigError(f"{place}: {exc}") from None
-    kwargs = {k: v for k, v in table.items()}
-    for key in ("sbatch_args", "setup", "argv"):
-        if key in kwargs:
-            kwargs[key] = tuple(kwargs[key])
-    for key in ("start_timeout", "poll_interval", "register_timeout", "watch_interval"):
-        if key in kwargs:
-            kwargs[key] = float(kwargs[key])
-    kwargs["job_dir"] = os.path.expanduser(kwargs.get("job_dir", "~/.kernel-hub/slurm"))
-    return SlurmKernelConfig(name=norm, **kwargs)
+#: The ``[slurm]`` part of the config file: one kernel-type table per ``[slurm.<name>]``.
+SCHEMA = ConfigSchema(PROVIDER, types=SlurmKernelConfig)
 
 
 def parse_config(section: Mapping[str, Any]) -> dict[str, SlurmKernelConfig]:
-    """Parse the ``[slurm]`` section of the config: ``{name: table}``.
+    """Parse the ``[slurm]`` section strictly (tests, tools): ``{name: table}``.
 
-    :raises ConfigError: naming the table and field that is wrong and how to fix it.
+    The hooks use :meth:`SCHEMA.load <kernel_hub.provider.ConfigSchema.load>`
+    instead, which leaves a bad table out with a warning.
+
+    :raises ConfigError: the first bad table's one line, naming its field and the fix.
     """
-    out: dict[str, SlurmKernelConfig] = {}
-    for name, table in section.items():
-        kc = _parse_table(str(name), table)
-        out[kc.name] = kc
-    return out
-
-
-def kernel_types(section: Mapping[str, Any]) -> list[KernelType]:
-    """Return the kernel types of the ``[slurm]`` section, without contacting Slurm."""
-    return [kc.kernel_type() for kc in parse_config(section).values()]
+    parsed = SCHEMA.parse(section)
+    if parsed.problems:
+        raise ConfigError(parsed.problems[0].message)
+    return parsed.types

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.provider import NoSuchKernelType, RestartPolicy, hookimpl
+from kernel_hub.provider import RestartPolicy, hookimpl
 
-from .config import PROVIDER, kernel_types, parse_config
+from .config import SCHEMA
+from .config import SCHEMA as config_schema  # the tables' schema, for 'kernel-hub config check'
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
 
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
 
+    from .config import SlurmKernelConfig
     from .manager import SlurmKernelManager
+
+__all__ = ["config_schema", "find_kernel_types", "launch", "make_manager", "restart_policy"]
 
 #: A dead Slurm kernel is not resubmitted unless its table says ``restart = true``:
 #: a new job may wait in the queue for hours.
@@ -26,7 +30,7 @@ NO_RESTART = RestartPolicy(enabled=False)
 
 @hookimpl
 def find_kernel_types(hub: HubContext) -> list[KernelType]:
-    return kernel_types(hub.config_for(PROVIDER))
+    return [kc.kernel_type() for kc in SCHEMA.load(hub).types.values()]
 
 
 @hookimpl
@@ -35,11 +39,8 @@ def launch(
 ) -> Awaitable[LaunchResult]:
     from .launch import launch_job
 
-    configs = parse_config(hub.config_for(PROVIDER))
-    if kernel_type.name not in configs:
-        raise NoSuchKernelType(kernel_type.id, [f"{PROVIDER}/{n}" for n in configs])
-    kc = configs[kernel_type.name].with_params(request.params)
-    return launch_job(hub, kernel_type, request, kc)
+    kc: SlurmKernelConfig = SCHEMA.type_config(hub, kernel_type)
+    return launch_job(hub, kernel_type, request, kc.with_params(request.params))
 
 
 @hookimpl
@@ -62,5 +63,5 @@ def make_manager(
 
 @hookimpl
 def restart_policy(hub: HubContext, kernel_type: KernelType) -> RestartPolicy:
-    kc = parse_config(hub.config_for(PROVIDER)).get(kernel_type.name)
+    kc = SCHEMA.load(hub).types.get(kernel_type.name)
     return RestartPolicy() if kc is not None and kc.restart else NO_RESTART

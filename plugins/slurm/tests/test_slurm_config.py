@@ -96,8 +96,8 @@ def test_params_override_table_values():
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ({"cpus": "4"}, "[slurm.k] field 'cpus' must be a int, not str '4'"),
-        ({"cpus": True}, "[slurm.k] field 'cpus' must be a int, not bool True"),
+        ({"cpus": "4"}, "[slurm.k] field 'cpus' must be an integer, not str '4'"),
+        ({"cpus": True}, "[slurm.k] field 'cpus' must be an integer, not bool True"),
         ({"time": "2h"}, "[slurm.k] field 'time' '2h' is not a Slurm time limit; use MM, HH:MM:SS"),
         ({"mem": "lots"}, "[slurm.k] field 'mem' 'lots' is not a Slurm memory size"),
         ({"partition": "a b"}, "[slurm.k] field 'partition' is not a valid Slurm name: 'a b'"),
@@ -250,3 +250,77 @@ def test_the_testing_module_imports_without_pytest():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+# ---- one bad table costs only its own type (issue #22 item 1) ----
+
+BROKEN = """
+[slurm]
+partition = "gpu"
+
+[slurm.good]
+partition = "gpu"
+
+[slurm.typo]
+partiton = "gpu"
+
+[slurm.late]
+time = "2h"
+"""
+
+
+def kernel_hub(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real ``kernel-hub`` on BROKEN, with no Slurm command on PATH."""
+    config = tmp_path / "config.toml"
+    config.write_text(BROKEN)
+    env = {
+        **os.environ,
+        "KERNEL_HUB_CONFIG": str(config),
+        "PATH": str(tmp_path),
+        "KERNEL_HUB_DISABLE_PLUGINS": "docker,ssh",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "kernel_hub", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_bad_table_drops_only_its_type_with_one_line_naming_file_table_and_field(tmp_path):
+    res = kernel_hub(tmp_path, "list", "--json")
+    assert res.returncode == 0, res.stderr
+    ids = {t["id"] for t in json.loads(res.stdout)}
+    assert "slurm/good" in ids and not ids & {"slurm/typo", "slurm/late"}
+    warnings = [line for line in res.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 3, res.stderr
+    (typo,) = [w for w in warnings if "[slurm.typo]" in w]
+    assert str(tmp_path / "config.toml") in typo
+    assert "unknown field(s) 'partiton'" in typo and "did you mean 'partition'?" in typo
+    assert "The slurm/typo kernel type is left out until this is fixed" in typo
+    (late,) = [w for w in warnings if "[slurm.late]" in w]
+    assert "field 'time' '2h' is not a Slurm time limit; use MM, HH:MM:SS" in late
+    (stray,) = [w for w in warnings if "[slurm.partition]" in w]
+    assert "must be a table (one per slurm kernel type), not str 'gpu'" in stray
+    assert "ConfigError(" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_config_check_reports_each_bad_slurm_table(tmp_path):
+    res = kernel_hub(tmp_path, "config", "check")
+    assert res.returncode == 2, res.stdout + res.stderr
+    out = res.stdout
+    assert "[slurm.good]  ok" in out and '"gpu"  (config)' in out
+    assert "[slurm.typo]  ERROR:" in out and "did you mean 'partition'?" in out
+    assert "[slurm.late]  ERROR:" in out and "'2h' is not a Slurm time limit" in out
+    assert "[slurm.partition]  ERROR:" in out
+    assert "not checked" not in out
+    assert "3 table(s) with errors" in res.stderr
+
+
+def test_hooks_of_good_types_work_next_to_a_bad_table():
+    hub = KernelHub(config={"slurm": {"good": {"restart": True}, "late": {"time": "2h"}}})
+    good = KernelType(provider="slurm", name="good")
+    assert plugin.restart_policy(hub=hub, kernel_type=good) == RestartPolicy()
+    with pytest.raises(ConfigError, match=r"^kernel_hub config \[slurm.late\] field 'time'"):
+        plugin.launch(hub=hub, kernel_type=KernelType(provider="slurm", name="late"), request=None)

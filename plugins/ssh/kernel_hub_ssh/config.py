@@ -17,54 +17,41 @@
 
 Reading the config never connects anywhere: ``kernel-hub list`` shows
 ``ssh/<name>`` for every table at once. A table with a bad field is left out
-with one warning naming the table, the field and the fix; the other tables
-still give their kernel types. ``kernel-hub config check`` shows each table's
-effective values (:func:`check_config`).
+with one warning naming the file, the table, the field and the fix; the other
+tables still give their kernel types. The schema :data:`SCHEMA` (an
+:class:`SSHTable` per table) does that, and ``kernel-hub config check``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from kernel_hub.provider import ConfigCheck, ConfigError, KernelType, split_type_id
+from kernel_hub.provider import (
+    ConfigError,
+    ConfigSchema,
+    KernelType,
+    positive,
+    setting,
+    table_name,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = [
     "PROVIDER",
+    "SCHEMA",
     "SSHHostConfig",
     "SSHKernelConfig",
-    "check_config",
+    "SSHTable",
     "kernel_types",
     "parse_config",
 ]
 
-log = logging.getLogger("kernel_hub.ssh")
-
 #: The provider id, and the name of this plugin's table in the config file.
 PROVIDER = "ssh"
-
-_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "host": str,
-    "port": int,
-    "user": str,
-    "identity_file": str,
-    "python": str,
-    "cwd": str,
-    "env": dict,
-    "display_name": str,
-    "language": str,
-    "jump_host": str,
-    "connect_timeout": (int, float),
-    "reconnect_timeout": (int, float),
-    "known_hosts": str,
-    "insecure_no_host_key_check": bool,
-    "config": list,
-    "interrupt_mode": str,
-    "lease": (int, float),
-}
 
 
 @dataclass(frozen=True)
@@ -165,7 +152,7 @@ class SSHKernelConfig:
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     display_name: str = ""
     language: str = "python"
-    interrupt_mode: str = "signal"
+    interrupt_mode: Literal["signal", "message"] = "signal"
     lease: float | None = None
 
     def kernel_type(self) -> KernelType:
@@ -177,167 +164,111 @@ class SSHKernelConfig:
             language=self.language,
             argv=(self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"),
             env=dict(self.env),
-            interrupt_mode=self.interrupt_mode,  # type: ignore[arg-type]
+            interrupt_mode=self.interrupt_mode,
             metadata={"host": self.target.label, "python": self.python},
         )
 
 
-def _where(name: str, key: str | None = None) -> str:
-    return f"kernel_hub config [ssh.{name}]" + (f" field {key!r}" if key else "")
+def _a_host(value: str) -> str:
+    if not value:
+        raise ValueError("must name a host (a host name or ~/.ssh/config alias), not ''")
+    return value
 
 
-def _parse_table(name: str, table: Any) -> SSHKernelConfig:
-    if not isinstance(table, Mapping):
-        raise ConfigError(
-            f"{_where(name)} must be a table (one per remote kernel type), "
-            f"not {type(table).__name__}"
-        )
-    unknown = sorted(set(table) - set(_FIELDS))
-    if unknown:
-        import difflib  # only for a typo
+def _a_port(value: int) -> int:
+    if not 0 < value < 65536:
+        raise ValueError(f"must be between 1 and 65535, not {value}")
+    return value
 
-        close = difflib.get_close_matches(unknown[0], _FIELDS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"{_where(name)} has unknown field(s) {', '.join(map(repr, unknown))}{hint}; "
-            f"known fields: {', '.join(sorted(_FIELDS))}"
-        )
-    for key, value in table.items():
-        expected = _FIELDS[key]
-        # bool is an int: a port = true must not pass as port 1.
-        if isinstance(value, bool) and expected is not bool:
-            ok = False
-        else:
-            ok = isinstance(value, expected)
-        if not ok:
-            want = expected.__name__ if isinstance(expected, type) else "number"
-            raise ConfigError(
-                f"{_where(name, key)} must be a {want}, not {type(value).__name__} {value!r}"
-            )
-    if not table.get("host"):
-        raise ConfigError(f"{_where(name)} needs a 'host' (a host name or ~/.ssh/config alias)")
-    port = table.get("port")
-    if port is not None and not 0 < port < 65536:
-        raise ConfigError(f"{_where(name, 'port')} must be between 1 and 65535, not {port}")
-    for key in ("connect_timeout", "reconnect_timeout", "lease"):
-        if key in table and table[key] <= 0:
-            raise ConfigError(f"{_where(name, key)} must be positive, not {table[key]}")
-    env = table.get("env", {})
-    bad = [k for k, v in env.items() if not isinstance(v, str)]
-    if bad:
-        raise ConfigError(f"{_where(name, 'env')}: values must be strings (see {bad[0]!r})")
-    if table.get("interrupt_mode", "signal") not in ("signal", "message"):
-        raise ConfigError(f"{_where(name, 'interrupt_mode')} must be 'signal' or 'message'")
-    configs = table.get("config")
-    if configs is not None and not all(isinstance(c, str) for c in configs):
-        raise ConfigError(f"{_where(name, 'config')} must be a list of ssh_config file paths")
 
-    def path(key: str) -> str | None:
-        value = table.get(key)
-        return os.path.expanduser(value) if value else None
+def _path(value: str | None) -> str | None:
+    return os.path.expanduser(value) if value else None
 
-    target = SSHHostConfig(
-        host=table["host"],
-        port=port,
-        user=table.get("user"),
-        identity_file=path("identity_file"),
-        jump_host=table.get("jump_host"),
-        connect_timeout=float(table.get("connect_timeout", 10.0)),
-        known_hosts=path("known_hosts"),
-        insecure_no_host_key_check=table.get("insecure_no_host_key_check", False),
-        config=tuple(os.path.expanduser(c) for c in configs) if configs is not None else None,
-        reconnect_timeout=float(table.get("reconnect_timeout", 60.0)),
+
+@dataclass(frozen=True)
+class SSHTable:
+    """One ``[ssh.<name>]`` table as written; :meth:`kernel_config` is what the plugin uses."""
+
+    name: str = table_name()
+    host: str = setting(doc="a host name, address or ~/.ssh/config alias", check=_a_host)
+    port: int | None = setting(None, "the SSH port; none: ~/.ssh/config, else 22", check=_a_port)
+    user: str | None = setting(None, "the login; none: ~/.ssh/config, else the local user")
+    identity_file: str | None = setting(None, "a private key; none: the SSH agent, default keys")
+    python: str = setting("python3", "the remote Python that has ipykernel")
+    cwd: str | None = setting(None, "the kernel's remote working directory; none: the remote home")
+    env: Mapping[str, str] = setting({}, "extra environment of the remote kernel (not secrets)")
+    display_name: str = setting("", "the type's display name; default '<name> (ssh <host>)'")
+    language: str = setting("python", "the kernel's language")
+    jump_host: str | None = setting(None, "[user@]host[:port] to hop through (ProxyJump)")
+    connect_timeout: float = setting(
+        10.0, "seconds for each connection attempt and for the start", check=positive
     )
-    try:
-        norm = split_type_id(f"{PROVIDER}/{name}")[1]
-        kc = SSHKernelConfig(
-            name=norm,
-            target=target,
-            python=table.get("python", "python3"),
-            cwd=table.get("cwd"),
-            env=dict(env),
-            display_name=table.get("display_name", ""),
-            language=table.get("language", "python"),
-            interrupt_mode=table.get("interrupt_mode", "signal"),
-            lease=float(table["lease"]) if "lease" in table else None,
+    reconnect_timeout: float = setting(
+        60.0,
+        "seconds a dropped connection is retried before its kernels count as dead",
+        check=positive,
+    )
+    known_hosts: str | None = setting(None, "a known_hosts file; none: ~/.ssh/known_hosts")
+    insecure_no_host_key_check: bool = setting(
+        False, "accept any host key (man-in-the-middle risk)"
+    )
+    config: tuple[str, ...] | None = setting(
+        None, "ssh_config files to read instead of ~/.ssh/config"
+    )
+    interrupt_mode: Literal["signal", "message"] = setting(
+        "signal", "signal: SIGINT to the kernel; message: interrupt_request"
+    )
+    lease: float | None = setting(
+        None, "seconds the remote nanny waits with no host connected; none: 300", check=positive
+    )
+
+    def kernel_config(self) -> SSHKernelConfig:
+        """Return the table as the plugin uses it (paths expanded, the host apart)."""
+        target = SSHHostConfig(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            identity_file=_path(self.identity_file),
+            jump_host=self.jump_host,
+            connect_timeout=float(self.connect_timeout),  # the file may give an int
+            known_hosts=_path(self.known_hosts),
+            insecure_no_host_key_check=self.insecure_no_host_key_check,
+            config=tuple(map(os.path.expanduser, self.config)) if self.config is not None else None,
+            reconnect_timeout=float(self.reconnect_timeout),
         )
-    except ValueError as exc:
-        raise ConfigError(f"{_where(name)}: {exc}") from None
-    return kc
+        return SSHKernelConfig(
+            name=self.name,
+            target=target,
+            python=self.python,
+            cwd=self.cwd,
+            env=dict(self.env),
+            display_name=self.display_name,
+            language=self.language,
+            interrupt_mode=self.interrupt_mode,
+            lease=float(self.lease) if self.lease is not None else None,
+        )
+
+
+#: The ``[ssh]`` part of the config file: one kernel-type table per ``[ssh.<name>]``.
+SCHEMA = ConfigSchema(PROVIDER, types=SSHTable)
 
 
 def parse_config(section: Mapping[str, Any], *, strict: bool = False) -> dict[str, SSHKernelConfig]:
-    """Parse the ``[ssh]`` section of the config: ``{name: table}``.
+    """Parse the ``[ssh]`` section: ``{name: table}`` of the good tables (tests, tools).
+
+    The hooks use :meth:`SCHEMA.load <kernel_hub.provider.ConfigSchema.load>`,
+    which also logs each bad table once.
 
     :param strict: raise on the first bad table instead of leaving it out.
-    A bad table left out is logged once per process, in one line naming the
-    table, the field and the fix.
-
     :raises ConfigError: (only when *strict*) naming the table and field that is
         wrong and how to fix it.
     """
-    out: dict[str, SSHKernelConfig] = {}
-    for name, table in section.items():
-        try:
-            kc = _parse_table(str(name), table)
-        except ConfigError as exc:
-            if strict:
-                raise
-            _warn_once(f"{exc}. The ssh/{name} kernel type is left out until this is fixed")
-            continue
-        out[kc.name] = kc
-    return out
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        log.warning("%s", message)
+    parsed = SCHEMA.parse(section)
+    if strict and parsed.problems:
+        raise ConfigError(parsed.problems[0].message)
+    return {name: table.kernel_config() for name, table in parsed.types.items()}
 
 
 def kernel_types(section: Mapping[str, Any]) -> list[KernelType]:
     """Return the kernel types of the good tables of ``[ssh]``, without connecting anywhere."""
     return [kc.kernel_type() for kc in parse_config(section).values()]
-
-
-#: What each field is when a table does not set it, in words for ``config check``.
-_DEFAULTS: dict[str, Any] = {
-    "port": "from ~/.ssh/config, else 22",
-    "user": "from ~/.ssh/config, else the local user",
-    "identity_file": "the SSH agent and default keys",
-    "python": "python3",
-    "cwd": "the remote home",
-    "env": {},
-    "display_name": "<name> (ssh <host>)",
-    "language": "python",
-    "jump_host": "from ~/.ssh/config (ProxyJump), else none",
-    "connect_timeout": 10.0,
-    "reconnect_timeout": 60.0,
-    "known_hosts": "~/.ssh/known_hosts",
-    "insecure_no_host_key_check": False,
-    "config": ["~/.ssh/config"],
-    "interrupt_mode": "signal",
-}
-
-
-def check_config(section: Mapping[str, Any]) -> list[ConfigCheck]:
-    """Check every ``[ssh.<name>]`` table: its effective values and their sources.
-
-    The optional ``check_config`` attribute of the plugin (see
-    :mod:`kernel_hub.plugins.config`); ``kernel-hub config check`` calls it.
-    """
-    checks = []
-    for name, table in section.items():
-        try:
-            _parse_table(str(name), table)
-        except ConfigError as exc:
-            checks.append(ConfigCheck(f"{PROVIDER}.{name}", error=str(exc)))
-            continue
-        values: dict[str, tuple[Any, str]] = {"host": (table["host"], "config")}
-        for key, default in _DEFAULTS.items():
-            values[key] = (table[key], "config") if key in table else (default, "default")
-        checks.append(ConfigCheck(f"{PROVIDER}.{name}", values))
-    return checks

@@ -7,24 +7,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.provider import NoSuchKernelType, hookimpl
+from kernel_hub.provider import hookimpl
 
-from .config import PROVIDER, kernel_types, parse_config
-from .config import check_config as check_config  # for 'kernel-hub config check'
+from .config import SCHEMA
+from .config import SCHEMA as config_schema  # the tables' schema, for 'kernel-hub config check'
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Mapping
 
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest, LaunchResult
 
+    from .config import SSHTable
     from .manager import SSHKernelManager
 
-__all__ = ["check_config", "find_kernel_types", "launch", "make_manager"]
+__all__ = ["config_schema", "find_kernel_types", "launch", "make_manager"]
 
 
 @hookimpl
 def find_kernel_types(hub: HubContext) -> list[KernelType]:
-    return kernel_types(hub.config_for(PROVIDER))
+    return [table.kernel_config().kernel_type() for table in SCHEMA.load(hub).types.values()]
 
 
 @hookimpl
@@ -33,10 +34,8 @@ def launch(
 ) -> Awaitable[LaunchResult]:
     from .manager import launch_remote  # asyncssh only once there is something to do
 
-    configs = parse_config(hub.config_for(PROVIDER))
-    if kernel_type.name not in configs:
-        raise NoSuchKernelType(kernel_type.id, [f"{PROVIDER}/{n}" for n in configs])
-    return launch_remote(hub, kernel_type, request, configs[kernel_type.name])
+    table: SSHTable = SCHEMA.type_config(hub, kernel_type)
+    return launch_remote(hub, kernel_type, request, table.kernel_config())
 
 
 @hookimpl
