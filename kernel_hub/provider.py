@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_names
 from .contract.errors import (
     ConfigError,
     KernelDied,
@@ -171,38 +172,23 @@ def local_make_manager(
 
 
 _LAZY = {
-    "CHANNELS": "wire.connection",
-    "free_ports": "wire.connection",
-    "new_connection_info": "wire.connection",
-    "ports_free": "wire.connection",
-    "read_connection_file": "wire.connection",
-    "runtime_dir": "wire.connection",
-    "write_connection_file": "wire.connection",
-    "Session": "wire.session",
-    "BadSignature": "wire.session",
-    "cancel_and_wait": "aio",
-    "LoopThread": "aio.loopthread",
-    "reap_on_exit": "managers.reaper",
-    "NannyManager": "managers.remote",
-    "nanny_source": "nanny",
-    "is_nanny_info": "managers.remote",
-    "SubprocessManager": "managers.subproc",
-    "launch_subprocess": "managers.subproc",
+    "CHANNELS": ".wire.connection",
+    "free_ports": ".wire.connection",
+    "new_connection_info": ".wire.connection",
+    "ports_free": ".wire.connection",
+    "read_connection_file": ".wire.connection",
+    "runtime_dir": ".wire.connection",
+    "write_connection_file": ".wire.connection",
+    "Session": ".wire.session",
+    "BadSignature": ".wire.session",
+    "cancel_and_wait": ".aio",
+    "LoopThread": ".aio.loopthread",
+    "reap_on_exit": ".managers.reaper",
+    "NannyManager": ".managers.remote",
+    "nanny_source": ".nanny:source",
+    "is_nanny_info": ".managers.remote",
+    "SubprocessManager": ".managers.subproc",
+    "launch_subprocess": ".managers.subproc",
 }
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use (PEP 562): pay only for what a plugin uses."""
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f".{_LAZY[name]}", __package__)
-        value = getattr(module, "source" if name == "nanny_source" else name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kernel_hub.provider' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """List the lazy names too."""
-    return sorted({*globals(), *__all__})
+# Import a public name on first use (PEP 562): pay only for what a plugin uses.
+__getattr__, __dir__ = lazy_names(globals(), _LAZY, __all__)
