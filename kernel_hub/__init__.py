@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_names
 from .client import AsyncKernelClient, BlockingKernelClient
 from .contract.errors import (
     ConfigError,
@@ -67,29 +68,19 @@ __all__ = [
 #: Public names whose modules load on first use (PEP 562): a host that launches and
 #: talks to kernels through KernelHub does not need them, and every module costs RSS.
 _LAZY = {
-    "NannyManager": "managers.remote",
-    "SubprocessManager": "managers.subproc",
-    "launch_subprocess": "managers.subproc",
-    "run_kernel": "run",
-    "run_kernel_async": "run",
+    "NannyManager": ".managers.remote",
+    "SubprocessManager": ".managers.subproc",
+    "launch_subprocess": ".managers.subproc",
+    "run_kernel": ".run",
+    "run_kernel_async": ".run",
 }
+_lazy_getattr, __dir__ = lazy_names(globals(), _LAZY, __all__)
 
 
 def __getattr__(name: str) -> Any:
     """Import a rarely used public name on first access, or compute ``__version__``."""
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value  # later lookups do not come back here
-        return value
     if name == "__version__":
         from importlib.metadata import version  # the launch path never asks for it
 
         return version("kernel-hub")
-    raise AttributeError(f"module 'kernel_hub' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """List the lazy public names too, as if they had been imported."""
-    return sorted({*globals(), *__all__})
+    return _lazy_getattr(name)

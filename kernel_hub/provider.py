@@ -24,7 +24,8 @@ attribute ``config_schema`` of its plugin module; the schema checks the tables
 and ``kernel-hub config check`` reports them, the same way for every plugin.
 
 Names that pull in more than the contract itself (subprocess management, the
-nanny client, ZeroMQ) load on first use, so a plugin that has nothing to do
+nanny client, ZeroMQ, the wire format's :class:`Session`, which signs and checks
+messages with a connection key) load on first use, so a plugin that has nothing to do
 costs nothing to import.
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._lazy import lazy_names
 from .contract.errors import (
     ConfigError,
     KernelDied,
@@ -74,14 +76,17 @@ if TYPE_CHECKING:
     from .nanny import source as nanny_source
     from .wire.connection import (
         CHANNELS,
+        free_ports,
         new_connection_info,
         ports_free,
         read_connection_file,
         runtime_dir,
         write_connection_file,
     )
+    from .wire.session import BadSignature, Session
 
 __all__ = [
+    "BadSignature",
     "CHANNELS",
     "ConfigCheck",
     "ConfigError",
@@ -101,12 +106,14 @@ __all__ = [
     "ParsedConfig",
     "PluginError",
     "RestartPolicy",
+    "Session",
     "SubprocessManager",
     "UnavailableType",
     "between",
     "cancel_and_wait",
     "expand_env",
     "format_argv",
+    "free_ports",
     "hookimpl",
     "is_nanny_info",
     "nanny_source",
@@ -165,35 +172,23 @@ def local_make_manager(
 
 
 _LAZY = {
-    "CHANNELS": "wire.connection",
-    "new_connection_info": "wire.connection",
-    "ports_free": "wire.connection",
-    "read_connection_file": "wire.connection",
-    "runtime_dir": "wire.connection",
-    "write_connection_file": "wire.connection",
-    "cancel_and_wait": "aio",
-    "LoopThread": "aio.loopthread",
-    "reap_on_exit": "managers.reaper",
-    "NannyManager": "managers.remote",
-    "nanny_source": "nanny",
-    "is_nanny_info": "managers.remote",
-    "SubprocessManager": "managers.subproc",
-    "launch_subprocess": "managers.subproc",
+    "CHANNELS": ".wire.connection",
+    "free_ports": ".wire.connection",
+    "new_connection_info": ".wire.connection",
+    "ports_free": ".wire.connection",
+    "read_connection_file": ".wire.connection",
+    "runtime_dir": ".wire.connection",
+    "write_connection_file": ".wire.connection",
+    "Session": ".wire.session",
+    "BadSignature": ".wire.session",
+    "cancel_and_wait": ".aio",
+    "LoopThread": ".aio.loopthread",
+    "reap_on_exit": ".managers.reaper",
+    "NannyManager": ".managers.remote",
+    "nanny_source": ".nanny:source",
+    "is_nanny_info": ".managers.remote",
+    "SubprocessManager": ".managers.subproc",
+    "launch_subprocess": ".managers.subproc",
 }
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use (PEP 562): pay only for what a plugin uses."""
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f".{_LAZY[name]}", __package__)
-        value = getattr(module, "source" if name == "nanny_source" else name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'kernel_hub.provider' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """List the lazy names too."""
-    return sorted({*globals(), *__all__})
+# Import a public name on first use (PEP 562): pay only for what a plugin uses.
+__getattr__, __dir__ = lazy_names(globals(), _LAZY, __all__)

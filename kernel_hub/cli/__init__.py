@@ -73,7 +73,10 @@ class _Parser(argparse.ArgumentParser):
         return ns, extras
 
 
-def _start_timeout(p: argparse.ArgumentParser) -> None:
+def _timeouts(p: argparse.ArgumentParser, timeout: str | None = None) -> None:
+    """Add ``--start-timeout``, and ``--timeout`` (no default) with help *timeout* if given."""
+    if timeout is not None:
+        p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help=timeout)
     p.add_argument(
         "--start-timeout",
         type=float,
@@ -107,14 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-c", dest="code", metavar="CODE", help="the code to run")
     src.add_argument("-f", "--file", metavar="FILE", help="a file of code to run (default: stdin)")
     p.add_argument("--cwd", help="the kernel's working directory")
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="stop the kernel when the code has not finished within SECONDS (default: wait)",
-    )
-    _start_timeout(p)
+    _timeouts(p, "stop the kernel when the code has not finished within SECONDS (default: wait)")
 
     p = sub.add_parser("launch", help="start a kernel and keep it running until Ctrl-C/SIGTERM")
     p.add_argument("type", nargs="?", default=None, help="kernel type id (default: this Python)")
@@ -132,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the kernel under a nanny; the connection info gains nanny ports, so other "
         "processes can interrupt, restart and kill it ('kernel-hub attach')",
     )
-    _start_timeout(p)
+    _timeouts(p)
 
     p = sub.add_parser(
         "attach", help="use a running kernel from its connection file (it keeps running)"
@@ -149,14 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="interrupt with an interrupt_request message (kernels with interrupt_mode "
         "'message'), which needs no nanny",
     )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="give up when the kernel has not answered within SECONDS",
-    )
-    _start_timeout(p)
+    _timeouts(p, "give up when the kernel has not answered within SECONDS")
 
     p = sub.add_parser("config", help="check the config file")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
@@ -65,13 +65,8 @@ class PluginInfo:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "hooks": self.hooks,
-            "error": self.error,
-        }
+        """Return a JSON-able dict of every field (``kernel-hub plugins --json``)."""
+        return asdict(self)
 
 
 class KernelHubPluginManager(pluggy.PluginManager):

@@ -17,7 +17,10 @@ Fixtures:
 Helpers: :class:`EventRecorder` records a hub's lifecycle events and awaits
 them; :func:`require_service` skips a test whose service (dockerd, sshd) is
 missing on a developer's machine but fails it in CI (``CI=true``);
-:func:`processes_with_env` finds the processes a run left behind;
+:func:`processes_with_env` and :func:`processes_running` find the processes a
+run left behind (by environment, by command line), :func:`wait_gone` waits for
+processes to end, :func:`pid_alive` says whether one runs and :func:`free_ports`
+picks ports for a test's own servers (the same choice kernels get);
 :func:`spawn_grandchild` has a kernel start a process of its own;
 :class:`ProviderConformance` is the conformance suite for provider plugins (see
 :mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``), with
@@ -42,6 +45,7 @@ import pytest
 from ..conformance import ProviderConformance, execute_output, interrupt_busy_loop
 from ..managers.procs import pid_alive
 from ..plugins import KernelHubPluginManager, make_plugin_manager
+from ..wire.connection import free_ports
 from .events import EventRecorder
 from .fakes import FakeKernel, Responder, ScriptedTransport
 from .foreign import ForeignClient
@@ -49,9 +53,11 @@ from .processes import (
     NannyProcess,
     children,
     descendants,
+    processes_running,
     processes_with_env,
     spawn_grandchild,
     start_nanny,
+    wait_gone,
     wait_pid_gone,
 )
 
@@ -70,14 +76,17 @@ __all__ = [
     "descendants",
     "execute_output",
     "fake_kernel",
+    "free_ports",
     "interrupt_busy_loop",
     "pid_alive",
     "plugin_manager",
+    "processes_running",
     "processes_with_env",
     "require_service",
     "scripted_transport",
     "spawn_grandchild",
     "start_nanny",
+    "wait_gone",
     "wait_pid_gone",
 ]
 

@@ -10,13 +10,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from typing import IO, TYPE_CHECKING, Any
 
 from ..conformance import execute_output
 from ..managers.procs import pid_alive
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from ..client import AsyncKernelClient
     from ..lifecycle.kernel_client import KernelClient
@@ -25,9 +26,11 @@ __all__ = [
     "NannyProcess",
     "children",
     "descendants",
+    "processes_running",
     "processes_with_env",
     "spawn_grandchild",
     "start_nanny",
+    "wait_gone",
     "wait_pid_gone",
 ]
 
@@ -139,6 +142,35 @@ def processes_with_env(entry: str) -> list[int]:
         if needle in env and pid_alive(int(name)):
             found.append(int(name))
     return found
+
+
+def processes_running(needle: str) -> list[tuple[int, str]]:
+    """Return ``(pid, command line)`` of every live process whose command line contains *needle*.
+
+    Zombies and this process itself are left out; the command line's arguments
+    are joined by spaces.
+    """
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                args = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue  # ended while we looked
+        if needle in args and pid_alive(int(name)):
+            found.append((int(name), args))
+    return found
+
+
+def wait_gone(pids: Iterable[int], timeout: float = 30.0) -> list[int]:
+    """Wait up to *timeout* s in all for every process in *pids* to end; return those still alive.
+
+    Woken by a pidfd per process (Linux), not by polling.
+    """
+    deadline = time.monotonic() + timeout
+    return [pid for pid in pids if not wait_pid_gone(pid, max(0.0, deadline - time.monotonic()))]
 
 
 def wait_pid_gone(pid: int, timeout: float) -> bool:

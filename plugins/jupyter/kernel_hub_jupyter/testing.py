@@ -32,17 +32,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kernel_hub.testing import free_ports, processes_running
+
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
     from pathlib import Path
 
 __all__ = ["JupyterServer", "KernelSocket", "kernel_pids"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int, deadline: float, proc: subprocess.Popen[str]) -> bool:
@@ -61,19 +57,8 @@ def _listening(port: int, deadline: float, proc: subprocess.Popen[str]) -> bool:
 
 
 def kernel_pids(kernel_id: str) -> list[int]:
-    """Return the pids of local processes whose command line names *kernel_id*."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if kernel_id.encode() in cmdline and int(entry) != os.getpid():
-            pids.append(int(entry))
-    return pids
+    """Return the pids of live local processes whose command line names *kernel_id*."""
+    return [pid for pid, _ in processes_running(kernel_id)]
 
 
 @dataclass
@@ -104,7 +89,7 @@ class JupyterServer:
         :param args: more ``--Class.trait=value`` options.
         :raises RuntimeError: with the server's log when it does not come up in time.
         """
-        port = _free_port()
+        (port,) = free_ports(1)
         token = secrets.token_hex(24)
         for sub in ("root", "runtime", "config", "data"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)

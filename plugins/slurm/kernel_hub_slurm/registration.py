@@ -11,27 +11,19 @@ the port can neither register a kernel of their own nor learn anything.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import secrets
-import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import zmq
 import zmq.asyncio
 
+from kernel_hub.provider import BadSignature, Session
+
 __all__ = ["RegistrationEndpoint"]
 
 log = logging.getLogger("kernel_hub.slurm")
-
-DELIM = b"<IDS|MSG>"
-
-
-def _pack(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 class RegistrationEndpoint:
@@ -43,7 +35,8 @@ class RegistrationEndpoint:
 
     def __init__(self, ip: str = "127.0.0.1", *, key: str | None = None) -> None:
         self.key = key or secrets.token_hex(32)
-        self._auth = hmac.new(self.key.encode("ascii"), digestmod=hashlib.sha256)
+        # Signs and checks with the key, as every message of a kernel's own channels is.
+        self._session = Session(self.key)
         #: Messages dropped because their signature was missing or wrong.
         self.bad_signatures = 0
         self._ctx = zmq.asyncio.Context()
@@ -59,12 +52,6 @@ class RegistrationEndpoint:
     def __repr__(self) -> str:
         return f"<RegistrationEndpoint {self.url} [{'CLOSED' if self.closed else 'OPEN'}]>"
 
-    def _sign(self, parts: list[bytes]) -> bytes:
-        h = self._auth.copy()
-        for p in parts:
-            h.update(p)
-        return h.hexdigest().encode()
-
     async def receive(self) -> dict[str, Any]:
         """Wait for the first validly signed ``nanny_register``; acknowledge it; return its content.
 
@@ -73,18 +60,16 @@ class RegistrationEndpoint:
         while True:
             frames = await self._sock.recv_multipart()
             try:
-                idx = frames.index(DELIM)
-                signature, parts = frames[idx + 1], frames[idx + 2 : idx + 6]
-                if len(parts) != 4:
-                    raise ValueError("too few frames")
-            except (ValueError, IndexError):
-                self.bad_signatures += 1
-                log.warning("%r dropped a message that is not a Jupyter message", self)
-                continue
-            if not hmac.compare_digest(signature, self._sign(parts)):
+                idx = self._session.verify(frames)
+            except BadSignature:
                 self.bad_signatures += 1
                 log.warning("%r dropped a registration with a bad signature", self)
                 continue
+            except ValueError:
+                self.bad_signatures += 1
+                log.warning("%r dropped a message that is not a Jupyter message", self)
+                continue
+            parts = frames[idx + 2 : idx + 6]
             try:
                 header, content = json.loads(parts[0]), json.loads(parts[3])
             except ValueError:
@@ -96,16 +81,9 @@ class RegistrationEndpoint:
             return content
 
     async def _ack(self, idents: list[bytes], parent: dict[str, Any]) -> None:
-        header = {
-            "msg_id": uuid.uuid4().hex,
-            "msg_type": "nanny_registered",
-            "username": "kernel-hub",
-            "session": uuid.uuid4().hex,
-            "date": datetime.now(UTC).isoformat(),
-            "version": "5.3",
-        }
-        parts = [_pack(header), _pack(parent), _pack({}), _pack({})]
-        await self._sock.send_multipart([*idents, DELIM, self._sign(parts), *parts])
+        ack = self._session.msg("nanny_registered")
+        ack.parent_header, ack.idents = parent, idents
+        await self._sock.send_multipart(self._session.serialize(ack))
 
     def close(self) -> None:
         """Close the endpoint (idempotent); a pending :meth:`receive` fails."""

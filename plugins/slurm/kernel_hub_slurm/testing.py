@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# The plugin door, not kernel_hub.testing: this module must import without pytest.
+from kernel_hub.provider import free_ports, pid_alive
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -58,33 +61,11 @@ def slurm_available() -> bool:
     return all(shutil.which(p) for p in PROGRAMS) and os.geteuid() == 0
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _pid_from(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _alive(pid: int) -> bool:
-    """Return whether *pid* runs (a zombie does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False
 
 
 @dataclass
@@ -163,12 +144,12 @@ class SlurmCluster:
             if pid is None:
                 continue
             deadline = time.monotonic() + 15
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 if name == "munged" or time.monotonic() > deadline - 10:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGTERM)
                 time.sleep(0.1)  # a daemon's exit has no event we can wait on here
-            if _alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -235,7 +216,7 @@ def start_cluster(
         f.write(secrets.token_bytes(1024))
     node = socket.gethostname().split(".")[0]
     conf = d / "slurm.conf"
-    conf.write_text(_conf_text(d, node=node, cpus=cpus, ports=_free_ports(2), memory_mb=memory_mb))
+    conf.write_text(_conf_text(d, node=node, cpus=cpus, ports=free_ports(2), memory_mb=memory_mb))
     cluster = SlurmCluster(workdir=d, conf=conf, node=node, cpus=cpus)
     env = {**os.environ, **cluster.env}
     try:

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kernel_hub.testing import children, descendants
+# The process and port helpers are the core kit's; re-exported here, where this kit's
+# users have always found them.
+from kernel_hub.testing import children, descendants, free_ports, processes_running, wait_gone
 
 __all__ = [
     "SSHD",
@@ -54,30 +56,6 @@ def _keygen(path: Path, comment: str) -> None:
         check=True,
         stdin=subprocess.DEVNULL,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def processes_running(needle: str) -> list[tuple[int, str]]:
-    """Return ``(pid, command line)`` of every live process whose argv contains *needle*."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                args = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in args and state != b"Z":
-            found.append((int(entry), args))
-    return found
 
 
 def listening_sockets() -> list[tuple[str, int]]:
@@ -112,28 +90,6 @@ def process_listing() -> str:
             except OSError:
                 continue
     return "\n".join(lines)
-
-
-def wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:
-    """Wait until every process in *pids* has ended; return those still alive after *timeout*.
-
-    Uses a pidfd per process (Linux), so it wakes on the exit instead of polling.
-    """
-    import select
-
-    deadline = time.monotonic() + timeout
-    alive = []
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                alive.append(pid)
-        finally:
-            os.close(fd)
-    return alive
 
 
 @dataclass
@@ -242,7 +198,7 @@ def start_sshd(workdir: str | os.PathLike[str], *, timeout: float = 15.0) -> SSH
     _keygen(user_key, "kernel-hub test user")
     authorized = work / "authorized_keys"
     shutil.copy(user_key.with_suffix(".pub"), authorized)
-    port = _free_port()
+    (port,) = free_ports(1)
     user = getpass.getuser()
     config = work / "sshd_config"
     config.write_text(
