@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import runpy
 
@@ -87,3 +88,25 @@ async def test_interrupt_request_and_heartbeat_and_bad_signature():
             assert (await client.kernel_info(timeout=10)).content["status"] == "ok"
         await kernel.shutdown()
     assert not h.kernels
+
+
+@pytest.mark.asyncio
+async def test_shutdown_delay_is_honoured_and_a_stuck_kernel_is_killed(tmp_path, caplog):
+    async with hub() as h:
+        slow = {
+            "KERNEL_HUB_FAKE_SHUTDOWN_DELAY": "0.2",
+            "KERNEL_HUB_FAKE_SHUTDOWN_DIR": str(tmp_path),
+        }
+        polite = await h.launch(FAKE_TYPE, env=slow)
+        stuck = await h.launch(FAKE_TYPE, env={"KERNEL_HUB_FAKE_SHUTDOWN_DELAY": "inf"})
+        pids = [polite.manager.pid, stuck.manager.pid]
+        assert await polite.shutdown(timeout=30) is True
+        assert (tmp_path / f"seen-{pids[0]}").read_text() == "1"
+        assert not (tmp_path / f"active-{pids[0]}").exists()
+        with caplog.at_level(logging.WARNING, logger="kernel_hub"):
+            assert await stuck.shutdown(timeout=0.5) is False
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{stuck!r} did not exit within 0.5 s of shutdown_request; killed it"
+        ]
+        assert not any(pid_alive(pid) for pid in pids)
+        assert await stuck.shutdown() is False  # shut down already: the same answer
