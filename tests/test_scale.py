@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 
 import pytest
+import zmq
 
 from kernel_hub import KernelHub
 from kernel_hub.managers.reaper import reaper
 from kernel_hub.testing import FAKE_TYPE, fake_kernel_plugin, processes_with_env
 from kernel_hub.wire.connection import runtime_dir
-
-pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
+from kernel_hub.wire.context import hub_context
 
 
 def fake_hub():
@@ -60,6 +61,8 @@ def assert_nothing_left(kernels, marker):
         assert not os.path.exists(kernel.state["log_file"])
 
 
+@pytest.mark.asyncio
+@pytest.mark.slow
 async def test_shutdown_all_paces_itself_and_logs_one_line(tmp_path, caplog, marker):
     # 50 kernels that each take 0.3 s to exit; at most 5 are ended at a time, so the whole
     # takes >= 3 s: with 2 s counted from shutdown_all's start instead of from each kernel's
@@ -85,6 +88,8 @@ async def test_shutdown_all_paces_itself_and_logs_one_line(tmp_path, caplog, mar
     assert_nothing_left(kernels, marker)
 
 
+@pytest.mark.asyncio
+@pytest.mark.slow
 async def test_shutdown_all_counts_kills_in_one_warning(caplog, marker):
     async with fake_hub() as hub:
         polite = await launch_many(hub, 20)
@@ -105,6 +110,8 @@ async def test_shutdown_all_counts_kills_in_one_warning(caplog, marker):
     assert_nothing_left([*polite, *stuck], marker)
 
 
+@pytest.mark.asyncio
+@pytest.mark.slow
 async def test_shutdown_all_now_and_empty(caplog, marker):
     async with fake_hub() as hub:
         with caplog.at_level(logging.INFO, logger="kernel_hub"):
@@ -120,6 +127,8 @@ async def test_shutdown_all_now_and_empty(caplog, marker):
     assert_nothing_left(kernels, marker)
 
 
+@pytest.mark.asyncio
+@pytest.mark.slow
 async def test_one_hub_holds_100_fake_kernels(marker):
     async with fake_hub() as hub:
         kernels = await launch_many(hub, 100)
@@ -137,3 +146,21 @@ async def test_one_hub_holds_100_fake_kernels(marker):
         assert not hub.kernels
     assert_nothing_left(kernels, marker)
     assert not list(runtime_dir().glob(f"kernel-{kernels[0].id}*"))
+
+
+def test_hub_context_holds_more_than_1023_sockets():
+    # zmq.Context.instance() stops at 1,023 sockets (libzmq's default, fixed at the first
+    # socket): a hub of 1,000 kernels needs one monitor socket each, plus clients.
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < 3000:
+        pytest.skip(f"ulimit -n is {soft}: the OS would refuse the fds before ZeroMQ does")
+    ctx = hub_context()
+    assert ctx is hub_context()
+    assert ctx.get(zmq.MAX_SOCKETS) > 1023
+    sockets = []
+    try:
+        for _ in range(1100):
+            sockets.append(ctx.socket(zmq.SUB))
+    finally:
+        for sock in sockets:
+            sock.close(0)
