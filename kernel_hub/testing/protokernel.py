@@ -114,7 +114,7 @@ class FakeKernel:
         self.interrupted = False
         #: The execution in progress: the request's idents and header.
         self.running: tuple[list[bytes], dict] = ([], {})
-        ctx = zmq.Context()
+        self.ctx = ctx = zmq.Context()
         url = f"{info.get('transport', 'tcp')}://{info['ip']}:%d"
         self.shell = ctx.socket(zmq.ROUTER)
         self.control = ctx.socket(zmq.ROUTER)
@@ -299,6 +299,10 @@ class FakeKernel:
         time.sleep(self.shutdown_delay)
         if active:
             os.unlink(active)
+        # The replies go out (term waits up to each socket's linger), then the process ends
+        # without the interpreter's finalisation: a kernel that costs little to end as well.
+        self.ctx.destroy(linger=1000)
+        os._exit(0)
 
 
 def main(argv: list[str]) -> int:
