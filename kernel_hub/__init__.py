@@ -25,7 +25,7 @@ from .contract.errors import (
 from .contract.hookspecs import hookimpl, hookspec
 from .contract.manager import KernelManager
 from .contract.types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, UnavailableType
-from .hub import KernelHub
+from .hub import KernelHub, ShutdownReport
 from .lifecycle.kernel import RunningKernel
 from .lifecycle.kernel_client import KernelClient
 from .wire.session import Message
@@ -54,6 +54,7 @@ __all__ = [
     "PluginError",
     "RestartPolicy",
     "RunningKernel",
+    "ShutdownReport",
     "SubprocessManager",
     "UnavailableType",
     "__version__",

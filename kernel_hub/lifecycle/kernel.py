@@ -29,6 +29,7 @@ from ..client import AsyncKernelClient, BlockingKernelClient
 from ..contract.errors import KernelDied, KernelHubError
 from ..contract.types import RestartPolicy
 from ..wire.connection import CHANNELS, endpoint
+from ..wire.transport import ZMQTransport
 from .kernel_client import KernelClient
 from .monitor import ActivityMonitor, ExecutionState
 from .restarter import KernelRestarter
@@ -122,6 +123,8 @@ class RunningKernel:
         self._watch_task: asyncio.Task[None] | None = None
         self._restart_task: asyncio.Future[None] | None = None
         self._status = "STARTING"
+        #: Whether the last shutdown ended the process without a kill (shutdown's result).
+        self._ended_politely = True
 
     def __repr__(self) -> str:
         return f"<RunningKernel {self.kernel_type.id} {self.id[:8]} [{self._status}]>"
@@ -363,25 +366,53 @@ class RunningKernel:
             self._emit("failed", reason=failed)
         self._ended.set()
 
-    async def _stop_process(self, *, now: bool, timeout: float, restart: bool = False) -> None:
-        """End the current process: ``shutdown_request`` (unless *now*), then kill if needed."""
+    async def _stop_process(self, *, now: bool, timeout: float, restart: bool = False) -> bool:
+        """End the current process: ``shutdown_request`` (unless *now*), then kill if needed.
+
+        *timeout* counts from here: the request and the process's exit share it.
+
+        :returns: whether the process ended without being killed.
+        """
+        polite = True
         try:
             if now or not await self.manager.is_alive():
+                polite = not now
                 await self.manager.kill()
             else:
-                # Only the control channel is used: a busy kernel does not answer on shell.
-                client = AsyncKernelClient(self.connection_info, manager=self.manager)
-                await client.connect()
-                try:
-                    await client.shutdown(timeout=timeout, restart=restart)
-                finally:
-                    await client.close()
+                polite = await self._ask_to_end(timeout=timeout, restart=restart)
         finally:
             with contextlib.suppress(Exception):
                 if await self.manager.is_alive():
+                    polite = False
                     await self.manager.kill()
             self._monitor.close()
             await self.manager.cleanup()
+        return polite
+
+    async def _ask_to_end(self, *, timeout: float, restart: bool) -> bool:
+        """Send ``shutdown_request`` and wait for the process to end; return whether it did.
+
+        What counts is the process's end, not the reply, so the request is not awaited
+        (a kernel may exit before its reply is read) and the client has no manager.
+        Only the control channel is opened: a busy kernel does not answer on shell, and
+        with hundreds of kernels ending, three sockets and handshakes less on each side
+        is CPU saved for the kernels' own exits.
+        """
+        transport = ZMQTransport(self.connection_info, identity=b"", channels=("control",))
+        client = AsyncKernelClient(self.connection_info, transport=transport)
+        await client.connect()
+        request = asyncio.ensure_future(
+            client.request("shutdown_request", {"restart": restart}, channel="control")
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                await self.manager.wait()
+        except TimeoutError:
+            return False
+        finally:
+            await client.close()  # fails the request if it is still waiting for its reply
+            await asyncio.gather(request, return_exceptions=True)
+        return True
 
     # ---- host API ----
 
@@ -423,7 +454,12 @@ class RunningKernel:
 
     async def _restart_process(self, now: bool, timeout: float) -> None:
         try:
-            await self._stop_process(now=now, timeout=timeout, restart=True)
+            if not await self._stop_process(now=now, timeout=timeout, restart=True) and not now:
+                log.warning(
+                    "%r did not exit within %s s of shutdown_request (restart); killed it",
+                    self,
+                    timeout,
+                )
             self._monitor.set_state("dead")
             await self._relaunch()
         except BaseException as exc:
@@ -433,27 +469,45 @@ class RunningKernel:
         self._watch_task = asyncio.ensure_future(self._watch())
         self._restarter.watching = True
 
-    async def shutdown(self, *, now: bool = False, timeout: float = 5.0) -> None:
+    async def shutdown(
+        self,
+        *,
+        now: bool = False,
+        timeout: float = 5.0,
+        slot: contextlib.AbstractAsyncContextManager[Any] | None = None,
+        quiet: bool = False,
+    ) -> bool:
         """Shut the kernel down and release what its launch created; it is not restarted.
 
         :param now: kill at once instead of asking politely with ``shutdown_request``.
-        :param timeout: how long to wait for a polite shutdown before killing.
+        :param timeout: how long to wait, from when the request is sent, for the
+            process to end before killing it (with its process group).
+        :param slot: for a host that paces many shutdowns (:meth:`KernelHub.shutdown_all`):
+            held (``async with slot:``) while the process is being ended. The kernel
+            stops being watched at once; its *timeout* starts once it holds the slot.
+        :param quiet: do not log a kill; the caller counts them (``shutdown_all``).
+        :returns: True when the process ended by itself (or had already ended),
+            False when it was killed (always with *now*).
         """
-        if self._status == "DEAD":
+        if self._status in ("DEAD", "SHUTTING_DOWN"):
             # Dead on its own, it may still be being cleaned up by its watch (DEAD from the
-            # death on): after shutdown() returns, nothing of the kernel may be left.
+            # death on), or another shutdown is under way: after shutdown() returns, nothing
+            # of the kernel may be left.
             await self._ended.wait()
-            return
-        if self._status == "SHUTTING_DOWN":
-            await self._ended.wait()  # another shutdown is under way
-            return
+            return self._ended_politely
         self._status = "SHUTTING_DOWN"
         try:
             await self._stop_watching()  # before acting: this death is on purpose
             if self._restart_task is not None and not self._restart_task.done():
                 with contextlib.suppress(BaseException):
                     await cancel_and_wait(self._restart_task)
-            await self._stop_process(now=now, timeout=timeout)
+            async with slot or contextlib.nullcontext():
+                self._ended_politely = await self._stop_process(now=now, timeout=timeout)
+            if not self._ended_politely and not now and not quiet:
+                log.warning(
+                    "%r did not exit within %s s of shutdown_request; killed it", self, timeout
+                )
         finally:
             self._end()
             self._emit("shutdown")
+        return self._ended_politely

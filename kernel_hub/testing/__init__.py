@@ -29,7 +29,9 @@ checks, for a provider's own tests too; and
 :func:`start_nanny`, which runs ``python - < nanny.py`` as a remote provider
 would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind;
 :class:`ForeignClient`, a jupyter_client client made from a kernel's connection
-info, to check that a restart keeps it working.
+info, to check that a restart keeps it working; :func:`fake_kernel_plugin`, a
+provider of ``fake/echo``: a real process that speaks the protocol but runs no
+code (:mod:`.protokernel`, a few MB each), for tests and benchmarks of many kernels.
 
 Enabling the plugin also registers the markers the suite uses
 (``integration``, ``slow``, ``docker``, ``ssh``), so ``--strict-markers`` works.
@@ -60,12 +62,14 @@ from .processes import (
     wait_gone,
     wait_pid_gone,
 )
+from .protoplugin import FAKE_TYPE, fake_kernel_plugin
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
     "EventRecorder",
+    "FAKE_TYPE",
     "FakeKernel",
     "ForeignClient",
     "ProviderConformance",
@@ -76,6 +80,7 @@ __all__ = [
     "descendants",
     "execute_output",
     "fake_kernel",
+    "fake_kernel_plugin",
     "free_ports",
     "interrupt_busy_loop",
     "pid_alive",

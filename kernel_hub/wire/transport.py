@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import zmq
 
 from .connection import channel_url
+from .context import hub_context
 from .droplog import DropLog
 
 __all__ = ["OnMessage", "Transport", "ZMQTransport"]
@@ -75,7 +76,7 @@ class ZMQTransport:
     :param identity: the ZeroMQ routing id of shell and stdin (the kernel sends
         ``input_request`` to the frontend whose shell identity matches); empty for
         none, so that the peer's ROUTER assigns a new one on every (re)connection.
-    :param context: a ZeroMQ context; defaults to the process-wide instance.
+    :param context: a ZeroMQ context; defaults to kernel_hub's (:func:`.context.hub_context`).
     :param iopub_hwm: how many IOPub messages may wait to be read (see :data:`IOPUB_HWM`).
 
     A message callback that raises is logged (rate-limited, see
@@ -117,7 +118,7 @@ class ZMQTransport:
 
     def open(self, on_message: OnMessage) -> None:
         loop = asyncio.get_running_loop()
-        ctx = self._context or zmq.Context.instance()
+        ctx = self._context or hub_context()
         self._loop = loop
         self._on_message = on_message
         for name in self._channels:
