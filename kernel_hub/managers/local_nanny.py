@@ -82,6 +82,22 @@ class LocalNannyManager(NannyManager):
         self._forget()  # ended the normal way: the reaper need not SIGTERM it
 
 
+async def _stop_nanny(proc: asyncio.subprocess.Process, timeout: float = 10.0) -> None:
+    """End a nanny whose start is abandoned: SIGTERM ends its kernel and work dir too.
+
+    SIGKILL would leave them (the kernel runs in its own session); it is the
+    last resort for a nanny that does not end within *timeout*.
+    """
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        async with asyncio.timeout(timeout):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+    await proc.wait()
+
+
 async def launch_under_nanny(
     kernel_type: KernelType,
     request: LaunchRequest,
@@ -159,9 +175,8 @@ async def launch_under_nanny(
             handshake = json.loads(line) if line else {"error": "it exited without a handshake"}
         except (TimeoutError, ValueError) as exc:
             handshake = {"error": f"no handshake line ({exc!r})"}
-    except BaseException:
-        proc.kill()
-        await proc.wait()
+    except BaseException:  # cancelled (Ctrl-C): the nanny may have started its kernel already
+        await _stop_nanny(proc)
         raise
     if "error" in handshake:
         if proc.returncode is None:
