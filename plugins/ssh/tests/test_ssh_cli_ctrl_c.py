@@ -68,7 +68,7 @@ def test_ctrl_c_during_an_ssh_start_leaves_no_remote_process(
     config = tmp_path / "kh.toml"
     config.write_text("\n".join(lines) + "\n")
     proc = subprocess.Popen(
-        [*CLI, "run", "ssh/box", "-c", "print(1)"],
+        [*CLI, "run", "ssh/box", "-c", "import time; time.sleep(600)"],
         env={**os.environ, "KERNEL_HUB_CONFIG": str(config)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -93,7 +93,7 @@ def test_ctrl_c_during_an_ssh_start_leaves_no_remote_process(
         # below hold wherever it lands (the start is 0.5-1 s on an idle machine).
         time.sleep(later)
         proc.send_signal(signal.SIGINT)
-        status = proc.wait(120)
+        status = proc.wait(120)  # a kernel that was up by then: its code is interrupted, 130
         err = "".join(seen) + proc.stderr.read()
         assert status == 130, err
         assert "could not stop remote process" not in err, err
