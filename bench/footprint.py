@@ -54,7 +54,9 @@ def helper_processes() -> dict[str, int]:
     """Return the count and total RSS (kB) of this process's children that are not kernels.
 
     A host library may run helpers of its own (kernel_hub's reaper, for instance):
-    they are part of the host's footprint although they are not in its RSS.
+    they are part of the host's footprint although they are not in its RSS. kernel_hub's
+    reaper is not a child (init adopts it): it is found by its command line, which ends
+    with the pid of the host it watches.
     """
     me, count, rss = str(os.getpid()), 0, 0
     for entry in os.listdir("/proc"):
@@ -65,7 +67,9 @@ def helper_processes() -> dict[str, int]:
                 ppid = f.read().rsplit(")", 1)[1].split()[1]
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read()
-            if ppid != me or b"ipykernel_launcher" in cmdline:
+            args = cmdline.split(b"\0")
+            reaper = args[1:4] == [b"-I", b"-S", b"-c"] and args[-2:] == [me.encode(), b""]
+            if (ppid != me and not reaper) or b"ipykernel_launcher" in cmdline:
                 continue
             with open(f"/proc/{entry}/status") as f:
                 rss += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))

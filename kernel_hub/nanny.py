@@ -322,6 +322,9 @@ class Nanny:
         if self.cwd is not None and not os.path.isdir(self.cwd):
             what = "is not a directory" if os.path.exists(self.cwd) else "does not exist"
             raise NannyError(f"working directory {self.cwd!r} {what} on this machine")
+        # Before anything to clean up exists: a SIGTERM from here on (a host that gave up on
+        # this start) is handled once serving, so the work dir and kernel always go.
+        self._install_signals()
         _sweep_stale_workdirs(tempfile.gettempdir())
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)  # mode 0700
         with open(os.path.join(self.workdir, PID_FILE), "w") as f:
@@ -360,7 +363,6 @@ class Nanny:
         fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(kernel_info, f, indent=1)
-        self._install_signals()
         self._start_kernel()
         return {
             "connection_info": info,

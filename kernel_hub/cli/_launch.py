@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..aio import cancel_and_wait
 from ..contract.errors import KernelDied, KernelHubError, LaunchError
 from .terminal import (
     EXIT_FAILED,
@@ -142,6 +143,33 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def _print_event(event: KernelEvent) -> None:
+    print(event.describe(), file=sys.stderr, flush=True)
+
+
+async def _launch_unless_stopped(
+    hub: KernelHub, args: argparse.Namespace, stop: asyncio.Event, **kwargs: Any
+) -> RunningKernel | None:
+    """Launch like ``run`` does, but a SIGINT or SIGTERM meanwhile ends the start at once.
+
+    The start is cancelled, which kills and cleans up whatever it made so far.
+
+    :returns: the kernel, or ``None`` when *stop* was set first (a kernel that got
+        ready in the same loop turn is left to the hub's shutdown).
+    """
+    launching = asyncio.ensure_future(_launch(hub, args, progress=False, **kwargs))
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({launching, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not launching.done():
+            await cancel_and_wait(launching)
+    if stop.is_set():
+        return None
+    return launching.result()
+
+
 async def _ended_before_stop(kernel: RunningKernel, stop: asyncio.Event) -> bool:
     """Wait until *kernel* ends for good or *stop* is set; return whether the kernel ended.
 
@@ -165,15 +193,14 @@ async def cmd_launch(args: argparse.Namespace) -> int:
     from ..wire.connection import runtime_dir, write_connection_file
 
     stop = _stop_on_signals()
-
-    def on_event(event: KernelEvent) -> None:
-        print(event.describe(), file=sys.stderr, flush=True)
-
     async with KernelHub() as hub:
-        unsubscribe = hub.events.subscribe(on_event)
-        kernel = await _launch(
-            hub, args, progress=False, restart=False if args.no_restart else None
+        unsubscribe = hub.events.subscribe(_print_event)
+        kernel = await _launch_unless_stopped(
+            hub, args, stop, restart=False if args.no_restart else None
         )
+        if kernel is None:  # Ctrl-C (or SIGTERM) during the start, which is undone
+            unsubscribe()
+            return EXIT_INTERRUPTED
         path = (
             Path(args.connection_file)
             if args.connection_file
@@ -227,11 +254,17 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
 
     stop = _stop_on_signals()
     hub = KernelHub()
+    unsubscribe = hub.events.subscribe(_print_event)  # the start's events, as 'launch' shows
     try:
-        kernel = await _launch(hub, args, progress=False, nanny=True, restart=False)
+        kernel = await _launch_unless_stopped(hub, args, stop, nanny=True, restart=False)
     except BaseException:
         await hub.aclose()
         raise
+    finally:
+        unsubscribe()  # a death is told below, in its own words
+    if kernel is None:  # Ctrl-C (or SIGTERM) during the start, which is undone
+        await hub.aclose()
+        return EXIT_INTERRUPTED
     path = (
         Path(args.connection_file)
         if args.connection_file

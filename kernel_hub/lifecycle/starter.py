@@ -154,7 +154,12 @@ class Starter:
         if nanny:
             from ..managers.local_nanny import launch_under_nanny
 
-            return await launch_under_nanny(kernel_type, request)
+            def progress(step: str, message: str) -> None:
+                self.hub.emit(
+                    "progress", request.kernel_id, kernel_type.id, step=step, message=message
+                )
+
+            return await launch_under_nanny(kernel_type, request, progress=progress)
         return await self.hooks.launch(
             plugin=plugin, hub=self.hub, kernel_type=kernel_type, request=request
         )

@@ -82,6 +82,22 @@ class LocalNannyManager(NannyManager):
         self._forget()  # ended the normal way: the reaper need not SIGTERM it
 
 
+async def _stop_nanny(proc: asyncio.subprocess.Process, timeout: float = 10.0) -> None:
+    """End a nanny whose start is abandoned: SIGTERM ends its kernel and work dir too.
+
+    SIGKILL would leave them (the kernel runs in its own session); it is the
+    last resort for a nanny that does not end within *timeout*.
+    """
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        async with asyncio.timeout(timeout):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+    await proc.wait()
+
+
 async def launch_under_nanny(
     kernel_type: KernelType,
     request: LaunchRequest,
@@ -89,6 +105,7 @@ async def launch_under_nanny(
     python: str = sys.executable,
     stderr: int | None = None,
     timeout: float = 60.0,
+    progress: Callable[[str, str], object] = lambda step, message: None,
 ) -> LaunchResult:
     """Start a nanny on this machine running *kernel_type*'s argv; return it with its manager.
 
@@ -99,6 +116,8 @@ async def launch_under_nanny(
     :param python: the interpreter that runs ``nanny.py`` (needs pyzmq).
     :param stderr: where the nanny's log goes (default: :data:`subprocess.DEVNULL`
         unless the ``kernel_hub`` logger is enabled for DEBUG).
+    :param progress: called with a step and a message as the start goes on: ``nanny``
+        (spawned, waiting for its handshake), ``nanny started`` (its kernel runs).
     :raises LaunchError: when the type has no argv or the nanny reports an error.
     """
     from .. import nanny
@@ -150,29 +169,33 @@ async def launch_under_nanny(
             env=full_env,
             start_new_session=True,
         )
+    # Before anything is awaited: should this process be killed outright from here on, the
+    # reaper SIGTERMs the nanny (it ends its kernel and work dir). Killed before this line,
+    # this process cannot read the handshake, and the nanny, unable to write it, ends itself.
+    forget = reap_on_exit(terminate=proc.pid)
     assert proc.stdout is not None
     handshake: dict[str, Any]
     try:
+        progress("nanny", f"starting a nanny (pid {proc.pid}) for {kernel_type.id}")
         try:
             async with asyncio.timeout(timeout):
                 line = await proc.stdout.readline()
             handshake = json.loads(line) if line else {"error": "it exited without a handshake"}
         except (TimeoutError, ValueError) as exc:
             handshake = {"error": f"no handshake line ({exc!r})"}
-    except BaseException:
-        proc.kill()
-        await proc.wait()
+    except BaseException:  # cancelled (Ctrl-C): the nanny may have started its kernel already
+        await _stop_nanny(proc)
+        forget()
         raise
     if "error" in handshake:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+        forget()
         raise LaunchError(f"the nanny could not start {kernel_type.id}: {handshake['error']}")
     state = {k: handshake[k] for k in ("nanny_pid", "kernel_pid", "workdir")}
     state["launch_mode"] = LOCAL_NANNY
     info = handshake["connection_info"]
-    # Should this process be killed outright, the reaper SIGTERMs the nanny at once (it ends
-    # its kernel and work dir); the nanny's lease is the slower second guard.
-    forget = reap_on_exit(terminate=proc.pid)
+    progress("nanny started", f"the nanny started kernel pid {state['kernel_pid']}")
     manager = LocalNannyManager(info, state, process=proc, type_id=kernel_type.id, forget=forget)
     return LaunchResult(info, manager.describe(), manager=manager)

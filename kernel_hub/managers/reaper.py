@@ -11,6 +11,13 @@ holds the pipe's write end (the fd is not inheritable), so when the host ends
 group still registered, removes the files and exits. A kernel that was shut
 down is unregistered by :meth:`SubprocessManager.cleanup` first.
 
+The helper is not a descendant of the host: it forks once more and its first
+process exits, so it is adopted by init (or the nearest subreaper). An editor
+that kills the host's whole process tree (VS Code closing a window: every
+process found through ``/proc/<pid>/task/*/children``) cannot reach it, and it
+still cleans up after the tree. The host knows that it has ended by the
+end-of-file of a second pipe, the helper's stdout, which only the helper holds.
+
 Besides process groups the helper keeps:
 
 - plain files (:func:`reap_on_exit`): any file that holds a key, e.g. the
@@ -34,6 +41,8 @@ import contextlib
 import itertools
 import logging
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -57,6 +66,11 @@ REAPER = r"""
 import posix, sys, time, _signal
 _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
 host = int(sys.argv[1])  # not getppid(): the host may be gone before this line runs
+# Out of the host's process tree: the host reaps this first process, init adopts the second.
+if posix.fork():
+    posix._exit(0)
+# The host reads the helper's pid; stdout then stays open, unused, until the helper exits.
+posix.write(1, b"%d\n" % posix.getpid())
 entries = {}
 for line in sys.stdin.buffer:
     words = line.split()
@@ -141,22 +155,23 @@ class Reaper:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._helper: _Helper | None = None
         self._owner = 0
         #: Every registration, as the line that tells a (new) helper about it.
         self._entries: dict[int, bytes] = {}
         self._keys = itertools.count(1)
 
     def __repr__(self) -> str:
-        alive = self._proc is not None and self._proc.poll() is None
-        state = f"RUNNING pid={self._proc.pid}" if alive and self._proc else "STOPPED"
+        pid = self.pid
+        state = f"RUNNING pid={pid}" if pid is not None else "STOPPED"
         groups = sum(1 for k in self._entries if k > 0)
         return f"<Reaper [{state} groups={groups} other={len(self._entries) - groups}]>"
 
     @property
     def pid(self) -> int | None:
         """The helper's pid, if it runs."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+        helper = self._helper
+        return helper.pid if helper is not None and not helper.wait(0) else None
 
     def start(self) -> None:
         """Start the helper now, if it does not run yet (a launch calls this before it spawns)."""
@@ -241,58 +256,105 @@ class Reaper:
         log.warning("the kernel reaper cannot be reached; kernels may outlive this process")
 
     def _discard(self) -> None:
-        """Forget a dead helper (or one inherited over fork), releasing its pipe."""
-        proc, self._proc = self._proc, None
-        if proc is None:
+        """Forget a dead helper (or one inherited over fork), releasing its pipes."""
+        helper, self._helper = self._helper, None
+        if helper is None:
             return
         if self._owner == os.getpid():
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait(1)
-        with contextlib.suppress(OSError):
-            assert proc.stdin is not None
-            proc.stdin.close()
+            helper.kill(1.0)
+        helper.release()
 
     def _ensure_started(self) -> IO[bytes]:
-        proc = self._proc
-        if proc is not None and self._owner == os.getpid() and proc.poll() is None:
-            assert proc.stdin is not None
-            return proc.stdin
+        helper = self._helper
+        if helper is not None and self._owner == os.getpid() and not helper.wait(0):
+            return helper.stdin
         self._discard()
-        proc = subprocess.Popen(
-            # -I: no environment, no user site; -S: no site (the venv's packages are
-            # not needed, and site's imports would cost RSS in every host).
-            [sys.executable, "-I", "-S", "-c", REAPER, str(os.getpid())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # out of reach of signals sent to the host's group
-            close_fds=True,
-        )
-        self._proc, self._owner = proc, os.getpid()
-        assert proc.stdin is not None
+        helper = _Helper.start()
+        self._helper, self._owner = helper, os.getpid()
         for line in self._entries.values():
-            proc.stdin.write(line)
-        return proc.stdin
+            helper.stdin.write(line)
+        return helper.stdin
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the pipe, so the helper kills what is still registered, and reap it.
+        """Close the pipe, so the helper kills what is still registered; wait until it exits.
 
         Registered at exit: a host that exits without shutting its kernels down
         takes them with it, as when it is killed.
         """
         with self._lock:
-            proc, self._proc = self._proc, None
-            if proc is None or self._owner != os.getpid():
+            helper, self._helper = self._helper, None
+            if helper is None or self._owner != os.getpid():
                 return
             with contextlib.suppress(OSError):
-                assert proc.stdin is not None
-                proc.stdin.close()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                helper.stdin.close()
+            if not helper.wait(timeout):
+                helper.kill(timeout)
+            helper.release()
+
+
+class _Helper:
+    """The running helper, seen from the host: its pid, its command pipe and its exit pipe.
+
+    It is not the host's child (see the module docstring), so it cannot be
+    waited for with ``waitpid``: its stdout, which only it holds, reads
+    end-of-file when it exits.
+    """
+
+    def __init__(self, pid: int, stdin: IO[bytes], exit_fd: int) -> None:
+        self.pid = pid
+        self.stdin = stdin
+        self._exit_fd = exit_fd
+        self._exited = False
+
+    @classmethod
+    def start(cls) -> _Helper:
+        """Start the helper and return once it runs outside this process's tree."""
+        proc = subprocess.Popen(
+            # -I: no environment, no user site; -S: no site (the venv's packages are
+            # not needed, and site's imports would cost RSS in every host).
+            [sys.executable, "-I", "-S", "-c", REAPER, str(os.getpid())],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # out of reach of signals sent to the host's group
+            close_fds=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        line = b""
+        while not line.endswith(b"\n"):  # the helper writes its pid at once; EOF: it failed
+            chunk = os.read(proc.stdout.fileno(), 32)
+            if not chunk:
+                break
+            line += chunk
+        proc.wait()  # the first process, which exits right after its fork
+        exit_fd = os.dup(proc.stdout.fileno())  # the Popen object's file is closed below
+        proc.stdout.close()
+        helper = cls(int(line) if line.strip().isdigit() else 0, proc.stdin, exit_fd)
+        if not helper.pid:
+            helper._exited = True  # no helper: writes fail, and the caller starts another
+        return helper
+
+    def wait(self, timeout: float) -> bool:
+        """Return whether the helper has exited, waiting up to *timeout* seconds for it."""
+        if not self._exited and select.select([self._exit_fd], [], [], max(0.0, timeout))[0]:
+            self._exited = True  # end-of-file: nothing else is ever written there
+        return self._exited
+
+    def kill(self, timeout: float) -> None:
+        """SIGKILL the helper if it still runs (so its pid is still its own); wait for it."""
+        if not self.wait(0):
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.wait(timeout)
+
+    def release(self) -> None:
+        """Close this process's ends of both pipes."""
+        with contextlib.suppress(OSError):
+            self.stdin.close()
+        if self._exit_fd >= 0:
+            os.close(self._exit_fd)
+        self._exit_fd = -1
+        self._exited = True
 
 
 _reaper = Reaper()

@@ -49,6 +49,11 @@ pytestmark = [
 LEASE = 3.0
 #: Seconds for a launch to reach a kill point (the machine is shared and slow).
 REACH = 120.0
+#: A lease for runs that must not rely on it: far longer than any wait here.
+NO_LEASE = 3600.0
+#: Seconds the reaper may take to end what a killed host left (it acts at once; the machine
+#: is shared and slow), far below the default lease (300 s).
+REAPED = 30.0
 
 #: The host: launch TYPE, freeze at the chosen point (a blocking read inside the hub's event
 #: callback holds the launch exactly there) and wait to be killed.
@@ -58,6 +63,7 @@ HOST = textwrap.dedent(
     from kernel_hub import KernelHub
 
     type_id, stop_at, config = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    nanny = sys.argv[4:] == ["nanny"]  # under a local nanny (hub.launch(nanny=True))
 
     def freeze(point):
         print("at", point, flush=True)
@@ -74,7 +80,7 @@ HOST = textwrap.dedent(
     async def main():
         async with KernelHub(config=config) as hub:
             hub.events.subscribe(on_event)
-            kernel = await hub.launch(type_id, restart=False)
+            kernel = await hub.launch(type_id, restart=False, nanny=nanny)
             async with kernel.client() as client:
                 await client.execute("x = 6 * 7", timeout=120)
             freeze("executed")  # also the end: observed points kill the host meanwhile
@@ -99,6 +105,8 @@ class Run:
 
     root: Path
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    #: The nannies' lease: a run that must not rely on it sets one longer than any wait.
+    lease: float = LEASE
     proc: subprocess.Popen[bytes] | None = None
     lines: list[str] = field(default_factory=list)
     log: IO[str] | None = None
@@ -134,7 +142,7 @@ class Run:
             "JUPYTER_RUNTIME_DIR": str(self.runtime),
             "JUPYTER_PATH": str(self.root / "share"),
             "TMPDIR": str(self.tmp),  # local nannies make their work dirs here
-            "KERNEL_HUB_NANNY_LEASE": str(LEASE),
+            "KERNEL_HUB_NANNY_LEASE": str(self.lease),
             "KERNEL_HUB_CONFIG": str(self.root / "empty.toml"),
         }
 
@@ -265,8 +273,11 @@ def run(tmp_path) -> Iterator[Run]:
     clean_up(r)
 
 
-def host_argv(type_id: str, stop_at: str, config: dict | None = None) -> list[str]:
-    return [sys.executable, "-c", HOST, type_id, stop_at, json.dumps(config or {})]
+def host_argv(
+    type_id: str, stop_at: str, config: dict | None = None, *, nanny: bool = False
+) -> list[str]:
+    argv = [sys.executable, "-c", HOST, type_id, stop_at, json.dumps(config or {})]
+    return argv + (["nanny"] if nanny else [])
 
 
 def kill_at(run: Run, point: str, observed: Callable[[], bool] | None) -> None:
@@ -328,6 +339,10 @@ NANNY_POINTS = [
 
 @pytest.mark.parametrize("point", NANNY_POINTS)
 def test_local_nanny(run, point):
+    if point != "running, reaper gone too":
+        # From the nanny's spawn on, the reaper knows it (issue #22 item 5): the lease is
+        # not needed, so it is made longer than the wait below.
+        run.lease = NO_LEASE
     observed = {
         "nanny process": lambda: bool(processes_matching(run.marker, "--argv")),
         "nanny work dir": lambda: any(run.tmp.glob("kernel-hub-nanny-*/kernel.json")),
@@ -344,9 +359,29 @@ def test_local_nanny(run, point):
     else:
         observe(observed, run)
         run.kill()
-    # Before the nanny is known to the host, only its lease can end it.
-    left, took = leftovers_after(run.local_leftovers, LEASE + 30.0)
+    left, took = leftovers_after(run.local_leftovers, min(run.lease, REAPED))
     report("nanny", point, left, took)
+    assert not left
+
+
+#: Points of ``hub.launch(nanny=True)`` inside the local nanny's start: spawned (before its
+#: handshake), started (handshake read), and its first answer.
+HUB_NANNY_POINTS = ["starting", "progress:nanny", "progress:nanny started", "ready", "executed"]
+
+
+@pytest.mark.parametrize("point", HUB_NANNY_POINTS)
+def test_hub_launch_under_a_nanny(run, point):
+    """Issue #22 item 5: killed between the nanny's start and its reaper registration.
+
+    The nanny, its kernel, work dir (the key) and the runtime files stayed for the
+    whole lease. Now the reaper ends them soon after the kill: the lease is made
+    longer than the wait, so it cannot be what ends them.
+    """
+    run.lease = NO_LEASE
+    run.start(host_argv("spec/orphan", point, nanny=True))
+    kill_at(run, point, None)
+    left, took = leftovers_after(run.local_leftovers, REAPED)
+    report("hub nanny", point, left, took)
     assert not left
 
 

@@ -349,8 +349,9 @@ GUARD_HOST = textwrap.dedent(
                 await provisioner.cleanup(restart=step == "restart")
 
     asyncio.run(main())
-    children = open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()
-    print(json.dumps([int(p) for p in children]), flush=True)
+    from kernel_hub.managers.reaper import reaper  # not a child: init adopted it
+    helper = reaper().pid
+    print(json.dumps([helper] if helper else []), flush=True)
     sys.stdin.read()
     """
 )

@@ -11,10 +11,11 @@ in an :class:`SSHKernelManager` that also knows about the SSH link.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kernel_hub.provider import (
     CHANNELS,
@@ -31,7 +32,7 @@ from .remote_launch import kill_remote, start_nanny
 from .tunnel import TunnelSet, get_tunnels, open_tunnels
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Coroutine, Mapping
 
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest
 
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["SSHKernelManager", "launch_remote", "make_remote_manager"]
 
 log = logging.getLogger("kernel_hub.ssh")
+
+R = TypeVar("R")
+
+#: Seconds an abandoned start may take to stop what it started on the remote host.
+CLEANUP_TIMEOUT = 60.0
 
 
 def _emitter(hub: HubContext | None, kernel_id: str, type_id: str) -> Any:
@@ -104,8 +110,8 @@ async def launch_remote(
             step="starting nanny",
             message=f"starting the nanny and kernel with {kc.python} on {target.label}",
         )
-        handshake = await ssh.submit(
-            start_nanny(host, kc, cwd=request.cwd, env=request.env, key=previous_key)
+        handshake = await _to_the_end(
+            ssh, start_nanny(host, kc, cwd=request.cwd, env=request.env, key=previous_key)
         )
     except BaseException:
         await ssh.submit(host.release())
@@ -153,6 +159,35 @@ async def launch_remote(
     # make_remote_manager rebuilds one from the state on re-attach.
     manager = SSHKernelManager(nanny, tunnels, info, state, type_id=kernel_type.id, emit=emit)
     return LaunchResult(connection_info=info, state=state, manager=manager)
+
+
+async def _to_the_end(ssh: SSHLoop, coro: Coroutine[Any, Any, R]) -> R:
+    """Run *coro* on the SSH loop; cancelled, cancel it there and wait for its own cleanup.
+
+    ``ssh.submit`` returns at once when cancelled, while *coro* still undoes its work
+    on the SSH loop: a start of a remote nanny that is still stopping it. Releasing
+    the connection then (or exiting) cut that short ("SSH connection closed") and
+    left the nanny to its lease.
+    """
+    ended: concurrent.futures.Future[None] = concurrent.futures.Future()
+    tasks: list[asyncio.Task[R]] = []
+
+    def start() -> None:
+        task = ssh.loop.create_task(coro)
+        task.add_done_callback(lambda _: ended.set_result(None))
+        tasks.append(task)
+
+    ssh.loop.call_soon_threadsafe(start)
+    try:
+        await asyncio.shield(asyncio.wrap_future(ended))
+    except asyncio.CancelledError:
+        # Callbacks run in order: start() has run before this one.
+        ssh.loop.call_soon_threadsafe(lambda: tasks[0].cancel())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLEANUP_TIMEOUT):
+                await asyncio.shield(asyncio.wrap_future(ended))
+        raise
+    return tasks[0].result()
 
 
 async def _take_tunnels(

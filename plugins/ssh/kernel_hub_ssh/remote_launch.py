@@ -211,6 +211,15 @@ async def start_nanny(
             f"{timeout} s (no handshake from the nanny). Raise connect_timeout in "
             f"[ssh.{kc.name}] if the host is just slow."
         ) from None
+    except asyncio.CancelledError:
+        # The host gave up (Ctrl-C). The nanny may be on its way: its first process
+        # (remote_pid, perhaps not read yet) exits once it has relayed the handshake, so
+        # read on to that line, which names the nanny itself, and stop that one.
+        if process is not None:
+            remote_pid = await _started_pid(process, remote_pid, timeout)
+        if remote_pid is not None:
+            await kill_remote(host, remote_pid)
+        raise
     except BaseException:
         if remote_pid is not None:
             await kill_remote(host, remote_pid)
@@ -218,6 +227,25 @@ async def start_nanny(
     finally:
         if process is not None:
             process.close()
+
+
+async def _started_pid(
+    process: asyncssh.SSHClientProcess[str], remote_pid: int | None, timeout: float
+) -> int | None:
+    """Read the rest of an abandoned start's output; return the pid to stop.
+
+    That is the nanny's own pid if its handshake comes (within *timeout*), else the
+    pid its shell reported (``echo $$``), if any.
+    """
+    with contextlib.suppress(TimeoutError, asyncssh.Error, OSError):
+        async with asyncio.timeout(timeout):
+            while line := await process.stdout.readline():
+                if remote_pid is None and line.strip().isdigit():
+                    remote_pid = int(line)
+                    continue
+                with contextlib.suppress(ValueError, TypeError):
+                    return int(json.loads(line)["nanny_pid"])
+    return remote_pid
 
 
 #: Channels of started nannies, closing in the background (kept so they are not collected).
