@@ -579,6 +579,21 @@ def scenario_start_stop(variants, p, samples, checks) -> None:
     checks["kernel_side"] = compare_kernels(seen)
 
 
+def kernel_cpu(pid: int) -> float:
+    """Return the CPU seconds the kernel process *pid* has used, in all its threads.
+
+    From each thread's ``/proc/<pid>/task/<tid>/schedstat`` (nanoseconds): ``/proc/<pid>/stat``
+    counts in clock ticks (10 ms), too coarse for a block of round trips. A thread that
+    ended meanwhile is no longer counted; an ipykernel's threads live as long as it does.
+    """
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+    return total / 1e9
+
+
 def scenario_execute_and_flood(variants, p, samples, checks) -> None:
     """Scenarios 2 and 3 on one long-lived kernel per variant."""
     sessions = {}
@@ -591,6 +606,7 @@ def scenario_execute_and_flood(variants, p, samples, checks) -> None:
         n, rounds = p["exec_block"], p["exec_rounds"]
         log(f"[2] execute('pass'): {p['exec_warmup']} warm-up, then {rounds} × {n} per variant")
         out = {v.name: {"latency_s": [], "blocks": []} for v in variants}
+        pids = {v.name: v.pid(sessions[v.name][0]) for v in variants}
         for v in variants:
             s = sessions[v.name][1]
             v.resume(s)
@@ -601,30 +617,34 @@ def scenario_execute_and_flood(variants, p, samples, checks) -> None:
                 s = sessions[v.name][1]
                 gc.collect()
                 v.resume(s)
+                k0 = kernel_cpu(pids[v.name])
                 lat, cpu, wall = v.exec_block(s, n)
+                k1 = kernel_cpu(pids[v.name])
                 v.pause(s)
                 out[v.name]["latency_s"].extend(lat)
-                out[v.name]["blocks"].append({"n": n, "cpu_s": cpu, "wall_s": wall})
+                block = {"n": n, "cpu_s": cpu, "wall_s": wall, "kernel_cpu_s": k1 - k0}
+                out[v.name]["blocks"].append(block)
         samples["execute"] = out
 
         lines = p["flood_lines"]
         code = FLOOD_CODE.format(n=lines)
         expected = [str(i) for i in range(lines)]
         log(f"[3] IOPub flood of {lines} lines, {p['flood_rounds']} rounds per variant")
-        out = {
-            v.name: {"wall_s": [], "cpu_s": [], "lines": [], "messages": [], "complete": []}
-            for v in variants
-        }
+        fields = ("wall_s", "cpu_s", "kernel_cpu_s", "lines", "messages", "complete")
+        out = {v.name: {f: [] for f in fields} for v in variants}
         for r in range(p["flood_rounds"]):
             for v in rotated(variants, r):
                 s = sessions[v.name][1]
                 gc.collect()
                 v.resume(s)
+                k0 = kernel_cpu(pids[v.name])
                 wall, cpu, texts, nmsg = v.flood(s, code)
+                k1 = kernel_cpu(pids[v.name])
                 v.pause(s)
                 got = "".join(texts).splitlines()
                 out[v.name]["wall_s"].append(wall)
                 out[v.name]["cpu_s"].append(cpu)
+                out[v.name]["kernel_cpu_s"].append(k1 - k0)
                 out[v.name]["lines"].append(len(got))
                 out[v.name]["messages"].append(nmsg)
                 out[v.name]["complete"].append(got == expected)
@@ -791,10 +811,16 @@ def _metric_table(p: dict[str, Any]) -> list[tuple]:
         ("exec_cpu_per_rt_us", "client CPU per round trip (median of blocks)", "µs", 1e6,
          lambda s, v: statistics.median(b["cpu_s"] / b["n"] for b in s["execute"][v]["blocks"]),
          "ratio", 1.2),
+        ("exec_kernel_cpu_per_rt_us", "kernel CPU per round trip (median of blocks)", "µs", 1e6,
+         lambda s, v: statistics.median(
+             b["kernel_cpu_s"] / b["n"] for b in s["execute"][v]["blocks"]),
+         None, None),
         ("flood_wall_ms", f"IOPub flood {p['flood_lines']} lines: wall (median)", "ms", 1e3,
          med("iopub_flood", "wall_s"), None, None),
         ("flood_cpu_ms", "IOPub flood: client CPU (median)", "ms", 1e3,
          med("iopub_flood", "cpu_s"), "ratio", 1.1),
+        ("flood_kernel_cpu_ms", "IOPub flood: kernel CPU (median)", "ms", 1e3,
+         med("iopub_flood", "kernel_cpu_s"), None, None),
         ("flood_lines_min", "IOPub flood: lines received (min)", "", 1,
          lambda s, v: min(s["iopub_flood"][v]["lines"]), "eq", p["flood_lines"]),
         ("flood_messages", "IOPub flood: stream messages (median)", "", 1,
@@ -827,8 +853,11 @@ def summarize(samples: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     summary = {}
     for key, label, unit, scale, get, kind, target in _metric_table(p):
         row: dict[str, Any] = {"label": label, "unit": unit, "target_kind": kind, "target": target}
-        for v in VARIANTS:
-            row[v] = get(samples, v) * scale
+        try:
+            for v in VARIANTS:
+                row[v] = get(samples, v) * scale
+        except KeyError:
+            continue  # its scenario was not run (--only)
         for v in ("kernel_hub", "jupyter_client"):
             row[f"{v}/raw"] = row[v] / row["raw"] if row["raw"] else None
         if kind == "ratio":
@@ -1032,7 +1061,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine1, ours1 = cpu_counters()
     # CPU that other processes used meanwhile: a busy machine makes the numbers unreliable.
     foreign_cpu = max(0.0, (machine1 - machine0) - (ours1 - ours0))
-    summary = summarize(samples, p) if set(only) == set(SCENARIOS) else {}
+    summary = summarize(samples, p)
     result = {
         "meta": {
             "date": date.today().isoformat(),
