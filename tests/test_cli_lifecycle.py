@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kernel_hub.client import BlockingKernelClient
+from kernel_hub.testing import PipedConsole
 
 pytestmark = [pytest.mark.integration]
 
@@ -93,68 +94,6 @@ def test_launch_no_restart_exits_when_the_kernel_dies():
         assert not Path(info["connection_file"]).exists()
 
 
-class Console:
-    """``jupyter console`` on a pipe: lines in, output read by a thread until a deadline.
-
-    (As in plugins/jupyter/tests/test_relay.py: test modules cannot import each other.)
-    """
-
-    def __init__(self, argv: list[str]) -> None:
-        import threading
-
-        self.proc = subprocess.Popen(
-            argv,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output = ""
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read(1):
-            with self.changed:
-                self.output += chunk
-                self.changed.notify_all()
-        with self.changed:
-            self.changed.notify_all()
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def wait_for(self, text: str, start: int = 0, timeout: float = 60.0) -> int:
-        """Return where *text* ends in the output after *start*; fail at *timeout*."""
-        at = self.seen(text, start, timeout)
-        assert at >= 0, f"no {text!r} from jupyter console:\n{self.output[-3000:]}"
-        return at
-
-    def seen(self, text: str, start: int, timeout: float) -> int:
-        """Return where *text* ends in the output after *start*, or -1 after *timeout*."""
-        with self.changed:
-            self.changed.wait_for(
-                lambda: text in self.output[start:] or not self.reader.is_alive(), timeout
-            )
-            at = self.output.find(text, start)
-        return at + len(text) if at >= 0 else -1
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(30)
-        self.reader.join(30)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-
 @pytest.mark.timeout(300)
 def test_jupyter_console_on_the_launch_file_goes_on_after_a_restart():
     """``jupyter console --existing FILE`` reads the file once; the restarted kernel is
@@ -167,11 +106,12 @@ def test_jupyter_console_on_the_launch_file_goes_on_after_a_restart():
         # console 6.6 waits in run_cell for an IOPub wake-up that, after its sockets
         # reconnected to a new process, does not come (the messages are there: a plain
         # jupyter_client client on the same file reads them; see the restarter tests).
-        console = Console(
+        console = PipedConsole(
             [
                 *[sys.executable, "-m", "jupyter_console", "--existing", path],
                 *["--simple-prompt", "--ZMQTerminalInteractiveShell.include_other_output=True"],
-            ]
+            ],
+            os.environ,
         )
         try:
             console.send("print(6*7)")

@@ -48,6 +48,7 @@ from ..conformance import ProviderConformance, execute_output, interrupt_busy_lo
 from ..managers.procs import pid_alive
 from ..plugins import KernelHubPluginManager, make_plugin_manager
 from ..wire.connection import free_ports
+from .console import PipedConsole
 from .events import EventRecorder
 from .fakes import FakeKernel, Responder, ScriptedTransport
 from .foreign import ForeignClient
@@ -74,6 +75,7 @@ __all__ = [
     "ForeignClient",
     "ProviderConformance",
     "NannyProcess",
+    "PipedConsole",
     "Responder",
     "ScriptedTransport",
     "children",

@@ -23,7 +23,13 @@ from pathlib import Path
 import pytest
 from kernel_hub_jupyter.relay import DELIM, Resigner
 
-from kernel_hub.testing import descendants, pid_alive, processes_with_env, wait_pid_gone
+from kernel_hub.testing import (
+    PipedConsole,
+    descendants,
+    pid_alive,
+    processes_with_env,
+    wait_pid_gone,
+)
 
 # ---- pure logic ----
 
@@ -423,64 +429,10 @@ def test_vscode_style_tree_kill_leaves_nothing(plain_spec, tmp_path):
 # ---- jupyter console on a spec without the provisioner ----
 
 
-class Console:
-    """``jupyter console`` on a pipe: lines in, output read by a thread until a deadline."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
-        import threading
-
-        self.proc = subprocess.Popen(
-            argv,
-            env={**env, "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.output = ""
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read(1):
-            with self.changed:
-                self.output += chunk
-                self.changed.notify_all()
-        with self.changed:
-            self.changed.notify_all()
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def wait_for(self, text: str, start: int = 0, timeout: float = 120.0) -> int:
-        """Return where *text* appears in the output after *start*; fail at *timeout*."""
-        with self.changed:
-            found = self.changed.wait_for(
-                lambda: text in self.output[start:] or not self.reader.is_alive(), timeout
-            )
-            at = self.output.find(text, start)
-        assert found and at >= 0, f"no {text!r} from jupyter console:\n{self.output[-3000:]}"
-        return at + len(text)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(30)
-        self.reader.join(30)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-
 @pytest.mark.integration
 @pytest.mark.timeout(600)  # above the console's own generous waits, so their message shows
 def test_jupyter_console_without_provisioner_runs_code_on_the_bridged_type(plain_spec):
-    console = Console(
+    console = PipedConsole(
         [sys.executable, "-m", "jupyter_console", "--kernel=plain", "--simple-prompt"],
         {**os.environ, "JUPYTER_PATH": str(plain_spec.parent)},
     )
