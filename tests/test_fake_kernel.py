@@ -41,7 +41,9 @@ async def test_fake_kernel_speaks_the_protocol():
             assert reply.content["execution_count"] == 1
             streams = [m.content["text"] for m in outputs if m.header["msg_type"] == "stream"]
             assert streams == ["hello\n"]
-            assert kernel.execution_state == "idle"
+            # The kernel's monitor reads its own socket: it may come to the idle a moment
+            # after the client did.
+            assert await kernel.wait_for_execution_state("idle", timeout=10) == "idle"
             # a busy kernel is interrupted by a signal (the type's interrupt mode)...
             reply = await interrupt_busy_loop(
                 client, "sleep 60 # go", timeout=10, interrupt_timeout=10

@@ -140,7 +140,8 @@ async def test_one_hub_holds_100_fake_kernels(marker):
             async with hub.get(kernel.id).client() as client:
                 reply = await client.execute(f"kernel {kernel.id}", timeout=30)
                 assert reply.content["status"] == "ok"
-        assert all(k.execution_state == "idle" for k in kernels)
+        for kernel in kernels:  # each monitor reads its own socket, maybe a moment behind
+            assert await kernel.wait_for_execution_state("idle", timeout=30) == "idle"
         report = await hub.shutdown_all()
         assert (report.politely, report.killed, report.failed) == (100, 0, 0)
         assert not hub.kernels
