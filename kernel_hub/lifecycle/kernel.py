@@ -221,6 +221,10 @@ class RunningKernel:
         if self._status not in ("STARTING", "RESTARTING"):
             raise KernelHubError(f"{self!r} is already watched")
         self._running()
+        self._start_watch()
+
+    def _start_watch(self) -> None:
+        """Watch the current process: one task, until its kernel ends or the watch is stopped."""
         self._watch_task = asyncio.ensure_future(self._watch())
         self._restarter.watching = True
 
@@ -466,8 +470,7 @@ class RunningKernel:
             if self._status != "SHUTTING_DOWN":  # a shutdown ends the kernel itself
                 self._end(failed=f"manual restart failed: {first_line(exc)}")
             raise
-        self._watch_task = asyncio.ensure_future(self._watch())
-        self._restarter.watching = True
+        self._start_watch()
 
     async def shutdown(
         self,

@@ -244,7 +244,8 @@ class KernelClient(KernelRequests):
         info = self._kernel.connection_info
         if endpoint(info) != endpoint(self._wire.connection_info):
             old, self._wire = self._wire, self._new_wire(info)
-            self._wire.abort(KernelDied("the kernel restarted while a request was waiting"))
+            # Anything still waiting on the old endpoint hears of the restart, not of a close.
+            old.abort(KernelDied("the kernel restarted while a request was waiting"))
             asyncio.ensure_future(old.close())
         if self._loop is not None:
             self._rejoin = asyncio.ensure_future(self._rejoined())
