@@ -86,3 +86,24 @@ def _check_launch(proc):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_ctrl_c_block_gives_back_the_sigint_handler_it_found():
+    """asyncio.run's handler (cancel the main task, so it cleans up) comes back, not Python's.
+
+    Python's default raises KeyboardInterrupt wherever the loop is, and asyncio.run then
+    waits for every task to end: a press between two blocks of ``run`` could hang it.
+    """
+    import asyncio
+
+    from kernel_hub.cli.terminal import CtrlC
+
+    async def main() -> tuple[object, object, object]:
+        before = signal.getsignal(signal.SIGINT)
+        with CtrlC(lambda _: None):
+            during = signal.getsignal(signal.SIGINT)
+        return before, during, signal.getsignal(signal.SIGINT)
+
+    before, during, after = asyncio.run(main())
+    assert during != before
+    assert after == before and after is not signal.default_int_handler

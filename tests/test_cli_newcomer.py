@@ -277,6 +277,56 @@ def test_a_second_ctrl_c_stops_a_kernel_that_ignores_the_first():
     assert wait_pid_gone(kernel_pid, 20)
 
 
+#: An ipykernel that holds each execute_request where SIGINT is still ignored (before its
+#: handler for the code is in place): it says so on FIFO argv[1], and goes on once FIFO
+#: argv[2] is closed by the test. The window every kernel has, made as wide as the test needs.
+HOLDING_KERNEL = """
+import sys
+from ipykernel import kernelapp
+from ipykernel.ipkernel import IPythonKernel
+
+held, go = sys.argv[1], sys.argv[2]
+del sys.argv[1:3]
+should_handle = IPythonKernel.should_handle
+
+def holding(self, stream, msg, idents):
+    if msg["header"]["msg_type"] == "execute_request":
+        with open(held, "w") as fifo:
+            fifo.write("held\\n")
+        with open(go) as fifo:
+            fifo.read()
+    return should_handle(self, stream, msg, idents)
+
+IPythonKernel.should_handle = holding
+kernelapp.launch_new_instance()
+"""
+
+
+@pytest.mark.integration
+def test_ctrl_c_before_the_code_starts_interrupts_it_once_it_does(tmp_path):
+    """The interrupt waits for the kernel's execute_input: sent earlier, it was lost (a hang)."""
+    held, go = tmp_path / "held", tmp_path / "go"
+    os.mkfifo(held)
+    os.mkfifo(go)
+    spec = tmp_path / "share" / "kernels" / "holding"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-c", HOLDING_KERNEL, str(held), str(go), "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "holding"}))
+    env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "share")}
+    with popen("run", "spec/holding", "-c", LOOP, env=env) as proc:
+        with open(held) as fifo:  # the kernel has the request, SIGINT ignored (test timeout)
+            assert fifo.read() == "held\n"
+        proc.send_signal(signal.SIGINT)
+        err = read_until(proc.stderr, "interrupting")
+        assert "the code has not started yet; interrupting it when it does" in err, err
+        with open(go, "w"):
+            pass  # the kernel goes on: execute_input, then the code, now interruptible
+        kernel_pid = int(proc.stdout.readline())
+        err += read_until(proc.stderr, "KeyboardInterrupt")
+        assert proc.wait(TIMEOUT) == 130, err
+    assert wait_pid_gone(kernel_pid, 20)
+
+
 # ---- item 12: progress on a terminal ----
 
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from ..contract.events import KernelEvent
     from ..hub import KernelHub
     from ..lifecycle.kernel import RunningKernel
+    from ..lifecycle.kernel_client import KernelClient
+    from ..wire.session import Message
 
 __all__ = ["START_TIMEOUT", "cmd_launch", "cmd_launch_nanny", "cmd_run"]
 
@@ -80,49 +82,91 @@ async def cmd_run(args: argparse.Namespace) -> int:
     code = await _read_code(args)
     async with KernelHub() as hub:
         launching = asyncio.ensure_future(_launch(hub, args))
-        with CtrlC(lambda _: _cancel(launching)):
+        run = _CodeRun(launching)
+        # One handler from the start to the end: a press while the client connects is not
+        # left to Python's default handler (a traceback).
+        with CtrlC(run.pressed) as presses:
             try:
                 kernel = await launching
             except asyncio.CancelledError:
                 return EXIT_INTERRUPTED
-        async with kernel.client() as client:
-            execution = asyncio.ensure_future(
-                client.execute_interactive(code, timeout=args.timeout)
-            )
-
-            def on_press(n: int) -> None:
-                if n == 1:
-                    print(
-                        "\nkernel-hub: interrupting the kernel (Ctrl-C again to shut it down)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    interrupting = asyncio.ensure_future(client.interrupt())
-                    interrupting.add_done_callback(_log_failure)
-                else:
-                    execution.cancel()
-
-            with CtrlC(on_press) as presses:
-                try:
-                    reply = await execution
-                except asyncio.CancelledError:
-                    await kernel.shutdown(now=True)
-                    return EXIT_INTERRUPTED
-                except TimeoutError:
-                    await kernel.shutdown(now=True)
-                    raise CommandError(
-                        f"the code did not finish within --timeout {args.timeout:g} s; the "
-                        "kernel was stopped. Raise --timeout, or leave it out to wait",
-                        EXIT_TIMEOUT,
-                    ) from None
-                except KernelDied as exc:
-                    raise CommandError(
-                        f"the kernel {kernel.type_id} died while running the code ({exc})",
-                        EXIT_FAILED,
-                    ) from None
+            if presses.presses:  # pressed as the start ended: the code never ran
+                await kernel.shutdown(now=True)
+                return EXIT_INTERRUPTED
+            run.running = asyncio.ensure_future(run.run(kernel, code, args.timeout))
+            try:
+                reply = await run.running
+            except asyncio.CancelledError:
+                await kernel.shutdown(now=True)
+                return EXIT_INTERRUPTED
+            except TimeoutError:
+                await kernel.shutdown(now=True)
+                raise CommandError(
+                    f"the code did not finish within --timeout {args.timeout:g} s; the "
+                    "kernel was stopped. Raise --timeout, or leave it out to wait",
+                    EXIT_TIMEOUT,
+                ) from None
+            except KernelDied as exc:
+                raise CommandError(
+                    f"the kernel {kernel.type_id} died while running the code ({exc})",
+                    EXIT_FAILED,
+                ) from None
         if presses.presses:
             return EXIT_INTERRUPTED
     return EXIT_OK if reply.content.get("status") == "ok" else EXIT_FAILED
+
+
+class _CodeRun:
+    """What Ctrl-C does in ``run``: end the start; then interrupt the code; then stop the kernel.
+
+    An interrupt sent before the kernel has begun the code is lost: a kernel ignores
+    SIGINT between requests (ipykernel from its busy status until its handler is in
+    place), and the code then runs to its end. So the first press waits for the
+    code's ``execute_input`` (or first output), the kernel's word that the code runs.
+    """
+
+    def __init__(self, launching: asyncio.Future[Any]) -> None:
+        self.launching = launching
+        self.running: asyncio.Future[Any] | None = None
+        self.client: KernelClient | None = None
+        self.started = False
+        self.wanted = False  # pressed once: interrupt as soon as the code runs
+
+    def pressed(self, n: int) -> None:
+        if not self.launching.done():
+            self.launching.cancel()
+        elif self.running is not None and (n > 1 or self.wanted):
+            self.running.cancel()
+        elif self.running is not None:
+            self.wanted = True
+            print(
+                "\nkernel-hub: interrupting the kernel (Ctrl-C again to shut it down)"
+                if self.started
+                else "\nkernel-hub: the code has not started yet; interrupting it when it "
+                "does (Ctrl-C again to shut the kernel down)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        if self.wanted and self.started and self.client is not None:
+            interrupting = asyncio.ensure_future(self.client.interrupt())
+            interrupting.add_done_callback(_log_failure)
+
+    async def run(self, kernel: RunningKernel, code: str, timeout: float | None) -> Message:
+        from ..client.console import console_output_hook
+
+        async with kernel.client() as client:
+            self.client = client
+
+            def output(msg: Message) -> None:
+                if not self.started:
+                    self.started = True
+                    self._interrupt()
+                console_output_hook(msg, drops=client.drops)
+
+            return await client.execute_interactive(code, timeout=timeout, output_hook=output)
 
 
 def _cancel(task: asyncio.Future[Any]) -> None:

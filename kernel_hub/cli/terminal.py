@@ -21,7 +21,7 @@ import itertools
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..contract.errors import KernelHubError
 
@@ -167,6 +167,7 @@ class CtrlC:
         self.on_press = on_press
         self.presses = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: Any = None
 
     def __repr__(self) -> str:
         return f"<CtrlC presses={self.presses}>"
@@ -177,6 +178,7 @@ class CtrlC:
 
     def __enter__(self) -> CtrlC:
         self._loop = asyncio.get_running_loop()
+        self._previous = signal.getsignal(signal.SIGINT)
         self._loop.add_signal_handler(signal.SIGINT, self._pressed)
         return self
 
@@ -184,3 +186,7 @@ class CtrlC:
         if self._loop is not None:
             self._loop.remove_signal_handler(signal.SIGINT)
             self._loop = None
+            # The loop puts Python's default handler back (KeyboardInterrupt anywhere); the
+            # one before was asyncio.run's, which cancels the main task so that it cleans up.
+            if self._previous is not None:
+                signal.signal(signal.SIGINT, self._previous)
