@@ -27,17 +27,17 @@ async def test_the_monitor_reads_its_own_socket_while_a_client_runs_and_after_it
         kernel = await hub.launch(PYTHON, restart=False)
         monitor = kernel.monitor
         assert "OPEN" in repr(monitor)
-        own = monitor._transport
+        own = monitor._sock
         flag = tmp_path / "go"
         async with kernel.client() as client:
             await client.execute("1", timeout=60)
-            assert monitor._transport is own
+            assert monitor._sock is own
             running = asyncio.ensure_future(client.execute(wait_on(flag), timeout=30))
             assert await kernel.wait_for_execution_state("busy", timeout=60) == "busy"
         # Closed while the kernel is busy: the monitor reads on, from the same socket.
         with contextlib.suppress(KernelHubError):
             await running
-        assert "OPEN" in repr(monitor) and monitor._transport is own
+        assert "OPEN" in repr(monitor) and monitor._sock is own
         flag.touch()
         assert await kernel.wait_for_execution_state("idle", timeout=60) == "idle"
 
@@ -102,3 +102,27 @@ async def test_after_a_restart_the_monitor_follows_the_new_process(tmp_path):
             await running
             assert await kernel.wait_for_execution_state("idle", timeout=60) == "idle"
         assert "OPEN idle" in repr(monitor)
+
+
+async def test_once_narrowed_the_monitor_reads_status_when_asked_not_per_message(monkeypatch):
+    """A client's round trip costs the host no read of the monitor's socket (issue 21's 5 %)."""
+    from kernel_hub.lifecycle import monitor as monitor_module
+
+    monkeypatch.setattr(monitor_module, "LAZY", 3600.0)  # only a reader makes it read
+    async with KernelHub(config={}) as hub:
+        kernel = await hub.launch(PYTHON, restart=False)
+        monitor = kernel.monitor
+        async with kernel.client() as client:
+            await client.execute("1", timeout=60)
+            assert await kernel.wait_for_execution_state("idle", timeout=60) == "idle"
+            assert monitor.topic is not None  # narrowed: lazy from now on
+            before = monitor.messages
+            for _ in range(5):
+                await client.execute("1", timeout=60)
+            # The kernel's busy/idle pairs wait in the socket's queue, unread.
+            assert monitor.messages == before
+            # A reader gets the newest state: the queue is read then, at once (the last
+            # pair's may still be on its way; the four before it are in).
+            assert kernel.execution_state in ("busy", "idle")
+            assert monitor.messages >= before + 8
+            assert await kernel.wait_for_execution_state("idle", timeout=60) == "idle"

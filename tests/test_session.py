@@ -123,3 +123,12 @@ def test_null_parent_metadata_and_content_read_as_empty_objects():
     parts = [b"null", b"{}", b"{}", b"{}"]
     with pytest.raises(ValueError, match="JSON object"):
         s.deserialize([DELIM, s.sign(parts), *parts])
+
+
+def test_a_null_parent_msg_id_reads_as_no_parent():
+    """Found by the fuzz test: ``{"msg_id": null}`` came through as a None id."""
+    session = Session(b"")
+    header = b'{"msg_id": "m1", "msg_type": "stream"}'
+    frames = [DELIM, b"", header, b'{"msg_id": null}', b"{}", b"{}"]
+    msg = session.deserialize(frames)
+    assert "msg_id" not in msg.parent_header

@@ -89,7 +89,9 @@ def _check_shape(header: dict[str, Any], parent: dict[str, Any], content: dict[s
         if type(value) is not str or not value:
             raise ValueError(f"header.{field} must be a non-empty string, not {value!r:.40}")
     parent_id = parent.get("msg_id")
-    if parent_id is not None and type(parent_id) is not str:
+    if parent_id is None:
+        parent.pop("msg_id", None)  # a null parent id is no parent id: absent, as documented
+    elif type(parent_id) is not str:
         raise ValueError(f"parent_header.msg_id must be a string, not {parent_id!r:.40}")
     for field, kind in _CONTENT_TYPES.get(header["msg_type"], ()):
         value = content.get(field)
