@@ -23,12 +23,13 @@ from .contract.events import EventBus, KernelEvent
 from .contract.types import KernelType, LaunchRequest, RestartPolicy, UnavailableType
 from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
+from .lifecycle.pool import KernelPool, PoolKey
 from .lifecycle.starter import Started, Starter
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
 from .plugins.config import config_path, load_config, note_unknown_tables
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from pathlib import Path
 
     from .contract.manager import KernelManager
@@ -133,6 +134,7 @@ class KernelHub:
         #: type id -> why its plugin cannot offer it here (UnavailableType.reason)
         self._unavailable: dict[str, str] = {}
         self._kernels: dict[str, RunningKernel] = {}
+        self._pools: dict[PoolKey, KernelPool] = {}
         #: Lifecycle events of this hub's kernels; ``hub.events.subscribe(callback)``.
         self.events = EventBus()
         self._starter = Starter(self.hooks, self, self.manager_for)
@@ -273,8 +275,12 @@ class KernelHub:
         policy: RestartPolicy,
         monitor: ActivityMonitor | None,
         ready_timeout: float,
+        listed: bool = True,
     ) -> RunningKernel:
-        """Wrap a started kernel in its RunningKernel, record it and start watching it."""
+        """Wrap a started kernel in its RunningKernel, record it and start watching it.
+
+        :param listed: in :attr:`kernels` (a pool's spare is not, until handed out).
+        """
 
         def emit(kind: str, **data: Any) -> None:
             self.emit(kind, request.kernel_id, kt.id, **data)
@@ -293,7 +299,8 @@ class KernelHub:
             restart_policy=policy,
             monitor=monitor,
         )
-        self._kernels[kernel.id] = kernel
+        if listed:
+            self._kernels[kernel.id] = kernel
         kernel.start_watching()
         return kernel
 
@@ -348,6 +355,43 @@ class KernelHub:
         kt = await (
             self.default_kernel_type() if type_id is None else self.get_kernel_type(type_id)
         )
+        if self._pools and kernel_id is None and connection is None and on_launched is None:
+            key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny, restart=restart)
+            pool = self._pools.get(key)
+            spare = pool.take() if pool is not None else None
+            if spare is not None:
+                self._kernels[spare.id] = spare
+                self.emit("ready", spare.id, kt.id, pooled=True)
+                return spare
+        return await self._launch(
+            kt,
+            cwd=cwd,
+            env=env,
+            params=params,
+            kernel_id=kernel_id,
+            ready_timeout=ready_timeout,
+            restart=restart,
+            nanny=nanny,
+            connection=connection,
+            on_launched=on_launched,
+        )
+
+    async def _launch(
+        self,
+        kt: KernelType,
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        kernel_id: str | None = None,
+        ready_timeout: float = 60.0,
+        restart: RestartPolicy | bool | None = None,
+        nanny: bool = False,
+        connection: Mapping[str, Any] | None = None,
+        on_launched: Callable[[Started], object] | None = None,
+        pool: bool = False,
+    ) -> RunningKernel:
+        """Start a kernel of *kt* (the one launch path of :meth:`launch` and of pools)."""
         plugin = self.owner_of(kt.id)
         policy = self._restart_policy(kt, restart, plugin=plugin)
         request = LaunchRequest(
@@ -357,7 +401,8 @@ class KernelHub:
             params=params if params is not None else {},
             connection=connection,
         )
-        self.emit("starting", request.kernel_id, kt.id)
+        marks = {"pool": True} if pool else {}
+        self.emit("starting", request.kernel_id, kt.id, **marks)
         monitor = ActivityMonitor()
         try:
             started = await self._starter.start(
@@ -370,7 +415,7 @@ class KernelHub:
                 on_launched=on_launched,
             )
         except Exception as exc:
-            self.emit("failed", request.kernel_id, kt.id, reason=first_line(exc))
+            self.emit("failed", request.kernel_id, kt.id, reason=first_line(exc), **marks)
             raise
         kernel = self._register(
             kt,
@@ -380,9 +425,86 @@ class KernelHub:
             policy=policy,
             monitor=monitor,
             ready_timeout=ready_timeout,
+            listed=not pool,
         )
-        self.emit("ready", kernel.id, kt.id)
+        self.emit("ready", kernel.id, kt.id, **marks)
         return kernel
+
+    # ---- pools ----
+
+    async def pool(
+        self,
+        type_id: str | None = None,
+        *,
+        size: int = 1,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        ready_timeout: float = 60.0,
+        restart: RestartPolicy | bool | None = None,
+        nanny: bool = False,
+    ) -> KernelPool:
+        """Keep *size* kernels of *type_id* started and ready for :meth:`launch` to hand out.
+
+        Returns at once; the kernels start in the background (``await
+        pool.wait_full(timeout)`` to wait for them). A :meth:`launch` with the
+        same type, *cwd*, *env*, *params*, *nanny* and *restart* (and no
+        ``kernel_id``, ``connection`` or ``on_launched``) takes a ready kernel
+        from the pool, emits ``ready`` for it with ``pooled=True`` and returns;
+        the pool starts another in the background. With none ready, the launch
+        starts a kernel as usual. Each kernel is handed out once.
+
+        The kernels of a pool are watched and restarted like any other; their
+        events carry ``pool=True`` until they are handed out; they are not in
+        :attr:`kernels` until then. Calling this again for the same request
+        resizes its pool (the spares beyond the new size are shut down); size 0
+        removes it. :meth:`shutdown_all` closes every pool.
+
+        :raises NoSuchKernelType: for an unknown id (checked now).
+        :raises ValueError: for a negative size.
+        """
+        self._bind_loop()
+        if size < 0:
+            raise ValueError(f"a pool's size must be 0 or more, not {size}")
+        kt = await (
+            self.default_kernel_type() if type_id is None else self.get_kernel_type(type_id)
+        )
+        key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny, restart=restart)
+        existing = self._pools.get(key)
+        if existing is not None:
+            extra = existing.resize(size)
+            if size == 0:
+                del self._pools[key]
+                extra += await existing.close()
+            await self._end_spares(extra)
+            return existing
+
+        def start() -> Awaitable[RunningKernel]:
+            return self._launch(
+                kt,
+                cwd=cwd,
+                env=dict(env or {}),
+                params=dict(params or {}),
+                ready_timeout=ready_timeout,
+                restart=restart,
+                nanny=nanny,
+                pool=True,
+            )
+
+        pool = KernelPool(key, size, start, ready_timeout=ready_timeout)
+        if size:
+            self._pools[key] = pool
+            pool.fill()
+        return pool
+
+    @property
+    def pools(self) -> list[KernelPool]:
+        """This hub's kernel pools."""
+        return list(self._pools.values())
+
+    async def _end_spares(self, spares: list[RunningKernel]) -> None:
+        if spares:
+            await asyncio.gather(*(k.shutdown() for k in spares), return_exceptions=True)
 
     async def manager_for(
         self,
@@ -494,7 +616,9 @@ class KernelHub:
             raise KeyError(f"no running kernel {kernel_id!r} in this hub") from None
 
     def _forget(self, kernel: RunningKernel) -> None:
-        self._kernels.pop(kernel.id, None)
+        if self._kernels.pop(kernel.id, None) is None:
+            for pool in self._pools.values():  # a spare that ended for good
+                pool.forget(kernel)
 
     async def shutdown_all(
         self, *, now: bool = False, timeout: float = 5.0, concurrency: int | None = None
@@ -516,7 +640,9 @@ class KernelHub:
             :func:`shutdown_concurrency` (four per CPU, at least 8).
         :returns: the counts, as logged.
         """
-        kernels = list(self._kernels.values())
+        pools, self._pools = list(self._pools.values()), {}
+        spares = [k for p in pools for k in await p.close()]  # no refill from here on
+        kernels = [*self._kernels.values(), *spares]
         if not kernels:
             return ShutdownReport()
         slot = asyncio.Semaphore(concurrency or shutdown_concurrency())

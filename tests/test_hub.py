@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -230,3 +232,30 @@ async def test_a_type_whose_own_env_cannot_be_passed_on_is_a_launch_error(tmp_pa
             await hub.launch("crashy/env")
     runtime = Path(os.environ["JUPYTER_RUNTIME_DIR"])
     assert not list(runtime.glob("kernel-*"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tenths", [0, 3, 6, 9])
+async def test_a_cancelled_launch_leaves_no_socket_open(tenths):
+    """The readiness client closed its sockets only if its close was not cancelled too."""
+    import gc
+
+    from kernel_hub.wire.context import hub_context
+
+    def open_sockets() -> int:
+        gc.collect()
+        return sum(1 for s in list(hub_context()._sockets) if not s.closed)
+
+    async with KernelHub(config={}) as hub:
+        before = open_sockets()
+        task = asyncio.ensure_future(hub.launch("ipykernel/python3", restart=False))
+        # Not a synchronisation: it moves the cancel along the start; any point must hold.
+        await asyncio.sleep(tenths / 10)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if task.cancelled():
+            assert open_sockets() == before
+        else:  # it was ready first: shut it down, then nothing of it stays open
+            await task.result().shutdown()
+            assert open_sockets() == before

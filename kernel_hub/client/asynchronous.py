@@ -186,11 +186,13 @@ class AsyncKernelClient(KernelRequests):
         if self._state == "CLOSED":
             return
         self._state = "CLOSED"
-        if self._watcher is not None:
-            await cancel_and_wait(self._watcher)
-        self._transport.close()
-        self.drops.flush()
-        self.abort(KernelHubError("the client was closed while waiting for a reply"))
+        try:
+            if self._watcher is not None:  # a cancel of our caller meanwhile goes on up...
+                await cancel_and_wait(self._watcher)
+        finally:  # ... after the sockets are closed (a cancelled launch leaked them)
+            self._transport.close()
+            self.drops.flush()
+            self.abort(KernelHubError("the client was closed while waiting for a reply"))
 
     def on(self, channel: str, handler: Handler) -> Callable[[], None]:
         """Call *handler* with every message received on *channel*; return a remover.
