@@ -11,6 +11,7 @@ IOPub message arrive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -269,9 +270,28 @@ def test_garbage_over_real_sockets_leaves_every_channel_working():
 
     async def setup() -> None:
         await client.connect()
-        await _round_trip(client, kernel, "shell")  # the ROUTER learns the client's identity
+        # The shell ROUTER learns the client's identity; the IOPub subscription is live
+        # once a status got through. One published before the subscription reached the
+        # kernel's PUB is lost (ZeroMQ's slow joiner): ask again, as wait_for_ready does.
+        seen = asyncio.Event()
+        remove = client.on("iopub", lambda m: seen.set())
+        try:
+            for attempt in range(1, 61):
+                pending = asyncio.ensure_future(
+                    client.request("kernel_info_request", channel="shell", timeout=60)
+                )
+                await kernel.answer("shell")
+                assert (await pending).content == {"status": "ok"}
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05 * attempt):
+                        await seen.wait()
+                if seen.is_set():
+                    break
+            else:
+                pytest.fail("IOPub never delivered a status")
+        finally:
+            remove()
         await _round_trip(client, kernel, "control")
-        # The IOPub subscription is live once a status got through.
 
     @fuzz(200)
     @given(batch=batches)
