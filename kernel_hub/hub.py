@@ -363,37 +363,6 @@ class KernelHub:
                 self._kernels[spare.id] = spare
                 self.emit("ready", spare.id, kt.id, pooled=True)
                 return spare
-        return await self._launch(
-            kt,
-            cwd=cwd,
-            env=env,
-            params=params,
-            kernel_id=kernel_id,
-            ready_timeout=ready_timeout,
-            restart=restart,
-            nanny=nanny,
-            connection=connection,
-            on_launched=on_launched,
-        )
-
-    async def _launch(
-        self,
-        kt: KernelType,
-        *,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        params: Mapping[str, Any] | None = None,
-        kernel_id: str | None = None,
-        ready_timeout: float = 60.0,
-        restart: RestartPolicy | bool | None = None,
-        nanny: bool = False,
-        connection: Mapping[str, Any] | None = None,
-        on_launched: Callable[[Started], object] | None = None,
-        pool: bool = False,
-    ) -> RunningKernel:
-        """Start a kernel of *kt* (the one launch path of :meth:`launch` and of pools)."""
-        plugin = self.owner_of(kt.id)
-        policy = self._restart_policy(kt, restart, plugin=plugin)
         request = LaunchRequest(
             kernel_id=kernel_id or str(uuid.uuid4()),
             cwd=cwd,
@@ -401,6 +370,29 @@ class KernelHub:
             params=params if params is not None else {},
             connection=connection,
         )
+        return await self._launch(
+            kt,
+            request,
+            ready_timeout=ready_timeout,
+            restart=restart,
+            nanny=nanny,
+            on_launched=on_launched,
+        )
+
+    async def _launch(
+        self,
+        kt: KernelType,
+        request: LaunchRequest,
+        *,
+        ready_timeout: float,
+        restart: RestartPolicy | bool | None,
+        nanny: bool,
+        on_launched: Callable[[Started], object] | None = None,
+        pool: bool = False,
+    ) -> RunningKernel:
+        """Start a kernel of *kt* (the one launch path of :meth:`launch` and of pools)."""
+        plugin = self.owner_of(kt.id)
+        policy = self._restart_policy(kt, restart, plugin=plugin)
         marks = {"pool": True} if pool else {}
         self.emit("starting", request.kernel_id, kt.id, **marks)
         monitor = ActivityMonitor()
@@ -461,7 +453,8 @@ class KernelHub:
         removes it. :meth:`shutdown_all` closes every pool.
 
         :raises NoSuchKernelType: for an unknown id (checked now).
-        :raises ValueError: for a negative size.
+        :raises ValueError: for a negative size, or an *env*, *cwd* or *params* that
+            cannot be used (as :meth:`launch` would raise).
         """
         self._bind_loop()
         if size < 0:
@@ -469,6 +462,8 @@ class KernelHub:
         kt = await (
             self.default_kernel_type() if type_id is None else self.get_kernel_type(type_id)
         )
+        # The request is checked now (a bad env entry is the caller's error, not a failed start).
+        LaunchRequest(kernel_id="pool", cwd=cwd, env=dict(env or {}), params=dict(params or {}))
         key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny, restart=restart)
         existing = self._pools.get(key)
         if existing is not None:
@@ -480,15 +475,11 @@ class KernelHub:
             return existing
 
         def start() -> Awaitable[RunningKernel]:
+            request = LaunchRequest(
+                kernel_id=str(uuid.uuid4()), cwd=cwd, env=dict(env or {}), params=dict(params or {})
+            )
             return self._launch(
-                kt,
-                cwd=cwd,
-                env=dict(env or {}),
-                params=dict(params or {}),
-                ready_timeout=ready_timeout,
-                restart=restart,
-                nanny=nanny,
-                pool=True,
+                kt, request, ready_timeout=ready_timeout, restart=restart, nanny=nanny, pool=True
             )
 
         pool = KernelPool(key, size, start, ready_timeout=ready_timeout)

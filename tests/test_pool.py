@@ -155,4 +155,6 @@ async def test_a_pool_of_an_unknown_type_fails_at_once():
             await hub.pool("ipykernel/no-such-kernel", size=1)
         with pytest.raises(ValueError, match="0 or more"):
             await hub.pool(PYTHON, size=-1)
+        with pytest.raises(ValueError):
+            await hub.pool(PYTHON, size=1, env={"A": 1})  # type: ignore[dict-item]
         assert hub.pools == []
