@@ -157,3 +157,22 @@ async def test_a_failing_manager_wait_is_logged_and_close_still_closes(fake_kern
             assert reply.content["status"] == "ok"  # requests still work
     assert repr(client).endswith("[CLOSED]>")
     assert "wait() failed" in caplog.text and "the nanny link broke" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_an_execution_idle_without_its_reply_fails_after_the_grace_not_never():
+    """ipykernel drops the reply when an interrupt lands just before the code runs."""
+    from kernel_hub import KernelHubError
+    from kernel_hub.client._execution import Execution
+    from kernel_hub.wire.session import Session
+
+    loop = asyncio.get_running_loop()
+    lost = Execution(loop, None, None, idle_grace=0.05)
+    lost.got_idle()
+    with pytest.raises(KernelHubError, match="without an execute_reply"):
+        await asyncio.wait_for(lost.done, 30)
+    reply = Session(b"").msg("execute_reply", {"status": "ok"})
+    late = Execution(loop, None, None, idle_grace=30)
+    late.got_idle()
+    late.got_reply(reply)  # the reply after the idle status, within the grace: fine
+    assert await asyncio.wait_for(late.done, 30) is reply

@@ -111,6 +111,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
                     f"the kernel {kernel.type_id} died while running the code ({exc})",
                     EXIT_FAILED,
                 ) from None
+            except KernelHubError as exc:
+                if not presses.presses:
+                    raise
+                print(f"kernel-hub: {exc}", file=sys.stderr, flush=True)  # interrupted anyway
+                return EXIT_INTERRUPTED
         if presses.presses:
             return EXIT_INTERRUPTED
     return EXIT_OK if reply.content.get("status") == "ok" else EXIT_FAILED
@@ -119,10 +124,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
 class _CodeRun:
     """What Ctrl-C does in ``run``: end the start; then interrupt the code; then stop the kernel.
 
-    An interrupt sent before the kernel has begun the code is lost: a kernel ignores
-    SIGINT between requests (ipykernel from its busy status until its handler is in
-    place), and the code then runs to its end. So the first press waits for the
-    code's ``execute_input`` (or first output), the kernel's word that the code runs.
+    Until the kernel says the code runs (its ``execute_input``, or first output), a
+    press stops the kernel instead of interrupting it: the code has not begun, and an
+    interrupt then is lost (a kernel ignores SIGINT between requests; ipykernel from
+    its busy status until its handler for the code is in place), so the code would
+    run to its end after all.
     """
 
     def __init__(self, launching: asyncio.Future[Any]) -> None:
@@ -130,27 +136,22 @@ class _CodeRun:
         self.running: asyncio.Future[Any] | None = None
         self.client: KernelClient | None = None
         self.started = False
-        self.wanted = False  # pressed once: interrupt as soon as the code runs
 
     def pressed(self, n: int) -> None:
         if not self.launching.done():
             self.launching.cancel()
-        elif self.running is not None and (n > 1 or self.wanted):
+        elif self.running is None:
+            return  # pressed as the start ended: run() sees the press and stops
+        elif n > 1 or not self.started or self.client is None:
+            if n == 1:
+                print("\nkernel-hub: stopping the kernel before the code started", file=sys.stderr)
             self.running.cancel()
-        elif self.running is not None:
-            self.wanted = True
+        else:
             print(
-                "\nkernel-hub: interrupting the kernel (Ctrl-C again to shut it down)"
-                if self.started
-                else "\nkernel-hub: the code has not started yet; interrupting it when it "
-                "does (Ctrl-C again to shut the kernel down)",
+                "\nkernel-hub: interrupting the kernel (Ctrl-C again to shut it down)",
                 file=sys.stderr,
                 flush=True,
             )
-            self._interrupt()
-
-    def _interrupt(self) -> None:
-        if self.wanted and self.started and self.client is not None:
             interrupting = asyncio.ensure_future(self.client.interrupt())
             interrupting.add_done_callback(_log_failure)
 
@@ -161,9 +162,7 @@ class _CodeRun:
             self.client = client
 
             def output(msg: Message) -> None:
-                if not self.started:
-                    self.started = True
-                    self._interrupt()
+                self.started = True
                 console_output_hook(msg, drops=client.drops)
 
             return await client.execute_interactive(code, timeout=timeout, output_hook=output)

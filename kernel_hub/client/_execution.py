@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..contract.errors import KernelHubError
 from ..wire.session import Message
 
 __all__ = [
@@ -140,14 +141,23 @@ class Execution:
         """Take the ``execute_reply``; the idle status is awaited from now on with a grace."""
         self._last_read = self._loop.time()
         self.reply = reply
-        if not self.idle and self._timer is None:
+        if self.idle:
+            self._cancel_timer()  # the reply came after all
+        elif self._timer is None:
             self._timer = self._loop.call_later(self.idle_grace, self._grace_over)
         self._check()
 
     def got_idle(self) -> None:
-        """Take the ``idle`` status of this execution."""
+        """Take the ``idle`` status of this execution; without a reply, await it with a grace.
+
+        The kernel has finished with the request: a reply that has not come within
+        the grace will not come (ipykernel drops it when an interrupt lands after its
+        ``execute_input`` and before the code runs).
+        """
         self.idle = True
         self._cancel_timer()
+        if self.reply is None and not self.done.done():
+            self._timer = self._loop.call_later(self.idle_grace, self._no_reply)
         self._check()
 
     def close(self) -> None:
@@ -204,6 +214,17 @@ class Execution:
         )
         self.idle = True
         self._check()
+
+    def _no_reply(self) -> None:
+        self._timer = None
+        if self.reply is None and not self.done.done():
+            self.done.set_exception(
+                KernelHubError(
+                    "the kernel finished the execute_request without an execute_reply "
+                    f"({self.idle_grace:g} s after its idle status; an interrupt that "
+                    "reached it just before the code ran?)"
+                )
+            )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
