@@ -170,8 +170,8 @@ def _ports_free(ip: str, ports: list[int]) -> bool:
     return True
 
 
-def _free_ports(ip: str, n: int) -> list[int]:
-    """Return *n* distinct ports that are free on *ip* now.
+def _free_ports(ip: str, n: int, avoid: tuple[int, ...] = ()) -> list[int]:
+    """Return *n* distinct ports that are free on *ip* now, none of them in *avoid*.
 
     Chosen at random outside the OS's ephemeral range where possible: ports from
     ``bind(0)`` share that range with the source ports of outgoing connections,
@@ -199,7 +199,7 @@ def _free_ports(ip: str, n: int) -> list[int]:
                 if attempts > 200:
                     band = None
                 continue
-            if s.getsockname()[1] not in ports:
+            if s.getsockname()[1] not in ports and s.getsockname()[1] not in avoid:
                 ports.append(s.getsockname()[1])
         return ports
     finally:
@@ -309,15 +309,17 @@ class Nanny:
     # ---- start ----
 
     def start(self) -> dict[str, Any]:
-        """Make the work dir, bind the sockets, start the kernel; return the handshake."""
-        try:
-            import zmq
-        except ImportError:
+        """Make the work dir, start the kernel, bind the sockets; return the handshake.
+
+        The kernel starts before pyzmq is imported and the nanny's sockets are bound:
+        its own start (a Python and ``import ipykernel``, ~0.2 s) then overlaps the
+        nanny's, instead of following it.
+        """
+        if importlib.util.find_spec("zmq") is None:
             raise NannyError(
                 f"pyzmq is not installed for {sys.executable}; "
                 f"run: {sys.executable} -m pip install ipykernel"
-            ) from None
-        self._zmq = zmq
+            )
         _check_ipykernel(self.argv)
         if self.cwd is not None and not os.path.isdir(self.cwd):
             what = "is not a directory" if os.path.exists(self.cwd) else "does not exist"
@@ -332,6 +334,26 @@ class Nanny:
         self.connection_file = os.path.join(self.workdir, "kernel.json")
         self.log_file = os.path.join(self.workdir, "kernel.log")
         key = self._key or secrets.token_hex(32)
+        # The kernel's five ports and two for the nanny's sockets, all distinct: the nanny
+        # binds its own only once the kernel runs.
+        ports = self._ports
+        if len(ports) == len(KERNEL_PORTS) and _ports_free(self.ip, ports):
+            own = _free_ports(self.ip, 2, avoid=tuple(ports))
+        else:
+            chosen = _free_ports(self.ip, len(KERNEL_PORTS) + 2)
+            ports, own = chosen[:-2], chosen[-2:]
+        info: dict[str, Any] = {"transport": "tcp", "ip": self.ip}
+        info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
+        info.update(key=key, signature_scheme="hmac-sha256", kernel_name=self.kernel_name)
+        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f, indent=1)
+        self._start_kernel()
+        try:
+            import zmq
+        except ImportError as exc:  # found above, but broken: the caller ends the kernel
+            raise NannyError(f"cannot import pyzmq for {sys.executable}: {exc}") from None
+        self._zmq = zmq
         self._signer = Signer(key.encode("ascii"))
         self._ctx = zmq.Context()
         self._control = self._ctx.socket(zmq.ROUTER)
@@ -340,30 +362,13 @@ class Nanny:
         self._events = self._ctx.socket(zmq.XPUB)
         self._events.setsockopt(zmq.XPUB_VERBOSE, 1)
         try:
-            control_port = self._bind(self._control)
-            events_port = self._bind(self._events)
+            control_port = self._bind(self._control, own[0])
+            events_port = self._bind(self._events, own[1])
         except zmq.ZMQError as exc:
             raise NannyError(f"cannot bind the nanny's sockets on {self.ip}: {exc}") from None
         self._watch_peers()
-        info: dict[str, Any] = {"transport": "tcp", "ip": self.ip}
-        # The nanny's own ports are bound already, so the OS cannot hand them out again here.
-        ports = self._ports
-        if len(ports) != len(KERNEL_PORTS) or not _ports_free(self.ip, ports):
-            ports = _free_ports(self.ip, len(KERNEL_PORTS))
-        info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
-        info.update(
-            key=key,
-            signature_scheme="hmac-sha256",
-            kernel_name=self.kernel_name,
-            nanny_control_port=control_port,
-            nanny_events_port=events_port,
-        )
+        info.update(nanny_control_port=control_port, nanny_events_port=events_port)
         self.connection_info = info
-        kernel_info = {k: v for k, v in info.items() if not k.startswith("nanny_")}
-        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(kernel_info, f, indent=1)
-        self._start_kernel()
         return {
             "connection_info": info,
             "nanny_pid": os.getpid(),
@@ -371,10 +376,18 @@ class Nanny:
             "workdir": self.workdir,
         }
 
-    def _bind(self, sock: Any) -> int:
+    def _bind(self, sock: Any, port: int) -> int:
+        """Bind *sock* to *port*, or to any port if that one was taken meanwhile."""
         sock.linger = 1000  # long enough to deliver the shutdown reply, short enough to exit
         self._limit(sock)
-        sock.bind(_url(self.ip, "*"))
+        try:
+            sock.bind(_url(self.ip, port))
+        except self._zmq.ZMQError as exc:
+            if exc.errno != self._zmq.EADDRINUSE:
+                raise
+            # Taken since it was chosen. Any port: from the OS's ephemeral range, which the
+            # kernel's ports (chosen outside it where possible) do not share.
+            sock.bind(_url(self.ip, "*"))
         endpoint = sock.getsockopt(self._zmq.LAST_ENDPOINT).decode()
         return int(endpoint.rsplit(":", 1)[1])
 
