@@ -17,16 +17,16 @@ The protocol (options, handshake line, ops, events) is specified in
 # runtime code must keep to 3.8: no match, no zip(strict=), no datetime.UTC.
 from __future__ import annotations
 
+# Only what comes before the kernel's start is imported here; the rest (pyzmq, hashlib and
+# hmac for signing, datetime for log lines) where it is used, so the kernel starts sooner.
 import argparse
 import collections
 import contextlib
-import hashlib
-import hmac
 import importlib.util
 import json
 import os
+import random
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -36,9 +36,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timezone
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not imported: it costs ~2 ms, and this is for mypy
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
 
 __all__ = ["DELIM", "Nanny", "Signer", "main", "source"]
 
@@ -93,9 +95,20 @@ def source() -> str:
         return f.read()
 
 
+def _utc_now() -> datetime:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)  # noqa: UP017 - 3.8
+
+
+def _new_id() -> str:
+    """Return a fresh message or session id: 128 random bits in hex (like ``uuid4().hex``)."""
+    return os.urandom(16).hex()
+
+
 def _log(message: str) -> None:
     """Write one line to stderr (the nanny's log; never the key)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: UP017 - 3.8
+    stamp = _utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
         sys.stderr.write(f"{stamp} kernel-hub-nanny[{os.getpid()}]: {message}\n")
         sys.stderr.flush()
@@ -118,6 +131,10 @@ class Signer:
     history_size = 2**16
 
     def __init__(self, key: bytes, scheme: str = "hmac-sha256") -> None:
+        import hashlib
+        import hmac
+
+        self._compare = hmac.compare_digest
         kind, _, hash_name = scheme.partition("-")
         if kind != "hmac" or not hasattr(hashlib, hash_name):
             raise NannyError(f"unsupported signature_scheme {scheme!r}; use 'hmac-sha256'")
@@ -134,7 +151,7 @@ class Signer:
         """Return ``None`` if *signature* is valid and new, else why it is refused."""
         if not signature:
             return "unsigned message"
-        if not hmac.compare_digest(signature, self.sign(parts)):
+        if not self._compare(signature, self.sign(parts)):
             return "invalid signature"
         if signature in self._seen:
             return "replayed signature"
@@ -170,6 +187,10 @@ def _ports_free(ip: str, ports: list[int]) -> bool:
     return True
 
 
+#: os.urandom's random numbers (what the secrets module uses, which would import hmac too).
+_sysrandom = random.SystemRandom()
+
+
 def _free_ports(ip: str, n: int, avoid: tuple[int, ...] = ()) -> list[int]:
     """Return *n* distinct ports that are free on *ip* now, none of them in *avoid*.
 
@@ -194,7 +215,7 @@ def _free_ports(ip: str, n: int, avoid: tuple[int, ...] = ()) -> list[int]:
             s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
             socks.append(s)
             try:
-                s.bind((ip, band[0] + secrets.randbelow(band[1] - band[0] + 1) if band else 0))
+                s.bind((ip, band[0] + _sysrandom.randrange(band[1] - band[0] + 1) if band else 0))
             except OSError:
                 if attempts > 200:
                     band = None
@@ -279,7 +300,7 @@ class Nanny:
         self.exit_status: int | None = None
         #: Requests dropped because of a missing, wrong or replayed signature.
         self.bad_signatures = 0
-        self.session = uuid.uuid4().hex
+        self.session = _new_id()
         self._signer: Signer | None = None
         self._zmq: Any = None
         self._ctx: Any = None
@@ -333,7 +354,7 @@ class Nanny:
             f.write(f"{os.getpid()} {_process_start(os.getpid())}")
         self.connection_file = os.path.join(self.workdir, "kernel.json")
         self.log_file = os.path.join(self.workdir, "kernel.log")
-        key = self._key or secrets.token_hex(32)
+        key = self._key or os.urandom(32).hex()  # what secrets.token_hex(32) is
         # The kernel's five ports and two for the nanny's sockets, all distinct: the nanny
         # binds its own only once the kernel runs.
         ports = self._ports
@@ -609,11 +630,11 @@ class Nanny:
 
     def _msg(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> list[bytes]:
         header = {
-            "msg_id": uuid.uuid4().hex,
+            "msg_id": _new_id(),
             "msg_type": msg_type,
             "username": "kernel-hub-nanny",
             "session": self.session,
-            "date": datetime.now(timezone.utc).isoformat(),  # noqa: UP017 - 3.8
+            "date": _utc_now().isoformat(),
             "version": PROTOCOL_VERSION,
         }
         parts = [_pack(header), _pack(parent), _pack({}), _pack(content)]
@@ -974,11 +995,11 @@ def _route_address(url: str) -> str:
 
 def _registration_message(signer: Signer, msg_type: str, content: dict[str, Any]) -> list[bytes]:
     header = {
-        "msg_id": uuid.uuid4().hex,
+        "msg_id": _new_id(),
         "msg_type": msg_type,
         "username": "kernel-hub-nanny",
-        "session": uuid.uuid4().hex,
-        "date": datetime.now(timezone.utc).isoformat(),  # noqa: UP017 - 3.8
+        "session": _new_id(),
+        "date": _utc_now().isoformat(),
         "version": PROTOCOL_VERSION,
     }
     parts = [_pack(header), _pack({}), _pack({}), _pack(content)]

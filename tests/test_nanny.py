@@ -211,7 +211,7 @@ def test_free_ports_skip_the_ports_to_avoid(monkeypatch):
 
     def first_picks():  # the same "random" choices each time
         picks = iter(range(10_000))
-        monkeypatch.setattr(nanny_module.secrets, "randbelow", lambda n: next(picks))
+        monkeypatch.setattr(nanny_module._sysrandom, "randrange", lambda n: next(picks))
 
     first_picks()
     kernel_ports = nanny_module._free_ports("127.0.0.1", 5)
