@@ -17,16 +17,16 @@ The protocol (options, handshake line, ops, events) is specified in
 # runtime code must keep to 3.8: no match, no zip(strict=), no datetime.UTC.
 from __future__ import annotations
 
+# Only what comes before the kernel's start is imported here; the rest (pyzmq, hashlib and
+# hmac for signing, datetime for log lines) where it is used, so the kernel starts sooner.
 import argparse
 import collections
 import contextlib
-import hashlib
-import hmac
 import importlib.util
 import json
 import os
+import random
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -36,9 +36,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timezone
-from typing import Any
+
+TYPE_CHECKING = False  # typing itself is not imported: it costs ~2 ms, and this is for mypy
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
 
 __all__ = ["DELIM", "Nanny", "Signer", "main", "source"]
 
@@ -93,9 +95,20 @@ def source() -> str:
         return f.read()
 
 
+def _utc_now() -> datetime:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)  # noqa: UP017 - 3.8
+
+
+def _new_id() -> str:
+    """Return a fresh message or session id: 128 random bits in hex (like ``uuid4().hex``)."""
+    return os.urandom(16).hex()
+
+
 def _log(message: str) -> None:
     """Write one line to stderr (the nanny's log; never the key)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: UP017 - 3.8
+    stamp = _utc_now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     try:
         sys.stderr.write(f"{stamp} kernel-hub-nanny[{os.getpid()}]: {message}\n")
         sys.stderr.flush()
@@ -118,6 +131,10 @@ class Signer:
     history_size = 2**16
 
     def __init__(self, key: bytes, scheme: str = "hmac-sha256") -> None:
+        import hashlib
+        import hmac
+
+        self._compare = hmac.compare_digest
         kind, _, hash_name = scheme.partition("-")
         if kind != "hmac" or not hasattr(hashlib, hash_name):
             raise NannyError(f"unsupported signature_scheme {scheme!r}; use 'hmac-sha256'")
@@ -134,7 +151,7 @@ class Signer:
         """Return ``None`` if *signature* is valid and new, else why it is refused."""
         if not signature:
             return "unsigned message"
-        if not hmac.compare_digest(signature, self.sign(parts)):
+        if not self._compare(signature, self.sign(parts)):
             return "invalid signature"
         if signature in self._seen:
             return "replayed signature"
@@ -170,8 +187,12 @@ def _ports_free(ip: str, ports: list[int]) -> bool:
     return True
 
 
-def _free_ports(ip: str, n: int) -> list[int]:
-    """Return *n* distinct ports that are free on *ip* now.
+#: os.urandom's random numbers (what the secrets module uses, which would import hmac too).
+_sysrandom = random.SystemRandom()
+
+
+def _free_ports(ip: str, n: int, avoid: tuple[int, ...] = ()) -> list[int]:
+    """Return *n* distinct ports that are free on *ip* now, none of them in *avoid*.
 
     Chosen at random outside the OS's ephemeral range where possible: ports from
     ``bind(0)`` share that range with the source ports of outgoing connections,
@@ -194,12 +215,12 @@ def _free_ports(ip: str, n: int) -> list[int]:
             s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
             socks.append(s)
             try:
-                s.bind((ip, band[0] + secrets.randbelow(band[1] - band[0] + 1) if band else 0))
+                s.bind((ip, band[0] + _sysrandom.randrange(band[1] - band[0] + 1) if band else 0))
             except OSError:
                 if attempts > 200:
                     band = None
                 continue
-            if s.getsockname()[1] not in ports:
+            if s.getsockname()[1] not in ports and s.getsockname()[1] not in avoid:
                 ports.append(s.getsockname()[1])
         return ports
     finally:
@@ -279,7 +300,7 @@ class Nanny:
         self.exit_status: int | None = None
         #: Requests dropped because of a missing, wrong or replayed signature.
         self.bad_signatures = 0
-        self.session = uuid.uuid4().hex
+        self.session = _new_id()
         self._signer: Signer | None = None
         self._zmq: Any = None
         self._ctx: Any = None
@@ -309,15 +330,17 @@ class Nanny:
     # ---- start ----
 
     def start(self) -> dict[str, Any]:
-        """Make the work dir, bind the sockets, start the kernel; return the handshake."""
-        try:
-            import zmq
-        except ImportError:
+        """Make the work dir, start the kernel, bind the sockets; return the handshake.
+
+        The kernel starts before pyzmq is imported and the nanny's sockets are bound:
+        its own start (a Python and ``import ipykernel``, ~0.2 s) then overlaps the
+        nanny's, instead of following it.
+        """
+        if importlib.util.find_spec("zmq") is None:
             raise NannyError(
                 f"pyzmq is not installed for {sys.executable}; "
                 f"run: {sys.executable} -m pip install ipykernel"
-            ) from None
-        self._zmq = zmq
+            )
         _check_ipykernel(self.argv)
         if self.cwd is not None and not os.path.isdir(self.cwd):
             what = "is not a directory" if os.path.exists(self.cwd) else "does not exist"
@@ -331,7 +354,27 @@ class Nanny:
             f.write(f"{os.getpid()} {_process_start(os.getpid())}")
         self.connection_file = os.path.join(self.workdir, "kernel.json")
         self.log_file = os.path.join(self.workdir, "kernel.log")
-        key = self._key or secrets.token_hex(32)
+        key = self._key or os.urandom(32).hex()  # what secrets.token_hex(32) is
+        # The kernel's five ports and two for the nanny's sockets, all distinct: the nanny
+        # binds its own only once the kernel runs.
+        ports = self._ports
+        if len(ports) == len(KERNEL_PORTS) and _ports_free(self.ip, ports):
+            own = _free_ports(self.ip, 2, avoid=tuple(ports))
+        else:
+            chosen = _free_ports(self.ip, len(KERNEL_PORTS) + 2)
+            ports, own = chosen[:-2], chosen[-2:]
+        info: dict[str, Any] = {"transport": "tcp", "ip": self.ip}
+        info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
+        info.update(key=key, signature_scheme="hmac-sha256", kernel_name=self.kernel_name)
+        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f, indent=1)
+        self._start_kernel()
+        try:
+            import zmq
+        except ImportError as exc:  # found above, but broken: the caller ends the kernel
+            raise NannyError(f"cannot import pyzmq for {sys.executable}: {exc}") from None
+        self._zmq = zmq
         self._signer = Signer(key.encode("ascii"))
         self._ctx = zmq.Context()
         self._control = self._ctx.socket(zmq.ROUTER)
@@ -340,30 +383,13 @@ class Nanny:
         self._events = self._ctx.socket(zmq.XPUB)
         self._events.setsockopt(zmq.XPUB_VERBOSE, 1)
         try:
-            control_port = self._bind(self._control)
-            events_port = self._bind(self._events)
+            control_port = self._bind(self._control, own[0])
+            events_port = self._bind(self._events, own[1])
         except zmq.ZMQError as exc:
             raise NannyError(f"cannot bind the nanny's sockets on {self.ip}: {exc}") from None
         self._watch_peers()
-        info: dict[str, Any] = {"transport": "tcp", "ip": self.ip}
-        # The nanny's own ports are bound already, so the OS cannot hand them out again here.
-        ports = self._ports
-        if len(ports) != len(KERNEL_PORTS) or not _ports_free(self.ip, ports):
-            ports = _free_ports(self.ip, len(KERNEL_PORTS))
-        info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
-        info.update(
-            key=key,
-            signature_scheme="hmac-sha256",
-            kernel_name=self.kernel_name,
-            nanny_control_port=control_port,
-            nanny_events_port=events_port,
-        )
+        info.update(nanny_control_port=control_port, nanny_events_port=events_port)
         self.connection_info = info
-        kernel_info = {k: v for k, v in info.items() if not k.startswith("nanny_")}
-        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(kernel_info, f, indent=1)
-        self._start_kernel()
         return {
             "connection_info": info,
             "nanny_pid": os.getpid(),
@@ -371,10 +397,18 @@ class Nanny:
             "workdir": self.workdir,
         }
 
-    def _bind(self, sock: Any) -> int:
+    def _bind(self, sock: Any, port: int) -> int:
+        """Bind *sock* to *port*, or to any port if that one was taken meanwhile."""
         sock.linger = 1000  # long enough to deliver the shutdown reply, short enough to exit
         self._limit(sock)
-        sock.bind(_url(self.ip, "*"))
+        try:
+            sock.bind(_url(self.ip, port))
+        except self._zmq.ZMQError as exc:
+            if exc.errno != self._zmq.EADDRINUSE:
+                raise
+            # Taken since it was chosen. Any port: from the OS's ephemeral range, which the
+            # kernel's ports (chosen outside it where possible) do not share.
+            sock.bind(_url(self.ip, "*"))
         endpoint = sock.getsockopt(self._zmq.LAST_ENDPOINT).decode()
         return int(endpoint.rsplit(":", 1)[1])
 
@@ -596,11 +630,11 @@ class Nanny:
 
     def _msg(self, msg_type: str, content: dict[str, Any], parent: dict[str, Any]) -> list[bytes]:
         header = {
-            "msg_id": uuid.uuid4().hex,
+            "msg_id": _new_id(),
             "msg_type": msg_type,
             "username": "kernel-hub-nanny",
             "session": self.session,
-            "date": datetime.now(timezone.utc).isoformat(),  # noqa: UP017 - 3.8
+            "date": _utc_now().isoformat(),
             "version": PROTOCOL_VERSION,
         }
         parts = [_pack(header), _pack(parent), _pack({}), _pack(content)]
@@ -961,11 +995,11 @@ def _route_address(url: str) -> str:
 
 def _registration_message(signer: Signer, msg_type: str, content: dict[str, Any]) -> list[bytes]:
     header = {
-        "msg_id": uuid.uuid4().hex,
+        "msg_id": _new_id(),
         "msg_type": msg_type,
         "username": "kernel-hub-nanny",
-        "session": uuid.uuid4().hex,
-        "date": datetime.now(timezone.utc).isoformat(),  # noqa: UP017 - 3.8
+        "session": _new_id(),
+        "date": _utc_now().isoformat(),
         "version": PROTOCOL_VERSION,
     }
     parts = [_pack(header), _pack({}), _pack({}), _pack(content)]

@@ -204,6 +204,22 @@ def test_hook_make_manager_core_default_builds_a_nanny_manager(plugin_manager):
         )
 
 
+def test_free_ports_skip_the_ports_to_avoid(monkeypatch):
+    # A relaunch reuses the old kernel's five ports (free, not bound yet): the two the
+    # nanny takes for itself must not be among them.
+    from kernel_hub import nanny as nanny_module
+
+    def first_picks():  # the same "random" choices each time
+        picks = iter(range(10_000))
+        monkeypatch.setattr(nanny_module._sysrandom, "randrange", lambda n: next(picks))
+
+    first_picks()
+    kernel_ports = nanny_module._free_ports("127.0.0.1", 5)
+    first_picks()
+    own = nanny_module._free_ports("127.0.0.1", 2, avoid=tuple(kernel_ports))
+    assert len(set(own)) == 2 and set(own).isdisjoint(kernel_ports)
+
+
 # ---- a real nanny in an ipykernel-only venv ----
 
 
@@ -695,7 +711,12 @@ def test_handshake_error_without_ipykernel(monkeypatch, capsys):
 
     from kernel_hub import nanny as nanny_module
 
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "ipykernel" else real_find_spec(name, *args),
+    )
     assert nanny_module.main(["--linger", "0"]) == 1
     out = capsys.readouterr().out
     assert out.startswith('{"error": "ipykernel is not installed for ')

@@ -7,6 +7,12 @@ so the kernel's connection info (and every client holding it) stays valid.
 A TCP connection accepted during an outage waits for the new SSH connection;
 ZeroMQ reconnects the ones that broke.
 
+A TCP connection to a remote port that nobody listens on yet (a kernel still
+starting: clients connect as soon as the nanny has answered) is held too, and
+the remote end is tried again every few milliseconds, so the stream goes through
+the moment the kernel binds. Dropping it instead would leave ZeroMQ to reconnect
+after its own back-off, 100 to 200 ms later.
+
 Nothing listens on a non-loopback interface: the local side binds 127.0.0.1,
 and the remote side is reached as 127.0.0.1 from the SSH server.
 """
@@ -20,6 +26,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
+from ._asyncssh import asyncssh
+
 if TYPE_CHECKING:
     from collections.abc import Container, Mapping
 
@@ -31,6 +39,17 @@ log = logging.getLogger("kernel_hub.ssh")
 
 _CHUNK = 256 * 1024
 LOOPBACK = "127.0.0.1"
+
+#: Seconds between two tries of a remote port that refused, at first and at most. A refused
+#: try costs about 0.1 ms of CPU here and in sshd; the slow pace past the first second is
+#: about ZeroMQ's own reconnect rate, so a port that stays closed costs what it did before.
+REMOTE_RETRY = 0.01
+REMOTE_RETRY_MAX = 0.1
+#: Seconds of fast tries before slowing down to ``REMOTE_RETRY_MAX``.
+REMOTE_RETRY_FAST = 1.0
+#: Seconds a stream is held for a remote port that refuses; then it is dropped (ZeroMQ
+#: reconnects and the wait starts again). Well under ZeroMQ's 30 s handshake timeout.
+REMOTE_WAIT = 10.0
 
 
 async def _pump(reader: Any, writer: Any) -> None:
@@ -101,9 +120,7 @@ class Tunnel:
         self._writers.add(writer)
         try:
             try:
-                # During a reconnect this waits for the new connection instead of failing.
-                conn = await self.host.connected(self.host.target.reconnect_timeout)
-                r_reader, r_writer = await conn.open_connection(LOOPBACK, self.remote_port)
+                r_reader, r_writer = await self._open_remote()
             except Exception as exc:  # noqa: BLE001 - any failure just drops this TCP stream
                 log.debug("%r: cannot open the remote end: %r", self, exc)
                 return
@@ -127,6 +144,25 @@ class Tunnel:
             writer.close()
             self._writers.discard(writer)
             self._tasks.discard(task)
+
+    async def _open_remote(self) -> tuple[Any, Any]:
+        """Open the remote end of a stream, waiting while the remote port refuses.
+
+        :raises asyncssh.ChannelOpenError: when the port still refuses after
+            :data:`REMOTE_WAIT`, or the open fails for another reason.
+        """
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while True:
+            # During a reconnect this waits for the new connection instead of failing.
+            conn = await self.host.connected(self.host.target.reconnect_timeout)
+            try:
+                return await conn.open_connection(LOOPBACK, self.remote_port)
+            except asyncssh.ChannelOpenError as exc:
+                waited = loop.time() - start
+                if exc.code != asyncssh.OPEN_CONNECT_FAILED or waited >= REMOTE_WAIT:
+                    raise
+            await asyncio.sleep(REMOTE_RETRY if waited < REMOTE_RETRY_FAST else REMOTE_RETRY_MAX)
 
     async def close(self) -> None:
         """Stop listening and cut every forwarded stream."""

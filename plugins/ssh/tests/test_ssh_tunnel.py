@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 
 import pytest
 import pytest_asyncio
 from kernel_hub_ssh import connection as sshconn
+from kernel_hub_ssh import tunnel
+from kernel_hub_ssh._asyncssh import asyncssh
 from kernel_hub_ssh.config import SSHHostConfig
 from kernel_hub_ssh.connection import SSHLoop, acquire, open_connection
 from kernel_hub_ssh.tunnel import open_tunnels
@@ -193,9 +196,77 @@ async def test_gone_after_reconnect_timeout(sshd):
         await on_ssh_loop(host.release())
 
 
-def _dead_port() -> int:
-    import socket
+async def _echo(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
 
+
+@pytest_asyncio.fixture
+async def refusals(monkeypatch):
+    """An event set (on the test's loop) each time sshd refuses to open a remote end."""
+    loop = asyncio.get_running_loop()
+    refused = asyncio.Event()
+    real_open = asyncssh.SSHClientConnection.open_connection
+
+    async def open_connection(self, *args, **kwargs):
+        try:
+            return await real_open(self, *args, **kwargs)
+        except asyncssh.ChannelOpenError:
+            loop.call_soon_threadsafe(refused.set)
+            raise
+
+    monkeypatch.setattr(asyncssh.SSHClientConnection, "open_connection", open_connection)
+    return refused
+
+
+@pytest.mark.asyncio
+async def test_stream_to_a_port_not_listening_yet_waits_for_it(sshd, refusals):
+    # A kernel binds its ports a moment after its nanny answered, and clients connect at once.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # bound, not listening: connections to it are refused
+    port = sock.getsockname()[1]
+    host = await on_ssh_loop(acquire(target_of(sshd)))
+    ts = await on_ssh_loop(open_tunnels(host, {"p": port}, key=("t", 3)))
+    server = None
+    try:
+        pending = asyncio.ensure_future(roundtrip(ts.local_ports["p"], b"early"))
+        await asyncio.wait_for(refusals.wait(), 30)
+        assert not pending.done(), "the stream must be held while the port refuses"
+        sock.listen()
+        server = await asyncio.start_server(_echo, sock=sock)
+        # The same TCP stream goes through (a dropped one would end this read with EOF).
+        assert await asyncio.wait_for(pending, 30) == b"early"
+    finally:
+        await on_ssh_loop(ts.release())
+        if server is not None:
+            server.close()
+        else:
+            sock.close()
+
+
+@pytest.mark.asyncio
+async def test_stream_to_a_port_that_stays_closed_is_dropped(sshd, refusals, monkeypatch):
+    monkeypatch.setattr(tunnel, "REMOTE_WAIT", 0.05)
+    host = await on_ssh_loop(acquire(target_of(sshd)))
+    ts = await on_ssh_loop(open_tunnels(host, {"p": _dead_port()}, key=("t", 4)))
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ts.local_ports["p"])
+        try:
+            assert await asyncio.wait_for(reader.read(1), 30) == b""  # EOF: given up
+        finally:
+            writer.close()
+        assert refusals.is_set()
+    finally:
+        await on_ssh_loop(ts.release())
+
+
+def _dead_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
