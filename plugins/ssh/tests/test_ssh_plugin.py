@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 from kernel_hub_ssh.connection import pool_snapshot
 from kernel_hub_ssh.manager import SSHKernelManager
-from kernel_hub_ssh.testing import (
+from kernel_hub_ssh_testing import (
     listening_sockets,
     process_listing,
     processes_running,
