@@ -194,11 +194,10 @@ async def test_gone_after_reconnect_timeout(sshd):
 
 
 def _dead_port() -> int:
-    import socket
+    from kernel_hub.testing import free_ports
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    (port,) = free_ports(1)  # nobody listens there
+    return port
 
 
 # ---- failures of the connection itself ----
