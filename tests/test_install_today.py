@@ -88,7 +88,7 @@ def test_wheels_built_with_uv_install_with_find_links(tmp_path):
     )
     assert res.stderr.splitlines()[-1] == (
         "ModuleNotFoundError: No module named 'kernel_hub_ssh_testing': "
-        "the test kit needs pip install 'kernel-hub-ssh[testing]'"
+        "kernel_hub_ssh.testing needs pip install 'kernel-hub-ssh[testing]'"
     )
 
     # The README's first command, in that venv.
