@@ -1,7 +1,7 @@
 """Benchmark: Slurm kernel start → ready, kernel_hub-slurm against a bare sbatch script.
 
 Both sides submit to the same real one-node Slurm cluster (the test kit's
-:func:`kernel_hub_slurm.testing.start_cluster`, 2 CPUs, jobs of 1 CPU), run
+:func:`kernel_hub_slurm_testing.start_cluster`, 2 CPUs, jobs of 1 CPU), run
 the same Python's ipykernel on the node, and count as "ready" the same thing:
 ``kernel_info`` answered and IOPub delivering (``wait_for_ready``).
 
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import kernel_hub_slurm.plugin as plugin
-from kernel_hub_slurm.testing import start_cluster
+from kernel_hub_slurm_testing import start_cluster
 
 from kernel_hub import AsyncKernelClient, KernelHub
 from kernel_hub.wire.connection import new_connection_info, write_connection_file

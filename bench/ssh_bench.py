@@ -1,7 +1,7 @@
 """Benchmark: SSH kernel start → ready, kernel_hub-ssh against a bare asyncssh script.
 
 Both sides start from nothing (no open SSH connection), talk to the same real
-OpenSSH sshd on loopback (the test kit's :func:`kernel_hub_ssh.testing.start_sshd`)
+OpenSSH sshd on loopback (the test kit's :func:`kernel_hub_ssh_testing.start_sshd`)
 and the same remote venv with only ipykernel, and count as "ready" the same
 thing: ``kernel_info`` answered and IOPub delivering (``wait_for_ready``).
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncssh
 import kernel_hub_ssh.plugin as plugin
-from kernel_hub_ssh.testing import make_remote_python, start_sshd
+from kernel_hub_ssh_testing import make_remote_python, start_sshd
 
 from kernel_hub import AsyncKernelClient, KernelHub
 from kernel_hub.wire.connection import CHANNELS, new_connection_info

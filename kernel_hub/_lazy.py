@@ -2,18 +2,20 @@
 
 ``kernel_hub`` and ``kernel_hub.provider`` each re-export names whose modules
 cost memory or import time that most users never need; both load them the
-same way, with the module ``__getattr__`` and ``__dir__`` made here.
+same way, with the module ``__getattr__`` and ``__dir__`` made here. A module
+that moved keeps its old name with :func:`alias_module` (through the provider door).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
 
-__all__ = ["lazy_names"]
+__all__ = ["alias_module", "lazy_names"]
 
 
 def lazy_names(
@@ -42,3 +44,22 @@ def lazy_names(
         return sorted({*namespace, *public})
 
     return __getattr__, __dir__
+
+
+def alias_module(name: str, target: str, *, install: str) -> None:
+    """Make *name*, the module being imported, another name of module *target*.
+
+    Called by a module that moved, as its only code:
+    ``alias_module(__name__, "kernel_hub_ssh_testing", install="kernel-hub-ssh[testing]")``.
+    Importing the old name then gives the module *target* itself.
+
+    :param install: the requirement that brings *target*.
+    :raises ModuleNotFoundError: in one line that names *install*, when *target*
+        or something it imports is missing.
+    """
+    try:
+        module = importlib.import_module(target)
+    except ModuleNotFoundError as exc:
+        message = f"{exc}: {name} needs pip install '{install}'"
+        raise ModuleNotFoundError(message, name=exc.name) from None
+    sys.modules[name] = module

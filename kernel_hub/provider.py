@@ -23,6 +23,10 @@ a :class:`ConfigSchema` (fields made with :func:`setting`), exposed as the
 attribute ``config_schema`` of its plugin module; the schema checks the tables
 and ``kernel-hub config check`` reports them, the same way for every plugin.
 
+A module a plugin moved keeps its old import path with :func:`alias_module`
+(the ssh, slurm and jupyter plugins' ``testing`` modules, now distributions of
+their own).
+
 Names that pull in more than the contract itself (subprocess management, the
 nanny client, ZeroMQ, the wire format's :class:`Session`, which signs and checks
 messages with a connection key) load on first use, so a plugin that has nothing to do
@@ -33,7 +37,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._lazy import lazy_names
+from ._lazy import alias_module, lazy_names
 from .contract.errors import (
     ConfigError,
     KernelDied,
@@ -109,6 +113,7 @@ __all__ = [
     "Session",
     "SubprocessManager",
     "UnavailableType",
+    "alias_module",
     "between",
     "cancel_and_wait",
     "expand_env",

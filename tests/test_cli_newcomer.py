@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_hub.testing import pid_alive, processes_with_env, wait_pid_gone
+from kernel_hub.testing import pid_alive, processes_running, processes_with_env, wait_pid_gone
 from kernel_hub.wire.connection import new_connection_info, write_connection_file
 
 CLI = [sys.executable, "-m", "kernel_hub"]
@@ -126,16 +126,6 @@ def silent_spec(tmp_path):
     return str(tmp_path), marker
 
 
-def processes_with(marker: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                if marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    pids.append(int(entry))
-    return pids
-
-
 def test_start_timeout_bounds_a_kernel_that_never_answers(silent_spec):
     path, marker = silent_spec
     started = time.monotonic()
@@ -146,7 +136,7 @@ def test_start_timeout_bounds_a_kernel_that_never_answers(silent_spec):
     assert "--start-timeout" in res.stderr and "ready_timeout=" not in res.stderr
     assert "Traceback" not in res.stderr
     assert elapsed < 3 + 30, elapsed  # before: a fixed 60 s
-    assert processes_with(marker) == []
+    assert processes_running(marker) == []
 
 
 @pytest.mark.parametrize(
@@ -171,7 +161,7 @@ def test_a_failed_start_is_one_error_line_and_the_kernels_output_marked_below(
     error, *below = res.stderr.splitlines()
     assert error.startswith("kernel-hub: error: kernel spec/failing ") and words in error
     assert below == ["kernel-hub: the kernel's last output:", "  | first", f"  | {marker}"]
-    assert processes_with(marker) == []
+    assert processes_running(marker) == []
 
 
 @pytest.mark.parametrize("nanny", [False, True])

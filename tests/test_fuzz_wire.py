@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 from collections import Counter
 from typing import Any
@@ -24,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel_hub import AsyncKernelClient
+from kernel_hub.testing import hmac_sha256
 from kernel_hub.wire.connection import channel_url, new_connection_info
 from kernel_hub.wire.session import DELIM, Message, Session
 
@@ -95,13 +94,6 @@ def parts(draw: st.DrawFn) -> list[bytes]:
     return encoded
 
 
-def _sign(key: bytes, four: list[bytes]) -> bytes:
-    h = hmac.new(key, digestmod=hashlib.sha256)
-    for p in four:
-        h.update(p)
-    return h.hexdigest().encode()
-
-
 SPECIAL_FRAMES = [
     b"",
     DELIM,
@@ -120,10 +112,10 @@ def messages(draw: st.DrawFn, key: bytes = KEY) -> list[bytes]:
         four[draw(st.integers(0, 3))] = draw(st.sampled_from(SPECIAL_FRAMES))
     how = draw(st.sampled_from(["signed", "signed", "signed", "unsigned", "forged", "other-key"]))
     signature = {
-        "signed": lambda: _sign(key, four),
+        "signed": lambda: hmac_sha256(key, four),
         "unsigned": lambda: b"",
         "forged": lambda: draw(st.binary(max_size=64)),
-        "other-key": lambda: _sign(b"not-" + key, four),
+        "other-key": lambda: hmac_sha256(b"not-" + key, four),
     }[how]()
     idents = draw(st.lists(st.binary(max_size=8), max_size=2))
     buffers = draw(st.lists(st.binary(max_size=16), max_size=2))
@@ -183,7 +175,7 @@ def test_garbage_through_the_scripted_transport_leaves_the_client_working(batch)
                 if DELIM in frames and len(frames) >= frames.index(DELIM) + 6:
                     i = frames.index(DELIM)
                     resigned = list(frames)
-                    resigned[i + 1] = _sign(key, list(frames[i + 2 : i + 6]))
+                    resigned[i + 1] = hmac_sha256(key, list(frames[i + 2 : i + 6]))
                     transport.deliver_frames(channel, resigned)
             out: list[Message] = []
             reply = await client.execute("print(7)", output_hook=out.append, timeout=60)
@@ -304,7 +296,7 @@ def test_garbage_over_real_sockets_leaves_every_channel_working():
             if DELIM in frames and len(frames) >= frames.index(DELIM) + 6:
                 i = frames.index(DELIM)
                 resigned = list(frames)
-                resigned[i + 1] = _sign(KEY, list(frames[i + 2 : i + 6]))
+                resigned[i + 1] = hmac_sha256(KEY, list(frames[i + 2 : i + 6]))
                 kernel.send(target, resigned)
         # The garbage went first on the same sockets: the drain got past all of it.
         loop.run_until_complete(_round_trip(client, kernel, "shell"))

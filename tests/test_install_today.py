@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,10 @@ def test_wheels_built_with_uv_install_with_find_links(tmp_path):
         subprocess.run(
             [uv, "build", "-q", "--wheel", "--package", package, "-o", str(dist)], cwd=ROOT, **run
         )
+    # The test kit is a distribution of its own: the plugin's wheel keeps only its old name.
+    (wheel,) = dist.glob("kernel_hub_ssh-*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        assert "def start_sshd" not in whl.read("kernel_hub_ssh/testing.py").decode()
     venv = tmp_path / "venv"
     subprocess.run([uv, "venv", "-q", str(venv)], **run)
     python = str(venv / "bin" / "python")
@@ -76,6 +81,15 @@ def test_wheels_built_with_uv_install_with_find_links(tmp_path):
     assert res.returncode == 0, res.stderr
     # The ipykernel plugin brings ipykernel (issue 20: it offered nothing here before).
     assert {t["id"] for t in json.loads(res.stdout)} == {"ssh/box", "ipykernel/python3"}
+
+    # The old path of the test kit, without the "testing" extra: one line naming it.
+    res = subprocess.run(
+        [python, "-c", "import kernel_hub_ssh.testing"], capture_output=True, text=True, timeout=60
+    )
+    assert res.stderr.splitlines()[-1] == (
+        "ModuleNotFoundError: No module named 'kernel_hub_ssh_testing': "
+        "kernel_hub_ssh.testing needs pip install 'kernel-hub-ssh[testing]'"
+    )
 
     # The README's first command, in that venv.
     cli = [str(venv / "bin" / "kernel-hub"), "run", "-c", "print(6*7)"]

@@ -24,10 +24,10 @@ def _read_attach_file(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise CommandError(
-            f"cannot read {path!r} ({reason.lower()}); give the connection file that "
-            "'kernel-hub launch' printed (or its --json output)"
+        raise CommandError.unreadable(
+            repr(path),
+            exc,
+            hint="give the connection file that 'kernel-hub launch' printed (or its --json output)",
         ) from None
     if isinstance(data, dict) and isinstance(data.get("connection_info"), dict):
         info, state = dict(data["connection_info"]), dict(data.get("state") or {})

@@ -68,10 +68,10 @@ async def _read_code(args: argparse.Namespace) -> str:
     try:
         return await asyncio.to_thread(Path(args.file).read_text)
     except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise CommandError(
-            f"cannot read the code file {args.file!r} ({reason.lower()}); "
-            "give a readable file with -f, or the code itself with -c"
+        raise CommandError.unreadable(
+            f"the code file {args.file!r}",
+            exc,
+            hint="give a readable file with -f, or the code itself with -c",
         ) from None
 
 

@@ -64,6 +64,17 @@ class CommandError(KernelHubError):
         self.exit_status = exit_status
         self.output = output
 
+    @classmethod
+    def unreadable(cls, what: str, exc: OSError | ValueError, *, hint: str) -> CommandError:
+        """Return the error for a file the user named that could not be read.
+
+        :param what: the file, as the message names it (``"the code file 'x.py'"``).
+        :param exc: why (an ``OSError`` says it in its ``strerror``).
+        :param hint: what to give instead.
+        """
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return cls(f"cannot read {what} ({reason.lower()}); {hint}")
+
 
 #: Frames of the terminal spinner.
 _SPINNER = "|/-\\"

@@ -21,7 +21,8 @@ missing on a developer's machine but fails it in CI (``CI=true``);
 run left behind (by environment, by command line), :func:`wait_gone` waits for
 processes to end, :func:`pid_alive` says whether one runs and :func:`free_ports`
 picks ports for a test's own servers (the same choice kernels get);
-:func:`spawn_grandchild` has a kernel start a process of its own;
+:func:`hmac_sha256` signs frames as the wire protocol does, independently of the
+code under test; :func:`spawn_grandchild` has a kernel start a process of its own;
 :class:`ProviderConformance` is the conformance suite for provider plugins (see
 :mod:`kernel_hub.conformance` and ``docs/writing-a-plugin.md``), with
 :func:`execute_output` and :func:`interrupt_busy_loop`, its execute and interrupt
@@ -50,7 +51,7 @@ from ..plugins import KernelHubPluginManager, make_plugin_manager
 from ..wire.connection import free_ports
 from .console import PipedConsole
 from .events import EventRecorder
-from .fakes import FakeKernel, Responder, ScriptedTransport
+from .fakes import FakeKernel, Responder, ScriptedTransport, hmac_sha256
 from .foreign import ForeignClient
 from .processes import (
     NannyProcess,
@@ -84,6 +85,7 @@ __all__ = [
     "fake_kernel",
     "fake_kernel_plugin",
     "free_ports",
+    "hmac_sha256",
     "interrupt_busy_loop",
     "pid_alive",
     "plugin_manager",

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..wire.connection import new_connection_info
 from ..wire.session import Message, Session
 
-__all__ = ["FakeKernel", "Responder", "ScriptedTransport"]
+__all__ = ["FakeKernel", "Responder", "ScriptedTransport", "hmac_sha256"]
+
+
+def hmac_sha256(key: bytes, parts: Iterable[bytes]) -> bytes:
+    """Return the signature the wire protocol gives *parts* under *key*: hex HMAC-SHA256.
+
+    Computed with :mod:`hmac` alone, not with kernel_hub's :class:`Session`, so that a test
+    can build or check signed frames independently of the code it tests.
+    """
+    h = hmac.new(key, digestmod=hashlib.sha256)
+    for part in parts:
+        h.update(part)
+    return h.hexdigest().encode()
+
 
 #: Gets each request the client sent; returns the ``(channel, message)`` pairs to deliver.
 Responder = Callable[[str, Message], Iterable[tuple[str, Message]]]

@@ -36,7 +36,7 @@ from typing import IO
 
 import pytest
 
-from kernel_hub.testing import processes_with_env, require_service
+from kernel_hub.testing import processes_running, processes_with_env, require_service
 
 pytestmark = [
     pytest.mark.faults,
@@ -391,7 +391,7 @@ def test_hub_launch_under_a_nanny(run, point):
 @pytest.fixture(scope="module")
 def ssh_env() -> Iterator[tuple[object, Path]]:
     """A real sshd on loopback and a "remote" venv with only ipykernel."""
-    from kernel_hub_ssh.testing import SSHD, make_remote_python, processes_running, start_sshd
+    from kernel_hub_ssh_testing import SSHD, make_remote_python, start_sshd
 
     require_service("sshd", os.path.exists(SSHD), "apt-get install openssh-server")
     with tempfile.TemporaryDirectory(prefix="kh-faults-ssh-") as tmp:
@@ -422,8 +422,6 @@ SSH_POINTS = [
 @pytest.mark.ssh
 @pytest.mark.parametrize("point", SSH_POINTS)
 def test_ssh_kernel(run, ssh_env, point):
-    from kernel_hub_ssh.testing import processes_running
-
     server, python = ssh_env
     venv = str(python.parent.parent)
     before = set(Path("/tmp").glob("kernel-hub-nanny-*"))

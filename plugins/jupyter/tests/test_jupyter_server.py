@@ -12,7 +12,7 @@ import signal
 import urllib.error
 
 import pytest
-from kernel_hub_jupyter.testing import JupyterServer, kernel_pids
+from kernel_hub_jupyter_testing import JupyterServer, kernel_pids
 
 from kernel_hub.testing import wait_pid_gone
 

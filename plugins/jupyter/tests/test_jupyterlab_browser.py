@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from kernel_hub_jupyter.testing import JupyterServer, kernel_pids
+from kernel_hub_jupyter_testing import JupyterServer, kernel_pids
 
 from kernel_hub.testing import require_service, wait_pid_gone
 

@@ -24,7 +24,7 @@ from kernel_hub_jupyter.provisioner import KernelHubProvisioner, actionable
 from nbformat.v4 import new_code_cell, new_notebook
 
 from kernel_hub import KernelHub, LaunchError, NoSuchKernelType
-from kernel_hub.testing import pid_alive, wait_pid_gone
+from kernel_hub.testing import pid_alive, processes_running, wait_pid_gone
 
 pytestmark = [pytest.mark.integration]
 
@@ -395,20 +395,6 @@ def test_connection_file_guard_follows_launch_restart_and_cleanup(tmp_path, step
 # ---- issue #22 item 6: jupyter_client's start timeout governs, the kernel's output is shown ----
 
 
-def processes_with(marker: str) -> list[int]:
-    """The pids of the processes whose command line holds *marker* (this test's kernels)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                found.append(int(entry))
-    return found
-
-
 @pytest.mark.parametrize(
     ("behaviour", "code", "jupyters_words"),
     [
@@ -460,4 +446,4 @@ def test_papermill_start_timeout_governs_and_the_kernels_output_is_shown(
     assert line in res.stderr  # the kernel's output, with the kernelspec and type named
     assert "'kh-spec-silent'" in res.stderr and "'spec/silent'" in res.stderr
     assert "Its last output:." not in res.stderr
-    assert processes_with(marker) == []
+    assert processes_running(marker) == []

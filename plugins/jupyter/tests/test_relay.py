@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import hmac
 import json
 import os
@@ -26,6 +25,8 @@ from kernel_hub_jupyter.relay import DELIM, Resigner
 from kernel_hub.testing import (
     PipedConsole,
     descendants,
+    free_ports,
+    hmac_sha256,
     pid_alive,
     processes_with_env,
     wait_pid_gone,
@@ -34,24 +35,17 @@ from kernel_hub.testing import (
 # ---- pure logic ----
 
 
-def sign(key: bytes, parts: list[bytes]) -> bytes:
-    h = hmac.new(key, digestmod=hashlib.sha256)
-    for p in parts:
-        h.update(p)
-    return h.hexdigest().encode()
-
-
 def test_resigner_checks_the_sender_key_and_signs_with_the_receiver_key():
     body = [b'{"msg_id": "1"}', b"{}", b"{}", b'{"code": "1"}']
-    frames = [b"client-id", DELIM, sign(b"front", body), *body, b"buffer"]
+    frames = [b"client-id", DELIM, hmac_sha256(b"front", body), *body, b"buffer"]
     out = Resigner(b"front", b"kernel")(frames)
-    assert out == [b"client-id", DELIM, sign(b"kernel", body), *body, b"buffer"]
+    assert out == [b"client-id", DELIM, hmac_sha256(b"kernel", body), *body, b"buffer"]
     bad = Resigner(b"front", b"kernel")
-    assert bad([b"id", DELIM, sign(b"wrong", body), *body]) is None
+    assert bad([b"id", DELIM, hmac_sha256(b"wrong", body), *body]) is None
     assert bad([b"no delimiter"]) is None
     assert bad.dropped == 2 and "dropped=2" in repr(bad)
     unsigned = Resigner(b"", b"kernel")([DELIM, b"", *body])
-    assert unsigned == [DELIM, sign(b"kernel", body), *body]
+    assert unsigned == [DELIM, hmac_sha256(b"kernel", body), *body]
 
 
 # ---- real frontends running argv ----
@@ -189,21 +183,12 @@ class RawFrontend:
 
     def __init__(self, kernel_dir: Path, workdir: Path) -> None:
         import secrets
-        import socket
 
         import zmq
 
         spec = json.loads((kernel_dir / "kernel.json").read_text())
         self.interrupt_mode = spec.get("interrupt_mode", "signal")
-        ports = []
-        holders = []
-        for _ in range(5):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            holders.append(s)
-            ports.append(s.getsockname()[1])
-        for s in holders:
-            s.close()
+        ports = free_ports(5)
         self.key = secrets.token_hex(16).encode()
         info = {
             "transport": "tcp",
@@ -253,7 +238,7 @@ class RawFrontend:
             "version": "5.3",
         }
         parts = [json.dumps(p).encode() for p in (header, {}, {}, content)]
-        self.sockets[channel].send_multipart([DELIM, sign(self.key, parts), *parts])
+        self.sockets[channel].send_multipart([DELIM, hmac_sha256(self.key, parts), *parts])
         return msg_id
 
     def recv(self, channel: str, timeout: float) -> dict | None:
@@ -264,7 +249,9 @@ class RawFrontend:
         frames = sock.recv_multipart()
         i = frames.index(DELIM)
         signature, parts = frames[i + 1], frames[i + 2 : i + 6]
-        assert hmac.compare_digest(signature, sign(self.key, parts)), "a badly signed message"
+        assert hmac.compare_digest(signature, hmac_sha256(self.key, parts)), (
+            "a badly signed message"
+        )
         header, parent, _metadata, content = (json.loads(p) for p in parts)
         return {"header": header, "parent": parent, "content": content}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_hub.testing import require_service
+from kernel_hub.testing import processes_running, require_service, wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -180,8 +180,9 @@ def test_nbclient_on_a_bridged_docker_type(docker_image, tmp_path):
 
 @pytest.fixture(scope="module")
 def ssh_box() -> Iterator[tuple[dict, Path]]:
-    pytest.importorskip("kernel_hub_ssh", reason="the workspace suite runs it (ssh plugin)")
-    from kernel_hub_ssh.testing import SSHD, make_remote_python, start_sshd
+    for module in ("kernel_hub_ssh", "kernel_hub_ssh_testing"):  # the plugin and its test kit
+        pytest.importorskip(module, reason="the workspace suite runs it (ssh plugin)")
+    from kernel_hub_ssh_testing import SSHD, make_remote_python, start_sshd
 
     require_service("sshd", os.path.exists(SSHD), "apt-get install openssh-server")
     with tempfile.TemporaryDirectory(prefix="kh-jupyter-ssh-") as tmp:
@@ -200,8 +201,6 @@ def remote_left(remote: str, timeout: float = 60.0) -> list[tuple[int, str]]:
     The host's cleanup returns once the nanny has answered ``shutdown``; the
     nanny exits a moment later, so its end is awaited (a pidfd each).
     """
-    from kernel_hub_ssh.testing import processes_running, wait_gone
-
     found = processes_running(remote)
     alive = set(wait_gone([pid for pid, _ in found], timeout))
     return [(pid, args) for pid, args in found if pid in alive]
@@ -281,8 +280,7 @@ def test_server_killed_outright_leaves_no_container_remote_kernel_or_connection_
     """
     from kernel_hub_docker import kernel_containers
     from kernel_hub_jupyter.kernelspecs import spec_names
-    from kernel_hub_jupyter.testing import JupyterServer
-    from kernel_hub_ssh.testing import processes_running
+    from kernel_hub_jupyter_testing import JupyterServer
 
     table, python = ssh_box
     remote = str(python.parent.parent)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_hub_slurm.testing import (  # noqa: F401 - the session fixture slurm_cluster
+from kernel_hub_slurm_testing import (  # noqa: F401 - the session fixture slurm_cluster
     SlurmCluster,
     slurm_cluster_fixture,
 )

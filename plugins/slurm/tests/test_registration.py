@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import os
 import sys
@@ -17,22 +15,16 @@ from kernel_hub_slurm.registration import RegistrationEndpoint
 
 from kernel_hub.conformance import execute_output
 from kernel_hub.provider import NannyManager, nanny_source
+from kernel_hub.testing import hmac_sha256
 
 DELIM = b"<IDS|MSG>"
-
-
-def _sign(key, parts):
-    h = hmac.new(key, digestmod=hashlib.sha256)
-    for p in parts:
-        h.update(p)
-    return h.hexdigest().encode()
 
 
 def _message(key, msg_type, content):
     """A Jupyter multipart message as the nanny's dial-back sends it, signed with *key*."""
     header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": "s", "version": "5.3"}
     parts = [json.dumps(x).encode() for x in (header, {}, {}, content)]
-    return [DELIM, _sign(key, parts), *parts]
+    return [DELIM, hmac_sha256(key, parts), *parts]
 
 
 @pytest.mark.asyncio
@@ -52,7 +44,7 @@ async def test_bad_signatures_are_dropped_and_a_good_one_is_acknowledged():
         assert endpoint.bad_signatures == 2
         reply = await asyncio.wait_for(sock.recv_multipart(), 30)
         assert reply[0] == DELIM
-        assert reply[1] == _sign(key, reply[2:6])  # signed with the key
+        assert reply[1] == hmac_sha256(key, reply[2:6])  # signed with the key
         assert json.loads(reply[2])["msg_type"] == "nanny_registered"
     finally:
         sock.close()

@@ -242,11 +242,14 @@ def test_pending_progress_line_gives_a_reason_only_when_there_is_one(reason, exp
 
 
 def test_the_testing_module_imports_without_pytest():
-    """Issue #22 item 11: the README offers kernel_hub_slurm.testing to anyone, pytest or not."""
+    """Issue #22 item 11: the README offers kernel_hub_slurm_testing to anyone, pytest or not."""
     code = (
         "import sys; sys.modules['pytest'] = None\n"
-        "import kernel_hub_slurm.testing as t\n"
+        "import kernel_hub_slurm_testing as t\n"
         "assert callable(t.start_cluster) and t.SlurmCluster\n"
+        # The old path names the same module (issue #22 item 12), also without pytest.
+        "import kernel_hub_slurm.testing as old\n"
+        "assert old is t\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

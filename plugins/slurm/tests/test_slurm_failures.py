@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -14,6 +13,7 @@ import pytest
 from kernel_hub import KernelHub
 from kernel_hub.conformance import load_plugins
 from kernel_hub.provider import LaunchError
+from kernel_hub.testing import free_ports
 
 pytestmark = [pytest.mark.slurm]
 
@@ -57,9 +57,7 @@ async def test_slurm_tools_missing(slurm_cluster, slurm_table, tmp_path, monkeyp
 
 @pytest.mark.asyncio
 async def test_controller_down(slurm_cluster, slurm_table, tmp_path, monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]
+    (dead,) = free_ports(1)  # nobody listens there
     conf = tmp_path / "slurm.conf"
     lines = slurm_cluster.conf.read_text().splitlines()
     conf.write_text(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from kernel_hub_slurm.manager import SlurmKernelManager
 
 from kernel_hub import KernelHub
 from kernel_hub.conformance import execute_output, load_plugins
-from kernel_hub.testing import processes_with_env
+from kernel_hub.testing import free_ports, processes_with_env
 
 pytestmark = [pytest.mark.slurm, pytest.mark.integration]
 
@@ -160,9 +159,8 @@ async def test_reattach_from_a_second_process(slurm_cluster, slurm_table):
 
 
 def _dead_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    (port,) = free_ports(1)  # nobody listens there
+    return port
 
 
 @pytest.mark.asyncio

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_hub_ssh.testing import (
+from kernel_hub_ssh_testing import (
     SSHD,
     SSHServer,
     make_remote_python,

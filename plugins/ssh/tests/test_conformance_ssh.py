@@ -12,7 +12,7 @@ import socket
 
 import kernel_hub_ssh.plugin
 import pytest
-from kernel_hub_ssh.testing import wait_gone
+from kernel_hub_ssh_testing import wait_gone
 
 from kernel_hub.testing import ProviderConformance
 

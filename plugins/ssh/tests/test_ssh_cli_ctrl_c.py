@@ -33,7 +33,7 @@ LEASE = 3600
 
 def remote_leftovers(marker: str) -> list[int]:
     """The nanny (its --env names the marker) and the kernel (its environment has it)."""
-    from kernel_hub_ssh.testing import processes_running
+    from kernel_hub_ssh_testing import processes_running
 
     key, value = marker.split("=")
     by_args = [pid for pid, _ in processes_running(json.dumps({key: value})[1:-1])]
@@ -58,7 +58,7 @@ POINTS = [
 def test_ctrl_c_during_an_ssh_start_leaves_no_remote_process(
     sshd, remote_python, tmp_path, after, later
 ):
-    from kernel_hub_ssh.testing import wait_gone
+    from kernel_hub_ssh_testing import wait_gone
 
     key, value = "KH_SSH_CTRL_C", uuid.uuid4().hex
     marker = f"{key}={value}"

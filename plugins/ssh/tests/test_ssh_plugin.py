@@ -25,7 +25,7 @@ import pytest
 import pytest_asyncio
 from kernel_hub_ssh.connection import pool_snapshot
 from kernel_hub_ssh.manager import SSHKernelManager
-from kernel_hub_ssh.testing import (
+from kernel_hub_ssh_testing import (
     listening_sockets,
     process_listing,
     processes_running,
@@ -36,7 +36,13 @@ from kernel_hub import KernelHub
 from kernel_hub.contract.errors import LaunchError
 from kernel_hub.contract.types import KernelType, LaunchRequest
 from kernel_hub.plugins import make_plugin_manager
-from kernel_hub.testing import EventRecorder, ForeignClient, execute_output, interrupt_busy_loop
+from kernel_hub.testing import (
+    EventRecorder,
+    ForeignClient,
+    execute_output,
+    free_ports,
+    interrupt_busy_loop,
+)
 
 # ---- hooks (no sshd needed) ----
 
@@ -402,9 +408,7 @@ async def test_remote_kernel_dying_during_start(sshd, ssh_config, remote_python,
 
 @sshmark
 async def test_unreachable_host_fails_within_connect_timeout(sshd, ssh_config):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)  # nobody listens there
     table = sshd.kernel_table(port=port, connect_timeout=3)
     msg = await launch_fails(ssh_config, "down", table, within=3 + 10)
     assert f"cannot reach ssh host 'root@127.0.0.1:{port}'" in msg

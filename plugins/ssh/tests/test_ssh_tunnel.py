@@ -267,9 +267,10 @@ async def test_stream_to_a_port_that_stays_closed_is_dropped(sshd, refusals, mon
 
 
 def _dead_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from kernel_hub.testing import free_ports
+
+    (port,) = free_ports(1)  # nobody listens there
+    return port
 
 
 # ---- failures of the connection itself ----
