@@ -43,13 +43,8 @@ async def echo_server():
     async def echo(reader, writer):
         writers.add(writer)
         try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
+            await _echo(reader, writer)
         finally:
-            writer.close()
             writers.discard(writer)
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
