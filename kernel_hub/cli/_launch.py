@@ -141,10 +141,14 @@ class _CodeRun:
         if not self.launching.done():
             self.launching.cancel()
         elif self.running is None:
-            return  # pressed as the start ended: run() sees the press and stops
+            return  # pressed as the start ended: cmd_run sees the press and stops
         elif n > 1 or not self.started or self.client is None:
             if n == 1:
-                print("\nkernel-hub: stopping the kernel before the code started", file=sys.stderr)
+                print(
+                    "\nkernel-hub: stopping the kernel before the code started",
+                    file=sys.stderr,
+                    flush=True,
+                )
             self.running.cancel()
         else:
             print(
@@ -166,10 +170,6 @@ class _CodeRun:
                 console_output_hook(msg, drops=client.drops)
 
             return await client.execute_interactive(code, timeout=timeout, output_hook=output)
-
-
-def _cancel(task: asyncio.Future[Any]) -> None:
-    task.cancel()
 
 
 def _log_failure(task: asyncio.Future[Any]) -> None:
