@@ -121,6 +121,9 @@ async def test_once_narrowed_the_monitor_reads_status_when_asked_not_per_message
                 await client.execute("1", timeout=60)
             # The kernel's busy/idle pairs wait in the socket's queue, unread.
             assert monitor.messages == before
+            # A reader on another thread does not touch the socket (not thread-safe).
+            assert await asyncio.to_thread(lambda: monitor.execution_state) in ("busy", "idle")
+            assert monitor.messages == before
             # A reader gets the newest state: the queue is read then, at once (the last
             # pair's may still be on its way; the four before it are in).
             assert kernel.execution_state in ("busy", "idle")

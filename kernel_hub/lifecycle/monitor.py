@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -74,6 +75,7 @@ class ActivityMonitor:
         self._timer: asyncio.TimerHandle | None = None
         self._session: Session | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None  # the loop's thread: the only one that reads the socket
         self._waiters: list[tuple[frozenset[str], asyncio.Future[str]]] = []
 
     def __repr__(self) -> str:
@@ -104,6 +106,7 @@ class ActivityMonitor:
         self.set_state("starting")
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._thread = threading.get_ident()
         self._session = Session(
             connection_info.get("key", ""), connection_info.get("signature_scheme", "hmac-sha256")
         )
@@ -141,8 +144,12 @@ class ActivityMonitor:
             self._timer = self._loop.call_later(LAZY, self._read)
 
     def _catch_up(self) -> None:
-        """Read what is queued, so that a reader of the state never sees an old one."""
-        if self._timer is not None:
+        """Read what is queued, so that a reader of the state never sees an old one.
+
+        Only on the loop's thread (a ZeroMQ socket is not thread-safe): a reader on
+        another thread gets the state as of the last read, at most :data:`LAZY` old.
+        """
+        if self._timer is not None and threading.get_ident() == self._thread:
             self._read()
 
     def _read(self) -> None:
