@@ -124,9 +124,6 @@ class KernelPool:
                 return kernel
         return None
 
-    def owns(self, kernel: RunningKernel) -> bool:
-        return kernel in self._ready
-
     def forget(self, kernel: RunningKernel) -> None:
         """A spare ended for good (its restarts failed, or it was shut down): start another."""
         if kernel in self._ready:
