@@ -44,7 +44,12 @@ class ForeignClient:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
 
     async def start(self) -> None:
-        """Load the connection info and start the channels."""
+        """Load the connection info, start the channels, and wait until IOPub delivers.
+
+        A SUB socket misses what is published before its subscription reaches the
+        kernel: the first ``print(1)`` of a client that did not wait lost its output
+        now and then (a CI failure). A frontend waits so before running code.
+        """
 
         def start() -> None:
             from jupyter_client.blocking.client import BlockingKernelClient as JupyterClient
@@ -54,6 +59,7 @@ class ForeignClient:
             self.kc.start_channels()
 
         await self.call(start)
+        await self.wait_for_iopub()
 
     async def wait_for_iopub(self, *, timeout: float = 60) -> None:
         """Send ``kernel_info`` requests until IOPub carries the status of one of them.
