@@ -20,7 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from kernel_hub.testing import pid_alive, processes_running, processes_with_env, wait_pid_gone
+from kernel_hub.testing import (
+    pid_alive,
+    processes_running,
+    processes_with_env,
+    run_cli,
+    wait_pid_gone,
+)
 from kernel_hub.wire.connection import new_connection_info, write_connection_file
 
 CLI = [sys.executable, "-m", "kernel_hub"]
@@ -29,13 +35,7 @@ TIMEOUT = 60
 
 
 def cli(*args: str, timeout: float = TIMEOUT, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-    )
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def one_error_line(stderr: str) -> str:

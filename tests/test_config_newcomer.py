@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
 from kernel_hub.plugins.config import ConfigCheck
+from kernel_hub.testing import run_cli
 
 CLI = [sys.executable, "-m", "kernel_hub"]
 
@@ -29,8 +29,7 @@ ping_timeout = 2
 
 
 def cli(*args: str, config: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KERNEL_HUB_CONFIG": config}
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60, env=env)
+    return run_cli(*args, env={"KERNEL_HUB_CONFIG": config})
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ from ..conformance import ProviderConformance, execute_output, interrupt_busy_lo
 from ..managers.procs import pid_alive
 from ..plugins import KernelHubPluginManager, make_plugin_manager
 from ..wire.connection import free_ports
-from .console import PipedConsole
+from .console import PipedConsole, run_cli
 from .events import EventRecorder
 from .fakes import FakeKernel, Responder, ScriptedTransport, hmac_sha256
 from .foreign import ForeignClient
@@ -92,6 +92,7 @@ __all__ = [
     "processes_running",
     "processes_with_env",
     "require_service",
+    "run_cli",
     "scripted_transport",
     "spawn_grandchild",
     "start_nanny",

@@ -1,19 +1,40 @@
-"""A terminal program on a pipe (``jupyter console``): lines in, output read by a thread.
+"""Terminal programs under test: ``kernel-hub`` run to its end, and one on a pipe.
 
-Tests wait for text in the output with a deadline, never by sleeping.
+:func:`run_cli` runs this Python's ``kernel-hub`` and returns its exit status and
+output. :class:`PipedConsole` keeps a program (``jupyter console``) on a pipe: lines
+in, output read by a thread; tests wait for text in it with a deadline, never by
+sleeping.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import threading
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["PipedConsole"]
+__all__ = ["PipedConsole", "run_cli"]
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``kernel-hub ARGS`` (this Python's) to its end, its output captured as text.
+
+    :param env: set over this process's environment (e.g. ``KERNEL_HUB_CONFIG``).
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "kernel_hub", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 class PipedConsole:

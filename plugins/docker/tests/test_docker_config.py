@@ -8,11 +8,11 @@ same and fails. The real ``kernel-hub`` runs as a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
+
+from kernel_hub.testing import run_cli
 
 BROKEN = """
 [docker]
@@ -35,14 +35,8 @@ cpus = "two"
 def kernel_hub(tmp_path, *args: str, text: str = BROKEN) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "config.toml"
     config.write_text(text)
-    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config), "KERNEL_HUB_DISABLE_PLUGINS": "ssh"}
-    return subprocess.run(
-        [sys.executable, "-m", "kernel_hub", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = {"KERNEL_HUB_CONFIG": str(config), "KERNEL_HUB_DISABLE_PLUGINS": "ssh"}
+    return run_cli(*args, env=env)
 
 
 @pytest.mark.docker

@@ -16,6 +16,7 @@ from kernel_hub_slurm.manager import describe_end
 
 from kernel_hub import KernelHub
 from kernel_hub.provider import ConfigError, KernelType, RestartPolicy
+from kernel_hub.testing import run_cli
 
 GPU = {
     "partition": "gpu",
@@ -277,18 +278,11 @@ def kernel_hub(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "config.toml"
     config.write_text(BROKEN)
     env = {
-        **os.environ,
         "KERNEL_HUB_CONFIG": str(config),
         "PATH": str(tmp_path),
         "KERNEL_HUB_DISABLE_PLUGINS": "docker,ssh",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "kernel_hub", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(*args, env=env)
 
 
 def test_a_bad_table_drops_only_its_type_with_one_line_naming_file_table_and_field(tmp_path):

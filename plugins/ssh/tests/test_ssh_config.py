@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 from kernel_hub_ssh.config import SSHHostConfig, kernel_types, parse_config
 
 from kernel_hub.contract.errors import ConfigError
+from kernel_hub.testing import run_cli
 
 
 def test_minimal_table_gives_defaults():
@@ -109,14 +108,8 @@ def kernel_hub(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the real ``kernel-hub`` on BROKEN (no connection is made: listing reads tables only)."""
     config = tmp_path / "config.toml"
     config.write_text(BROKEN)
-    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config), "KERNEL_HUB_DISABLE_PLUGINS": "docker"}
-    return subprocess.run(
-        [sys.executable, "-m", "kernel_hub", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = {"KERNEL_HUB_CONFIG": str(config), "KERNEL_HUB_DISABLE_PLUGINS": "docker"}
+    return run_cli(*args, env=env)
 
 
 def test_a_bad_table_is_one_warning_naming_the_file_and_drops_only_its_type(tmp_path):
