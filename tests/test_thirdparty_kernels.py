@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from kernel_hub import KernelHub, RestartPolicy
+from kernel_hub import KernelHub, Message, RestartPolicy
 from kernel_hub.conformance import execute_output, interrupt_busy_loop
 from kernel_hub.testing import EventRecorder, require_service
 
@@ -238,10 +238,16 @@ async def test_xeus_python_ignores_interrupt_request_and_exits_on_sigint(hub, th
     try:
         async with _client(kernel) as c:
             go = asyncio.Event()
+
+            def on_output(msg: Message) -> None:
+                # "go" itself, not the first IOPub message (execute_input): xeus-python's
+                # SIGINT handler calls exit(), which deadlocks when the signal lands in the
+                # kernel's own malloc, as it can while the request is set up (docs/kernels.md).
+                if msg.header["msg_type"] == "stream":
+                    go.set()
+
             busy = asyncio.ensure_future(
-                c.execute(
-                    'print("go", flush=True)\nwhile True: pass', output_hook=lambda m: go.set()
-                )
+                c.execute('print("go", flush=True)\nwhile True: pass', output_hook=on_output)
             )
             await asyncio.wait_for(go.wait(), TIMEOUT)
             reply = await c.request("interrupt_request", channel="control", timeout=TIMEOUT)
