@@ -24,7 +24,14 @@ from .contract.errors import (
 )
 from .contract.hookspecs import hookimpl, hookspec
 from .contract.manager import KernelManager
-from .contract.types import KernelType, LaunchRequest, LaunchResult, RestartPolicy, UnavailableType
+from .contract.types import (
+    CullPolicy,
+    KernelType,
+    LaunchRequest,
+    LaunchResult,
+    RestartPolicy,
+    UnavailableType,
+)
 from .hub import KernelHub, ShutdownReport
 from .lifecycle.kernel import RunningKernel
 from .lifecycle.kernel_client import KernelClient
@@ -39,6 +46,7 @@ __all__ = [
     "AsyncKernelClient",
     "BlockingKernelClient",
     "ConfigError",
+    "CullPolicy",
     "KernelClient",
     "KernelDied",
     "KernelHub",

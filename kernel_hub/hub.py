@@ -20,19 +20,20 @@ from typing import TYPE_CHECKING, Any
 
 from .contract.errors import KernelHubError, NoSuchKernelType, PluginError
 from .contract.events import EventBus, KernelEvent
-from .contract.types import KernelType, LaunchRequest, RestartPolicy, UnavailableType
+from .contract.types import CullPolicy, KernelType, LaunchRequest, RestartPolicy, UnavailableType
 from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
 from .lifecycle.pool import KernelPool, PoolKey
 from .lifecycle.starter import Started, Starter
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
-from .plugins.config import config_path, load_config, note_unknown_tables
+from .plugins.config import CORE_TABLES, config_path, load_config, note_unknown_tables
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
     from pathlib import Path
 
     from .contract.manager import KernelManager
+    from .lifecycle.culler import Culler
     from .plugins import KernelHubPluginManager
 
 __all__ = [
@@ -105,6 +106,10 @@ class KernelHub:
     :param config: the parsed config; read from the config file
         (:func:`kernel_hub.plugins.config.config_path`) if ``None``.
     :param plugin_manager: a ready plugin manager (overrides the three previous arguments).
+    :param cull: idle culling (:class:`~kernel_hub.CullPolicy`) for every kernel of the
+        hub, or a mapping of type id (or ``"*"``: the rest) to a policy or ``None``
+        (never cull that type). Where it is silent, the config file's ``[culling]``
+        tables apply (:meth:`cull_policy` says which policy a type gets).
 
     Use it as ``async with KernelHub() as hub:`` so that every kernel it
     launched is shut down on exit.
@@ -118,6 +123,7 @@ class KernelHub:
         blocked: Iterable[str] = (),
         config: Mapping[str, Any] | None = None,
         plugin_manager: KernelHubPluginManager | None = None,
+        cull: CullPolicy | Mapping[str, CullPolicy | None] | None = None,
     ) -> None:
         self.pm = plugin_manager or make_plugin_manager(
             load_entrypoints=load_entrypoints, blocked=blocked, plugins=plugins
@@ -127,7 +133,8 @@ class KernelHub:
         #: The file the config came from (named in config messages), or None: given as a mapping.
         self.config_file: Path | None = config_path() if config is None else None
         if config is None:  # the user's file: note, at debug level, the tables no plugin reads
-            note_unknown_tables(self.config, (name for name, _ in self.pm.list_name_plugin()))
+            names = (name for name, _ in self.pm.list_name_plugin())
+            note_unknown_tables(self.config, names, CORE_TABLES)
         self._types: dict[str, KernelType] = {}
         #: type id -> name of the plugin that offered it
         self._owners: dict[str, str] = {}
@@ -135,6 +142,11 @@ class KernelHub:
         self._unavailable: dict[str, str] = {}
         self._kernels: dict[str, RunningKernel] = {}
         self._pools: dict[PoolKey, KernelPool] = {}
+        self._cull: dict[str, CullPolicy | None] = (
+            {"*": cull} if isinstance(cull, CullPolicy) else dict(cull or {})
+        )
+        self._cull_config: tuple[CullPolicy | None, dict[str, CullPolicy | None]] | None = None
+        self._culler: Culler | None = None
         #: Lifecycle events of this hub's kernels; ``hub.events.subscribe(callback)``.
         self.events = EventBus()
         self._starter = Starter(self.hooks, self, self.manager_for)
@@ -301,8 +313,59 @@ class KernelHub:
         )
         if listed:
             self._kernels[kernel.id] = kernel
+            self._start_culler()
         kernel.start_watching()
         return kernel
+
+    # ---- culling ----
+
+    def cull_policy(self, type_id: str) -> CullPolicy | None:
+        """Return the :class:`~kernel_hub.CullPolicy` of kernels of *type_id*, or ``None``.
+
+        The first that speaks: ``cull[type_id]`` given to the hub, the config's
+        ``[culling."<type_id>"]`` (over its ``[culling]``), ``cull["*"]``, the
+        config's ``[culling]``.
+        """
+        if type_id in self._cull:
+            return self._cull[type_id]
+        everywhere, per_type = self._config_cull()
+        if type_id in per_type:
+            return per_type[type_id]
+        return self._cull["*"] if "*" in self._cull else everywhere
+
+    @property
+    def culler(self) -> Culler | None:
+        """The hub's culler once a kernel runs under a :class:`~kernel_hub.CullPolicy`."""
+        return self._culler
+
+    def _config_cull(self) -> tuple[CullPolicy | None, dict[str, CullPolicy | None]]:
+        """The config's ``[culling]`` policies: hub-wide, and per type id (read once)."""
+        if self._cull_config is None:
+            if "culling" in self.config:
+                from .plugins.culling import config_policies  # pay for culling when used
+
+                self._cull_config = config_policies(self)
+            else:
+                self._cull_config = (None, {})
+        return self._cull_config
+
+    def _start_culler(self) -> None:
+        if self._culler is not None:
+            self._culler.start()
+            return
+        everywhere, per_type = self._config_cull()
+        policies = [p for p in (*self._cull.values(), everywhere, *per_type.values()) if p]
+        if not policies:
+            return
+        from .lifecycle.culler import Culler
+
+        self._culler = Culler(
+            lambda: list(self._kernels.values()),
+            lambda k: self.cull_policy(k.type_id),
+            min(p.check_every for p in policies),
+            self.emit,
+        )
+        self._culler.start()
 
     async def launch(
         self,
@@ -631,6 +694,8 @@ class KernelHub:
             :func:`shutdown_concurrency` (four per CPU, at least 8).
         :returns: the counts, as logged.
         """
+        if self._culler is not None:
+            await self._culler.stop()  # started again by the next launch
         pools, self._pools = list(self._pools.values()), {}
         spares = [k for p in pools for k in await p.close()]  # no refill from here on
         kernels = [*self._kernels.values(), *spares]

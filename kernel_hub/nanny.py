@@ -731,6 +731,10 @@ class Nanny:
             ok["kernel_pid"] = self.kernel_pid
         elif op == "shutdown":
             self._stop_kernel(quiet=True)
+        elif op == "cpu":  # the culler's "is it working?" (issue 23)
+            self._check_kernel()
+            proc = self.proc
+            ok["cpu_seconds"] = None if proc is None else _group_cpu_seconds(proc.pid)
         elif op == "log_tail":
             ok["text"] = self._log_tail(int(content.get("lines", 20)))
         elif op == "own_file":  # issue 15: e.g. launch --nanny's connection file
@@ -893,6 +897,32 @@ def _process_start(pid: int) -> str:
             return f.read().rsplit(b")", 1)[1].split()[19].decode()
     except (OSError, IndexError):
         return ""
+
+
+def _group_cpu_seconds(group: int) -> float | None:
+    """Return the CPU seconds of process group *group* (its live processes and what they reaped).
+
+    The twin of ``kernel_hub.managers.procs.group_cpu_seconds``, without its cache (one
+    kernel per nanny); ``None`` without ``/proc`` or when no process is in the group.
+    """
+    total, found = 0, False
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) < 15 or fields[0] in (b"Z", b"X") or int(fields[2]) != group:
+            continue
+        found = True
+        total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def _sweep_stale_workdirs(base: str) -> None:

@@ -32,6 +32,9 @@ EventKind = Literal[
     "connection_changed",
     "failed",  # restarts exhausted or a relaunch failed: data {"reason": ...}
     "shutdown",  # the kernel was shut down on purpose
+    # the hub's culler is shutting the kernel down (CullPolicy): data {"reason": "idle" |
+    # "busy without CPU", "inactive_for": seconds}; "shutdown" follows
+    "culled",
     "connection_lost",  # a remote provider lost its link (the kernel may still run)
     "connection_restored",  # ... and got it back
 ]

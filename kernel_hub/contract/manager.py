@@ -84,6 +84,18 @@ class KernelManager(ABC):
         """
         return ""
 
+    async def cpu_seconds(self) -> float | None:
+        """Return the CPU time the kernel has used so far, in seconds, or ``None``.
+
+        User plus system time of the kernel's processes (its process group, or
+        its container, where it has one), so that a silent computation counts
+        as work. Called by the hub's culler once per check to tell an idle
+        kernel from a busy one (:class:`~kernel_hub.CullPolicy`); must be cheap.
+        ``None`` (the default) means "cannot tell": the culler then goes by
+        the kernel's messages only.
+        """
+        return None
+
     @property
     def exit_status(self) -> int | None:
         """The exit status once known, else ``None``."""

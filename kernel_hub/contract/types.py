@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .manager import KernelManager
 
 __all__ = [
+    "CullPolicy",
     "KernelType",
     "LaunchRequest",
     "LaunchResult",
@@ -256,6 +257,49 @@ class LaunchResult:
     connection_info: Mapping[str, Any]
     state: Mapping[str, Any]
     manager: KernelManager | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class CullPolicy:
+    """When the hub shuts down a kernel that does nothing (idle culling).
+
+    A kernel is *working* while an execution is in progress (its last status is
+    ``busy``) or while its processes use CPU (:meth:`KernelManager.cpu_seconds`:
+    a silent ten-hour computation, or a thread computing after its execution
+    replied). It is culled after *idle* seconds of neither: no IOPub status, no
+    CPU use above *cpu*, no execution in progress.
+
+    :param idle: seconds of inactivity after which a kernel is culled.
+    :param busy: seconds a kernel may stay ``busy`` without using CPU before it is
+        culled too (a request stuck waiting forever); ``None`` (the default): a busy
+        kernel is never culled, since it may be waiting on I/O or ``input()``.
+    :param cpu: CPU use, in CPU-seconds per second (``0.05``: 5 % of one core), above
+        which the kernel's processes count as working between two checks.
+    :param connected: count a kernel with an open client of this hub as active, as
+        jupyter_server's ``cull_connected`` does; off by default.
+    :param interval: seconds between two checks; ``None``: a quarter of the shortest
+        threshold, within 1 to 60 s.
+    """
+
+    idle: float
+    busy: float | None = None
+    cpu: float = 0.05
+    connected: bool = False
+    interval: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.idle <= 0 or (self.busy is not None and self.busy <= 0) or self.cpu < 0:
+            raise ValueError(f"invalid {self!r}: idle>0, busy>0 (or None) and cpu>=0")
+        if self.interval is not None and self.interval <= 0:
+            raise ValueError(f"invalid {self!r}: interval>0 (or None)")
+
+    @property
+    def check_every(self) -> float:
+        """Seconds between two checks of a kernel under this policy."""
+        if self.interval is not None:
+            return self.interval
+        shortest = min(self.idle, self.busy) if self.busy is not None else self.idle
+        return min(60.0, max(1.0, shortest / 4))
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,11 @@ class RunningKernel:
         return self._monitor.last_activity
 
     @property
+    def client_count(self) -> int:
+        """How many clients from :meth:`client` are open (a culler may count them as activity)."""
+        return len(self._clients)
+
+    @property
     def restarts(self) -> int:
         """How many times the kernel was relaunched after an unexpected death."""
         return self._restarter.restarts

@@ -483,6 +483,20 @@ class NannyManager(KernelManager):
         """
         await self._request("own_file", path=os.path.abspath(path))  # noqa: ASYNC240 - getcwd only
 
+    async def cpu_seconds(self) -> float | None:
+        """CPU seconds of the kernel's process group, measured by the nanny on its machine.
+
+        ``None`` when the nanny cannot tell, does not answer, or predates the ``cpu`` op.
+        """
+        if self._ended():
+            return None
+        try:
+            reply = await self._request("cpu", timeout=5.0)
+        except KernelHubError:
+            return None
+        value = reply.get("cpu_seconds") if reply.get("status") == "ok" else None
+        return float(value) if isinstance(value, (int, float)) else None
+
     async def last_output(self, lines: int = 20) -> str:
         """Return the last *lines* of the kernel's own stdout/stderr, from the nanny."""
         try:

@@ -20,7 +20,7 @@ from ..contract.manager import KernelManager
 from ..contract.types import LaunchResult
 from ..wire.connection import new_connection_info, runtime_dir, write_connection_file
 from .argv import expand_env, format_argv
-from .procs import pid_alive
+from .procs import group_cpu_seconds, pid_alive
 from .reaper import reaper
 
 if TYPE_CHECKING:
@@ -239,6 +239,12 @@ class SubprocessManager(KernelManager):
 
     async def is_alive(self) -> bool:
         return self._poll()
+
+    async def cpu_seconds(self) -> float | None:
+        """CPU seconds of the kernel's process group, from ``/proc`` (:func:`group_cpu_seconds`)."""
+        if not self._poll() or self.pgid is None:
+            return None
+        return group_cpu_seconds(self.pgid)
 
     async def wait(self) -> int | None:
         while self._poll():

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "CORE_TABLES",
     "ConfigCheck",
     "config_path",
     "load_config",
@@ -42,6 +43,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("kernel_hub.config")
+
+#: Top-level tables the core reads itself; no plugin owns them (``plugins/culling.py``).
+CORE_TABLES = ("culling",)
 
 #: Sources of an effective value, as :class:`ConfigCheck` names them.
 SOURCES = ("config", "environment", "default")
@@ -127,15 +131,20 @@ def unknown_tables(config: Mapping[str, Any], known: Iterable[str]) -> list[str]
 _noted: set[tuple[str, str]] = set()
 
 
-def note_unknown_tables(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+def note_unknown_tables(
+    config: Mapping[str, Any], known: Iterable[str], core: Iterable[str] = ()
+) -> list[str]:
     """Log each unknown top-level table once per process, at debug level; return them.
+
+    :param known: the names of the installed plugins (each owns its table).
+    :param core: the tables the core reads itself (``culling``).
 
     Not a warning: one config file may serve two environments, and a table of a
     plugin installed only in the other one is not a mistake here. ``kernel-hub
     config check`` reports it (exit 2), where a typo is looked for.
     """
     names = sorted(set(known))
-    unknown = unknown_tables(config, names)
+    unknown = unknown_tables(config, [*names, *core])
     path = str(config_path())
     for table in unknown:
         if (path, table) in _noted:

@@ -331,6 +331,9 @@ class ConfigSchema:
         each field needs a default.
     :param types: a dataclass of one kernel-type table (``[docker.<name>]``); a
         :func:`table_name` field receives the table's name.
+    :param type_ids: the sub-tables are named by whole kernel type ids of any
+        provider (``[culling."ssh/gpu-box"]``, a core table), not by type names of
+        this plugin; a sub-table that is rejected is then only left out.
 
     A plugin exposes it as ``config_schema`` on its plugin module
     (``from .config import SCHEMA as config_schema``), and reads its config
@@ -340,6 +343,13 @@ class ConfigSchema:
     plugin: str
     settings: type | None = None
     types: type | None = None
+    type_ids: bool = False
+
+    def _table_key(self, key: Any) -> str:
+        """Return the normalised name of sub-table *key* (:raises ValueError: a bad name)."""
+        if self.type_ids:
+            return "/".join(split_type_id(str(key)))
+        return split_type_id(f"{self.plugin}/{key}")[1]
 
     def _settings_fields(self) -> dict[str, _Field]:
         # Resolved at first use, not at import (pay at use): a plugin's schema costs
@@ -356,7 +366,10 @@ class ConfigSchema:
 
     def where(self, name: str | None = None, *, file: str | PathLike[str] | None = None) -> str:
         """Return how messages name the table: ``kernel_hub config /p/config.toml: [ssh.box]``."""
-        table = f"[{self.plugin}.{name}]" if name is not None else f"[{self.plugin}]"
+        if name is None:
+            table = f"[{self.plugin}]"
+        else:
+            table = f'[{self.plugin}."{name}"]' if self.type_ids else f"[{self.plugin}.{name}]"
         return f"kernel_hub config {file}: {table}" if file else f"kernel_hub config {table}"
 
     def parse_table(self, data: Any, *, name: str, where: str) -> Any:
@@ -433,7 +446,7 @@ class ConfigSchema:
                 unknown.append(str(key))
                 continue
             try:
-                name = split_type_id(f"{self.plugin}/{key}")[1]
+                name = self._table_key(key)
             except ValueError as exc:
                 name = str(key)
                 message = f"{self.where(str(key), file=file)}: {_first_line(str(exc))}"
@@ -446,13 +459,12 @@ class ConfigSchema:
                 except ConfigError as exc:
                     message = str(exc)
             rejected[name] = message
-            problems.append(
-                ConfigProblem(
-                    f"{self.plugin}.{key}",
-                    message,
-                    f"the {self.plugin}/{name} kernel type is left out until this is fixed",
-                )
+            left_out = (
+                f"the table is left out until this is fixed ([{self.plugin}] applies to {name})"
+                if self.type_ids
+                else f"the {self.plugin}/{name} kernel type is left out until this is fixed"
             )
+            problems.append(ConfigProblem(f"{self.plugin}.{key}", message, left_out))
         if unknown:
             what = f"known settings: {', '.join(sorted(known))}" if known else "it has none"
             tables = f" (kernel types go in [{self.plugin}.<name>] tables)" if self.types else ""
@@ -502,7 +514,7 @@ class ConfigSchema:
                 checks.append(ConfigCheck(dotted, error=" | ".join(errors[dotted])))
                 continue
             try:
-                obj = parsed.types[split_type_id(f"{self.plugin}/{key}")[1]]
+                obj = parsed.types[self._table_key(key)]
             except (ValueError, KeyError):
                 continue  # a plugin-level setting: shown above
             values = {k: (getattr(obj, k), "config" if k in table else "default") for k in fields}

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import KernelManager
 
-from .engine import engine_errors, get_client
+from .engine import EngineUnavailable, engine_errors, get_client
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -216,6 +216,24 @@ class DockerManager(KernelManager):
         if self._removed and self._watcher is None:
             return None
         return await self._ensure_watcher().wait()
+
+    async def cpu_seconds(self) -> float | None:
+        """CPU seconds the container has used (the engine's stats, one sample, no wait)."""
+        from docker.errors import APIError
+
+        def read() -> float | None:
+            try:
+                with engine_errors():
+                    stats = get_client().api.stats(self.container_id, stream=False, one_shot=True)
+            except (APIError, EngineUnavailable):
+                return None  # gone, or the engine is: the culler goes by messages alone
+            usage = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+            total = usage.get("total_usage")
+            return total / 1e9 if isinstance(total, int) and total > 0 else None
+
+        if self._removed:
+            return None
+        return await asyncio.to_thread(read)
 
     async def signal(self, signum: int) -> None:
         from docker.errors import APIError

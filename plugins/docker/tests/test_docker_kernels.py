@@ -262,6 +262,30 @@ async def test_interrupt_a_busy_loop(hub, init):
 
 
 @pytest.mark.asyncio
+async def test_cpu_seconds_come_from_the_containers_stats(hub):
+    """What the hub's culler reads to keep a container that computes silently."""
+    kernel = await hub.launch(LABEL_TYPE)
+    try:
+        async with kernel.client() as client:
+            code = (
+                "import threading\n"
+                "def spin():\n"
+                "    while True: pass\n"
+                "threading.Thread(target=spin, daemon=True).start()"
+            )
+            reply = await client.execute(code, timeout=60)
+            assert reply.content["status"] == "ok"
+        first = await kernel.manager.cpu_seconds()
+        assert first is not None and first > 0
+        while (now := await kernel.manager.cpu_seconds()) is not None and now - first < 0.5:
+            await asyncio.sleep(0.2)  # a counter polled, within the test's timeout
+        assert now is not None
+    finally:
+        await kernel.shutdown()
+    assert await kernel.manager.cpu_seconds() is None  # removed: nothing to measure
+
+
+@pytest.mark.asyncio
 async def test_kill_ends_the_container_and_shutdown_removes_it(hub):
     kernel = await hub.launch(LABEL_TYPE, **NO_RESTART)
     manager = kernel.manager
