@@ -20,7 +20,6 @@ from kernel_hub.lifecycle.culler import Culler
 from kernel_hub.plugins.culling import SCHEMA, policy_from
 from kernel_hub.testing import EventRecorder
 
-
 PYTHON = "ipykernel/python3"
 TIMEOUT = 120
 
