@@ -424,6 +424,7 @@ class KernelHub:
             spare = pool.take() if pool is not None else None
             if spare is not None:
                 self._kernels[spare.id] = spare
+                self._start_culler()  # culled like any other from now on
                 self.emit("ready", spare.id, kt.id, pooled=True)
                 return spare
         request = LaunchRequest(

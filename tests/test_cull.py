@@ -254,3 +254,23 @@ def test_config_check_reports_the_culling_table(tmp_path):
     assert result.returncode == 2, result
     assert "[culling]  ok" in result.stdout
     assert '[culling."ssh/gpu"]' in result.stdout and "busy" in result.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+@pytest.mark.asyncio
+async def test_a_pooled_kernel_is_culled_once_handed_out_and_spares_never_are():
+    async with KernelHub(config={}, cull=CullPolicy(idle=2, interval=0.5)) as hub:
+        rec = EventRecorder(hub)
+        pool = await hub.pool(PYTHON, size=1, restart=False)
+        await pool.wait_full(timeout=TIMEOUT)
+        kernel = await hub.launch(PYTHON, restart=False)
+        assert pool.handed_out == 1
+        await pool.wait_full(timeout=TIMEOUT)
+        (spare,) = pool.spares
+        culled = await rec.wait_for("culled", kernel.id, timeout=TIMEOUT)
+        assert culled.data["reason"] == "idle"
+        assert hub.culler is not None
+        await asyncio.wait_for(hub.culler.wait_checks(2 * 2 * 2 + 1), TIMEOUT)
+        assert pool.spares == [spare] and spare.status == "RUNNING"
+        assert rec.of(spare.id, "culled") == []
