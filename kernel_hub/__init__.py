@@ -21,6 +21,7 @@ from .contract.errors import (
     LaunchError,
     NoSuchKernelType,
     PluginError,
+    StateInUse,
 )
 from .contract.hookspecs import hookimpl, hookspec
 from .contract.manager import KernelManager
@@ -28,6 +29,7 @@ from .contract.types import KernelType, LaunchRequest, LaunchResult, RestartPoli
 from .hub import KernelHub, ShutdownReport
 from .lifecycle.kernel import RunningKernel
 from .lifecycle.kernel_client import KernelClient
+from .lifecycle.state import default_state_dir
 from .wire.session import Message
 
 if TYPE_CHECKING:
@@ -55,9 +57,11 @@ __all__ = [
     "RestartPolicy",
     "RunningKernel",
     "ShutdownReport",
+    "StateInUse",
     "SubprocessManager",
     "UnavailableType",
     "__version__",
+    "default_state_dir",
     "hookimpl",
     "hookspec",
     "launch_subprocess",
