@@ -37,10 +37,11 @@ HOST = textwrap.dedent(
     import asyncio, json, sys
     from kernel_hub import KernelHub
 
-    state_dir, grace, specs = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+    state_dir, grace, config = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+    specs = sys.argv[4:]
 
     async def main():
-        hub = KernelHub(state_dir=state_dir, grace=grace, config={})
+        hub = KernelHub(state_dir=state_dir, grace=grace, config=config)
         await hub.adopt()
         out = []
         for spec in specs:
@@ -60,7 +61,8 @@ HOST = textwrap.dedent(
 class Host:
     """One host run: a state dir, an environment marker, the process."""
 
-    def __init__(self, root: Path, grace: float) -> None:
+    def __init__(self, root: Path, grace: float, config: dict[str, Any] | None = None) -> None:
+        self.config = config or {}
         self.root = root
         self.grace = grace
         self.token = uuid.uuid4().hex
@@ -82,17 +84,23 @@ class Host:
         }
 
     def start(self, *specs: str) -> None:
+        with open(self.root / "host.log", "wb") as log:
+            self._start(specs, log)
+        assert self.proc is not None and self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # the host prints one line once all are ready
+        assert line, "the host exited first:\n" + (self.root / "host.log").read_text()[-3000:]
+        self.kernels = json.loads(line)
+
+    def _start(self, specs: tuple[str, ...], log: Any) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOST, str(self.state_dir), str(self.grace), *specs],
+            [sys.executable, "-c", HOST, str(self.state_dir), str(self.grace)]
+            + [json.dumps(self.config), *specs],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=log,
             env=self.env(),
             start_new_session=True,
         )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # the host prints one line once all are ready
-        assert line, "the host exited before its kernels were ready"
-        self.kernels = json.loads(line)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -122,8 +130,8 @@ class Host:
 def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     made: list[Host] = []
 
-    def make(grace: float = 120.0) -> Host:
-        h = Host(tmp_path, grace)
+    def make(grace: float = 120.0, config: dict[str, Any] | None = None) -> Host:
+        h = Host(tmp_path, grace, config)
         made.append(h)
         monkeypatch.setenv("KERNEL_HUB_STATE_DIR", str(tmp_path / "hubs"))
         return h
@@ -252,3 +260,92 @@ def test_without_state_dir_nothing_changes() -> None:
             assert kernel.state.get("launch_mode") != "nanny"  # a plain local process
 
     asyncio.run(main())
+
+
+# ---- Docker and SSH: a real engine, a real sshd ----
+
+
+@pytest.fixture(scope="module")
+def ssh_table(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from kernel_hub.testing import require_service
+
+    require_service("sshd", os.path.exists("/usr/sbin/sshd"), "apt-get install openssh-server")
+    from kernel_hub_ssh_testing import make_remote_python, start_sshd
+
+    work = tmp_path_factory.mktemp("ssh")
+    python = make_remote_python(work / "remote-venv")
+    server = start_sshd(work / "sshd")
+    try:
+        yield server.kernel_table(python=str(python), connect_timeout=15), python
+    finally:
+        server.stop()
+
+
+def docker_image() -> str:
+    from kernel_hub.testing import require_service
+
+    image = os.environ.get("KERNEL_HUB_DOCKER_TEST_IMAGE", "kernel-hub-test/ipykernel:bookworm")
+    ok = subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode
+    require_service(
+        f"dockerd with the image {image}",
+        ok == 0,
+        "start dockerd and build plugins/docker/scripts/build-test-image.sh (.ci/run does)",
+    )
+    return image
+
+
+def containers_of(kernel_ids: list[str]) -> list[str]:
+    """Return the ids of the containers (any state) of these kernels."""
+    found = []
+    for kid in kernel_ids:
+        out = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=org.kernel-hub.kernel-id={kid}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        found += out.split()
+    return found
+
+
+@pytest.mark.docker
+@pytest.mark.ssh
+@pytest.mark.slow
+def test_kill_9_then_docker_and_ssh_kernels_are_adopted_or_cleaned_up(
+    host: Any, ssh_table: Any
+) -> None:
+    table, remote_python = ssh_table
+    config = {"docker": {"box": {"image": docker_image()}}, "ssh": {"box": table}}
+    h = host(grace=120.0, config=config)
+    try:
+        h.start("docker/box", "docker/box", "ssh/box", "ssh/box")
+        ids = [k["kernel_id"] for k in h.kernels]
+        h.kill()
+        # Both providers leave their kernels running for the grace.
+        assert len(containers_of(ids)) == 2
+        # One of each dies while no host runs: a container killed, a remote kernel killed.
+        subprocess.run(["docker", "kill", h.kernels[1]["state"]["container_id"]], check=True)
+        os.kill(h.kernels[3]["state"]["kernel_pid"], signal.SIGKILL)  # the "remote" is here
+
+        async def adopt() -> None:
+            events: list[KernelEvent] = []
+            hub = KernelHub(state_dir=h.state_dir, config=config)
+            hub.events.subscribe(events.append)
+            async with hub:
+                assert sorted(hub.kernels) == sorted([ids[0], ids[2]]), events
+                cleaned = {e.kernel_id for e in events if e.kind == "cleaned_up"}
+                assert cleaned == {ids[1], ids[3]}, events
+                assert containers_of([ids[1]]) == []  # no container left of the dead one
+                for kernel in hub.kernels.values():
+                    assert await printed_x(kernel) == "42"
+            assert StateDir(h.state_dir).records() == []
+
+        asyncio.run(adopt())
+        assert containers_of(ids) == []
+        from kernel_hub.testing import processes_running
+
+        remote = [p for p, _ in processes_running(str(remote_python.parent.parent))]
+        assert wait_gone(remote, 30) == []  # no remote nanny, no remote kernel
+    finally:
+        for cid in containers_of([k["kernel_id"] for k in h.kernels]):
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
