@@ -349,3 +349,27 @@ def test_kill_9_then_docker_and_ssh_kernels_are_adopted_or_cleaned_up(
     finally:
         for cid in containers_of([k["kernel_id"] for k in h.kernels]):
             subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
+def test_records_are_written_whole_and_partial_files_never_read(tmp_path: Path) -> None:
+    from kernel_hub.lifecycle.state import Owner, Record
+
+    state = StateDir(tmp_path / "state")
+    record = Record(
+        kernel={"kernel_id": "k1", "type_id": "spec/x", "connection_info": {}, "state": {}},
+        owner=Owner.me(),
+        created=1.0,
+        grace=5.0,
+    )
+    path = state.write(record)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert state.path.stat().st_mode & 0o777 == 0o700
+    # A writer killed mid-write leaves a temp file; a stray file may be anything.
+    (state.path / ".k2.json.abcd.tmp").write_text('{"version": 1, "kern')
+    (state.path / "k3.json").write_text("{not json")
+    assert [r.kernel_id for r in state.records()] == ["k1"]
+    assert [r.owner for r in state.records()] == [Owner.me()]
+    state.remove("k1")
+    assert state.records() == []
+    with pytest.raises(ValueError, match="grace must be a positive number"):
+        KernelHub(state_dir=tmp_path / "s", grace=0, config={})
