@@ -35,17 +35,16 @@ def _age(seconds: float) -> str:
     return f"{seconds // 86400}d"
 
 
-def _status(record: Record, owner_alive: bool, now: float) -> str:
-    """``running`` (a live hub owns it), ``orphaned`` (its hub is gone, within the grace),
-    ``expired`` (past the grace) or ``dead`` (a recorded local process has ended).
+def _status(record: Record, owner_alive: bool) -> str:
+    """``running`` (a live hub owns it), ``orphaned`` (its hub is gone: a new hub on its
+    state dir adopts it within the grace, else it ends) or ``dead`` (a recorded local
+    process has ended).
 
-    Read from local facts only (pids, times): nothing is asked of the kernels.
+    Read from local facts only (pids): nothing is asked of the kernels.
     """
     if record.local_processes_gone():
         return "dead"
-    if owner_alive:
-        return "running"
-    return "orphaned" if now - record.written < record.grace else "expired"
+    return "running" if owner_alive else "orphaned"
 
 
 def _entries() -> list[tuple[Path, Record, dict[str, Any]]]:
@@ -61,7 +60,7 @@ def _entries() -> list[tuple[Path, Record, dict[str, Any]]]:
                     {
                         "kernel_id": record.kernel_id,
                         "type_id": record.type_id,
-                        "status": _status(record, alive, now),
+                        "status": _status(record, alive),
                         "owner_pid": record.owner.pid,
                         "owner_alive": alive,
                         "created": record.created,

@@ -160,8 +160,6 @@ class Record:
     local_pids: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Where the record was read from (not written).
     path: Path | None = None
-    #: When the record was last written (its file's mtime: the owner's last word).
-    written: float = 0.0
 
     @property
     def kernel_id(self) -> str:
@@ -199,7 +197,7 @@ class Record:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], *, path: Path, written: float) -> Record:
+    def from_json(cls, data: dict[str, Any], *, path: Path) -> Record:
         """Rebuild a record; :raises ValueError: when it is not one of ours."""
         if not isinstance(data, dict) or data.get("version") != RECORD_VERSION:
             raise ValueError("not a version 1 kernel_hub state record")
@@ -217,7 +215,6 @@ class Record:
             pooled=bool(data.get("pooled", False)),
             local_pids={str(k): str(v) for k, v in (data.get("local_pids") or {}).items()},
             path=path,
-            written=written,
         )
 
 
@@ -361,9 +358,8 @@ class StateDir:
                 continue
             try:
                 with open(entry.path, "rb") as f:
-                    st = os.fstat(f.fileno())
                     data = json.loads(f.read())
-                out.append(Record.from_json(data, path=Path(entry.path), written=st.st_mtime))
+                out.append(Record.from_json(data, path=Path(entry.path)))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         out.sort(key=lambda r: (r.created, r.kernel_id))
