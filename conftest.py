@@ -26,7 +26,13 @@ USER_SWITCHES = (
 #: Per-user dirs pointed at empty private ones for the session: the kernel_hub config file
 #: (under XDG_CONFIG_HOME), Jupyter's user data dir (kernelspecs) and config dir (a
 #: jupyter_server_config.py), and IPython's profile (startup files that print).
-USER_DIRS = ("XDG_CONFIG_HOME", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "IPYTHONDIR")
+USER_DIRS = (
+    "XDG_CONFIG_HOME",
+    "JUPYTER_DATA_DIR",
+    "JUPYTER_CONFIG_DIR",
+    "IPYTHONDIR",
+    "KERNEL_HUB_STATE_DIR",  # hub state dirs (kernel-hub ps), never the user's
+)
 
 
 @pytest.fixture(scope="session", autouse=True)

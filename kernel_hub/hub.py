@@ -9,9 +9,12 @@ the launch sequence itself is :mod:`kernel_hub.lifecycle.starter`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
+import shutil
+import sys
 import threading
 import time
 import uuid
@@ -25,6 +28,7 @@ from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
 from .lifecycle.pool import KernelPool, PoolKey
 from .lifecycle.starter import Started, Starter
+from .lifecycle.state import DEFAULT_GRACE, Owner, Record, StateDir
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
 from .plugins.config import CORE_TABLES, config_path, load_config, note_unknown_tables
 
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
     from .plugins import KernelHubPluginManager
 
 __all__ = [
+    "DEFAULT_GRACE",
     "DEFAULT_KERNEL_TYPES",
     "KernelHub",
     "RunningKernel",
@@ -110,6 +115,14 @@ class KernelHub:
         hub, or a mapping of type id (or ``"*"``: the rest) to a policy or ``None``
         (never cull that type). Where it is silent, the config file's ``[culling]``
         tables apply (:meth:`cull_policy` says which policy a type gets).
+    :param state_dir: keep kernels across the host's death: record every kernel
+        there (see :mod:`kernel_hub.lifecycle.state`), launch kernels so that they
+        survive this process for *grace* seconds, and adopt, at :meth:`adopt`
+        (called by ``async with``), the kernels an earlier host recorded.
+        ``kernel_hub.default_state_dir(name)`` is the documented place (where
+        ``kernel-hub ps`` looks). ``None`` (the default): kernels end with the host.
+    :param grace: seconds a kernel of a hub with a *state_dir* outlives this
+        process; after that, whatever no new hub adopted is ended and removed.
 
     Use it as ``async with KernelHub() as hub:`` so that every kernel it
     launched is shut down on exit.
@@ -124,7 +137,17 @@ class KernelHub:
         config: Mapping[str, Any] | None = None,
         plugin_manager: KernelHubPluginManager | None = None,
         cull: CullPolicy | Mapping[str, CullPolicy | None] | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        grace: float = DEFAULT_GRACE,
     ) -> None:
+        if not isinstance(grace, int | float) or not grace > 0:
+            raise ValueError(f"grace must be a positive number of seconds, not {grace!r}")
+        #: The state dir (``None``: kernels end with this process).
+        self.state: StateDir | None = StateDir(state_dir) if state_dir is not None else None
+        #: Seconds this hub's kernels outlive it (with a state dir).
+        self.grace = float(grace)
+        self._unexpire: Callable[[], None] | None = None
+        self._adopted = False
         self.pm = plugin_manager or make_plugin_manager(
             load_entrypoints=load_entrypoints, blocked=blocked, plugins=plugins
         )
@@ -166,6 +189,8 @@ class KernelHub:
         the event is delivered on that loop, so subscribers always run there.
         """
         event = KernelEvent(kind, kernel_id, type_id, data)
+        if kind == "restarted" and self.state is not None and kernel_id in self._kernels:
+            self._record(self._kernels[kernel_id])  # a new process: new state, maybe new ports
         loop = self._loop
         if (
             loop is not None
@@ -181,6 +206,8 @@ class KernelHub:
         return f"<KernelHub plugins={len(self.pm.get_plugins())} kernels={len(self._kernels)}>"
 
     async def __aenter__(self) -> KernelHub:
+        if self.state is not None:
+            await self.adopt()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -288,6 +315,7 @@ class KernelHub:
         monitor: ActivityMonitor | None,
         ready_timeout: float,
         listed: bool = True,
+        created: float | None = None,
     ) -> RunningKernel:
         """Wrap a started kernel in its RunningKernel, record it and start watching it.
 
@@ -311,9 +339,12 @@ class KernelHub:
             restart_policy=policy,
             monitor=monitor,
         )
+        if created is not None:
+            kernel.created = created
         if listed:
             self._kernels[kernel.id] = kernel
             self._start_culler()
+        self._record(kernel, pooled=not listed)
         kernel.start_watching()
         return kernel
 
@@ -425,6 +456,7 @@ class KernelHub:
             if spare is not None:
                 self._kernels[spare.id] = spare
                 self._start_culler()  # culled like any other from now on
+                self._record(spare)
                 self.emit("ready", spare.id, kt.id, pooled=True)
                 return spare
         request = LaunchRequest(
@@ -433,6 +465,7 @@ class KernelHub:
             env=env if env is not None else {},
             params=params if params is not None else {},
             connection=connection,
+            outlive=self._outlive(),
         )
         return await self._launch(
             kt,
@@ -540,7 +573,11 @@ class KernelHub:
 
         def start() -> Awaitable[RunningKernel]:
             request = LaunchRequest(
-                kernel_id=str(uuid.uuid4()), cwd=cwd, env=dict(env or {}), params=dict(params or {})
+                kernel_id=str(uuid.uuid4()),
+                cwd=cwd,
+                env=dict(env or {}),
+                params=dict(params or {}),
+                outlive=self._outlive(),
             )
             return self._launch(
                 kt, request, ready_timeout=ready_timeout, restart=restart, nanny=nanny, pool=True
@@ -583,10 +620,10 @@ class KernelHub:
         from .managers.local_nanny import LOCAL_NANNY
         from .managers.remote import NannyManager, is_nanny_info
 
-        if nanny is None:
-            nanny = state.get("launch_mode") == LOCAL_NANNY or (
-                type_id is None and is_nanny_info(connection_info)
-            )
+        if state.get("launch_mode") == LOCAL_NANNY:
+            nanny = True  # also a plugin's kernel run under a nanny (``request.outlive``)
+        elif nanny is None:
+            nanny = type_id is None and is_nanny_info(connection_info)
         if nanny:
             return NannyManager.from_state(connection_info, state, type_id=type_id or "")
         if type_id is None:
@@ -611,6 +648,8 @@ class KernelHub:
         restart: RestartPolicy | bool | None = False,
         plugin: str | None = None,
         nanny: bool | None = None,
+        _request: LaunchRequest | None = None,
+        _created: float | None = None,
     ) -> RunningKernel:
         """Re-attach to a running kernel from saved :meth:`RunningKernel.describe` data.
 
@@ -643,14 +682,16 @@ class KernelHub:
             raise KernelHubError(f"cannot attach: kernel {type_id} ({kernel_id}) is not running")
         monitor = ActivityMonitor()
         monitor.open(connection_info)
+        request = _request or LaunchRequest(kernel_id=kernel_id, outlive=self._outlive())
         return self._register(
             kt,
-            LaunchRequest(kernel_id=kernel_id),
+            request,
             Started(connection_info, state, manager, nanny=under_nanny),
             plugin=owner,
             policy=policy,
             monitor=monitor,
             ready_timeout=60.0,
+            created=_created,
         )
 
     # ---- registry ----
@@ -671,6 +712,8 @@ class KernelHub:
             raise KeyError(f"no running kernel {kernel_id!r} in this hub") from None
 
     def _forget(self, kernel: RunningKernel) -> None:
+        if self.state is not None:
+            self.state.remove(kernel.id)
         if self._kernels.pop(kernel.id, None) is None:
             for pool in self._pools.values():  # a spare that ended for good
                 pool.forget(kernel)
@@ -726,5 +769,232 @@ class KernelHub:
         return report
 
     async def aclose(self) -> None:
-        """Shut down every kernel (:meth:`shutdown_all`); the hub stays usable."""
+        """Shut down every kernel (:meth:`shutdown_all`); the hub stays usable.
+
+        With a state dir, its lock is released too (taken again on the next launch).
+        """
         await self.shutdown_all()
+        self._release_state()
+
+    # ---- kernels that outlive their host (state_dir) ----
+
+    def _outlive(self) -> float:
+        """Return ``LaunchRequest.outlive`` for a launch now (taking the state dir's lock)."""
+        if self.state is None:
+            return 0.0
+        self._claim_state()
+        return self.grace
+
+    def _claim_state(self) -> None:
+        """Lock the state dir, and have the reaper end what is left after the grace.
+
+        :raises StateInUse: when another live hub holds it.
+        """
+        state = self.state
+        if state is None or state.locked:
+            return
+        state.lock()
+        if self._unexpire is None:
+            from .managers.reaper import reap_on_exit
+
+            me = Owner.me()
+            # Run when this process ends, even by SIGKILL: waits out the grace (or until a
+            # new hub adopted every kernel), then ends what this process left.
+            command = [sys.executable, "-m", "kernel_hub.cli._state", "expire", str(state.path)]
+            command += [str(me.pid), me.token or "-", f"{self.grace:g}"]
+            self._unexpire = reap_on_exit(command=command)
+
+    def _release_state(self) -> None:
+        state = self.state
+        if state is None or not state.locked:
+            return
+        if not state.records() and self._unexpire is not None:
+            self._unexpire()  # nothing left to expire
+            self._unexpire = None
+        state.unlock()
+        self._adopted = False
+
+    def _record(self, kernel: RunningKernel, *, pooled: bool = False) -> None:
+        """Write *kernel*'s record to the state dir (no-op without one)."""
+        state = self.state
+        if state is None:
+            return
+        from .managers.procs import process_token
+
+        described = kernel.describe()
+        local_pids: dict[str, str] = {}
+        kstate = described["state"]
+        nanny_pid = kstate.get("nanny_pid")
+        if kstate.get("launch_mode") == "nanny" and isinstance(nanny_pid, int):
+            local_pids[str(nanny_pid)] = process_token(nanny_pid)
+        request = kernel.request
+        record = Record(
+            kernel=described,
+            owner=Owner.me(),
+            created=kernel.created,
+            grace=self.grace,
+            restart=dataclasses.asdict(kernel.restart_policy),
+            request={"cwd": request.cwd, "env": dict(request.env), "params": dict(request.params)},
+            pooled=pooled,
+            local_pids=local_pids,
+        )
+        try:
+            state.write(record)
+        except OSError as exc:
+            log.warning("could not record %r in %s: %s", kernel, state.path, exc)
+
+    async def adopt(self, *, timeout: float = 30.0) -> list[RunningKernel]:
+        """Adopt the kernels recorded in the state dir by an earlier host; clean up the dead.
+
+        Called by ``async with KernelHub(state_dir=...)``; call it yourself when
+        the hub is not used as a context manager. Takes the state dir's lock (for
+        as long as the hub lives, or until :meth:`aclose`). Every recorded kernel
+        that still runs is attached (with its recorded restart policy and launch
+        request), watched, recorded again under this process, and ``adopted`` is
+        emitted; every one that does not (or cannot be reached within *timeout*)
+        is ended, what is left of it (process, container, remote nanny, files)
+        removed with its record, and ``cleaned_up`` is emitted. A pool's spare
+        that was never handed out is cleaned up, not adopted. All at once;
+        calling it again adopts nothing new unless the lock was released.
+
+        :returns: the adopted kernels.
+        :raises StateInUse: when another live hub holds the state dir.
+        """
+        if self.state is None:
+            raise KernelHubError("adopt() needs a hub made with state_dir=...")
+        self._bind_loop()
+        self._claim_state()
+        if self._adopted:
+            return []
+        self._adopted = True
+        records = [r for r in self.state.records() if r.kernel_id not in self._kernels]
+        results = await asyncio.gather(*(self._adopt_one(r, timeout) for r in records))
+        return [k for k in results if k is not None]
+
+    async def _adopt_one(self, record: Record, timeout: float) -> RunningKernel | None:
+        previous = record.owner.pid
+        why = ""
+        if record.pooled:
+            why = "a pool's spare that was never handed out"
+        elif record.local_processes_gone():
+            why = "its process ended while no host ran"
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    adopted = await self._attach(record)
+            except Exception as exc:  # noqa: BLE001 - any failure: it cannot be adopted
+                why = first_line(exc)
+            else:
+                extra = (
+                    {"connection_file": record.connection_file} if record.connection_file else {}
+                )
+                self.emit("adopted", adopted.id, adopted.type_id, previous_owner=previous, **extra)
+                return adopted
+        await self.end_record(record)
+        self.emit(
+            "cleaned_up", record.kernel_id, record.type_id, reason=why, previous_owner=previous
+        )
+        return None
+
+    async def _attach(self, record: Record) -> RunningKernel:
+        k = record.kernel
+        policy = RestartPolicy(**record.restart) if record.restart else False
+        req = record.request
+        request = LaunchRequest(
+            kernel_id=record.kernel_id,
+            cwd=req.get("cwd"),
+            env=req.get("env") or {},
+            params=req.get("params") or {},
+            outlive=self.grace,
+        )
+        kernel = await self.attach(
+            k["type_id"],
+            k["connection_info"],
+            k["state"],
+            kernel_id=record.kernel_id,
+            restart=policy,
+            plugin=k.get("plugin") or None,
+            nanny=k.get("nanny"),
+            _request=request,
+            _created=record.created,
+        )
+        return kernel
+
+    async def end_record(self, record: Record, *, timeout: float = 10.0) -> bool:
+        """End the kernel of a state record (if it still runs) and remove what is left of it.
+
+        Asks politely (``shutdown_request``) when the kernel answers, else kills it
+        through its manager; the manager's cleanup removes its container, remote
+        nanny and files; the record goes last. Failures are logged, not raised.
+        This hub does not adopt it (``kernel-hub stop`` uses it).
+
+        :returns: whether the kernel was still running.
+        """
+        k = record.kernel
+        was_running = False
+        if record.local_processes_gone():
+            # Its nanny is gone (killed outright): nothing answers; only its files are left.
+            workdir = str((k.get("state") or {}).get("workdir") or "")
+            if os.path.basename(workdir).startswith("kernel-hub-nanny-"):
+                shutil.rmtree(workdir, ignore_errors=True)
+            if record.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(record.path)
+            return False
+        try:
+            async with asyncio.timeout(timeout):
+                manager = await self.manager_for(
+                    k["connection_info"],
+                    k["state"],
+                    type_id=k["type_id"],
+                    plugin=k.get("plugin") or None,
+                    nanny=k.get("nanny") or None,
+                )
+                if manager is not None:
+                    if await manager.is_alive():
+                        was_running = True
+                        running = RunningKernel(
+                            self,
+                            kernel_id=record.kernel_id,
+                            kernel_type=await self.get_kernel_type(k["type_id"]),
+                            request=LaunchRequest(kernel_id=record.kernel_id),
+                            started=Started(k["connection_info"], k["state"], manager),
+                            starter=self._starter,
+                            emit=lambda kind, **data: None,
+                            on_end=lambda kernel: None,
+                        )
+                        await running.shutdown(timeout=min(5.0, timeout / 2))
+                    else:
+                        await manager.cleanup()
+        except Exception as exc:  # noqa: BLE001 - the record goes anyway; the reason is logged
+            log.warning("ending recorded kernel %s: %s", record.kernel_id, first_line(exc))
+        if record.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(record.path)
+        return was_running
+
+    async def detach(self) -> list[str]:
+        """Leave every kernel running for the next host: stop watching, keep the records.
+
+        For a planned restart of the host (an upgrade): the kernels go on for the
+        grace, and a new hub on the same state dir adopts them. This hub forgets
+        them, closes its links to them (a nanny's lease starts counting) and
+        releases the state dir's lock; it stays usable.
+
+        :returns: the ids of the kernels left running.
+        :raises KernelHubError: without a state dir (the kernels would be lost).
+        """
+        if self.state is None:
+            raise KernelHubError(
+                "detach() needs a hub made with state_dir=...; without one, use shutdown_all()"
+            )
+        kernels, self._kernels = list(self._kernels.values()), {}
+        for kernel in kernels:
+            await kernel.detach()
+        pools, self._pools = list(self._pools.values()), {}
+        spares = [k for p in pools for k in await p.close()]
+        await self._end_spares(spares)
+        if self.state.locked:
+            self.state.unlock()
+        self._adopted = False
+        return [k.id for k in kernels]

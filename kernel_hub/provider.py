@@ -154,7 +154,15 @@ def local_launch(
     ``ipykernel`` ones) re-exports it under the hook's name::
 
         from kernel_hub.provider import local_launch as launch
+
+    A kernel that must outlive its host (``request.outlive``, a hub with a
+    ``state_dir``) runs under a local nanny whose lease is the grace; the
+    hub rebuilds its manager itself (``launch_mode: "nanny"`` in its state).
     """
+    if request.outlive:
+        from .managers.local_nanny import launch_under_nanny
+
+        return launch_under_nanny(kernel_type, request)
     from .managers.subproc import launch_subprocess
 
     return launch_subprocess(kernel_type, request)

@@ -8,8 +8,8 @@ the plugin's heavy imports stay inside ``func``.
 
 This module holds the parser and :func:`main` (exit codes, one-line errors);
 the commands live beside it: ``_launch`` (``run``, ``launch``, ``launch
---nanny``), ``_attach`` and ``_info`` (``list``, ``plugins``, ``config
-check``). What a person sees (progress, Ctrl-C, exit codes) is
+--nanny``), ``_attach``, ``_info`` (``list``, ``plugins``, ``config
+check``) and ``_state`` (``ps``, ``stop``). What a person sees (progress, Ctrl-C, exit codes) is
 :mod:`kernel_hub.cli.terminal`.
 """
 
@@ -27,6 +27,7 @@ from ..plugins.entrypoints import entry_points
 from ._attach import cmd_attach
 from ._info import cmd_config, cmd_list, cmd_plugins
 from ._launch import START_TIMEOUT, cmd_launch, cmd_launch_nanny, cmd_run
+from ._state import cmd_ps, cmd_stop
 from .terminal import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -147,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _timeouts(p, "give up when the kernel has not answered within SECONDS")
 
+    p = sub.add_parser(
+        "ps", help="list the kernels recorded by hubs with a state dir (this user, this machine)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "stop", help="shut down recorded kernels ('ps' lists them); prune stale ones"
+    )
+    p.add_argument("ids", nargs="*", metavar="ID", help="kernel ids (or unique prefixes)")
+    p.add_argument("--all", action="store_true", help="every recorded kernel of a hub that is gone")
+    p.add_argument(
+        "--force", action="store_true", help="also the kernels of hubs that are still running"
+    )
+
     p = sub.add_parser("config", help="check the config file")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     c = csub.add_parser(
@@ -198,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "launch-nanny": cmd_launch_nanny,
         "attach": cmd_attach,
         "config": cmd_config,
+        "ps": cmd_ps,
+        "stop": cmd_stop,
     }
     try:
         command = args.command

@@ -14,6 +14,7 @@ __all__ = [
     "LaunchError",
     "NoSuchKernelType",
     "PluginError",
+    "StateInUse",
 ]
 
 
@@ -23,6 +24,10 @@ class KernelHubError(Exception):
 
 class PluginError(KernelHubError):
     """A plugin misbehaved: failed to load, broke the contract, or clashed with another."""
+
+
+class StateInUse(KernelHubError):
+    """Another live hub holds the state dir: two hubs never adopt the same kernels."""
 
 
 class ConfigError(KernelHubError):

@@ -37,6 +37,12 @@ EventKind = Literal[
     "culled",
     "connection_lost",  # a remote provider lost its link (the kernel may still run)
     "connection_restored",  # ... and got it back
+    # a hub with a state_dir took over a kernel recorded by an earlier host:
+    # data {"previous_owner": pid, "connection_file"?: path}
+    "adopted",
+    # a hub with a state_dir found a recorded kernel dead (or could not adopt it) and
+    # removed what was left of it: data {"reason": ..., "previous_owner": pid}
+    "cleaned_up",
 ]
 
 EVENT_KINDS: tuple[str, ...] = EventKind.__args__  # type: ignore[attr-defined]

@@ -194,6 +194,13 @@ class LaunchRequest:
         may ignore it; the core then emits ``connection_changed``.
         :func:`kernel_hub.provider.new_connection_info` (``reuse=``) does all this
         for a local endpoint. Not shown in the repr: it holds the key.
+    :param outlive: seconds the kernel must survive its host's death (a hub with a
+        ``state_dir``), so that a new host can adopt it; then it must end by itself.
+        ``0`` (the default): it ends with its host. A provider honours it by not
+        registering the kernel with the reaper and giving it a lease of this many
+        seconds where it has one (a nanny's); the hub ends what is left after the
+        grace. :func:`kernel_hub.provider.local_launch` runs the kernel under a local
+        nanny with this lease.
     """
 
     kernel_id: str
@@ -201,8 +208,13 @@ class LaunchRequest:
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     connection: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
+    outlive: float = 0.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.outlive, int | float) or self.outlive < 0:
+            raise ValueError(
+                f"launch outlive must be a number of seconds >= 0, not {self.outlive!r}"
+            )
         # Checked here, before anything is started or written: a bad request fails whole,
         # with the name of what is wrong, and leaves nothing behind.
         kid = self.kernel_id

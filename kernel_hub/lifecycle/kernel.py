@@ -123,6 +123,8 @@ class RunningKernel:
         self._watch_task: asyncio.Task[None] | None = None
         self._restart_task: asyncio.Future[None] | None = None
         self._status = "STARTING"
+        #: ``time.time()`` of the launch (of the first launch, for an adopted kernel).
+        self.created = time.time()
         #: Whether the last shutdown ended the process without a kill (shutdown's result).
         self._ended_politely = True
 
@@ -135,7 +137,10 @@ class RunningKernel:
 
     @property
     def status(self) -> KernelStatus:
-        """``STARTING``, ``RUNNING``, ``RESTARTING``, ``SHUTTING_DOWN`` or ``DEAD``."""
+        """``STARTING``, ``RUNNING``, ``RESTARTING``, ``SHUTTING_DOWN``, ``DEAD`` or ``DETACHED``.
+
+        ``DETACHED``: left running for another host (:meth:`KernelHub.detach`).
+        """
         return self._status
 
     @property
@@ -424,6 +429,31 @@ class RunningKernel:
         return True
 
     # ---- host API ----
+
+    async def detach(self) -> None:
+        """Stop watching and managing the kernel, and leave it running (``DETACHED``).
+
+        Called by :meth:`KernelHub.detach`: the kernel goes on for its grace, for
+        another host to adopt. Its clients from :meth:`client` are ended; the
+        manager's links (a nanny's sockets) are closed, its process left alone.
+        """
+        if self._status in ("DEAD", "DETACHED"):
+            return
+        await self._stop_watching()
+        if self._restart_task is not None and not self._restart_task.done():
+            with contextlib.suppress(BaseException):
+                await cancel_and_wait(self._restart_task)
+        self._status = "DETACHED"
+        self._monitor.close()
+        for client in list(self._clients):
+            client.kernel_ended(f"the kernel {self.type_id} was detached from this host")
+        close = getattr(self.manager, "close", None)
+        if callable(close):
+            with contextlib.suppress(Exception):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+        self._ended.set()
 
     async def restart(self, *, now: bool = False, timeout: float = 5.0) -> None:
         """Restart the kernel: end the process, then launch the same type with the same request.

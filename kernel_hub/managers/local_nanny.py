@@ -106,6 +106,7 @@ async def launch_under_nanny(
     stderr: int | None = None,
     timeout: float = 60.0,
     progress: Callable[[str, str], object] = lambda step, message: None,
+    lease: float | None = None,
 ) -> LaunchResult:
     """Start a nanny on this machine running *kernel_type*'s argv; return it with its manager.
 
@@ -118,9 +119,16 @@ async def launch_under_nanny(
         unless the ``kernel_hub`` logger is enabled for DEBUG).
     :param progress: called with a step and a message as the start goes on: ``nanny``
         (spawned, waiting for its handshake), ``nanny started`` (its kernel runs).
+    :param lease: for a kernel that outlives its host (``request.outlive``): the
+        nanny's lease, and the nanny is not registered with the reaper, so the
+        host's death leaves it running for *lease* seconds, for a new host to
+        adopt; then it ends its kernel and exits. ``None``: it ends with the host.
     :raises LaunchError: when the type has no argv or the nanny reports an error.
     """
     from .. import nanny
+
+    if lease is None and request.outlive:
+        lease = request.outlive
 
     if not kernel_type.argv:
         raise LaunchError(
@@ -134,8 +142,10 @@ async def launch_under_nanny(
             f"cannot launch {kernel_type.id}: working directory {cwd!r} {what}; "
             "give the path of an existing directory as cwd"
         )
-    if stderr is None and not logging.getLogger("kernel_hub").isEnabledFor(logging.DEBUG):
-        stderr = subprocess.DEVNULL
+    if lease is not None or (
+        stderr is None and not logging.getLogger("kernel_hub").isEnabledFor(logging.DEBUG)
+    ):
+        stderr = subprocess.DEVNULL  # a nanny that outlives us must not write to our stderr
     argv = format_argv(
         kernel_type.argv,
         resource_dir=kernel_type.resource_dir or "",
@@ -151,6 +161,8 @@ async def launch_under_nanny(
     cmd = [python, "-", "--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
     if cwd is not None:
         cmd += ["--cwd", cwd]
+    if lease is not None:
+        cmd += ["--lease", f"{lease:g}"]
     old = request.connection or {}
     if old.get("key") is not None and old.get("ip", "127.0.0.1") == "127.0.0.1":
         # A relaunch: the nanny reuses the old kernel's ports (if free) and key. The key goes
@@ -172,7 +184,8 @@ async def launch_under_nanny(
     # Before anything is awaited: should this process be killed outright from here on, the
     # reaper SIGTERMs the nanny (it ends its kernel and work dir). Killed before this line,
     # this process cannot read the handshake, and the nanny, unable to write it, ends itself.
-    forget = reap_on_exit(terminate=proc.pid)
+    # One that outlives us (a lease) is left to its lease instead.
+    forget = reap_on_exit(terminate=proc.pid) if lease is None else (lambda: None)
     assert proc.stdout is not None
     handshake: dict[str, Any]
     try:

@@ -39,7 +39,7 @@ from kernel_hub.provider import (
 
 from .engine import engine_errors, get_client
 from .images import DockerOptions, options_of, parse_mount
-from .owner import LABEL_KERNEL_ID, LABEL_TEMP_DIR, LABEL_TYPE_ID, owner_labels
+from .owner import LABEL_KERNEL_ID, LABEL_OUTLIVE, LABEL_TEMP_DIR, LABEL_TYPE_ID, owner_labels
 from .reap import register as register_reap
 
 if TYPE_CHECKING:
@@ -208,6 +208,7 @@ def _create_and_start(
         LABEL_TYPE_ID: kernel_type.id,
         LABEL_TEMP_DIR: temp_dir,
         **owner_labels(),
+        **({LABEL_OUTLIVE: f"{request.outlive:g}"} if request.outlive else {}),
     }
 
     def run(host_ports: Mapping[str, int] | None) -> tuple[str, dict[str, Any], dict[str, int]]:

@@ -21,6 +21,7 @@ __all__ = [
     "LABEL_KERNEL_ID",
     "LABEL_OWNER_HOST",
     "LABEL_OWNER_PID",
+    "LABEL_OUTLIVE",
     "LABEL_OWNER_START",
     "LABEL_TEMP_DIR",
     "LABEL_TYPE_ID",
@@ -35,6 +36,10 @@ LABEL_OWNER_HOST = "org.kernel-hub.owner.host"
 LABEL_OWNER_PID = "org.kernel-hub.owner.pid"
 LABEL_OWNER_START = "org.kernel-hub.owner.start"
 LABEL_TEMP_DIR = "org.kernel-hub.temp-dir"
+#: Seconds the container outlives its owner (``LaunchRequest.outlive``: a hub with a state
+#: dir). The owner's death does not remove it: the core ends it after that grace unless a
+#: new hub adopted it, so the reaper and ``prune`` leave it alone.
+LABEL_OUTLIVE = "org.kernel-hub.outlive"
 
 OwnerState = Literal["alive", "dead", "unknown"]
 

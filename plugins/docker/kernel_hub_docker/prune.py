@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .engine import engine_errors, get_client
 from .owner import (
     LABEL_KERNEL_ID,
+    LABEL_OUTLIVE,
     LABEL_OWNER_HOST,
     LABEL_OWNER_PID,
     LABEL_TEMP_DIR,
@@ -41,6 +42,8 @@ class KernelContainer:
     owner_state: str
     status: str
     temp_dir: str | None
+    #: Made to outlive its owner (a hub with a state dir): left to the core, not pruned.
+    outlive: bool = False
 
     def __str__(self) -> str:
         return (
@@ -67,6 +70,7 @@ def kernel_containers() -> list[KernelContainer]:
                 owner_state=owner_state(labels),
                 status=c.get("State", ""),
                 temp_dir=labels.get(LABEL_TEMP_DIR),
+                outlive=bool(labels.get(LABEL_OUTLIVE)),
             )
         )
     return out
@@ -76,15 +80,20 @@ def prune(*, dry_run: bool = False, all_owners: bool = False) -> list[KernelCont
     """Remove kernel containers whose owning process is gone, with their temp dirs. Blocking.
 
     :param dry_run: only return what would be removed.
-    :param all_owners: also remove containers of live owners and of other hosts
-        (everything kernel_hub started on this engine).
+    :param all_owners: also remove containers of live owners and of other hosts,
+        and those made to outlive their owner (everything kernel_hub started on
+        this engine). Without it, a container of a dead owner that was made to
+        outlive it (a hub with a state dir) is left to the core: a new hub adopts
+        it or ends it after the grace (``kernel-hub stop`` ends it at once).
     :returns: the containers removed (or that would be).
     :raises ~kernel_hub_docker.engine.EngineUnavailable: when the engine does not answer.
     """
     from docker.errors import NotFound
 
     api = get_client().api
-    doomed = [c for c in kernel_containers() if all_owners or c.owner_state == "dead"]
+    doomed = [
+        c for c in kernel_containers() if all_owners or (c.owner_state == "dead" and not c.outlive)
+    ]
     if dry_run:
         return doomed
     for c in doomed:

@@ -21,7 +21,13 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from .owner import LABEL_OWNER_HOST, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_TEMP_DIR
+from .owner import (
+    LABEL_OUTLIVE,
+    LABEL_OWNER_HOST,
+    LABEL_OWNER_PID,
+    LABEL_OWNER_START,
+    LABEL_TEMP_DIR,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,6 +78,8 @@ def remove_containers_of(pid: int, token: str, host: str) -> list[str]:
         labels = c.get("Labels") or {}
         if labels.get(LABEL_OWNER_HOST) != host or labels.get(LABEL_OWNER_START, "") != token:
             continue  # another process that had the same pid, or another machine
+        if labels.get(LABEL_OUTLIVE):
+            continue  # it outlives its host on purpose: the core ends it after the grace
         try:
             api.remove_container(c["Id"], force=True)
         except NotFound:

@@ -25,7 +25,7 @@ tables still give their kernel types. The schema :data:`SCHEMA` (an
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from kernel_hub.provider import (
@@ -39,6 +39,8 @@ from kernel_hub.provider import (
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from kernel_hub.provider import LaunchRequest
 
 __all__ = [
     "PROVIDER",
@@ -154,6 +156,11 @@ class SSHKernelConfig:
     language: str = "python"
     interrupt_mode: Literal["signal", "message"] = "signal"
     lease: float | None = None
+
+    def outliving(self, request: LaunchRequest) -> SSHKernelConfig:
+        """Return this config for *request*: a kernel that must outlive its host
+        (``request.outlive``, a hub with a state dir) gets that as its nanny's lease."""
+        return replace(self, lease=request.outlive) if request.outlive else self
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``ssh/<name>`` (no connection is made)."""

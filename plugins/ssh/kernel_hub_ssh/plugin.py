@@ -35,7 +35,7 @@ def launch(
     from .manager import launch_remote  # asyncssh only once there is something to do
 
     table: SSHTable = SCHEMA.type_config(hub, kernel_type)
-    return launch_remote(hub, kernel_type, request, table.kernel_config())
+    return launch_remote(hub, kernel_type, request, table.kernel_config().outliving(request))
 
 
 @hookimpl
