@@ -27,13 +27,13 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import socket
 from pathlib import Path
 from typing import Any
 
 from ..contract.errors import KernelHubError, StateInUse
 from ..managers.procs import pid_alive, process_token
+from ..wire.connection import write_private_file
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -319,18 +319,7 @@ class StateDir:
         """Write *record* atomically (a temp file, 0600, renamed over the record)."""
         self.ensure()
         path = self.record_path(record.kernel_id)
-        data = json.dumps(record.to_json(), indent=1).encode()
-        tmp = self.path / f".{path.name}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+        return write_private_file(path, json.dumps(record.to_json(), indent=1).encode())
 
     def remove(self, kernel_id: str) -> None:
         """Remove the record of *kernel_id* (no error if there is none)."""

@@ -27,6 +27,7 @@ __all__ = [
     "read_connection_file",
     "runtime_dir",
     "write_connection_file",
+    "write_private_file",
 ]
 
 #: The five kernel channels and their connection-file port keys.
@@ -253,10 +254,20 @@ def write_connection_file(
     if path is None:
         path = runtime_dir() / f"kernel-{kernel_id or secrets.token_hex(8)}.json"
     path = Path(path)
-    data = json.dumps(dict(info), indent=1).encode()
+    return write_private_file(path, json.dumps(dict(info), indent=1).encode())
+
+
+def write_private_file(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write *data* to *path*, readable by its owner only (0600), atomically.
+
+    Written under a temporary name in the same directory (a dotfile, which
+    readers of the directory skip) and renamed over *path*: a reader sees the
+    old file or the whole new one, never a half-written one.
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     # O_EXCL: a fresh file, created 0600 (never a file or link someone put there).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
             os.write(fd, data)
