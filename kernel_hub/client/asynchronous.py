@@ -311,15 +311,20 @@ class AsyncKernelClient(KernelRequests):
         *,
         channel: str = "shell",
         timeout: float | None = None,
+        subshell_id: str | None = None,
     ) -> Message:
         """Send a ``*_request`` on *channel* and return its reply.
 
+        :param subshell_id: run it on that subshell (see :meth:`create_subshell`).
         :raises TimeoutError: when no reply arrives within *timeout* seconds.
         :raises KernelDied: when the kernel's process dies before replying, or has died.
+        :raises KernelHubError: with *subshell_id*, when the kernel has no subshells.
         """
         if self._died is not None:
             raise self._died
-        msg = self.session.msg(msg_type, content)
+        if subshell_id is not None:
+            await self.require_subshells(timeout=timeout)
+        msg = self.session.msg(msg_type, content, subshell_id=subshell_id)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         msg_id = msg.header["msg_id"]
         self._pending[msg_id] = fut
@@ -347,6 +352,7 @@ class AsyncKernelClient(KernelRequests):
         reply = await self.request(
             "kernel_info_request", timeout=None if deadline is None else timeout
         )
+        self._kernel_info = reply
         await self._await_iopub(None if deadline is None else max(0.0, deadline - loop.time()))
         return reply
 
@@ -391,10 +397,13 @@ class AsyncKernelClient(KernelRequests):
         stop_on_error: bool = True,
         output_hook: OutputHook | None = None,
         stdin_hook: StdinHook | None = None,
+        subshell_id: str | None = None,
         timeout: float | None = None,
     ) -> Message:
         """Run *code* and return the ``execute_reply`` once all its output has arrived.
 
+        :param subshell_id: run it on that subshell (see :meth:`create_subshell`),
+            beside what the main shell and the other subshells run.
         :param output_hook: called with every IOPub message of this execution
             (``stream``, ``display_data``, ``execute_result``, ``error``, …) except status,
             in order, from the client's loop but never while a socket is being read: a
@@ -414,9 +423,12 @@ class AsyncKernelClient(KernelRequests):
 
         :raises KernelDied: when the kernel's process (this client's manager's) dies
             while it runs, or has died.
+        :raises KernelHubError: with *subshell_id*, when the kernel has no subshells.
         """
         if self._died is not None:
             raise self._died
+        if subshell_id is not None:
+            await self.require_subshells(timeout=timeout)
         if self._iopub_seen is not None and not self._iopub_seen.is_set():
             # Connected without wait_for_ready: a SUB socket misses what is published before
             # its subscription lands, which would lose this execution's output and idle status.
@@ -430,7 +442,7 @@ class AsyncKernelClient(KernelRequests):
             "allow_stdin": stdin_hook is not None if allow_stdin is None else allow_stdin,
             "stop_on_error": stop_on_error,
         }
-        msg = self.session.msg("execute_request", content)
+        msg = self.session.msg("execute_request", content, subshell_id=subshell_id)
         msg_id = msg.header["msg_id"]
         ex = Execution(
             loop,
