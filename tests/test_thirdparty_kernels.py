@@ -263,6 +263,8 @@ async def test_a_kernel_without_subshells_is_refused_at_once(hub, thirdparty_spe
     kernel = await hub.launch(await _type_id(hub, k, thirdparty_specs), restart=False)
     try:
         async with _client(kernel) as c:
+            # Protocol 5.6: it greets every IOPub subscriber, so readiness needed no nudge.
+            assert c.iopub_nudges == 0
             assert "kernel subshells" not in await c.supported_features(timeout=TIMEOUT)
             sent = set()
             c.on(

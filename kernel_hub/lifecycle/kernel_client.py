@@ -145,6 +145,16 @@ class KernelClient(KernelRequests):
         return self._wire.execution_state
 
     @property
+    def welcomes(self) -> bool:
+        """Whether the kernel greets IOPub subscriptions (``iopub_welcome``, protocol 5.5)."""
+        return self._wire.welcomes
+
+    @property
+    def iopub_nudges(self) -> int:
+        """``kernel_info_request`` nudges the current wire client sent for IOPub readiness."""
+        return self._wire.iopub_nudges
+
+    @property
     def idle_grace(self) -> float:
         return self._wire.idle_grace
 
@@ -237,6 +247,9 @@ class KernelClient(KernelRequests):
         if self._comeback is None and self._loop is not None and self._gone is None:
             self._comeback = self._loop.create_future()
         self._wire.abort(err)
+        # The restarted process must see this client's IOPub subscription before the next
+        # execution (it greets it with iopub_welcome where it can): the rejoin waits for it.
+        self._wire.forget_iopub()
 
     def _back(self) -> None:
         if self._closed:
