@@ -138,3 +138,25 @@ async def test_execute_right_after_a_bare_connect_loses_no_output(kernel):
         assert [m.content.get("text") for m in out if m.header["msg_type"] == "stream"] == [
             "here\n"
         ]
+
+
+async def test_the_first_execution_after_a_restart_loses_no_output(hub):
+    """The same sockets reach the restarted process: the client waits for its IOPub again."""
+    from kernel_hub import RestartPolicy
+    from kernel_hub.testing import EventRecorder
+
+    events = EventRecorder(hub)
+    kernel = await hub.launch("ipykernel/python3", restart=RestartPolicy(limit=2, window=120))
+    try:
+        async with kernel.client() as c:
+            await kernel.manager.signal(signal.SIGKILL)
+            await events.wait_for("restarted", kernel.id, timeout=120)
+            out = []
+            reply = await c.execute("print('after')", output_hook=out.append, timeout=120)
+            assert reply.content["status"] == "ok"
+            assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == [
+                "after\n"
+            ]
+    finally:
+        events.close()
+        await kernel.shutdown()

@@ -176,3 +176,27 @@ async def test_an_execution_idle_without_its_reply_fails_after_the_grace_not_nev
     late.got_idle()
     late.got_reply(reply)  # the reply after the idle status, within the grace: fine
     assert await asyncio.wait_for(late.done, 30) is reply
+
+
+@pytest.mark.asyncio
+async def test_a_kernel_that_greets_is_awaited_without_nudges(fake_kernel):
+    """After its iopub_welcome, a new process of the kernel is awaited for its welcome alone."""
+    async with fake_kernel.client() as client:
+        transport = client._transport
+        welcome = fake_kernel.session.msg("iopub_welcome", {"subscription": ""})
+        client.forget_iopub()  # as after a death: the next process must deliver first
+        transport.deliver_frames("iopub", fake_kernel.session.serialize(welcome))
+        await asyncio.sleep(0)  # the fake delivers on the next turn of the loop
+        assert client.welcomes
+        client.forget_iopub()
+        before = len(transport.sent)
+        running = asyncio.ensure_future(client.execute("print(1)", timeout=5))
+        for _ in range(20):
+            await asyncio.sleep(0)  # let execute reach its wait for IOPub
+        assert not running.done() and len(transport.sent) == before  # no nudge, no request
+        transport.deliver_frames(
+            "iopub", fake_kernel.session.serialize(fake_kernel.session.msg("iopub_welcome", {}))
+        )
+        assert (await running).content["status"] == "ok"
+        assert client.iopub_nudges == 0
+        assert [m.header["msg_type"] for _, m in transport.sent[before:]] == ["execute_request"]

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from kernel_hub import KernelHub, Message, RestartPolicy
+from kernel_hub import KernelHub, KernelHubError, Message, RestartPolicy
 from kernel_hub.conformance import execute_output, interrupt_busy_loop
 from kernel_hub.testing import EventRecorder, require_service
 
@@ -257,5 +257,37 @@ async def test_xeus_python_ignores_interrupt_request_and_exits_on_sigint(hub, th
             assert await asyncio.wait_for(kernel.manager.wait(), TIMEOUT) == 0
             busy.cancel()
             await asyncio.gather(busy, return_exceptions=True)
+    finally:
+        await kernel.shutdown()
+
+
+@pytest.mark.asyncio
+@pytest.mark.timeout(600)
+async def test_a_kernel_without_subshells_is_refused_at_once(hub, thirdparty_specs):
+    """xeus-python 0.19 lists no "kernel subshells": subshell calls fail before any is sent."""
+    k = next(k for k in KERNELS if k.name == "xpython")
+    kernel = await hub.launch(await _type_id(hub, k, thirdparty_specs), restart=False)
+    try:
+        async with _client(kernel) as c:
+            # Protocol 5.6: it greets every IOPub subscriber, so readiness needed no nudge.
+            assert c.iopub_nudges == 0
+            assert "kernel subshells" not in await c.supported_features(timeout=TIMEOUT)
+            sent = set()
+            c.on(
+                "iopub", lambda m: sent.add(tuple(map(m.parent_header.get, ("msg_type", "msg_id"))))
+            )
+            for call in (
+                c.create_subshell(timeout=TIMEOUT),
+                c.list_subshells(timeout=TIMEOUT),
+                c.delete_subshell("some-id", timeout=TIMEOUT),
+                c.execute("print(1)", subshell_id="some-id", timeout=TIMEOUT),
+                c.complete("impo", subshell_id="some-id", timeout=TIMEOUT),
+            ):
+                with pytest.raises(KernelHubError, match=r"xeus-python .*has no subshells"):
+                    await call
+            # None of them reached the kernel: of its IOPub traffic, one execution is ours.
+            assert (await c.execute("print(1)", timeout=TIMEOUT)).content["status"] == "ok"
+            parents = [t for t, _ in sent if t not in (None, "kernel_info_request")]
+            assert parents == ["execute_request"]
     finally:
         await kernel.shutdown()

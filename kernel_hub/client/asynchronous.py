@@ -41,6 +41,12 @@ _BAD_SIGNATURE = "dropped messages with a bad signature"
 _MALFORMED = "dropped malformed messages"
 _STRAY = "dropped replies to no request of this client"
 
+#: How long a kernel that greets IOPub subscribers (``iopub_welcome``) is given to
+#: greet before readiness falls back to nudging it with ``kernel_info_request``. Short:
+#: ipykernel 7.4 greets only a topic new to it, so a second subscriber to the same
+#: topic (``""``, every client's) gets no welcome of its own.
+WELCOME_WAIT = 0.5
+
 
 class AsyncKernelClient(KernelRequests):
     """Talk to one kernel over its channels, from asyncio.
@@ -110,6 +116,11 @@ class AsyncKernelClient(KernelRequests):
         self.output_backlog = OUTPUT_BACKLOG
         #: The last ``execution_state`` the kernel published on IOPub.
         self.execution_state = "unknown"
+        #: Whether the kernel greets IOPub subscriptions with ``iopub_welcome`` (protocol
+        #: 5.5): once it has, IOPub readiness is awaited without nudging its shell.
+        self.welcomes = False
+        #: ``kernel_info_request`` nudges sent to learn that IOPub delivers (readiness).
+        self.iopub_nudges = 0
 
     def __repr__(self) -> str:
         where = f"{self.connection_info.get('ip')}:{self.connection_info.get('shell_port')}"
@@ -249,7 +260,9 @@ class AsyncKernelClient(KernelRequests):
     def _on_iopub(self, msg: Message, parent_id: str | None) -> None:
         seen = self._iopub_seen
         if seen is not None and not seen.is_set():
-            seen.set()
+            seen.set()  # only until IOPub delivers: nothing more on the common path
+            if msg.header.get("msg_type") == "iopub_welcome":
+                self.welcomes = True
         is_status = msg.header.get("msg_type") == "status"
         if is_status:
             self.execution_state = msg.content.get("execution_state", self.execution_state)
@@ -311,15 +324,20 @@ class AsyncKernelClient(KernelRequests):
         *,
         channel: str = "shell",
         timeout: float | None = None,
+        subshell_id: str | None = None,
     ) -> Message:
         """Send a ``*_request`` on *channel* and return its reply.
 
+        :param subshell_id: run it on that subshell (see :meth:`create_subshell`).
         :raises TimeoutError: when no reply arrives within *timeout* seconds.
         :raises KernelDied: when the kernel's process dies before replying, or has died.
+        :raises KernelHubError: with *subshell_id*, when the kernel has no subshells.
         """
         if self._died is not None:
             raise self._died
-        msg = self.session.msg(msg_type, content)
+        if subshell_id is not None:
+            await self.require_subshells(timeout=timeout)
+        msg = self.session.msg(msg_type, content, subshell_id=subshell_id)
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         msg_id = msg.header["msg_id"]
         self._pending[msg_id] = fut
@@ -347,11 +365,42 @@ class AsyncKernelClient(KernelRequests):
         reply = await self.request(
             "kernel_info_request", timeout=None if deadline is None else timeout
         )
+        self._kernel_info = reply
         await self._await_iopub(None if deadline is None else max(0.0, deadline - loop.time()))
         return reply
 
+    def forget_iopub(self) -> None:
+        """Wait again for IOPub to deliver before the next execution: the kernel's process changed.
+
+        Called by :class:`~kernel_hub.KernelClient` when its kernel dies: the same
+        sockets reach the restarted process, whose IOPub has to see their
+        subscription before output can reach this client.
+        """
+        if self._iopub_seen is not None:
+            self._iopub_seen.clear()
+
+    def _greets(self) -> bool:
+        """Whether the kernel sends ``iopub_welcome``: seen already, or protocol 5.5 or later."""
+        if self.welcomes:
+            return True
+        info = self._kernel_info
+        version = info.content.get("protocol_version") if info is not None else None
+        try:
+            major, minor = (int(x) for x in str(version).split(".")[:2])
+        except ValueError:
+            return False
+        return (major, minor) >= (5, 5)
+
     async def _await_iopub(self, timeout: float | None) -> None:
-        """Nudge the kernel with ``kernel_info_request`` until IOPub delivers a message."""
+        """Wait until IOPub delivers a message: its ``iopub_welcome``, or a nudge's status.
+
+        Any IOPub message proves the subscription is in place (the kernel filters
+        by it). A kernel that greets subscriptions (protocol 5.5; ipykernel 7 and
+        xeus-python do) is given :data:`WELCOME_WAIT` seconds to do so, without
+        traffic on its shell. Otherwise, or if no greeting comes (ipykernel greets
+        only the first subscriber of a topic), it is nudged with
+        ``kernel_info_request`` until the status of one arrives.
+        """
         assert self._iopub_seen is not None
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -359,12 +408,18 @@ class AsyncKernelClient(KernelRequests):
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - loop.time())
 
+        if not self._iopub_seen.is_set() and self._greets():
+            wait = WELCOME_WAIT if deadline is None else min(WELCOME_WAIT, left() or 0.0)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._iopub_seen.wait()
         pause = 0.05
         while not self._iopub_seen.is_set():
             if self._died is not None:
                 raise self._died
             nudge = self.session.msg("kernel_info_request")
             self._send("shell", nudge)  # its reply is simply ignored
+            self.iopub_nudges += 1
             if len(self._nudges) < 64:  # a kernel that never answers must not grow the set
                 self._nudges.add(nudge.header["msg_id"])
             # Backing off keeps a busy kernel's shell queue from filling with nudges.
@@ -391,10 +446,13 @@ class AsyncKernelClient(KernelRequests):
         stop_on_error: bool = True,
         output_hook: OutputHook | None = None,
         stdin_hook: StdinHook | None = None,
+        subshell_id: str | None = None,
         timeout: float | None = None,
     ) -> Message:
         """Run *code* and return the ``execute_reply`` once all its output has arrived.
 
+        :param subshell_id: run it on that subshell (see :meth:`create_subshell`),
+            beside what the main shell and the other subshells run.
         :param output_hook: called with every IOPub message of this execution
             (``stream``, ``display_data``, ``execute_result``, ``error``, …) except status,
             in order, from the client's loop but never while a socket is being read: a
@@ -414,9 +472,12 @@ class AsyncKernelClient(KernelRequests):
 
         :raises KernelDied: when the kernel's process (this client's manager's) dies
             while it runs, or has died.
+        :raises KernelHubError: with *subshell_id*, when the kernel has no subshells.
         """
         if self._died is not None:
             raise self._died
+        if subshell_id is not None:
+            await self.require_subshells(timeout=timeout)
         if self._iopub_seen is not None and not self._iopub_seen.is_set():
             # Connected without wait_for_ready: a SUB socket misses what is published before
             # its subscription lands, which would lose this execution's output and idle status.
@@ -430,7 +491,7 @@ class AsyncKernelClient(KernelRequests):
             "allow_stdin": stdin_hook is not None if allow_stdin is None else allow_stdin,
             "stop_on_error": stop_on_error,
         }
-        msg = self.session.msg("execute_request", content)
+        msg = self.session.msg("execute_request", content, subshell_id=subshell_id)
         msg_id = msg.header["msg_id"]
         ex = Execution(
             loop,

@@ -30,6 +30,7 @@ from ..contract.errors import KernelDied, KernelHubError
 from ..contract.types import RestartPolicy
 from ..wire.connection import CHANNELS, endpoint
 from ..wire.transport import ZMQTransport
+from .held import send_signal, signal_name
 from .kernel_client import KernelClient
 from .monitor import ActivityMonitor, ExecutionState
 from .restarter import KernelRestarter
@@ -120,6 +121,9 @@ class RunningKernel:
         # client dropped without close() does not live on here.
         self._clients: weakref.WeakSet[KernelClient] = weakref.WeakSet()
         self._ended = asyncio.Event()
+        # Set while RUNNING or ended for good; cleared while a new process starts.
+        self._settled = asyncio.Event()
+        self._end_reason = ""
         self._watch_task: asyncio.Task[None] | None = None
         self._restart_task: asyncio.Future[None] | None = None
         self._status = "STARTING"
@@ -240,6 +244,7 @@ class RunningKernel:
 
     def _running(self) -> None:
         self._status = "RUNNING"
+        self._settled.set()
         if self._monitor.execution_state == "starting":
             self._monitor.set_state("idle")  # it answered kernel_info: it is idle
 
@@ -278,6 +283,7 @@ class RunningKernel:
     async def _recover(self, manager: KernelManager, status: int | None, ran_for: float) -> bool:
         """Handle one unexpected death; return whether the kernel runs again."""
         self._status = "RESTARTING" if self.restart_policy.enabled else "DEAD"
+        self._settled.clear()  # until it runs again, or has ended (_end)
         self._monitor.close()
         self._monitor.set_state("dead")
         # Before ``died`` is emitted: from then on, every client knows (a request made in
@@ -331,6 +337,7 @@ class RunningKernel:
             killed and cleaned up, and this kernel still describes the old one.
         """
         self._status = "RESTARTING"
+        self._settled.clear()
         old = self.connection_info
         started = await self._starter.start(
             self.kernel_type,
@@ -371,6 +378,8 @@ class RunningKernel:
                 "and is not restarted: its restart policy is off"
             )
         self._status = "DEAD"
+        self._end_reason = reason
+        self._settled.set()
         self._monitor.close()
         self._monitor.set_state("dead")
         for client in list(self._clients):
@@ -444,6 +453,7 @@ class RunningKernel:
             with contextlib.suppress(BaseException):
                 await cancel_and_wait(self._restart_task)
         self._status = "DETACHED"
+        self._settled.set()  # a held interrupt fails now instead of waiting out its timeout
         self._monitor.close()
         for client in list(self._clients):
             client.kernel_ended(f"the kernel {self.type_id} was detached from this host")
@@ -454,6 +464,71 @@ class RunningKernel:
                 if asyncio.iscoroutine(result):
                     await result
         self._ended.set()
+
+    async def interrupt(self, *, timeout: float | None = 60.0) -> None:
+        """Interrupt the kernel's running execution; held while the kernel (re)starts.
+
+        Sends ``interrupt_request`` on the control channel when the kernel type's
+        ``interrupt_mode`` is ``"message"``, else has the manager send SIGINT. While
+        the kernel is being restarted the interrupt waits until the new process
+        has answered (a signal during its start-up would end it) and then goes to
+        that process. Await it on the hub's loop.
+
+        :raises KernelDied: when the kernel has ended, or ends instead of coming back
+            (the interrupt is dropped; the message says why).
+        :raises TimeoutError: when it is not back, or (message mode) does not
+            answer, within *timeout* seconds.
+        """
+        left = await self._until_running("interrupt", timeout)
+        if self.interrupt_mode == "message":
+            client = AsyncKernelClient(
+                self.connection_info,
+                transport=ZMQTransport(self.connection_info, identity=b"", channels=("control",)),
+            )
+            await client.connect()
+            try:
+                await client.request("interrupt_request", channel="control", timeout=left)
+            finally:
+                await client.close()
+        else:
+            await self.manager.interrupt()
+
+    async def signal(self, signum: int, *, timeout: float | None = 60.0) -> None:
+        """Send signal *signum* to the kernel's process; held while the kernel (re)starts.
+
+        SIGINT goes through the manager's ``interrupt`` (as :meth:`interrupt` in
+        signal mode). To end the kernel, call :meth:`shutdown`. Await it on the
+        hub's loop.
+
+        :raises KernelDied: when the kernel has ended, or ends instead of coming back.
+        :raises TimeoutError: when it is not back within *timeout* seconds.
+        """
+        await self._until_running(signal_name(signum), timeout)
+        await send_signal(self.manager, signum)
+
+    async def _until_running(self, what: str, timeout: float | None) -> float | None:
+        """Wait while a process of this kernel starts; return what is left of *timeout*."""
+        if self._status == "RUNNING":
+            return timeout  # the common case: no wait, no timer
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if self._status in ("STARTING", "RESTARTING"):
+            log.info("%s for %r held until the kernel answers", what, self)
+        try:
+            async with asyncio.timeout_at(deadline):
+                while self._status in ("STARTING", "RESTARTING"):
+                    await self._settled.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"{what} not delivered: {self!r} was not back within {timeout} s"
+            ) from None
+        if self._status != "RUNNING":
+            why = self._end_reason or {
+                "SHUTTING_DOWN": f"the kernel {self.type_id} is being shut down",
+                "DETACHED": f"the kernel {self.type_id} was detached from this host",
+            }.get(self._status, f"the kernel {self.type_id} died")
+            raise KernelDied(f"{what} not delivered: {why}")
+        return None if deadline is None else max(0.0, deadline - loop.time())
 
     async def restart(self, *, now: bool = False, timeout: float = 5.0) -> None:
         """Restart the kernel: end the process, then launch the same type with the same request.
@@ -472,6 +547,7 @@ class RunningKernel:
             raise KernelHubError(f"cannot restart {self!r}: only a RUNNING kernel can be restarted")
         await self._stop_watching()  # before acting: this death is on purpose
         self._status = "RESTARTING"
+        self._settled.clear()
         stopped = KernelDied(f"the kernel {self.type_id} was restarted while a request was waiting")
         for client in list(self._clients):
             client.kernel_died(stopped)

@@ -145,6 +145,16 @@ class KernelClient(KernelRequests):
         return self._wire.execution_state
 
     @property
+    def welcomes(self) -> bool:
+        """Whether the kernel greets IOPub subscriptions (``iopub_welcome``, protocol 5.5)."""
+        return self._wire.welcomes
+
+    @property
+    def iopub_nudges(self) -> int:
+        """``kernel_info_request`` nudges the current wire client sent for IOPub readiness."""
+        return self._wire.iopub_nudges
+
+    @property
     def idle_grace(self) -> float:
         return self._wire.idle_grace
 
@@ -237,6 +247,9 @@ class KernelClient(KernelRequests):
         if self._comeback is None and self._loop is not None and self._gone is None:
             self._comeback = self._loop.create_future()
         self._wire.abort(err)
+        # The restarted process must see this client's IOPub subscription before the next
+        # execution (it greets it with iopub_welcome where it can): the rejoin waits for it.
+        self._wire.forget_iopub()
 
     def _back(self) -> None:
         if self._closed:
@@ -308,6 +321,7 @@ class KernelClient(KernelRequests):
         *,
         channel: str = "shell",
         timeout: float | None = None,
+        subshell_id: str | None = None,
     ) -> Message:
         """Send a ``*_request`` on *channel* and return its reply.
 
@@ -316,7 +330,19 @@ class KernelClient(KernelRequests):
         :raises KernelDied: when the kernel dies before replying, or has ended.
         """
         timeout = await self._ready(timeout)
-        return await self._wire.request(msg_type, content, channel=channel, timeout=timeout)
+        return await self._wire.request(
+            msg_type, content, channel=channel, timeout=timeout, subshell_id=subshell_id
+        )
+
+    async def supported_features(self, *, timeout: float | None = None) -> frozenset[str]:
+        """Return the ``supported_features`` of the current process's ``kernel_info_reply``."""
+        timeout = await self._ready(timeout)
+        return await self._wire.supported_features(timeout=timeout)
+
+    async def require_subshells(self, *, timeout: float | None = None) -> None:
+        """Raise :class:`~kernel_hub.KernelHubError` unless the kernel has subshells."""
+        timeout = await self._ready(timeout)
+        await self._wire.require_subshells(timeout=timeout)
 
     async def wait_for_ready(self, timeout: float | None = 60.0) -> Message:
         """Wait until the kernel answers ``kernel_info`` and IOPub delivers; return the reply."""
@@ -335,12 +361,14 @@ class KernelClient(KernelRequests):
         stop_on_error: bool = True,
         output_hook: OutputHook | None = None,
         stdin_hook: StdinHook | None = None,
+        subshell_id: str | None = None,
         timeout: float | None = None,
     ) -> Message:
         """Run *code* and return the ``execute_reply`` once all its output has arrived.
 
         As :meth:`AsyncKernelClient.execute`; made while the kernel is being
-        restarted, it waits for the new process (within *timeout*).
+        restarted, it waits for the new process (within *timeout*). A subshell
+        does not outlive its process: after a restart, create it again.
         """
         timeout = await self._ready(timeout)
         return await self._wire.execute(
@@ -352,6 +380,7 @@ class KernelClient(KernelRequests):
             stop_on_error=stop_on_error,
             output_hook=output_hook,
             stdin_hook=stdin_hook,
+            subshell_id=subshell_id,
             timeout=timeout,
         )
 

@@ -3,21 +3,26 @@
 Used by :meth:`KernelHub.launch` for a first launch and by
 :class:`~kernel_hub.RunningKernel` for every relaunch (through the callback the
 hub gives it), so a kernel starts the same way each time. On any failure, or
-cancellation, what was started is killed and cleaned up.
+cancellation, what was started is killed and cleaned up. Signals sent through
+the launched kernel (:meth:`Started.interrupt`, :meth:`Started.signal`) before
+it answers are held and delivered once it has (:mod:`.held`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
+import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..client import AsyncKernelClient
 from ..contract.errors import KernelDied, LaunchError, PluginError
 from ..wire.connection import without_ports
+from .held import SignalHold, send_signal
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -45,13 +50,39 @@ class PortTaken(LaunchError):
 
 @dataclass(frozen=True)
 class Started:
-    """A kernel that answered: its connection info, launch state and live manager."""
+    """A launched kernel: its connection info, launch state and live manager.
+
+    What :meth:`Starter.start` returns (the kernel has answered) and what its
+    ``on_launched`` callback gets (it has not yet). Signal it through
+    :meth:`interrupt` and :meth:`signal`, not its manager: until the kernel has
+    answered they are held, since a signal during start-up would end it.
+    """
 
     connection_info: Mapping[str, Any]
     state: Mapping[str, Any]
     manager: KernelManager
     #: Whether it runs under a local nanny.
     nanny: bool = False
+    #: The signals held until it answers (``None``: nothing holds them, sent at once).
+    hold: SignalHold | None = field(default=None, repr=False, compare=False)
+
+    async def signal(self, signum: int) -> bool:
+        """Send *signum*, held until the kernel has answered; return whether it was sent now.
+
+        Returns at once either way. A held signal is delivered once the kernel
+        answers, or dropped, with a log line saying why, when its start fails.
+        SIGTERM, SIGKILL, SIGQUIT and SIGHUP are never held.
+
+        :raises KernelDied: when the start has already failed.
+        """
+        if self.hold is None:
+            await send_signal(self.manager, signum)
+            return True
+        return await self.hold.signal(signum)
+
+    async def interrupt(self) -> bool:
+        """Interrupt the kernel (its manager's ``interrupt``), held until it has answered."""
+        return await self.signal(signal.SIGINT)
 
 
 async def wait_ready(
@@ -181,17 +212,25 @@ class Starter:
         )
         if manager is None:  # not reached: with a type, the owner builds one or raises
             raise PluginError(f"plugin {plugin!r} gave no manager for {kernel_type.id!r}")
+        hold = SignalHold(manager, label=f"kernel {kernel_type.id} {request.kernel_id[:8]}")
+        started = Started(result.connection_info, result.state, manager, nanny=nanny, hold=hold)
         try:
             if on_launched is not None:
-                on_launched(Started(result.connection_info, result.state, manager, nanny=nanny))
+                on_launched(started)
             if monitor is not None:
                 monitor.open(result.connection_info)
             await wait_ready(kernel_type, result.connection_info, manager, ready_timeout)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                hold.ended("its start was stopped before it answered")
+            else:
+                text = str(exc).strip()
+                hold.ended(f"its start failed: {text.splitlines()[0] if text else repr(exc)}")
             if monitor is not None:
                 monitor.close()
             with contextlib.suppress(Exception):
                 await manager.kill()
             await manager.cleanup()
             raise
-        return Started(result.connection_info, result.state, manager, nanny=nanny)
+        await hold.ready()
+        return started

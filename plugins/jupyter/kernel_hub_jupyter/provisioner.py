@@ -108,6 +108,7 @@ class _Launched(Protocol):
     def state(self) -> Any: ...
     @property
     def manager(self) -> KernelManager: ...
+    async def signal(self, signum: int) -> bool: ...
 
 
 class _Start:
@@ -459,15 +460,21 @@ class KernelHubProvisioner(KernelProvisionerBase):
         """Send *signum* to the kernel; SIGINT goes through the manager's ``interrupt``.
 
         jupyter_client interrupts before every shutdown, also of a dead kernel: a
-        kernel that has ended is not an error here.
+        kernel that has ended is not an error here. A kernel that has not answered
+        yet gets it once it has (kernel_hub holds it; a SIGINT while ipykernel
+        imports would end it), or never if its start fails; this returns at once.
         """
         starting, kernel = self._starting, self._kernel
         if starting is not None and starting.launched is not None:
-            manager = starting.launched.manager  # it has not answered yet
-        elif kernel is None or kernel.status == "DEAD":
+            launched = starting.launched  # it has not answered yet: held until it does
+            try:
+                await call(launched.signal(signum))
+            except Exception as exc:  # noqa: BLE001 - its start failed meanwhile: nothing to signal
+                log.debug("%r: signal %s not delivered: %r", self, signum, exc)
             return
-        else:
-            manager = kernel.manager
+        if kernel is None or kernel.status == "DEAD":
+            return
+        manager = kernel.manager
         try:
             if signum == signal.SIGINT:
                 await call(manager.interrupt())

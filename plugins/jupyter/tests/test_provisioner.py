@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -188,6 +189,32 @@ def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
     assert kinds.count("ready") == 2 and recorder.ended_politely(km.kernel_id)
     assert "restarting" not in kinds  # jupyter restarted it, not kernel_hub's restarter
     assert runtime_files(km.kernel_id) == []
+
+
+def test_an_interrupt_right_after_start_waits_for_the_kernel_instead_of_killing_it(
+    bridged, recorder, caplog
+):
+    """jupyter_client's interrupt_kernel before the kernel answered: held, not a SIGINT that
+    ends ipykernel while it imports (its exit status was -2)."""
+    from jupyter_client.manager import KernelManager
+
+    caplog.set_level(logging.INFO, logger="kernel_hub")
+    km = KernelManager(kernel_name=bridged.python)
+    km.start_kernel()  # returns once launched, before the kernel answers
+    kc = km.client()
+    try:
+        km.interrupt_kernel()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=120)
+        assert [r for r in caplog.records if "held until it answers" in r.getMessage()]
+        reply = kc.execute_interactive("x = 1", timeout=60)
+        assert reply["content"]["status"] == "ok"
+        assert km.is_alive()
+        assert "failed" not in recorder.kinds(km.kernel_id)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
+    assert recorder.ended_politely(km.kernel_id)
 
 
 def test_restart_kernel_keeps_ports_and_key_so_the_same_client_goes_on(bridged, recorder):
