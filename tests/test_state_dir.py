@@ -25,7 +25,8 @@ import pytest
 
 from kernel_hub import KernelHub, StateInUse
 from kernel_hub.contract.events import KernelEvent
-from kernel_hub.lifecycle.state import StateDir
+from kernel_hub.lifecycle.state import Owner, Record, StateDir
+from kernel_hub.managers.procs import pid_alive, process_token
 from kernel_hub.testing import processes_with_env, run_cli, wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -260,6 +261,75 @@ def test_without_state_dir_nothing_changes() -> None:
             assert kernel.state.get("launch_mode") != "nanny"  # a plain local process
 
     asyncio.run(main())
+
+
+def orphan_kernelspec(root: Path) -> str:
+    """Install a kernelspec whose kernel does not watch its parent; return its type id.
+
+    ipykernel ends itself when the process named by ``JPY_PARENT_PID`` (its
+    nanny) goes; with the variable removed (``env -u``, which execs, so the pid
+    stays) it lives on after its nanny, as kernels of other languages do.
+    """
+    spec = root / "jupyter" / "kernels" / "orphan-py"
+    spec.mkdir(parents=True)
+    argv = ["env", "-u", "JPY_PARENT_PID", sys.executable, "-m", "ipykernel_launcher"]
+    kernel = {
+        "argv": [*argv, "-f", "{connection_file}"],
+        "display_name": "orphan",
+        "language": "python",
+    }
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    return "spec/orphan-py"
+
+
+def test_a_kernel_whose_nanny_was_killed_is_ended_on_adoption(
+    host: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    type_id = orphan_kernelspec(tmp_path)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    h = host(grace=120.0)
+    h.start(f"{type_id}:nanny")
+    (kernel,) = h.kernels
+    nanny, pid = kernel["state"]["nanny_pid"], kernel["state"]["kernel_pid"]
+    (record,) = StateDir(h.state_dir).records()
+    assert record.kernel_groups == {str(pid): process_token(pid)}
+    h.kill()
+    os.kill(nanny, signal.SIGKILL)  # while no host runs
+    assert wait_gone([nanny], 30) == []
+    assert pid_alive(pid), "the kernel ended with its nanny: the test needs one that does not"
+
+    async def adopt() -> list[KernelEvent]:
+        events: list[KernelEvent] = []
+        hub = KernelHub(state_dir=h.state_dir, config={})
+        hub.events.subscribe(events.append)
+        async with hub:
+            assert hub.kernels == {}
+        return events
+
+    events = asyncio.run(adopt())
+    assert [(e.kind, e.kernel_id) for e in events] == [("cleaned_up", kernel["kernel_id"])]
+    assert wait_gone([pid], 30) == [], "the kernel outlived the cleanup of its record"
+    assert StateDir(h.state_dir).records() == []
+    assert wait_gone(h.leftovers(), 30) == []
+
+
+def test_end_orphans_kills_a_group_only_if_its_leader_is_the_recorded_process(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        pid = proc.pid
+        record = Record(kernel={"kernel_id": "k"}, owner=Owner(1), created=0.0, grace=1.0)
+        record.kernel_groups = {str(pid): "another-boot/12345"}  # pid reused since
+        assert record.end_orphans() == []
+        assert proc.poll() is None
+        record.kernel_groups = {str(pid): process_token(pid)}
+        assert record.end_orphans() == [pid]
+        assert proc.wait(30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 # ---- Docker and SSH: a real engine, a real sshd ----
