@@ -59,10 +59,37 @@ HOST = textwrap.dedent(
 )
 
 
+#: A host with a kernel under a restart policy and a pool of one spare: prints
+#: {"kernel": describe(), "spare": describe()}, then waits to be killed.
+POOL_HOST = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from kernel_hub import KernelHub
+
+    state_dir, grace, config = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+
+    async def main():
+        hub = KernelHub(state_dir=state_dir, grace=grace, config=config)
+        await hub.adopt()
+        kernel = await hub.launch("ipykernel/python3", restart=True)
+        async with kernel.client() as client:
+            await client.execute("x = 42", timeout=120)
+        pool = await hub.pool("ipykernel/python3", size=1)
+        await pool.wait_full(120)
+        (spare,) = pool.spares
+        print(json.dumps({"kernel": kernel.describe(), "spare": spare.describe()}), flush=True)
+        sys.stdin.readline()  # until the test kills this process
+
+    asyncio.run(main())
+    """
+)
+
+
 class Host:
     """One host run: a state dir, an environment marker, the process."""
 
     def __init__(self, root: Path, grace: float, config: dict[str, Any] | None = None) -> None:
+        self.script = HOST
         self.config = config or {}
         self.root = root
         self.grace = grace
@@ -94,7 +121,7 @@ class Host:
 
     def _start(self, specs: tuple[str, ...], log: Any) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOST, str(self.state_dir), str(self.grace)]
+            [sys.executable, "-c", self.script, str(self.state_dir), str(self.grace)]
             + [json.dumps(self.config), *specs],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -261,6 +288,48 @@ def test_without_state_dir_nothing_changes() -> None:
             assert kernel.state.get("launch_mode") != "nanny"  # a plain local process
 
     asyncio.run(main())
+
+
+def test_adoption_cleans_up_a_spare_and_restarts_by_the_recorded_policy(host: Any) -> None:
+    h = host(grace=120.0)
+    h.script = POOL_HOST
+    h.start()
+    kernel, spare = h.kernels["kernel"], h.kernels["spare"]  # type: ignore[call-overload]
+    pooled = {r.kernel_id: r.pooled for r in StateDir(h.state_dir).records()}
+    assert pooled == {kernel["kernel_id"]: False, spare["kernel_id"]: True}
+    h.kill()
+
+    async def adopt() -> None:
+        events: list[KernelEvent] = []
+        restarted = asyncio.Event()
+
+        def on_event(event: KernelEvent) -> None:
+            events.append(event)
+            if event.kind == "restarted":
+                restarted.set()
+
+        hub = KernelHub(state_dir=h.state_dir, config={})
+        hub.events.subscribe(on_event)
+        async with hub:
+            assert list(hub.kernels) == [kernel["kernel_id"]]
+            cleaned = [e for e in events if e.kind == "cleaned_up"]
+            assert [e.kernel_id for e in cleaned] == [spare["kernel_id"]]
+            assert "a pool's spare" in cleaned[0].data["reason"]
+            assert wait_gone([spare["state"]["kernel_pid"], spare["state"]["nanny_pid"]], 30) == []
+            adopted = hub.get(kernel["kernel_id"])
+            assert adopted.restart_policy.limit > 0  # the recorded policy, not "off"
+            os.kill(kernel["state"]["kernel_pid"], signal.SIGKILL)
+            await asyncio.wait_for(restarted.wait(), 120)
+            assert adopted.status == "RUNNING"
+            async with adopted.client() as client:
+                reply = await client.execute("y = 1", timeout=60)
+            assert reply.content["status"] == "ok"
+            (record,) = StateDir(h.state_dir).records()  # recorded again: the new process
+            assert record.kernel["state"]["kernel_pid"] != kernel["state"]["kernel_pid"]
+        assert StateDir(h.state_dir).records() == []
+
+    asyncio.run(adopt())
+    assert wait_gone(h.leftovers(), 30) == []
 
 
 def orphan_kernelspec(root: Path) -> str:
