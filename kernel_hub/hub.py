@@ -823,10 +823,13 @@ class KernelHub:
 
         described = kernel.describe()
         local_pids: dict[str, str] = {}
+        kernel_groups: dict[str, str] = {}
         kstate = described["state"]
-        nanny_pid = kstate.get("nanny_pid")
+        nanny_pid, kernel_pid = kstate.get("nanny_pid"), kstate.get("kernel_pid")
         if kstate.get("launch_mode") == "nanny" and isinstance(nanny_pid, int):
             local_pids[str(nanny_pid)] = process_token(nanny_pid)
+            if isinstance(kernel_pid, int):  # the nanny starts it in a group of its own
+                kernel_groups[str(kernel_pid)] = process_token(kernel_pid)
         request = kernel.request
         record = Record(
             kernel=described,
@@ -837,6 +840,7 @@ class KernelHub:
             request={"cwd": request.cwd, "env": dict(request.env), "params": dict(request.params)},
             pooled=pooled,
             local_pids=local_pids,
+            kernel_groups=kernel_groups,
         )
         try:
             state.write(record)
@@ -933,7 +937,9 @@ class KernelHub:
         k = record.kernel
         was_running = False
         if record.local_processes_gone():
-            # Its nanny is gone (killed outright): nothing answers; only its files are left.
+            # Its nanny is gone (killed outright): nothing answers. Its kernel may live on (one
+            # that does not watch its parent): its group goes if it is still the one recorded.
+            record.end_orphans()
             workdir = str((k.get("state") or {}).get("workdir") or "")
             if os.path.basename(workdir).startswith("kernel-hub-nanny-"):
                 shutil.rmtree(workdir, ignore_errors=True)

@@ -25,7 +25,8 @@ import pytest
 
 from kernel_hub import KernelHub, StateInUse
 from kernel_hub.contract.events import KernelEvent
-from kernel_hub.lifecycle.state import StateDir
+from kernel_hub.lifecycle.state import Owner, Record, StateDir
+from kernel_hub.managers.procs import pid_alive, process_token
 from kernel_hub.testing import processes_with_env, run_cli, wait_gone
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -58,10 +59,37 @@ HOST = textwrap.dedent(
 )
 
 
+#: A host with a kernel under a restart policy and a pool of one spare: prints
+#: {"kernel": describe(), "spare": describe()}, then waits to be killed.
+POOL_HOST = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from kernel_hub import KernelHub
+
+    state_dir, grace, config = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+
+    async def main():
+        hub = KernelHub(state_dir=state_dir, grace=grace, config=config)
+        await hub.adopt()
+        kernel = await hub.launch("ipykernel/python3", restart=True)
+        async with kernel.client() as client:
+            await client.execute("x = 42", timeout=120)
+        pool = await hub.pool("ipykernel/python3", size=1)
+        await pool.wait_full(120)
+        (spare,) = pool.spares
+        print(json.dumps({"kernel": kernel.describe(), "spare": spare.describe()}), flush=True)
+        sys.stdin.readline()  # until the test kills this process
+
+    asyncio.run(main())
+    """
+)
+
+
 class Host:
     """One host run: a state dir, an environment marker, the process."""
 
     def __init__(self, root: Path, grace: float, config: dict[str, Any] | None = None) -> None:
+        self.script = HOST
         self.config = config or {}
         self.root = root
         self.grace = grace
@@ -93,7 +121,7 @@ class Host:
 
     def _start(self, specs: tuple[str, ...], log: Any) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", HOST, str(self.state_dir), str(self.grace)]
+            [sys.executable, "-c", self.script, str(self.state_dir), str(self.grace)]
             + [json.dumps(self.config), *specs],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -260,6 +288,117 @@ def test_without_state_dir_nothing_changes() -> None:
             assert kernel.state.get("launch_mode") != "nanny"  # a plain local process
 
     asyncio.run(main())
+
+
+def test_adoption_cleans_up_a_spare_and_restarts_by_the_recorded_policy(host: Any) -> None:
+    h = host(grace=120.0)
+    h.script = POOL_HOST
+    h.start()
+    kernel, spare = h.kernels["kernel"], h.kernels["spare"]  # type: ignore[call-overload]
+    pooled = {r.kernel_id: r.pooled for r in StateDir(h.state_dir).records()}
+    assert pooled == {kernel["kernel_id"]: False, spare["kernel_id"]: True}
+    h.kill()
+
+    async def adopt() -> None:
+        events: list[KernelEvent] = []
+        restarted = asyncio.Event()
+
+        def on_event(event: KernelEvent) -> None:
+            events.append(event)
+            if event.kind == "restarted":
+                restarted.set()
+
+        hub = KernelHub(state_dir=h.state_dir, config={})
+        hub.events.subscribe(on_event)
+        async with hub:
+            assert list(hub.kernels) == [kernel["kernel_id"]]
+            cleaned = [e for e in events if e.kind == "cleaned_up"]
+            assert [e.kernel_id for e in cleaned] == [spare["kernel_id"]]
+            assert "a pool's spare" in cleaned[0].data["reason"]
+            assert wait_gone([spare["state"]["kernel_pid"], spare["state"]["nanny_pid"]], 30) == []
+            adopted = hub.get(kernel["kernel_id"])
+            assert adopted.restart_policy.limit > 0  # the recorded policy, not "off"
+            os.kill(kernel["state"]["kernel_pid"], signal.SIGKILL)
+            await asyncio.wait_for(restarted.wait(), 120)
+            assert adopted.status == "RUNNING"
+            async with adopted.client() as client:
+                reply = await client.execute("y = 1", timeout=60)
+            assert reply.content["status"] == "ok"
+            (record,) = StateDir(h.state_dir).records()  # recorded again: the new process
+            assert record.kernel["state"]["kernel_pid"] != kernel["state"]["kernel_pid"]
+        assert StateDir(h.state_dir).records() == []
+
+    asyncio.run(adopt())
+    assert wait_gone(h.leftovers(), 30) == []
+
+
+def orphan_kernelspec(root: Path) -> str:
+    """Install a kernelspec whose kernel does not watch its parent; return its type id.
+
+    ipykernel ends itself when the process named by ``JPY_PARENT_PID`` (its
+    nanny) goes; with the variable removed (``env -u``, which execs, so the pid
+    stays) it lives on after its nanny, as kernels of other languages do.
+    """
+    spec = root / "jupyter" / "kernels" / "orphan-py"
+    spec.mkdir(parents=True)
+    argv = ["env", "-u", "JPY_PARENT_PID", sys.executable, "-m", "ipykernel_launcher"]
+    kernel = {
+        "argv": [*argv, "-f", "{connection_file}"],
+        "display_name": "orphan",
+        "language": "python",
+    }
+    (spec / "kernel.json").write_text(json.dumps(kernel))
+    return "spec/orphan-py"
+
+
+def test_a_kernel_whose_nanny_was_killed_is_ended_on_adoption(
+    host: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    type_id = orphan_kernelspec(tmp_path)
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    h = host(grace=120.0)
+    h.start(f"{type_id}:nanny")
+    (kernel,) = h.kernels
+    nanny, pid = kernel["state"]["nanny_pid"], kernel["state"]["kernel_pid"]
+    (record,) = StateDir(h.state_dir).records()
+    assert record.kernel_groups == {str(pid): process_token(pid)}
+    h.kill()
+    os.kill(nanny, signal.SIGKILL)  # while no host runs
+    assert wait_gone([nanny], 30) == []
+    assert pid_alive(pid), "the kernel ended with its nanny: the test needs one that does not"
+
+    async def adopt() -> list[KernelEvent]:
+        events: list[KernelEvent] = []
+        hub = KernelHub(state_dir=h.state_dir, config={})
+        hub.events.subscribe(events.append)
+        async with hub:
+            assert hub.kernels == {}
+        return events
+
+    events = asyncio.run(adopt())
+    assert [(e.kind, e.kernel_id) for e in events] == [("cleaned_up", kernel["kernel_id"])]
+    assert wait_gone([pid], 30) == [], "the kernel outlived the cleanup of its record"
+    assert StateDir(h.state_dir).records() == []
+    assert wait_gone(h.leftovers(), 30) == []
+
+
+def test_end_orphans_kills_a_group_only_if_its_leader_is_the_recorded_process(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        pid = proc.pid
+        record = Record(kernel={"kernel_id": "k"}, owner=Owner(1), created=0.0, grace=1.0)
+        record.kernel_groups = {str(pid): "another-boot/12345"}  # pid reused since
+        assert record.end_orphans() == []
+        assert proc.poll() is None
+        record.kernel_groups = {str(pid): process_token(pid)}
+        assert record.end_orphans() == [pid]
+        assert proc.wait(30) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
 
 
 # ---- Docker and SSH: a real engine, a real sshd ----

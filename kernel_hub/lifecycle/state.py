@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,9 @@ class Record:
     :param pooled: a pool's spare, not handed out: cleaned up, not adopted.
     :param local_pids: ``pid -> start token`` of local processes whose end means the
         kernel's (a local nanny): a dead one is seen without asking anything.
+    :param kernel_groups: ``pid -> start token`` of local kernel processes that lead their
+        own process group (a local nanny's kernel): when the nanny is gone, the group is
+        killed if its leader is still the process recorded (:meth:`end_orphans`).
     """
 
     kernel: dict[str, Any]
@@ -158,6 +162,7 @@ class Record:
     request: dict[str, Any] = dataclasses.field(default_factory=dict)
     pooled: bool = False
     local_pids: dict[str, str] = dataclasses.field(default_factory=dict)
+    kernel_groups: dict[str, str] = dataclasses.field(default_factory=dict)
     #: Where the record was read from (not written).
     path: Path | None = None
 
@@ -181,6 +186,25 @@ class Record:
                 return True
         return False
 
+    def end_orphans(self) -> list[int]:
+        """Kill the process group of each recorded kernel whose leader is the recorded process.
+
+        For a kernel whose nanny was killed outright: the kernel runs in a group of
+        its own and may outlive it (a kernel that does not watch its parent). A pid
+        whose start token differs is another process by now and is left alone.
+
+        :returns: the groups killed.
+        """
+        killed = []
+        for pid, token in self.kernel_groups.items():
+            pgid = int(pid)
+            if not token or not pid_alive(pgid) or process_token(pgid) != token:
+                continue
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+                killed.append(pgid)
+        return killed
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": RECORD_VERSION,
@@ -194,6 +218,7 @@ class Record:
             "request": self.request,
             "pooled": self.pooled,
             "local_pids": self.local_pids,
+            "kernel_groups": self.kernel_groups,
         }
 
     @classmethod
@@ -214,6 +239,7 @@ class Record:
             request=dict(data.get("request") or {}),
             pooled=bool(data.get("pooled", False)),
             local_pids={str(k): str(v) for k, v in (data.get("local_pids") or {}).items()},
+            kernel_groups={str(k): str(v) for k, v in (data.get("kernel_groups") or {}).items()},
             path=path,
         )
 

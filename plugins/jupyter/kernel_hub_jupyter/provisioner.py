@@ -34,7 +34,7 @@ from traitlets import Bool, Float, Unicode
 
 from kernel_hub import KernelHubError, NoSuchKernelType
 
-from .bridge import call, get_hub
+from .bridge import call, claim, get_hub
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -108,7 +108,7 @@ class _Launched(Protocol):
     def state(self) -> Any: ...
     @property
     def manager(self) -> KernelManager: ...
-    async def signal(self, signum: int) -> bool: ...
+    async def signal(self, signum: int) -> object: ...
 
 
 class _Start:
@@ -130,6 +130,14 @@ class _Start:
         self.task: asyncio.Task[RunningKernel] | None = None
         self.kernel: RunningKernel | None = None
         self.error: BaseException | None = None
+
+    @classmethod
+    def of_adopted(cls, provisioner: KernelHubProvisioner, kernel: RunningKernel) -> _Start:
+        """Return the finished "launch" of a kernel adopted from an earlier process."""
+        start = cls(provisioner)
+        start.launched = kernel
+        start.kernel = kernel
+        return start
 
     @property
     def pending(self) -> bool:
@@ -337,13 +345,21 @@ class KernelHubProvisioner(KernelProvisionerBase):
         # A restart (jupyter_client keeps this provisioner): the same ports and key, so that
         # its clients and connection file stay valid, as with its own LocalProvisioner.
         previous = dict(self.connection_info) if self.connection_info else None
-        start = _Start(self)
-        try:
-            launched = await call(start.begin(env=env, cwd=cwd, connection=previous))
-        except Exception as exc:
-            message = with_output(actionable(self.type_id, self.spec_name, exc), exc)
-            log.error("%s", message)
-            raise RuntimeError(message) from exc
+        adopted = await claim(str(self.kernel_id)) if previous is None else None
+        if adopted is not None:
+            # A kernel an earlier Jupyter server left running (KernelHubKernelManager
+            # re-registers it under its id): attach to it instead of launching.
+            start = _Start.of_adopted(self, adopted)
+            launched: _Launched = adopted
+            log.info("kernel_hub: %r adopted from an earlier server", self)
+        else:
+            start = _Start(self)
+            try:
+                launched = await call(start.begin(env=env, cwd=cwd, connection=previous))
+            except Exception as exc:
+                message = with_output(actionable(self.type_id, self.spec_name, exc), exc)
+                log.error("%s", message)
+                raise RuntimeError(message) from exc
         self._start = start
         fields: dict[str, Any] = {k: launched.connection_info[k] for k in _JUPYTER_KEYS}
         key = launched.connection_info.get("key", "")
@@ -544,6 +560,16 @@ class KernelHubProvisioner(KernelProvisionerBase):
             # A kernel that already ended: this waits for its cleanup.
             await call(kernel.shutdown(now=True))
             self._status_of(kernel)
+        self._start = None
+
+    def detach(self) -> None:
+        """Forget the kernel and leave it running, for the next Jupyter server to adopt.
+
+        Called by :class:`~kernel_hub_jupyter.kernelmanager.KernelHubKernelManager`
+        when the server stops, before jupyter_client's ``cleanup_resources``
+        (which then finds nothing to end), and before the bridge's hub detaches
+        its kernels (:func:`kernel_hub_jupyter.bridge.detach`).
+        """
         self._start = None
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
