@@ -95,13 +95,47 @@ def job_script(kc: SlurmKernelConfig, job_dir: str, *, kernel_id: str) -> str:
     return "\n".join(lines)
 
 
-def _tail(path: str, lines: int = 5) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return ""
+async def _tail(runner: CommandRunner, path: str, lines: int = 5) -> str:
+    data = await runner.read_file(path)
+    text = (data or b"").decode("utf-8", "replace")
     return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:] if ln.strip())
+
+
+#: Pending reasons with which a job can never start as asked (Slurm keeps it pending anyway,
+#: in case the partition is changed): the launch fails at once instead of after start_timeout.
+NEVER_STARTS = {
+    "PartitionConfig": (
+        "it asks for more than any node of its partition has (cpus, mem, gres)",
+        "Ask for less in [slurm.{name}] (or the launch params), or choose another partition",
+    ),
+    "PartitionNodeLimit": (
+        "it asks for more nodes than its partition allows",
+        "Fix the job fields in [slurm.{name}], or choose another partition",
+    ),
+    "PartitionTimeLimit": (
+        "its time limit is longer than its partition allows",
+        "Lower 'time' in [slurm.{name}] (or pass params={{'time': ...}}), or choose another "
+        "partition",
+    ),
+}
+
+
+def never_starts_message(job_id: str, tag: str, name: str, reason: str) -> str:
+    """Return the one-line error of a job Slurm keeps pending with a reason in NEVER_STARTS."""
+    why, fix = NEVER_STARTS[reason]
+    return (
+        f"Slurm job {job_id} of {tag} can never start ({reason}): {why}; it was cancelled. "
+        + fix.format(name=name)
+    )
+
+
+async def _runner_for(hub: HubContext | None, kc: SlurmKernelConfig) -> CommandRunner:
+    """Return where the table's Slurm is: this machine, or its login node over SSH."""
+    if kc.login is None:
+        return LocalRunner()
+    from .login import LoginRunner, login_target
+
+    return LoginRunner(login_target(hub, kc.login, table=kc.name))
 
 
 async def launch_job(
@@ -119,7 +153,12 @@ async def launch_job(
     """
     from .manager import SlurmKernelManager
 
-    runner = runner or LocalRunner()
+    own_runner = runner is None
+    if runner is None:
+        try:
+            runner = await _runner_for(hub, kc)
+        except KernelHubError as exc:
+            raise LaunchError(f"cannot launch slurm/{kc.name}: {exc}") from None
     cli = SlurmCLI(runner)
     kernel_id = request.kernel_id
 
@@ -140,9 +179,10 @@ async def launch_job(
                 f"{kc.register_ip} ({exc}); set register_ip in [slurm.{kc.name}] to an "
                 "address of this host"
             ) from None
+        base = await runner.expand_user(kc.job_dir)
         with contextlib.suppress(KernelHubError):
-            await sweep_job_dirs(runner, cli, kc.job_dir)
-        job_dir = await runner.make_private_dir(kc.job_dir, f"{DIR_PREFIX}{kernel_id[:8]}-")
+            await sweep_job_dirs(runner, cli, base)
+        job_dir = await runner.make_private_dir(base, f"{DIR_PREFIX}{kernel_id[:8]}-")
         await runner.write_private_file(
             os.path.join(job_dir, NANNY_FILE), nanny_source().encode("utf-8")
         )
@@ -152,12 +192,13 @@ async def launch_job(
             "key": endpoint.key,
             "signature_scheme": "hmac-sha256",
             "argv": list(kc.kernel_argv()),
-            # expanduser reads $HOME (or the password database): no file of ours
-            "cwd": os.path.expanduser(cwd) if (cwd := request.cwd or kc.cwd) else None,  # noqa: ASYNC240
+            "cwd": await runner.expand_user(cwd) if (cwd := request.cwd or kc.cwd) else None,
             "env": env,
             "ip": kc.kernel_ip,
             "kernel_name": kc.name,
             "register_timeout": kc.register_timeout,
+            # How long the kernel outlives a host that stopped answering (the table's lease).
+            "lease": kc.lease,
         }
         await runner.write_private_file(
             os.path.join(job_dir, REGISTER_FILE), json.dumps(register).encode()
@@ -183,6 +224,7 @@ async def launch_job(
         emit("progress", step="submitted", job_id=job_id, message=f"Slurm job {job_id}")
         handshake = await _wait_registration(cli, endpoint, job_id, job_dir, kc, emit)
     except BaseException as exc:
+        # Kernel traffic and the job's files are gone with the job; the connection is not.
         if endpoint is not None:
             endpoint.close()
         with contextlib.suppress(Exception):
@@ -191,6 +233,9 @@ async def launch_job(
         with contextlib.suppress(Exception):
             if job_dir is not None:
                 await runner.remove_tree(job_dir)
+        if own_runner:
+            with contextlib.suppress(Exception):
+                await runner.close()
         if isinstance(exc, SlurmUnavailable):
             raise LaunchError(f"cannot launch {tag}: {exc}") from None
         raise
@@ -205,12 +250,14 @@ async def launch_job(
         "time": kc.time,
         "watch_interval": kc.watch_interval,
         "runner": runner.to_state(),
+        "lease": kc.lease,
         "nanny_pid": handshake.get("nanny_pid"),
         "kernel_pid": handshake.get("kernel_pid"),
         "workdir": handshake.get("workdir"),
     }
+    # The manager takes the runner over (and its connection to a login node, if any).
     manager: SlurmKernelManager = SlurmKernelManager.from_state(
-        info, state, type_id=kernel_type.id, emit=emit
+        info, state, type_id=kernel_type.id, emit=emit, runner=runner
     )
     emit(
         "progress",
@@ -242,7 +289,7 @@ async def _wait_registration(
                 break
             if status is None or not status.active:
                 state, reason = await cli.end_reason(job_id)
-                where = _tail(os.path.join(job_dir, JOB_LOG))
+                where = await _tail(cli.runner, os.path.join(job_dir, JOB_LOG))
                 raise LaunchError(
                     f"Slurm job {job_id} of {tag} ended before its kernel started "
                     f"(state {state or (status.state if status else 'gone')}, "
@@ -250,6 +297,8 @@ async def _wait_registration(
                     + (f"; the job's output: {where}" if where else "")
                     + f"; check python and setup in [slurm.{kc.name}]"
                 )
+            if status.state == "PENDING" and status.reason in NEVER_STARTS:
+                raise LaunchError(never_starts_message(job_id, tag, kc.name, status.reason))
             position = await cli.queue_position(job_id) if status.state == "PENDING" else None
             if (status.state, status.reason, position) != last:
                 last = (status.state, status.reason, position)

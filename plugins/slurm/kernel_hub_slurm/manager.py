@@ -29,6 +29,8 @@ from .cluster import ACTIVE_STATES, SlurmCLI, runner_from_state
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from .cluster import CommandRunner
+
 __all__ = ["SlurmKernelManager", "describe_end"]
 
 log = logging.getLogger("kernel_hub.slurm")
@@ -102,8 +104,12 @@ class SlurmKernelManager(KernelManager):
         *,
         type_id: str = "",
         emit: Callable[..., None] | None = None,
+        runner: CommandRunner | None = None,
     ) -> SlurmKernelManager:
         """Rebuild a manager from a launch state or :meth:`describe` (re-attach, any process).
+
+        :param runner: the launch's runner, taken over (default: rebuilt from the state,
+            reconnecting to the login node if the job was submitted through one).
 
         :raises KernelHubError: when *state* lacks the job id.
         """
@@ -112,8 +118,8 @@ class SlurmKernelManager(KernelManager):
                 f"cannot manage {type_id or 'a Slurm kernel'}: its state has no job_id; pass "
                 "the state that launch or describe() returned"
             )
+        cli = SlurmCLI(runner or runner_from_state(state.get("runner")))
         nanny = NannyManager(connection_info, state, type_id=type_id, request_timeout=10.0)
-        cli = SlurmCLI(runner_from_state(state.get("runner")))
         return cls(nanny, cli, state, type_id=type_id, emit=emit)
 
     @property
@@ -274,8 +280,15 @@ class SlurmKernelManager(KernelManager):
             await self.nanny.kill()
         await self.cli.cancel(self.job_id)
         for _ in range(150):  # up to 30 s
-            if not await self._job_active():
-                break
+            try:
+                if self._closed or not await self._job_active():
+                    break
+            except KernelHubError:
+                # cleanup() ran meanwhile (the hub saw the kernel die) and closed the
+                # runner's connection under this squeue: the job is cancelled either way.
+                if self._closed:
+                    break
+                raise
             await asyncio.sleep(0.2)  # polling squeue: Slurm has no event for a job's end
         self._ended(f"Slurm job {self.job_id} was cancelled (killed by kernel_hub)")
 
@@ -295,6 +308,8 @@ class SlurmKernelManager(KernelManager):
         if self.job_dir:
             with contextlib.suppress(Exception):
                 await self.cli.runner.remove_tree(self.job_dir)
+        with contextlib.suppress(Exception):
+            await self.cli.runner.close()
 
     async def last_output(self, lines: int = 20) -> str:
         text = ""
