@@ -23,6 +23,8 @@
     login = "hpc"                   # submit through this login node over SSH: an [ssh.hpc]
                                     # table, or a host / ~/.ssh/config alias (needs the
                                     # extra kernel-hub-slurm[ssh])
+    route = "login"                 # kernel traffic through the login node's connection
+                                    # (default with login), or "direct"
     lease = 300                     # seconds the kernel outlives a host that stopped
                                     # answering (killed, or the link lost for good)
 
@@ -187,7 +189,10 @@ class SlurmKernelConfig:
     )
     restart: bool = setting(False, "resubmit a kernel that died (a new job may wait in the queue)")
     register_ip: str = setting(
-        "127.0.0.1", "this host's address as the compute nodes reach it", check=_register_ip
+        "127.0.0.1",
+        "where the nodes dial back: this host's address as they reach it; with route = login, "
+        "the login node's",
+        check=_register_ip,
     )
     kernel_ip: str = setting(
         "auto",
@@ -201,6 +206,11 @@ class SlurmKernelConfig:
         None,
         "submit through this login node over SSH: an [ssh.<name>] table or [user@]host[:port]",
         check=_login,
+    )
+    route: Literal["auto", "login", "direct"] = setting(
+        "auto",
+        "kernel traffic: login (through the login node's SSH connection), direct (this host "
+        "reaches the nodes); auto: login when 'login' is set",
     )
     lease: float = setting(
         300.0,
@@ -233,6 +243,11 @@ class SlurmKernelConfig:
             "lease",
         ):
             object.__setattr__(self, key, float(getattr(self, key)))  # the file may give an int
+
+    @property
+    def via_login(self) -> bool:
+        """Whether kernel traffic goes through the login node's SSH connection."""
+        return self.route == "login" or (self.route == "auto" and self.login is not None)
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``slurm/<name>`` (Slurm is not contacted)."""

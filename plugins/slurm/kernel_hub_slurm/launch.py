@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from kernel_hub.provider import KernelHubError, LaunchError, LaunchResult, nanny_source
 
 from .cluster import LocalRunner, SlurmCLI, SlurmUnavailable
+from .login import LoginRunner
 from .registration import RegistrationEndpoint
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ async def _runner_for(hub: HubContext | None, kc: SlurmKernelConfig) -> CommandR
     """Return where the table's Slurm is: this machine, or its login node over SSH."""
     if kc.login is None:
         return LocalRunner()
-    from .login import LoginRunner, login_target
+    from .login import login_target
 
     return LoginRunner(login_target(hub, kc.login, table=kc.name))
 
@@ -167,18 +168,33 @@ async def launch_job(
             hub.emit(kind, kernel_id, kernel_type.id, **data)
 
     tag = f"slurm/{kc.name}"
+    login = runner if isinstance(runner, LoginRunner) else None
+    if kc.via_login and login is None:
+        raise LaunchError(
+            f"cannot launch {tag}: route = 'login' needs a login node; set login in "
+            f"[slurm.{kc.name}], or route = 'direct'"
+        )
+    via_login = login is not None and kc.via_login
     job_id: str | None = None
     job_dir: str | None = None
     endpoint: RegistrationEndpoint | None = None
+    forward: Any = None
     try:
         try:
-            endpoint = RegistrationEndpoint(kc.register_ip)
+            # Through the login node the endpoint listens here only, on loopback: the nanny
+            # reaches it through a port the login node forwards over the SSH connection.
+            endpoint = RegistrationEndpoint("127.0.0.1" if via_login else kc.register_ip)
         except Exception as exc:  # noqa: BLE001 - zmq's bind errors name no fix
             raise LaunchError(
                 f"cannot launch {tag}: cannot listen for the job's registration on "
                 f"{kc.register_ip} ({exc}); set register_ip in [slurm.{kc.name}] to an "
                 "address of this host"
             ) from None
+        url = endpoint.url
+        if login is not None and via_login:
+            forward = await login.forward_here(kc.register_ip, int(url.rsplit(":", 1)[1]))
+            host = f"[{kc.register_ip}]" if ":" in kc.register_ip else kc.register_ip
+            url = f"tcp://{host}:{forward.get_port()}"
         base = await runner.expand_user(kc.job_dir)
         with contextlib.suppress(KernelHubError):
             await sweep_job_dirs(runner, cli, base)
@@ -188,7 +204,7 @@ async def launch_job(
         )
         env = {**dict(kc.env), **dict(request.env)}
         register = {
-            "url": endpoint.url,
+            "url": url,
             "key": endpoint.key,
             "signature_scheme": "hmac-sha256",
             "argv": list(kc.kernel_argv()),
@@ -224,9 +240,11 @@ async def launch_job(
         emit("progress", step="submitted", job_id=job_id, message=f"Slurm job {job_id}")
         handshake = await _wait_registration(cli, endpoint, job_id, job_dir, kc, emit)
     except BaseException as exc:
-        # Kernel traffic and the job's files are gone with the job; the connection is not.
         if endpoint is not None:
             endpoint.close()
+        if forward is not None and login is not None:
+            with contextlib.suppress(Exception):
+                await login.stop_forward(forward)
         with contextlib.suppress(Exception):
             if job_id is not None:
                 await cli.cancel(job_id)
@@ -241,6 +259,31 @@ async def launch_job(
         raise
     endpoint.close()
     info = {**handshake["connection_info"], "key": endpoint.key}
+    tunnels: Any = None
+    if login is not None and via_login:
+        with contextlib.suppress(Exception):
+            await login.stop_forward(forward)
+        remote = {k: v for k, v in info.items() if k == "ip" or k.endswith("_port")}
+        try:
+            tunnels = await login.open_tunnels(
+                remote, key=login.tunnel_key(str(job_id)), preferred=None
+            )
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await cli.cancel(str(job_id))
+            with contextlib.suppress(Exception):
+                await runner.remove_tree(str(job_dir))
+            if own_runner:
+                with contextlib.suppress(Exception):
+                    await runner.close()
+            if isinstance(exc, OSError):
+                raise LaunchError(
+                    f"cannot forward the ports of {tag} from its node through the "
+                    f"{runner.label} to 127.0.0.1 here: {exc}"
+                ) from None
+            raise
+        # The client connects to local ports only; the login node relays to the node.
+        info = tunnels.connection_info(info)
     state = {
         "kernel_id": kernel_id,
         "config_name": kc.name,
@@ -251,13 +294,20 @@ async def launch_job(
         "watch_interval": kc.watch_interval,
         "runner": runner.to_state(),
         "lease": kc.lease,
+        "route": "login" if tunnels is not None else "direct",
+        # The kernel's own address and ports on its node (the tunnels' far ends).
+        "remote_info": {
+            k: v
+            for k, v in handshake["connection_info"].items()
+            if k == "ip" or k.endswith("_port")
+        },
         "nanny_pid": handshake.get("nanny_pid"),
         "kernel_pid": handshake.get("kernel_pid"),
         "workdir": handshake.get("workdir"),
     }
     # The manager takes the runner over (and its connection to a login node, if any).
     manager: SlurmKernelManager = SlurmKernelManager.from_state(
-        info, state, type_id=kernel_type.id, emit=emit, runner=runner
+        info, state, type_id=kernel_type.id, emit=emit, runner=runner, tunnels=tunnels
     )
     emit(
         "progress",

@@ -287,6 +287,79 @@ class LoginRunner:
         except (asyncssh.Error, OSError, SlurmUnavailable):
             return None
 
+    # ---- kernel traffic through the login node (route = "login") ----
+
+    async def forward_here(self, listen_host: str, local_port: int) -> Any:
+        """Listen on *listen_host* on the login node, forwarding to 127.0.0.1:*local_port* here.
+
+        The job's nanny dials back to it (a remote forward on the connection). Returns
+        the listener (``get_port()``; give it to :meth:`stop_forward`).
+
+        :raises SlurmUnavailable: naming the sshd settings it needs when refused.
+        """
+        return await self._on_ssh(self._forward_here(listen_host, local_port))
+
+    async def _forward_here(self, listen_host: str, local_port: int) -> Any:
+        asyncssh = self._ssh.asyncssh
+        conn = await self._connection()
+        try:
+            return await conn.forward_remote_port(listen_host, 0, "127.0.0.1", local_port)
+        except (asyncssh.Error, OSError) as exc:
+            raise SlurmUnavailable(
+                f"the {self.label} refused to listen on {listen_host} for the job's "
+                f"registration ({exc}); its sshd needs AllowTcpForwarding yes (and GatewayPorts "
+                "clientspecified for an address other than 127.0.0.1), or set route = 'direct'"
+            ) from None
+
+    async def stop_forward(self, listener: Any) -> None:
+        """Close a listener of :meth:`forward_here`."""
+
+        async def stop() -> None:
+            listener.close()
+            with contextlib.suppress(Exception):
+                await listener.wait_closed()
+
+        await self._on_ssh(stop())
+
+    async def open_tunnels(
+        self, remote_info: Mapping[str, Any], *, key: Any, preferred: Mapping[str, int] | None
+    ) -> Any:
+        """Forward 127.0.0.1 ports here to the kernel's ports on its node, via the login node.
+
+        Returns the ssh plugin's ``TunnelSet`` (shared in this process by *key*); give it
+        back with :meth:`release_tunnels`. The node's address is *remote_info*'s ``ip``.
+        """
+        return await self._on_ssh(self._open_tunnels(remote_info, key, preferred))
+
+    async def _open_tunnels(
+        self, remote_info: Mapping[str, Any], key: Any, preferred: Mapping[str, int] | None
+    ) -> Any:
+        from kernel_hub_ssh.tunnel import get_tunnels, open_tunnels
+
+        existing = get_tunnels(key)
+        if existing is not None:
+            existing.refs += 1
+            return existing
+        await self._connection()
+        host = await self._ssh.acquire(self.target)  # the tunnels' own reference
+        ports = {k: int(v) for k, v in remote_info.items() if k.endswith("_port")}
+        try:
+            return await open_tunnels(
+                host, ports, key=key, preferred=preferred, remote_host=str(remote_info["ip"])
+            )
+        except BaseException:
+            await host.release()
+            raise
+
+    async def release_tunnels(self, tunnels: Any) -> None:
+        """Give back a ``TunnelSet`` of :meth:`open_tunnels` (the last user closes it)."""
+        await self._on_ssh(tunnels.release())
+
+    def tunnel_key(self, job_id: str) -> tuple[Any, ...]:
+        """Return the key under which this process shares the tunnels of job *job_id*."""
+        t = self.target
+        return ("slurm", t.host, t.port, t.user, t.jump_host, job_id)
+
     def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
         """Call *listener* on the link's loss and return (``connection_lost``, ...).
 

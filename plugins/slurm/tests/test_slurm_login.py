@@ -148,6 +148,82 @@ async def test_a_kernel_through_the_login_node(slurm_cluster, login_config, monk
     assert pool_snapshot() == []  # the last user gave the connection back
 
 
+class _Events:
+    """Collect a hub's events (they may come from the SSH loop's thread); wait for a kind."""
+
+    def __init__(self, hub):
+        self.seen = []
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        hub.events.subscribe(self._on)
+
+    def _on(self, event):
+        self.seen.append(event)
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+    async def wait_for(self, kind, timeout):
+        async with asyncio.timeout(timeout):
+            while True:
+                for e in self.seen:
+                    if e.kind == kind:
+                        return e
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@pytest.mark.asyncio
+async def test_kernel_traffic_goes_through_the_login_node_and_survives_its_loss(
+    slurm_cluster, login_config, login_node
+):
+    async with _hub(login_config) as hub:
+        events = _Events(hub)
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        manager = kernel.manager
+        state = manager.describe()
+        assert state["route"] == "login"
+        remote, info = state["remote_info"], kernel.connection_info
+        # The client's ports are this process's tunnels, relayed by the login node's sshd to
+        # the kernel's ports on its node: never the node's own ports.
+        local = manager.tunnels.local_ports
+        assert info["ip"] == "127.0.0.1" and len(local) == 7
+        for name, port in local.items():
+            assert info[name] == port != remote[name], name
+        async with kernel.client() as client:
+            await client.execute("x = 1", timeout=60)
+            # Cut the SSH connection (its sshd session dies): lost, then restored.
+            for pid in login_node.session_pids():
+                os.kill(pid, signal.SIGKILL)
+            lost = await events.wait_for("connection_lost", 60)
+            restored = await events.wait_for("connection_restored", 60)
+            assert lost.data["job_id"] == restored.data["job_id"] == state["job_id"]
+            # ZeroMQ reconnected the client's sockets through the tunnels; IOPub delivers
+            # again once its subscription has gone through (as after any reconnect).
+            await client.wait_for_ready(60)
+            _, text = await execute_output(client, "print(x + 1)", timeout=60)
+        assert text.strip() == "2"
+        assert kernel.status != "DEAD" and "died" not in [e.kind for e in events.seen]
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, state["job_id"])
+
+
+@pytest.mark.asyncio
+async def test_route_direct_keeps_kernel_traffic_off_the_ssh_connection(
+    slurm_cluster, login_config
+):
+    login_config["slurm"]["k"]["route"] = "direct"
+    async with _hub(login_config) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        state = kernel.manager.describe()
+        assert state["route"] == "direct" and kernel.manager.tunnels is None
+        for name, port in state["remote_info"].items():
+            assert kernel.connection_info[name] == port  # the node's own address and ports
+        async with kernel.client() as client:
+            _, text = await execute_output(client, "print('direct')", timeout=60)
+        assert text.strip() == "direct"
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, state["job_id"])
+
+
 @pytest.mark.asyncio
 async def test_job_dir_under_the_login_nodes_home(slurm_cluster, login_config):
     base = f"~/.kernel-hub-test-{os.getpid()}-{time.monotonic_ns()}"
