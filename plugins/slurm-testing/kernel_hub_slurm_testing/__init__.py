@@ -85,6 +85,9 @@ class SlurmCluster:
     cpus: int
     partition: str = "debug"
     pids: dict[str, int] = field(default_factory=dict)
+    #: Each program of :data:`PROGRAMS` by its absolute path, found when the cluster started,
+    #: so that :meth:`run` works in a test that took Slurm's tools off ``PATH``.
+    tools: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
@@ -94,7 +97,7 @@ class SlurmCluster:
     def run(self, *argv: str, check: bool = True, timeout: float = 30) -> str:
         """Run a Slurm command against this cluster; return its stdout."""
         proc = subprocess.run(
-            argv,
+            [self.tools.get(argv[0], argv[0]), *argv[1:]],
             env={**os.environ, **self.env},
             capture_output=True,
             text=True,
@@ -218,7 +221,8 @@ def start_cluster(
     node = socket.gethostname().split(".")[0]
     conf = d / "slurm.conf"
     conf.write_text(_conf_text(d, node=node, cpus=cpus, ports=free_ports(2), memory_mb=memory_mb))
-    cluster = SlurmCluster(workdir=d, conf=conf, node=node, cpus=cpus)
+    tools = {p: path for p in PROGRAMS if (path := shutil.which(p))}
+    cluster = SlurmCluster(workdir=d, conf=conf, node=node, cpus=cpus, tools=tools)
     env = {**os.environ, **cluster.env}
     try:
         munge = d / "munge"

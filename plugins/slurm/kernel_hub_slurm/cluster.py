@@ -2,11 +2,11 @@
 
 The seam is :class:`CommandRunner`: it runs a command where Slurm's client
 tools are and manages files on the storage the compute nodes share.
-:class:`LocalRunner` does both on this machine. A login node over SSH is a
-second implementation built on the ssh plugin's connection (run the command
-on the connection; write files over SFTP), chosen by a table field; nothing
-else in this plugin changes, because everything goes through
-:class:`SlurmCLI`, which only knows a runner.
+:class:`LocalRunner` does both on this machine;
+:class:`~kernel_hub_slurm.login.LoginRunner` does both on a login node over
+SSH (the ssh plugin's connection: commands on it, files over SFTP), chosen by
+a table's ``login`` field. Nothing else in this plugin knows which, because
+everything goes through :class:`SlurmCLI`, which only knows a runner.
 """
 
 from __future__ import annotations
@@ -73,6 +73,10 @@ class CommandRunner(Protocol):
         """Run *argv*; raise :class:`SlurmUnavailable` when the program is missing."""
         ...
 
+    async def expand_user(self, path: str) -> str:
+        """Return *path* with a leading ``~`` replaced by the home directory where the files are."""
+        ...
+
     async def make_private_dir(self, base: str, prefix: str) -> str:
         """Create a new 0700 directory under *base* (made 0700 if missing); return its path."""
         ...
@@ -95,6 +99,10 @@ class CommandRunner(Protocol):
 
     def to_state(self) -> dict[str, Any]:
         """Return a JSON-able description from which :func:`runner_from_state` rebuilds it."""
+        ...
+
+    async def close(self) -> None:
+        """Let go of what the runner holds (a connection); idempotent."""
         ...
 
 
@@ -140,6 +148,10 @@ class LocalRunner:
             proc.returncode, out.decode(errors="replace"), err.decode("utf-8", "replace")
         )
 
+    async def expand_user(self, path: str) -> str:
+        # expanduser reads $HOME (or the password database): no file of ours
+        return os.path.expanduser(path)  # noqa: ASYNC240
+
     async def make_private_dir(self, base: str, prefix: str) -> str:
         import tempfile
 
@@ -173,12 +185,19 @@ class LocalRunner:
     def to_state(self) -> dict[str, Any]:
         return {"kind": "local", "env": dict(self.env)}
 
+    async def close(self) -> None:
+        pass
+
 
 def runner_from_state(state: Mapping[str, Any] | None) -> CommandRunner:
     """Rebuild the runner a kernel was submitted with (from :meth:`CommandRunner.to_state`)."""
     state = state or {"kind": "local"}
     if state.get("kind", "local") == "local":
         return LocalRunner(state.get("env"))
+    if state.get("kind") == "ssh":
+        from .login import LoginRunner  # imports the ssh plugin, or names the extra
+
+        return LoginRunner.from_state(state)
     raise KernelHubError(
         f"unknown Slurm command runner {state.get('kind')!r}; is a newer kernel-hub-slurm needed?"
     )

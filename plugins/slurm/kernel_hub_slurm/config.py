@@ -20,6 +20,13 @@
     restart = false                 # resubmit a kernel that died? (default false)
     register_ip = "10.0.0.5"        # this host's address as the compute nodes see it
     job_dir = "~/.kernel-hub/slurm" # a directory on storage the compute nodes share
+    login = "hpc"                   # submit through this login node over SSH: an [ssh.hpc]
+                                    # table, or a host / ~/.ssh/config alias (needs the
+                                    # extra kernel-hub-slurm[ssh])
+    route = "login"                 # kernel traffic through the login node's connection
+                                    # (default with login), or "direct"
+    lease = 300                     # seconds the kernel outlives a host that stopped
+                                    # answering (killed, or the link lost for good)
 
 Reading the config never contacts Slurm: ``kernel-hub list`` shows ``slurm/<name>``
 for every table at once. A table with a bad field leaves out only its own type,
@@ -127,6 +134,15 @@ def _register_ip(value: str) -> str:
     return value
 
 
+def _login(value: str) -> str:
+    if not value.strip() or any(c.isspace() for c in value):
+        raise ValueError(
+            f"{value!r} is not a login node; name an [ssh.<name>] table ('ssh/<name>' or "
+            "'<name>') or a host as [user@]host[:port]"
+        )
+    return value
+
+
 def _kernel_ip(value: str) -> str:
     if value != "auto":
         try:
@@ -173,7 +189,10 @@ class SlurmKernelConfig:
     )
     restart: bool = setting(False, "resubmit a kernel that died (a new job may wait in the queue)")
     register_ip: str = setting(
-        "127.0.0.1", "this host's address as the compute nodes reach it", check=_register_ip
+        "127.0.0.1",
+        "where the nodes dial back: this host's address as they reach it; with route = login, "
+        "the login node's",
+        check=_register_ip,
     )
     kernel_ip: str = setting(
         "auto",
@@ -182,6 +201,21 @@ class SlurmKernelConfig:
     )
     job_dir: str = setting(
         "~/.kernel-hub/slurm", "where each launch's private directory goes (shared storage)"
+    )
+    login: str | None = setting(
+        None,
+        "submit through this login node over SSH: an [ssh.<name>] table or [user@]host[:port]",
+        check=_login,
+    )
+    route: Literal["auto", "login", "direct"] = setting(
+        "auto",
+        "kernel traffic: login (through the login node's SSH connection), direct (this host "
+        "reaches the nodes); auto: login when 'login' is set",
+    )
+    lease: float = setting(
+        300.0,
+        "seconds the job's nanny keeps the kernel with no host connected, then ends the job",
+        check=positive,
     )
     start_timeout: float = setting(
         600.0, "seconds a launch waits for the job to start and register", check=positive
@@ -197,10 +231,23 @@ class SlurmKernelConfig:
     )
 
     def __post_init__(self) -> None:
-        # Expanded on this host, where the directory is made (the nodes share it).
-        object.__setattr__(self, "job_dir", os.path.expanduser(self.job_dir))
-        for key in ("start_timeout", "poll_interval", "register_timeout", "watch_interval"):
+        if self.login is None:
+            # Expanded on this host, where the directory is made (the nodes share it);
+            # through a login node, "~" is the home directory there (see LoginRunner).
+            object.__setattr__(self, "job_dir", os.path.expanduser(self.job_dir))
+        for key in (
+            "start_timeout",
+            "poll_interval",
+            "register_timeout",
+            "watch_interval",
+            "lease",
+        ):
             object.__setattr__(self, key, float(getattr(self, key)))  # the file may give an int
+
+    @property
+    def via_login(self) -> bool:
+        """Whether kernel traffic goes through the login node's SSH connection."""
+        return self.route == "login" or (self.route == "auto" and self.login is not None)
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``slurm/<name>`` (Slurm is not contacted)."""

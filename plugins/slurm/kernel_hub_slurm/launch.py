@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from kernel_hub.provider import KernelHubError, LaunchError, LaunchResult, nanny_source
 
 from .cluster import LocalRunner, SlurmCLI, SlurmUnavailable
+from .login import LoginRunner
 from .registration import RegistrationEndpoint
 
 if TYPE_CHECKING:
@@ -95,13 +96,47 @@ def job_script(kc: SlurmKernelConfig, job_dir: str, *, kernel_id: str) -> str:
     return "\n".join(lines)
 
 
-def _tail(path: str, lines: int = 5) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return ""
+async def _tail(runner: CommandRunner, path: str, lines: int = 5) -> str:
+    data = await runner.read_file(path)
+    text = (data or b"").decode("utf-8", "replace")
     return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:] if ln.strip())
+
+
+#: Pending reasons with which a job can never start as asked (Slurm keeps it pending anyway,
+#: in case the partition is changed): the launch fails at once instead of after start_timeout.
+NEVER_STARTS = {
+    "PartitionConfig": (
+        "it asks for more than any node of its partition has (cpus, mem, gres)",
+        "Ask for less in [slurm.{name}] (or the launch params), or choose another partition",
+    ),
+    "PartitionNodeLimit": (
+        "it asks for more nodes than its partition allows",
+        "Fix the job fields in [slurm.{name}], or choose another partition",
+    ),
+    "PartitionTimeLimit": (
+        "its time limit is longer than its partition allows",
+        "Lower 'time' in [slurm.{name}] (or pass params={{'time': ...}}), or choose another "
+        "partition",
+    ),
+}
+
+
+def never_starts_message(job_id: str, tag: str, name: str, reason: str) -> str:
+    """Return the one-line error of a job Slurm keeps pending with a reason in NEVER_STARTS."""
+    why, fix = NEVER_STARTS[reason]
+    return (
+        f"Slurm job {job_id} of {tag} can never start ({reason}): {why}; it was cancelled. "
+        + fix.format(name=name)
+    )
+
+
+async def _runner_for(hub: HubContext | None, kc: SlurmKernelConfig) -> CommandRunner:
+    """Return where the table's Slurm is: this machine, or its login node over SSH."""
+    if kc.login is None:
+        return LocalRunner()
+    from .login import login_target
+
+    return LoginRunner(login_target(hub, kc.login, table=kc.name))
 
 
 async def launch_job(
@@ -119,7 +154,12 @@ async def launch_job(
     """
     from .manager import SlurmKernelManager
 
-    runner = runner or LocalRunner()
+    own_runner = runner is None
+    if runner is None:
+        try:
+            runner = await _runner_for(hub, kc)
+        except KernelHubError as exc:
+            raise LaunchError(f"cannot launch slurm/{kc.name}: {exc}") from None
     cli = SlurmCLI(runner)
     kernel_id = request.kernel_id
 
@@ -128,36 +168,53 @@ async def launch_job(
             hub.emit(kind, kernel_id, kernel_type.id, **data)
 
     tag = f"slurm/{kc.name}"
+    login = runner if isinstance(runner, LoginRunner) else None
+    if kc.via_login and login is None:
+        raise LaunchError(
+            f"cannot launch {tag}: route = 'login' needs a login node; set login in "
+            f"[slurm.{kc.name}], or route = 'direct'"
+        )
+    via_login = login is not None and kc.via_login
     job_id: str | None = None
     job_dir: str | None = None
     endpoint: RegistrationEndpoint | None = None
+    forward: Any = None
     try:
         try:
-            endpoint = RegistrationEndpoint(kc.register_ip)
+            # Through the login node the endpoint listens here only, on loopback: the nanny
+            # reaches it through a port the login node forwards over the SSH connection.
+            endpoint = RegistrationEndpoint("127.0.0.1" if via_login else kc.register_ip)
         except Exception as exc:  # noqa: BLE001 - zmq's bind errors name no fix
             raise LaunchError(
                 f"cannot launch {tag}: cannot listen for the job's registration on "
                 f"{kc.register_ip} ({exc}); set register_ip in [slurm.{kc.name}] to an "
                 "address of this host"
             ) from None
+        url = endpoint.url
+        if login is not None and via_login:
+            forward = await login.forward_here(kc.register_ip, int(url.rsplit(":", 1)[1]))
+            host = f"[{kc.register_ip}]" if ":" in kc.register_ip else kc.register_ip
+            url = f"tcp://{host}:{forward.get_port()}"
+        base = await runner.expand_user(kc.job_dir)
         with contextlib.suppress(KernelHubError):
-            await sweep_job_dirs(runner, cli, kc.job_dir)
-        job_dir = await runner.make_private_dir(kc.job_dir, f"{DIR_PREFIX}{kernel_id[:8]}-")
+            await sweep_job_dirs(runner, cli, base)
+        job_dir = await runner.make_private_dir(base, f"{DIR_PREFIX}{kernel_id[:8]}-")
         await runner.write_private_file(
             os.path.join(job_dir, NANNY_FILE), nanny_source().encode("utf-8")
         )
         env = {**dict(kc.env), **dict(request.env)}
         register = {
-            "url": endpoint.url,
+            "url": url,
             "key": endpoint.key,
             "signature_scheme": "hmac-sha256",
             "argv": list(kc.kernel_argv()),
-            # expanduser reads $HOME (or the password database): no file of ours
-            "cwd": os.path.expanduser(cwd) if (cwd := request.cwd or kc.cwd) else None,  # noqa: ASYNC240
+            "cwd": await runner.expand_user(cwd) if (cwd := request.cwd or kc.cwd) else None,
             "env": env,
             "ip": kc.kernel_ip,
             "kernel_name": kc.name,
             "register_timeout": kc.register_timeout,
+            # How long the kernel outlives a host that stopped answering (the table's lease).
+            "lease": kc.lease,
         }
         await runner.write_private_file(
             os.path.join(job_dir, REGISTER_FILE), json.dumps(register).encode()
@@ -185,17 +242,48 @@ async def launch_job(
     except BaseException as exc:
         if endpoint is not None:
             endpoint.close()
+        if forward is not None and login is not None:
+            with contextlib.suppress(Exception):
+                await login.stop_forward(forward)
         with contextlib.suppress(Exception):
             if job_id is not None:
                 await cli.cancel(job_id)
         with contextlib.suppress(Exception):
             if job_dir is not None:
                 await runner.remove_tree(job_dir)
+        if own_runner:
+            with contextlib.suppress(Exception):
+                await runner.close()
         if isinstance(exc, SlurmUnavailable):
             raise LaunchError(f"cannot launch {tag}: {exc}") from None
         raise
     endpoint.close()
     info = {**handshake["connection_info"], "key": endpoint.key}
+    tunnels: Any = None
+    if login is not None and via_login:
+        with contextlib.suppress(Exception):
+            await login.stop_forward(forward)
+        remote = {k: v for k, v in info.items() if k == "ip" or k.endswith("_port")}
+        try:
+            tunnels = await login.open_tunnels(
+                remote, key=login.tunnel_key(str(job_id)), preferred=None
+            )
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await cli.cancel(str(job_id))
+            with contextlib.suppress(Exception):
+                await runner.remove_tree(str(job_dir))
+            if own_runner:
+                with contextlib.suppress(Exception):
+                    await runner.close()
+            if isinstance(exc, OSError):
+                raise LaunchError(
+                    f"cannot forward the ports of {tag} from its node through the "
+                    f"{runner.label} to 127.0.0.1 here: {exc}"
+                ) from None
+            raise
+        # The client connects to local ports only; the login node relays to the node.
+        info = tunnels.connection_info(info)
     state = {
         "kernel_id": kernel_id,
         "config_name": kc.name,
@@ -205,12 +293,21 @@ async def launch_job(
         "time": kc.time,
         "watch_interval": kc.watch_interval,
         "runner": runner.to_state(),
+        "lease": kc.lease,
+        "route": "login" if tunnels is not None else "direct",
+        # The kernel's own address and ports on its node (the tunnels' far ends).
+        "remote_info": {
+            k: v
+            for k, v in handshake["connection_info"].items()
+            if k == "ip" or k.endswith("_port")
+        },
         "nanny_pid": handshake.get("nanny_pid"),
         "kernel_pid": handshake.get("kernel_pid"),
         "workdir": handshake.get("workdir"),
     }
+    # The manager takes the runner over (and its connection to a login node, if any).
     manager: SlurmKernelManager = SlurmKernelManager.from_state(
-        info, state, type_id=kernel_type.id, emit=emit
+        info, state, type_id=kernel_type.id, emit=emit, runner=runner, tunnels=tunnels
     )
     emit(
         "progress",
@@ -242,7 +339,7 @@ async def _wait_registration(
                 break
             if status is None or not status.active:
                 state, reason = await cli.end_reason(job_id)
-                where = _tail(os.path.join(job_dir, JOB_LOG))
+                where = await _tail(cli.runner, os.path.join(job_dir, JOB_LOG))
                 raise LaunchError(
                     f"Slurm job {job_id} of {tag} ended before its kernel started "
                     f"(state {state or (status.state if status else 'gone')}, "
@@ -250,6 +347,8 @@ async def _wait_registration(
                     + (f"; the job's output: {where}" if where else "")
                     + f"; check python and setup in [slurm.{kc.name}]"
                 )
+            if status.state == "PENDING" and status.reason in NEVER_STARTS:
+                raise LaunchError(never_starts_message(job_id, tag, kc.name, status.reason))
             position = await cli.queue_position(job_id) if status.state == "PENDING" else None
             if (status.state, status.reason, position) != last:
                 last = (status.state, status.reason, position)

@@ -25,9 +25,12 @@ from typing import TYPE_CHECKING, Any
 from kernel_hub.provider import KernelHubError, KernelManager, NannyManager
 
 from .cluster import ACTIVE_STATES, SlurmCLI, runner_from_state
+from .login import LoginRunner
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+    from .cluster import CommandRunner
 
 __all__ = ["SlurmKernelManager", "describe_end"]
 
@@ -79,8 +82,11 @@ class SlurmKernelManager(KernelManager):
         *,
         type_id: str = "",
         emit: Callable[..., None] | None = None,
+        tunnels: Any = None,
     ) -> None:
         self.nanny = nanny
+        #: The ssh plugin's tunnels to the kernel's node (route = "login"), else ``None``.
+        self.tunnels = tunnels
         self.cli = cli
         self.state = dict(state)
         self.type_id = type_id
@@ -93,6 +99,55 @@ class SlurmKernelManager(KernelManager):
         self._job_gone = False
         self._closed = False
         self._purposeful = False
+        # A lost and regained SSH link to the login node is news, not a death.
+        self._unsubscribe = (
+            cli.runner.subscribe(self._on_link)
+            if isinstance(cli.runner, LoginRunner)
+            else (lambda: None)
+        )
+
+    def _on_link(self, kind: str, data: dict[str, Any]) -> None:
+        self._emit(kind, job_id=self.job_id, **data)
+
+    @property
+    def connection_info(self) -> dict[str, Any]:
+        """The connection info clients use (local tunnel ports when the traffic goes via SSH)."""
+        return dict(self.nanny.connection_info)
+
+    @classmethod
+    async def reattach(
+        cls,
+        connection_info: Mapping[str, Any],
+        state: Mapping[str, Any],
+        *,
+        type_id: str = "",
+        emit: Callable[..., None] | None = None,
+    ) -> SlurmKernelManager:
+        """Rebuild the manager of a kernel whose traffic goes through the login node.
+
+        Reconnects to the login node and forwards local ports to the kernel's node again
+        (the old local ports where they are free); :attr:`connection_info` has the result.
+        """
+        runner = runner_from_state(state.get("runner"))
+        if not isinstance(runner, LoginRunner) or not state.get("remote_info"):
+            raise KernelHubError(
+                f"cannot manage {type_id or 'a Slurm kernel'}: its state has no login node or "
+                "remote ports; pass the state that launch or describe() returned"
+            )
+        preferred = {k: int(v) for k, v in connection_info.items() if k.endswith("_port")}
+        try:
+            tunnels = await runner.open_tunnels(
+                state["remote_info"],
+                key=runner.tunnel_key(str(state["job_id"])),
+                preferred=preferred,
+            )
+        except BaseException:
+            await runner.close()
+            raise
+        info = tunnels.connection_info(connection_info)
+        return cls.from_state(
+            info, state, type_id=type_id, emit=emit, runner=runner, tunnels=tunnels
+        )
 
     @classmethod
     def from_state(
@@ -102,8 +157,13 @@ class SlurmKernelManager(KernelManager):
         *,
         type_id: str = "",
         emit: Callable[..., None] | None = None,
+        runner: CommandRunner | None = None,
+        tunnels: Any = None,
     ) -> SlurmKernelManager:
         """Rebuild a manager from a launch state or :meth:`describe` (re-attach, any process).
+
+        :param runner: the launch's runner, taken over (default: rebuilt from the state,
+            reconnecting to the login node if the job was submitted through one).
 
         :raises KernelHubError: when *state* lacks the job id.
         """
@@ -112,9 +172,9 @@ class SlurmKernelManager(KernelManager):
                 f"cannot manage {type_id or 'a Slurm kernel'}: its state has no job_id; pass "
                 "the state that launch or describe() returned"
             )
+        cli = SlurmCLI(runner or runner_from_state(state.get("runner")))
         nanny = NannyManager(connection_info, state, type_id=type_id, request_timeout=10.0)
-        cli = SlurmCLI(runner_from_state(state.get("runner")))
-        return cls(nanny, cli, state, type_id=type_id, emit=emit)
+        return cls(nanny, cli, state, type_id=type_id, emit=emit, tunnels=tunnels)
 
     @property
     def exit_reason(self) -> str | None:
@@ -274,8 +334,15 @@ class SlurmKernelManager(KernelManager):
             await self.nanny.kill()
         await self.cli.cancel(self.job_id)
         for _ in range(150):  # up to 30 s
-            if not await self._job_active():
-                break
+            try:
+                if self._closed or not await self._job_active():
+                    break
+            except KernelHubError:
+                # cleanup() ran meanwhile (the hub saw the kernel die) and closed the
+                # runner's connection under this squeue: the job is cancelled either way.
+                if self._closed:
+                    break
+                raise
             await asyncio.sleep(0.2)  # polling squeue: Slurm has no event for a job's end
         self._ended(f"Slurm job {self.job_id} was cancelled (killed by kernel_hub)")
 
@@ -295,6 +362,13 @@ class SlurmKernelManager(KernelManager):
         if self.job_dir:
             with contextlib.suppress(Exception):
                 await self.cli.runner.remove_tree(self.job_dir)
+        self._unsubscribe()
+        runner = self.cli.runner
+        if self.tunnels is not None and isinstance(runner, LoginRunner):
+            with contextlib.suppress(Exception):
+                await runner.release_tunnels(self.tunnels)
+        with contextlib.suppress(Exception):
+            await runner.close()
 
     async def last_output(self, lines: int = 20) -> str:
         text = ""

@@ -49,11 +49,13 @@ def make_manager(
     kernel_type: KernelType,
     connection_info: Mapping[str, Any],
     state: Mapping[str, Any],
-) -> SlurmKernelManager:
+) -> SlurmKernelManager | Awaitable[SlurmKernelManager]:
     from .manager import SlurmKernelManager
 
     kernel_id = str(state.get("kernel_id", ""))
-    return SlurmKernelManager.from_state(
+    # Kernel traffic through a login node: reconnect and forward the ports again first.
+    build = SlurmKernelManager.reattach if state.get("route") == "login" else None
+    return (build or SlurmKernelManager.from_state)(
         connection_info,
         state,
         type_id=kernel_type.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -129,3 +130,21 @@ async def test_node_python_without_pyzmq_reports_the_jobs_output(
     assert f"pyzmq is not installed for {python}" in msg, msg
     assert "check python and setup in [slurm.k]" in msg
     assert _job_dirs(slurm_table) == []
+
+
+@pytest.mark.asyncio
+async def test_a_job_that_can_never_start_fails_at_once(slurm_cluster, slurm_table):
+    # More CPUs than the only node has: Slurm takes the job and keeps it PENDING with reason
+    # PartitionConfig for ever. The launch must say so now, not after start_timeout.
+    table = {**slurm_table, "cpus": slurm_cluster.cpus + 1, "start_timeout": 600}
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    msg = await _launch_error(table)
+    assert loop.time() - t0 < 30
+    assert msg.startswith("Slurm job "), msg
+    assert msg.endswith(
+        " of slurm/k can never start (PartitionConfig): it asks for more than any node of its "
+        "partition has (cpus, mem, gres); it was cancelled. Ask for less in [slurm.k] (or the "
+        "launch params), or choose another partition"
+    ), msg
+    assert _job_dirs(slurm_table) == [] and slurm_cluster.jobs() == []

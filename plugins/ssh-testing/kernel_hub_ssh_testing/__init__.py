@@ -29,11 +29,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # The process and port helpers are the core kit's; re-exported here, where this kit's
 # users have always found them.
 from kernel_hub.testing import children, descendants, free_ports, processes_running, wait_gone
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = [
     "SSHD",
@@ -177,7 +180,9 @@ class SSHServer:
         self.proc = None
 
 
-def start_sshd(workdir: str | os.PathLike[str], *, timeout: float = 15.0) -> SSHServer:
+def start_sshd(
+    workdir: str | os.PathLike[str], *, timeout: float = 15.0, extra_config: Sequence[str] = ()
+) -> SSHServer:
     """Start a real OpenSSH sshd on 127.0.0.1 on a free port, with fresh keys.
 
     Writes a host key, a user key authorized for the current user, an
@@ -185,6 +190,8 @@ def start_sshd(workdir: str | os.PathLike[str], *, timeout: float = 15.0) -> SSH
     ``ssh_config`` with an alias, all in *workdir*; starts ``sshd -D`` and
     returns once it accepts TCP connections.
 
+    :param extra_config: more ``sshd_config`` lines, e.g. ``SetEnv SLURM_CONF=...`` (the
+        environment of every session, as a site sets it up on a login node).
     :raises RuntimeError: quoting sshd's log when it does not come up within *timeout*.
     """
     if not os.path.exists(SSHD):
@@ -224,6 +231,7 @@ def start_sshd(workdir: str | os.PathLike[str], *, timeout: float = 15.0) -> SSH
                 # Many parallel test connections must not be throttled.
                 "MaxStartups 100",
                 "MaxSessions 100",
+                *extra_config,
                 "",
             ]
         )

@@ -73,11 +73,16 @@ class Tunnel:
     :param host: the shared SSH connection.
     :param remote_port: the port on the remote loopback.
     :param name: what the port is for (``shell_port``, ``nanny_control_port``, …).
+    :param remote_host: the address the SSH server connects to: its own loopback by
+        default, or a machine it reaches (a Slurm compute node behind a login node).
     """
 
-    def __init__(self, host: HostConnection, remote_port: int, *, name: str = "") -> None:
+    def __init__(
+        self, host: HostConnection, remote_port: int, *, name: str = "", remote_host: str = LOOPBACK
+    ) -> None:
         self.host = host
         self.remote_port = remote_port
+        self.remote_host = remote_host
         self.name = name
         self.local_port = 0
         self._server: asyncio.Server | None = None
@@ -157,7 +162,7 @@ class Tunnel:
             # During a reconnect this waits for the new connection instead of failing.
             conn = await self.host.connected(self.host.target.reconnect_timeout)
             try:
-                return await conn.open_connection(LOOPBACK, self.remote_port)
+                return await conn.open_connection(self.remote_host, self.remote_port)
             except asyncssh.ChannelOpenError as exc:
                 waited = loop.time() - start
                 if exc.code != asyncssh.OPEN_CONNECT_FAILED or waited >= REMOTE_WAIT:
@@ -183,9 +188,17 @@ class TunnelSet:
     Shared in this process by every manager of that kernel (reference-counted).
     """
 
-    def __init__(self, host: HostConnection, remote_ports: Mapping[str, int], key: Any) -> None:
+    def __init__(
+        self,
+        host: HostConnection,
+        remote_ports: Mapping[str, int],
+        key: Any,
+        *,
+        remote_host: str = LOOPBACK,
+    ) -> None:
         self.host = host
         self.remote_ports = dict(remote_ports)
+        self.remote_host = remote_host
         self.key = key
         self.tunnels: dict[str, Tunnel] = {}
         self.refs = 0
@@ -204,7 +217,7 @@ class TunnelSet:
         """
         try:
             for name, remote in self.remote_ports.items():
-                tunnel = Tunnel(self.host, remote, name=name)
+                tunnel = Tunnel(self.host, remote, name=name, remote_host=self.remote_host)
                 want = int((preferred or {}).get(name) or 0)
                 try:
                     await tunnel.open(want, avoid=_remote_ports_seen)
@@ -260,9 +273,11 @@ async def open_tunnels(
     *,
     key: Any,
     preferred: Mapping[str, int] | None = None,
+    remote_host: str = LOOPBACK,
 ) -> TunnelSet:
     """Return the tunnels for *key*, opening them if this process has none (runs on the SSH loop).
 
+    *remote_host* is where the SSH server connects the streams to (default: its loopback).
     The returned set holds one more reference; the caller gives it back with
     :meth:`TunnelSet.release`. A new set takes over one reference of *host*;
     a reused one gives the caller's reference back at once.
@@ -275,7 +290,7 @@ async def open_tunnels(
     if len(_remote_ports_seen) > 4096:  # long-lived hosts: old kernels have bound long ago
         _remote_ports_seen.clear()
     _remote_ports_seen.update(remote_ports.values())
-    ts = TunnelSet(host, remote_ports, key)
+    ts = TunnelSet(host, remote_ports, key, remote_host=remote_host)
     await ts.open(preferred)
     ts.refs = 1
     _sets[key] = ts
