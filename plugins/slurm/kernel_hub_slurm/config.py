@@ -49,6 +49,8 @@ from kernel_hub.provider import ConfigError, ConfigSchema, KernelType, positive,
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from kernel_hub.provider import LaunchRequest
+
 __all__ = ["PARAMS", "PROVIDER", "SCHEMA", "SlurmKernelConfig", "parse_config"]
 
 #: The provider id, and the name of this plugin's table in the config file.
@@ -273,6 +275,13 @@ class SlurmKernelConfig:
     def kernel_argv(self) -> tuple[str, ...]:
         """Return the kernel's argv on the compute node."""
         return self.argv or (self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}")
+
+    def outliving(self, request: LaunchRequest) -> SlurmKernelConfig:
+        """Return this config for *request*: a kernel that must outlive its host for longer
+        than the table's lease (``request.outlive``, a hub with a state dir) gets that lease."""
+        if request.outlive and request.outlive > self.lease:
+            return dataclasses.replace(self, lease=request.outlive)
+        return self
 
     def with_params(self, params: Mapping[str, Any]) -> SlurmKernelConfig:
         """Return a copy with a launch's *params* applied over the table's values.

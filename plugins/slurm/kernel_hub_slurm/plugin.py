@@ -40,7 +40,7 @@ def launch(
     from .launch import launch_job
 
     kc: SlurmKernelConfig = SCHEMA.type_config(hub, kernel_type)
-    return launch_job(hub, kernel_type, request, kc.with_params(request.params))
+    return launch_job(hub, kernel_type, request, kc.with_params(request.params).outliving(request))
 
 
 @hookimpl
