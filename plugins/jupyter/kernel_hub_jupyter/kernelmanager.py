@@ -14,6 +14,12 @@ and registers each under its jupyter kernel id: ``GET /api/kernels`` lists
 it, the frontend's websocket reconnects to it, and its variables are there.
 Kernels of other kernelspecs end with the server, as before.
 
+Its culling (``--MappingKernelManager.cull_idle_timeout``) also sees work that
+prints nothing: a kernel_hub kernel whose processes used more than
+:attr:`~KernelHubKernelManager.cull_cpu` CPU-seconds per second since the
+last check counts as active, so a silent ten-hour computation, or a thread
+computing after its cell finished, is not culled.
+
 The server's stop (Ctrl-C, SIGTERM, ``/api/shutdown``) leaves the kernels
 running for the next server unless ``keep_kernels_at_exit`` is off; a server
 killed outright (``kill -9``, a crash) leaves them in any case, and kernel_hub's
@@ -22,6 +28,8 @@ reaper ends what no new server adopted once the grace is over.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jupyter_core.utils import ensure_async
@@ -60,6 +68,13 @@ class KernelHubKernelManager(AsyncMappingKernelManager):
         "server on the same state dir; off: a stop ends them (a crash still leaves them)",
     )
 
+    cull_cpu = Float(
+        0.05,
+        config=True,
+        help="CPU-seconds per second of a kernel_hub kernel's processes that count as "
+        "activity for culling (jupyter_server counts IOPub messages only); 0: IOPub only",
+    )
+
     @default("state_dir")
     def _default_state_dir(self) -> str:
         return str(default_state_dir("jupyter"))
@@ -72,6 +87,8 @@ class KernelHubKernelManager(AsyncMappingKernelManager):
                 f"not {self.grace!r}"
             )
         bridge.configure(state_dir=self.state_dir, grace=self.grace)
+        #: kernel id -> (time.monotonic(), CPU seconds) at the last culling check
+        self._cpu_samples: dict[str, tuple[float, float]] = {}
         #: Done once the kernels of the previous server are registered again.
         self.readopted: asyncio.Future[list[str]] | asyncio.Task[list[str]]
         loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
@@ -129,6 +146,24 @@ class KernelHubKernelManager(AsyncMappingKernelManager):
             ids.append(kernel.id)
             self.log.info("Kernel adopted from the previous server: %s (%s)", kernel.id, name)
         return ids
+
+    async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        """Count CPU use of a kernel_hub kernel's processes as activity, then cull as usual."""
+        km = self._kernels.get(kernel_id)
+        provisioner = getattr(km, "provisioner", None)
+        if self.cull_cpu > 0 and isinstance(provisioner, KernelHubProvisioner):
+            try:
+                cpu = await provisioner.cpu_seconds()
+            except Exception as exc:  # noqa: BLE001 - unknown CPU: IOPub alone decides
+                self.log.debug("kernel %s: no CPU time for culling: %r", kernel_id, exc)
+                cpu = None
+            now = time.monotonic()
+            last = self._cpu_samples.pop(kernel_id, None)
+            if cpu is not None:
+                self._cpu_samples[kernel_id] = (now, cpu)
+                if last is not None and cpu - last[1] > self.cull_cpu * (now - last[0]):
+                    km.last_activity = datetime.now(UTC)  # type: ignore[union-attr]  # working silently
+        await super().cull_kernel_if_idle(kernel_id)
 
     async def _async_shutdown_all(self, now: bool = False) -> None:
         """Leave kernel_hub kernels to the next server (``keep_kernels_at_exit``); end the rest."""

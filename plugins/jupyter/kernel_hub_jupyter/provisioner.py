@@ -281,6 +281,13 @@ class KernelHubProvisioner(KernelProvisionerBase):
         """The kernel_hub kernel, once it has answered (``None`` before, or after a failure)."""
         return self._start.kernel if self._start is not None else None
 
+    async def cpu_seconds(self) -> float | None:
+        """CPU seconds the kernel's processes have used (``None``: not running, or unknown)."""
+        kernel = self._kernel
+        if kernel is None or kernel.status != "RUNNING":
+            return None
+        return await call(kernel.manager.cpu_seconds())
+
     async def running_kernel(self) -> RunningKernel:
         """Return the kernel_hub kernel once kernel_hub's own wait for its first answer is over.
 

@@ -4,6 +4,7 @@ With ``--ServerApp.kernel_manager_class=kernel_hub_jupyter.kernelmanager.KernelH
 a real ``jupyter server`` keeps its bridged kernels in a kernel_hub state dir;
 a new server on that state lists each under its kernel id, and ``x`` set
 before the restart is still there, after a ``kill -9`` and after a polite stop.
+The same manager's culling counts a kernel_hub kernel's CPU use as activity.
 Every process a run starts carries ``KH_JUPYTER_RUN=<token>``: how leftovers are found.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -103,3 +105,38 @@ def test_without_the_manager_a_restart_ends_the_kernels(bridged, tmp_path, run_m
     with JupyterServer.start(tmp_path, jupyter_path=path) as second:
         assert second.api("GET", "/api/kernels") == []
     assert not (tmp_path / "hubs").exists()  # no state dir was made
+
+
+THREAD = (
+    "import threading\n"
+    "def spin():\n"
+    "    while True: pass\n"
+    "threading.Thread(target=spin, daemon=True).start()\n"
+    "print('spinning')"
+)
+
+
+def test_culling_keeps_a_kernel_that_computes_silently(bridged, tmp_path, run_marker):
+    """jupyter_server culls on IOPub activity alone; the manager also counts CPU use."""
+    idle_timeout = 3
+    args = [
+        f"--ServerApp.kernel_manager_class={MANAGER}",
+        f"--KernelHubKernelManager.state_dir={tmp_path / 'state'}",
+        f"--KernelHubKernelManager.cull_idle_timeout={idle_timeout}",
+        "--KernelHubKernelManager.cull_interval=1",
+        "--KernelHubKernelManager.keep_kernels_at_exit=False",
+    ]
+    with JupyterServer.start(tmp_path, jupyter_path=jupyter_path(bridged), args=args) as server:
+        idle = server.api("POST", "/api/kernels", {"name": bridged.python})["id"]
+        busy = server.api("POST", "/api/kernels", {"name": bridged.python})["id"]
+        assert printed(server, idle, "print('hi')") == "hi\n"
+        # Its cell finishes at once; a thread goes on computing, and prints nothing more.
+        assert printed(server, busy, THREAD) == "spinning\n"
+        deadline = time.monotonic() + 120
+        while idle in [k["id"] for k in server.api("GET", "/api/kernels")]:
+            assert time.monotonic() < deadline, server.log[-20:]
+            time.sleep(0.5)  # polling the REST API: jupyter_server has no culled event
+        # Three more idle timeouts: without the CPU check it would be gone by now.
+        time.sleep(3 * (idle_timeout + 1))  # a window to look for a cull, not a wait for one
+        assert [k["id"] for k in server.api("GET", "/api/kernels")] == [busy], server.log[-20:]
+        assert any("Culling" in line and idle in line for line in server.log)
