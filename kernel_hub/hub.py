@@ -9,12 +9,9 @@ the launch sequence itself is :mod:`kernel_hub.lifecycle.starter`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
-import shutil
-import sys
 import threading
 import time
 import uuid
@@ -24,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 from .contract.errors import KernelHubError, NoSuchKernelType, PluginError
 from .contract.events import EventBus, KernelEvent
 from .contract.types import CullPolicy, KernelType, LaunchRequest, RestartPolicy, UnavailableType
+from .lifecycle.keeper import StateKeeper, end_record
 from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
 from .lifecycle.pool import KernelPool, PoolKey
 from .lifecycle.starter import Started, Starter
-from .lifecycle.state import DEFAULT_GRACE, Owner, Record, StateDir
+from .lifecycle.state import DEFAULT_GRACE, StateDir
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
 from .plugins.config import CORE_TABLES, config_path, load_config, note_unknown_tables
 
@@ -38,6 +36,7 @@ if TYPE_CHECKING:
 
     from .contract.manager import KernelManager
     from .lifecycle.culler import Culler
+    from .lifecycle.state import Record
     from .plugins import KernelHubPluginManager
 
 __all__ = [
@@ -146,8 +145,6 @@ class KernelHub:
         self.state: StateDir | None = StateDir(state_dir) if state_dir is not None else None
         #: Seconds this hub's kernels outlive it (with a state dir).
         self.grace = float(grace)
-        self._unexpire: Callable[[], None] | None = None
-        self._adopted = False
         self.pm = plugin_manager or make_plugin_manager(
             load_entrypoints=load_entrypoints, blocked=blocked, plugins=plugins
         )
@@ -173,6 +170,12 @@ class KernelHub:
         #: Lifecycle events of this hub's kernels; ``hub.events.subscribe(callback)``.
         self.events = EventBus()
         self._starter = Starter(self.hooks, self, self.manager_for)
+        #: Records this hub's kernels in its state dir and adopts an earlier hub's.
+        self._keeper = (
+            StateKeeper(self, self.state, self.grace, self._starter)
+            if self.state is not None
+            else None
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
 
@@ -189,8 +192,9 @@ class KernelHub:
         the event is delivered on that loop, so subscribers always run there.
         """
         event = KernelEvent(kind, kernel_id, type_id, data)
-        if kind == "restarted" and self.state is not None and kernel_id in self._kernels:
-            self._record(self._kernels[kernel_id])  # a new process: new state, maybe new ports
+        if kind == "restarted" and self._keeper is not None and kernel_id in self._kernels:
+            # A new process: new state, maybe new ports.
+            self._keeper.record(self._kernels[kernel_id])
         loop = self._loop
         if (
             loop is not None
@@ -344,7 +348,8 @@ class KernelHub:
         if listed:
             self._kernels[kernel.id] = kernel
             self._start_culler()
-        self._record(kernel, pooled=not listed)
+        if self._keeper is not None:
+            self._keeper.record(kernel, pooled=not listed)
         kernel.start_watching()
         return kernel
 
@@ -456,7 +461,8 @@ class KernelHub:
             if spare is not None:
                 self._kernels[spare.id] = spare
                 self._start_culler()  # culled like any other from now on
-                self._record(spare)
+                if self._keeper is not None:
+                    self._keeper.record(spare)
                 self.emit("ready", spare.id, kt.id, pooled=True)
                 return spare
         request = LaunchRequest(
@@ -712,8 +718,8 @@ class KernelHub:
             raise KeyError(f"no running kernel {kernel_id!r} in this hub") from None
 
     def _forget(self, kernel: RunningKernel) -> None:
-        if self.state is not None:
-            self.state.remove(kernel.id)
+        if self._keeper is not None:
+            self._keeper.forget(kernel.id)
         if self._kernels.pop(kernel.id, None) is None:
             for pool in self._pools.values():  # a spare that ended for good
                 pool.forget(kernel)
@@ -774,78 +780,14 @@ class KernelHub:
         With a state dir, its lock is released too (taken again on the next launch).
         """
         await self.shutdown_all()
-        self._release_state()
+        if self._keeper is not None:
+            self._keeper.release()
 
-    # ---- kernels that outlive their host (state_dir) ----
+    # ---- kernels that outlive their host (state_dir; lifecycle/keeper.py) ----
 
     def _outlive(self) -> float:
         """Return ``LaunchRequest.outlive`` for a launch now (taking the state dir's lock)."""
-        if self.state is None:
-            return 0.0
-        self._claim_state()
-        return self.grace
-
-    def _claim_state(self) -> None:
-        """Lock the state dir, and have the reaper end what is left after the grace.
-
-        :raises StateInUse: when another live hub holds it.
-        """
-        state = self.state
-        if state is None or state.locked:
-            return
-        state.lock()
-        if self._unexpire is None:
-            from .managers.reaper import reap_on_exit
-
-            me = Owner.me()
-            # Run when this process ends, even by SIGKILL: waits out the grace (or until a
-            # new hub adopted every kernel), then ends what this process left.
-            command = [sys.executable, "-m", "kernel_hub.cli._state", "expire", str(state.path)]
-            command += [str(me.pid), me.token or "-", f"{self.grace:g}"]
-            self._unexpire = reap_on_exit(command=command)
-
-    def _release_state(self) -> None:
-        state = self.state
-        if state is None or not state.locked:
-            return
-        if not state.records() and self._unexpire is not None:
-            self._unexpire()  # nothing left to expire
-            self._unexpire = None
-        state.unlock()
-        self._adopted = False
-
-    def _record(self, kernel: RunningKernel, *, pooled: bool = False) -> None:
-        """Write *kernel*'s record to the state dir (no-op without one)."""
-        state = self.state
-        if state is None:
-            return
-        from .managers.procs import process_token
-
-        described = kernel.describe()
-        local_pids: dict[str, str] = {}
-        kernel_groups: dict[str, str] = {}
-        kstate = described["state"]
-        nanny_pid, kernel_pid = kstate.get("nanny_pid"), kstate.get("kernel_pid")
-        if kstate.get("launch_mode") == "nanny" and isinstance(nanny_pid, int):
-            local_pids[str(nanny_pid)] = process_token(nanny_pid)
-            if isinstance(kernel_pid, int):  # the nanny starts it in a group of its own
-                kernel_groups[str(kernel_pid)] = process_token(kernel_pid)
-        request = kernel.request
-        record = Record(
-            kernel=described,
-            owner=Owner.me(),
-            created=kernel.created,
-            grace=self.grace,
-            restart=dataclasses.asdict(kernel.restart_policy),
-            request={"cwd": request.cwd, "env": dict(request.env), "params": dict(request.params)},
-            pooled=pooled,
-            local_pids=local_pids,
-            kernel_groups=kernel_groups,
-        )
-        try:
-            state.write(record)
-        except OSError as exc:
-            log.warning("could not record %r in %s: %s", kernel, state.path, exc)
+        return 0.0 if self._keeper is None else self._keeper.outlive()
 
     async def adopt(self, *, timeout: float = 30.0) -> list[RunningKernel]:
         """Adopt the kernels recorded in the state dir by an earlier host; clean up the dead.
@@ -864,65 +806,10 @@ class KernelHub:
         :returns: the adopted kernels.
         :raises StateInUse: when another live hub holds the state dir.
         """
-        if self.state is None:
+        if self._keeper is None:
             raise KernelHubError("adopt() needs a hub made with state_dir=...")
         self._bind_loop()
-        self._claim_state()
-        if self._adopted:
-            return []
-        self._adopted = True
-        records = [r for r in self.state.records() if r.kernel_id not in self._kernels]
-        results = await asyncio.gather(*(self._adopt_one(r, timeout) for r in records))
-        return [k for k in results if k is not None]
-
-    async def _adopt_one(self, record: Record, timeout: float) -> RunningKernel | None:
-        previous = record.owner.pid
-        why = ""
-        if record.pooled:
-            why = "a pool's spare that was never handed out"
-        elif record.local_processes_gone():
-            why = "its process ended while no host ran"
-        else:
-            try:
-                async with asyncio.timeout(timeout):
-                    adopted = await self._attach(record)
-            except Exception as exc:  # noqa: BLE001 - any failure: it cannot be adopted
-                why = first_line(exc)
-            else:
-                extra = (
-                    {"connection_file": record.connection_file} if record.connection_file else {}
-                )
-                self.emit("adopted", adopted.id, adopted.type_id, previous_owner=previous, **extra)
-                return adopted
-        await self.end_record(record)
-        self.emit(
-            "cleaned_up", record.kernel_id, record.type_id, reason=why, previous_owner=previous
-        )
-        return None
-
-    async def _attach(self, record: Record) -> RunningKernel:
-        k = record.kernel
-        policy = RestartPolicy(**record.restart) if record.restart else False
-        req = record.request
-        request = LaunchRequest(
-            kernel_id=record.kernel_id,
-            cwd=req.get("cwd"),
-            env=req.get("env") or {},
-            params=req.get("params") or {},
-            outlive=self.grace,
-        )
-        kernel = await self.attach(
-            k["type_id"],
-            k["connection_info"],
-            k["state"],
-            kernel_id=record.kernel_id,
-            restart=policy,
-            plugin=k.get("plugin") or None,
-            nanny=k.get("nanny"),
-            _request=request,
-            _created=record.created,
-        )
-        return kernel
+        return await self._keeper.adopt(timeout)
 
     async def end_record(self, record: Record, *, timeout: float = 10.0) -> bool:
         """End the kernel of a state record (if it still runs) and remove what is left of it.
@@ -934,50 +821,7 @@ class KernelHub:
 
         :returns: whether the kernel was still running.
         """
-        k = record.kernel
-        was_running = False
-        if record.local_processes_gone():
-            # Its nanny is gone (killed outright): nothing answers. Its kernel may live on (one
-            # that does not watch its parent): its group goes if it is still the one recorded.
-            record.end_orphans()
-            workdir = str((k.get("state") or {}).get("workdir") or "")
-            if os.path.basename(workdir).startswith("kernel-hub-nanny-"):
-                shutil.rmtree(workdir, ignore_errors=True)
-            if record.path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(record.path)
-            return False
-        try:
-            async with asyncio.timeout(timeout):
-                manager = await self.manager_for(
-                    k["connection_info"],
-                    k["state"],
-                    type_id=k["type_id"],
-                    plugin=k.get("plugin") or None,
-                    nanny=k.get("nanny") or None,
-                )
-                if manager is not None:
-                    if await manager.is_alive():
-                        was_running = True
-                        running = RunningKernel(
-                            self,
-                            kernel_id=record.kernel_id,
-                            kernel_type=await self.get_kernel_type(k["type_id"]),
-                            request=LaunchRequest(kernel_id=record.kernel_id),
-                            started=Started(k["connection_info"], k["state"], manager),
-                            starter=self._starter,
-                            emit=lambda kind, **data: None,
-                            on_end=lambda kernel: None,
-                        )
-                        await running.shutdown(timeout=min(5.0, timeout / 2))
-                    else:
-                        await manager.cleanup()
-        except Exception as exc:  # noqa: BLE001 - the record goes anyway; the reason is logged
-            log.warning("ending recorded kernel %s: %s", record.kernel_id, first_line(exc))
-        if record.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(record.path)
-        return was_running
+        return await end_record(self, self._starter, record, timeout=timeout)
 
     async def detach(self) -> list[str]:
         """Leave every kernel running for the next host: stop watching, keep the records.
@@ -990,7 +834,7 @@ class KernelHub:
         :returns: the ids of the kernels left running.
         :raises KernelHubError: without a state dir (the kernels would be lost).
         """
-        if self.state is None:
+        if self._keeper is None:
             raise KernelHubError(
                 "detach() needs a hub made with state_dir=...; without one, use shutdown_all()"
             )
@@ -1000,7 +844,5 @@ class KernelHub:
         pools, self._pools = list(self._pools.values()), {}
         spares = [k for p in pools for k in await p.close()]
         await self._end_spares(spares)
-        if self.state.locked:
-            self.state.unlock()
-        self._adopted = False
+        self._keeper.release()
         return [k.id for k in kernels]
