@@ -1238,9 +1238,7 @@ def dial_back(register_file: str) -> int:
                 key=key,
                 lease=_lease(opts.get("lease")),  # as in the other mode: a host must hold it
                 registration=bool(opts.get("registration", False)),
-                registration_timeout=float(
-                    opts.get("registration_timeout", REGISTRATION_TIMEOUT)
-                ),
+                registration_timeout=float(opts.get("registration_timeout", REGISTRATION_TIMEOUT)),
             )
             handshake = nanny.start()
         except (NannyError, OSError, ValueError) as exc:

@@ -166,8 +166,8 @@ async def launch_under_nanny(
         cmd += ["--lease", f"{lease:g}"]
     if registration_wanted(kernel_type.metadata, request.params):
         # The nanny starts the kernel with the registration handshake: no port guessed.
-        timeout = registration_timeout(request.params)
-        cmd += ["--registration", "--registration-timeout", f"{timeout:g}"]
+        seconds = registration_timeout(request.params)
+        cmd += ["--registration", "--registration-timeout", f"{seconds:g}"]
     old = request.connection or {}
     if old.get("key") is not None and old.get("ip", "127.0.0.1") == "127.0.0.1":
         # A relaunch: the nanny reuses the old kernel's ports (if free) and key. The key goes
