@@ -47,6 +47,10 @@ __all__ = ["DELIM", "Nanny", "Signer", "main", "source"]
 DELIM = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.3"
 DEFAULT_LINGER = 600.0
+#: Seconds a kernel started with the registration handshake (JEP 66) has to report its ports.
+REGISTRATION_TIMEOUT = 30.0
+#: The signed acknowledgement of a kernel's registration report (its content is ours to pick).
+REGISTRATION_ACK = b'{"status":"ok"}'
 # ---- lease and limits (issue 15): constants ----
 #: Seconds a nanny with no host connected waits for one before it ends its kernel and exits.
 DEFAULT_LEASE = 300.0
@@ -165,6 +169,48 @@ def _pack(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _write_private(path: str, info: dict[str, Any], *, fresh: bool = False) -> None:
+    """Write *info* as JSON to *path*, 0600; atomically (temp file + rename) unless *fresh*."""
+    target = path if fresh else path + ".tmp"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f, indent=1)
+    if not fresh:
+        os.replace(target, path)
+
+
+def _report_port(report: dict[str, Any], name: str) -> int:
+    value = report.get(name)
+    try:
+        port = int(value) if isinstance(value, (int, str)) and not isinstance(value, bool) else 0
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise ValueError(f"its {name!r} is {value!r}, not a port number (1-65535)")
+    return port
+
+
+def _parse_report(content: bytes, kernel_id: str) -> dict[str, int]:
+    """Return the five ports of a registration report (kernel_hub.wire.registration.parse_report).
+
+    :raises ValueError: saying what is wrong with it.
+    """
+    try:
+        report = _loads(content)
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"it is not JSON: {content[:80]!r}") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"it is a JSON {type(report).__name__}, not an object")
+    if report.get("kernel_id") != kernel_id:
+        raise ValueError(
+            f"its 'kernel_id' is {report.get('kernel_id')!r}, not this kernel's {kernel_id!r}"
+        )
+    ports = {name: _report_port(report, name) for name in KERNEL_PORTS}
+    if len(set(ports.values())) != len(ports):
+        raise ValueError(f"it reports the same port twice: {ports}")
+    return ports
+
+
 def _url(ip: str, port: Any) -> str:
     host = "[" + ip + "]" if ":" in ip else ip
     return f"tcp://{host}:{port}"
@@ -266,6 +312,10 @@ class Nanny:
         the old kernel's); default a fresh random one.
     :param ports: the kernel's five ports to reuse (a relaunch: the old kernel's), in
         ``KERNEL_PORTS`` order; used only if all are free now, else new ones are taken.
+    :param registration: start the kernel with the registration handshake (JEP 66): it
+        binds its own ports and reports them, instead of being given ports chosen here
+        (unless *ports* are free to reuse: those are given to it in the file).
+    :param registration_timeout: seconds the kernel has to report its ports.
     """
 
     def __init__(
@@ -281,8 +331,13 @@ class Nanny:
         lease: float = DEFAULT_LEASE,
         key: str | None = None,
         ports: list[int] | None = None,
+        registration: bool = False,
+        registration_timeout: float = REGISTRATION_TIMEOUT,
     ) -> None:
         self.argv = list(argv)
+        self.registration = registration
+        self.registration_timeout = registration_timeout
+        self._registration_sock: Any = None
         self._ports = list(ports or [])
         self.daemon = daemon
         self._key = key
@@ -360,15 +415,22 @@ class Nanny:
         ports = self._ports
         if len(ports) == len(KERNEL_PORTS) and _ports_free(self.ip, ports):
             own = _free_ports(self.ip, 2, avoid=tuple(ports))
+        elif self.registration:
+            # The kernel binds its own ports and reports them; the nanny's own take any port
+            # (OS-chosen ones never clash with the kernel's, which are OS-chosen too).
+            ports, own = [], [0, 0]
         else:
             chosen = _free_ports(self.ip, len(KERNEL_PORTS) + 2)
             ports, own = chosen[:-2], chosen[-2:]
         info: dict[str, Any] = {"transport": "tcp", "ip": self.ip}
-        info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
+        if ports:
+            info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
         info.update(key=key, signature_scheme="hmac-sha256", kernel_name=self.kernel_name)
-        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(info, f, indent=1)
+        given = info
+        if not ports:
+            # The registration socket must be bound before the kernel starts: its file names it.
+            given = {**info, **self._open_registration(key)}
+        _write_private(self.connection_file, given, fresh=True)
         self._start_kernel()
         try:
             import zmq
@@ -376,7 +438,8 @@ class Nanny:
             raise NannyError(f"cannot import pyzmq for {sys.executable}: {exc}") from None
         self._zmq = zmq
         self._signer = Signer(key.encode("ascii"))
-        self._ctx = zmq.Context()
+        if self._ctx is None:
+            self._ctx = zmq.Context()
         self._control = self._ctx.socket(zmq.ROUTER)
         # XPUB (wire-compatible with PUB) tells the nanny of each new subscription, so it can
         # publish nanny_welcome: proof to that subscriber that no later event will be lost.
@@ -388,6 +451,10 @@ class Nanny:
         except zmq.ZMQError as exc:
             raise NannyError(f"cannot bind the nanny's sockets on {self.ip}: {exc}") from None
         self._watch_peers()
+        if not ports:
+            info.update(self._await_registration(given["kernel_id"]))
+            # Now a classic connection file: for a restart, which gives the kernel these ports.
+            _write_private(self.connection_file, info)
         info.update(nanny_control_port=control_port, nanny_events_port=events_port)
         self.connection_info = info
         return {
@@ -397,12 +464,92 @@ class Nanny:
             "workdir": self.workdir,
         }
 
+    # ---- the registration handshake (JEP 66) ----
+
+    def _open_registration(self, key: str) -> dict[str, Any]:
+        """Bind the one-shot registration socket; return the registration file's extra fields.
+
+        (kernel_hub.wire.registration is the host's side of the same; this file is
+        self-contained.) Besides the spec's fields, ``ip`` (where the kernel binds) is
+        in the file and ``registration_port`` is a string: xeus-python 0.19 needs both.
+        """
+        import zmq
+
+        self._ctx = zmq.Context()
+        sock = self._ctx.socket(zmq.ROUTER)
+        sock.linger = 1000  # the acknowledgement must still go out once the socket is closed
+        sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
+        sock.bind(_url(self.ip, "*"))
+        self._registration_sock = sock
+        port = sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
+        return {"kernel_id": _new_id(), "registration_ip": self.ip, "registration_port": port}
+
+    def _await_registration(self, kernel_id: str) -> dict[str, int]:
+        """Wait for the kernel's signed report, acknowledge it, return its five ports."""
+        zmq = self._zmq
+        sock = self._registration_sock
+        assert self._signer is not None and sock is not None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)  # SIGCHLD and the terminating signals
+        deadline = time.monotonic() + self.registration_timeout
+        dropped = 0
+        try:
+            while True:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise NannyError(
+                        f"the kernel exited (status {self.proc.returncode}) before it reported "
+                        f"its ports on the registration socket; its last output: "
+                        f"{self._log_tail(5) or '(none)'}"
+                    )
+                if any(sig != signal.SIGCHLD for sig in self._signals):
+                    raise NannyError("stopped by a signal while the kernel was registering")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NannyError(
+                        f"the kernel did not report its ports on the registration socket within "
+                        f"{self.registration_timeout:g} s ({dropped} bad message(s) dropped); "
+                        "if it does not implement the registration handshake (JEP 66), launch "
+                        "it without (launch param registration=false)"
+                    )
+                events = dict(poller.poll(left * 1000))
+                if self._wake_r in events:
+                    self._drain_wakeups()
+                if sock not in events:
+                    continue
+                frames = sock.recv_multipart()
+                idx = frames.index(DELIM) if DELIM in frames else -1
+                if (
+                    idx < 0
+                    or len(frames) != idx + 3
+                    or self._signer.check(frames[idx + 1], [frames[idx + 2]]) is not None
+                ):
+                    dropped += 1
+                    self._drops.note("bad registration message")
+                    continue
+                try:
+                    ports = _parse_report(frames[idx + 2], kernel_id)
+                except ValueError as exc:
+                    raise NannyError(
+                        f"the kernel sent a malformed registration report: {exc}; it does not "
+                        "follow the registration handshake (JEP 66), launch it without "
+                        "(launch param registration=false)"
+                    ) from None
+                ack = [*frames[:idx], DELIM, self._signer.sign([REGISTRATION_ACK])]
+                sock.send_multipart([*ack, REGISTRATION_ACK])
+                return ports
+        finally:
+            sock.close()
+            self._registration_sock = None
+
+    # ---- sockets ----
+
     def _bind(self, sock: Any, port: int) -> int:
-        """Bind *sock* to *port*, or to any port if that one was taken meanwhile."""
+        """Bind *sock* to *port* (``0``: any port), or to any port if that one was taken."""
         sock.linger = 1000  # long enough to deliver the shutdown reply, short enough to exit
         self._limit(sock)
         try:
-            sock.bind(_url(self.ip, port))
+            sock.bind(_url(self.ip, port or "*"))
         except self._zmq.ZMQError as exc:
             if exc.errno != self._zmq.EADDRINUSE:
                 raise
@@ -769,7 +916,7 @@ class Nanny:
                     "nanny_exiting",
                     {"exit_status": self.exit_status, "kernel_pid": self.kernel_pid},
                 )
-        for sock in (self._control, self._events):
+        for sock in (self._control, self._events, self._registration_sock):
             if sock is not None:
                 sock.close()  # with linger: a last reply still goes out
         if self._ctx is not None:
@@ -847,6 +994,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"to reuse comes in ${KEY_ENV}, never on the command line",
     )
     p.add_argument("--daemon", action="store_true", help="detach after the handshake")
+    p.add_argument(
+        "--registration",
+        action="store_true",
+        help="start the kernel with the registration handshake (JEP 66, protocol 5.6): it "
+        "binds its own ports and reports them",
+    )
+    p.add_argument(
+        "--registration-timeout",
+        type=float,
+        default=REGISTRATION_TIMEOUT,
+        help=f"seconds the kernel has to report its ports (default {REGISTRATION_TIMEOUT:g})",
+    )
     p.add_argument(
         "--register",
         metavar="FILE",
@@ -1078,6 +1237,8 @@ def dial_back(register_file: str) -> int:
                 linger=float(opts.get("linger", DEFAULT_LINGER)),
                 key=key,
                 lease=_lease(opts.get("lease")),  # as in the other mode: a host must hold it
+                registration=bool(opts.get("registration", False)),
+                registration_timeout=float(opts.get("registration_timeout", REGISTRATION_TIMEOUT)),
             )
             handshake = nanny.start()
         except (NannyError, OSError, ValueError) as exc:
@@ -1167,6 +1328,8 @@ def main(argv: list[str] | None = None) -> int:
             # A relaunch's key: from the environment, which the kernel does not inherit.
             key=os.environ.pop(KEY_ENV, None),
             ports=json.loads(args.ports) if args.ports else None,
+            registration=args.registration,
+            registration_timeout=args.registration_timeout,
         )
         handshake = nanny.start()
     except (NannyError, ValueError) as exc:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import LaunchError
 from ..contract.types import LaunchResult
+from ..wire.registration import registration_timeout, registration_wanted
 from .argv import expand_env, format_argv
 from .reaper import reap_on_exit
 from .remote import NannyManager
@@ -163,6 +164,10 @@ async def launch_under_nanny(
         cmd += ["--cwd", cwd]
     if lease is not None:
         cmd += ["--lease", f"{lease:g}"]
+    if registration_wanted(kernel_type.metadata, request.params):
+        # The nanny starts the kernel with the registration handshake: no port guessed.
+        seconds = registration_timeout(request.params)
+        cmd += ["--registration", "--registration-timeout", f"{seconds:g}"]
     old = request.connection or {}
     if old.get("key") is not None and old.get("ip", "127.0.0.1") == "127.0.0.1":
         # A relaunch: the nanny reuses the old kernel's ports (if free) and key. The key goes

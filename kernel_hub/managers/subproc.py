@@ -18,7 +18,18 @@ from typing import TYPE_CHECKING, Any
 from ..contract.errors import LaunchError
 from ..contract.manager import KernelManager
 from ..contract.types import LaunchResult
-from ..wire.connection import new_connection_info, runtime_dir, write_connection_file
+from ..wire.connection import (
+    CHANNELS,
+    new_connection_info,
+    runtime_dir,
+    write_connection_file,
+)
+from ..wire.registration import (
+    Registration,
+    RegistrationError,
+    registration_timeout,
+    registration_wanted,
+)
 from .argv import expand_env, format_argv
 from .procs import group_cpu_seconds, pid_alive
 from .reaper import reaper
@@ -27,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from ..contract.types import KernelType, LaunchRequest
+    from ..wire.connection import ConnectionInfo
 
 __all__ = ["SubprocessManager", "expand_env", "format_argv", "launch_subprocess"]
 
@@ -63,6 +75,9 @@ async def launch_subprocess(
         )
     # A relaunch keeps the old process's ports and key where it can: clients do not notice.
     info = new_connection_info(ip=ip, kernel_name=kernel_type.name, reuse=request.connection)
+    # A kernel that speaks the registration handshake binds its own ports and reports them,
+    # unless it is given ports it had before (a relaunch): it can take those from a file too.
+    registration = _registration(kernel_type, request, info, ip=ip)
     rdir = runtime_dir()
     conn_path = rdir / f"kernel-{request.kernel_id}.json"
     log_file = rdir / f"kernel-{request.kernel_id}.log"
@@ -73,7 +88,9 @@ async def launch_subprocess(
     guard = reaper()
     guard.start()
     with guard.spawning(files):
-        conn_file = write_connection_file(info, conn_path)
+        conn_file = write_connection_file(
+            info if registration is None else registration.file_info(info), conn_path
+        )
         argv = format_argv(
             argv,
             connection_file=str(conn_file),
@@ -105,6 +122,8 @@ async def launch_subprocess(
                 close_fds=True,
             )
         except (OSError, ValueError, TypeError) as exc:
+            if registration is not None:
+                registration.close()
             for path in (conn_file, log_file):
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -132,7 +151,59 @@ async def launch_subprocess(
     # The manager holds the Popen (it reaps the child); make_manager rebuilds one from
     # state only on re-attach.
     manager = SubprocessManager.from_state(state, type_id=kernel_type.id, popen=proc)
+    if registration is not None:
+        info = await _register(registration, info, manager, conn_file, request)
     return LaunchResult(connection_info=info, state=state, manager=manager)
+
+
+def _registration(
+    kernel_type: KernelType, request: LaunchRequest, info: Mapping[str, Any], *, ip: str
+) -> Registration | None:
+    """Return a registration socket for this launch, or ``None`` for a classic one."""
+    if not registration_wanted(kernel_type.metadata, request.params):
+        return None
+    registration_timeout(request.params)  # a bad param fails before anything starts
+    old = request.connection or {}
+    if old and all(info.get(f"{c}_port") == old.get(f"{c}_port") for c in CHANNELS):
+        return None  # a relaunch on the old ports, which are free: given in the file
+    return Registration(
+        kernel_id=request.kernel_id,
+        key=str(info["key"]),
+        signature_scheme=info.get("signature_scheme", "hmac-sha256"),
+        ip=ip,
+        label=f"kernel {kernel_type.id}",
+    )
+
+
+async def _register(
+    registration: Registration,
+    info: ConnectionInfo,
+    manager: SubprocessManager,
+    conn_file: Path,
+    request: LaunchRequest,
+) -> ConnectionInfo:
+    """Wait for the kernel's report; return its connection info, rewritten in its file.
+
+    On any failure (or cancellation) the kernel is killed and its files removed.
+    """
+    try:
+        with registration:
+            ports = await registration.wait(
+                timeout=registration_timeout(request.params), died=manager.wait()
+            )
+        final: ConnectionInfo = {**info, **ports}  # type: ignore[typeddict-item]
+        # The registration file becomes a classic connection file: for clients that read it
+        # (jupyter console --existing) and for a restart, which gives the kernel these ports.
+        write_connection_file(final, conn_file)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            await manager.kill()
+        tail = await manager.last_output() if isinstance(exc, RegistrationError) else ""
+        await manager.cleanup()
+        if isinstance(exc, RegistrationError):
+            raise RegistrationError(exc.summary, output=tail) from None
+        raise
+    return final
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:

@@ -116,6 +116,11 @@ def parse_kernelspec(data: Any, *, name: str, resource_dir: str) -> KernelType:
     metadata = data.get("metadata", {})
     if not isinstance(metadata, dict):
         raise KernelSpecError(f"'metadata' must be an object, not {type(metadata).__name__}")
+    metadata = dict(metadata)
+    if "kernel_protocol_version" in data:
+        # Kept with the type: from 5.6 on, the kernel is launched with the registration
+        # handshake (JEP 66) instead of ports chosen for it in advance.
+        metadata["kernel_protocol_version"] = _str_field(data, "kernel_protocol_version")
     try:
         return KernelType(
             provider=PROVIDER,

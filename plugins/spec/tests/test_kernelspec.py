@@ -76,7 +76,8 @@ def test_every_kernel_json_field_is_honoured(tmp_path):
             "env": {"A": "1", "B": "${HOME}/x"},
             "interrupt_mode": "message",
             "metadata": {"debugger": True, "nested": {"a": [1, 2]}},
-            "kernel_protocol_version": "5.5",  # unknown keys are ignored
+            "kernel_protocol_version": "5.5",  # kept in metadata: 5.6 means a handshake
+            "codemirror_mode": "fortran",  # unknown keys are ignored
         },
     )
     kt = load_kernelspec(path.parent)
@@ -89,7 +90,7 @@ def test_every_kernel_json_field_is_honoured(tmp_path):
         env={"A": "1", "B": "${HOME}/x"},
         interrupt_mode="message",
         resource_dir=str(path.parent),
-        metadata={"debugger": True, "nested": {"a": [1, 2]}},
+        metadata={"debugger": True, "nested": {"a": [1, 2]}, "kernel_protocol_version": "5.5"},
     )
     assert kt.id == "spec/full"
 
@@ -162,6 +163,11 @@ MALFORMED = [
         {"argv": ["k"], "interrupt_mode": "poke"}, "'interrupt_mode' must be", id="interrupt"
     ),
     pytest.param({"argv": ["k"], "metadata": []}, "'metadata' must be an object", id="metadata"),
+    pytest.param(
+        {"argv": ["k"], "kernel_protocol_version": 5.6},
+        "'kernel_protocol_version' must be a string",
+        id="protocol-version",
+    ),
 ]
 
 
