@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from .contract.errors import KernelHubError, NoSuchKernelType, PluginError
 from .contract.events import EventBus, KernelEvent
-from .contract.types import CullPolicy, KernelType, LaunchRequest, RestartPolicy, UnavailableType
+from .contract.types import (
+    CullPolicy,
+    KernelType,
+    LaunchRequest,
+    RestartPolicy,
+    UnavailableType,
+    check_encryption,
+)
 from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
 from .lifecycle.pool import KernelPool, PoolKey
@@ -123,6 +130,11 @@ class KernelHub:
         ``kernel-hub ps`` looks). ``None`` (the default): kernels end with the host.
     :param grace: seconds a kernel of a hub with a *state_dir* outlives this
         process; after that, whatever no new hub adopted is ended and removed.
+    :param transport_encryption: CurveZMQ for this hub's kernels, unless a launch says
+        otherwise: ``"auto"`` (the default: for every type that declares
+        ``supported_encryption: ["curve"]``, ipykernel >= 7.4's types among them),
+        ``"required"`` (a type that cannot is a :class:`~kernel_hub.LaunchError`) or
+        ``"disabled"``. See :attr:`LaunchRequest.transport_encryption`.
 
     Use it as ``async with KernelHub() as hub:`` so that every kernel it
     launched is shut down on exit.
@@ -139,9 +151,12 @@ class KernelHub:
         cull: CullPolicy | Mapping[str, CullPolicy | None] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         grace: float = DEFAULT_GRACE,
+        transport_encryption: str = "auto",
     ) -> None:
         if not isinstance(grace, int | float) or not grace > 0:
             raise ValueError(f"grace must be a positive number of seconds, not {grace!r}")
+        #: The hub-wide ``transport_encryption`` (a launch's own wins).
+        self.transport_encryption = check_encryption(transport_encryption)
         #: The state dir (``None``: kernels end with this process).
         self.state: StateDir | None = StateDir(state_dir) if state_dir is not None else None
         #: Seconds this hub's kernels outlive it (with a state dir).
@@ -411,6 +426,7 @@ class KernelHub:
         nanny: bool = False,
         connection: Mapping[str, Any] | None = None,
         on_launched: Callable[[Started], object] | None = None,
+        transport_encryption: str | None = None,
     ) -> RunningKernel:
         """Launch a kernel of *type_id* and return it once it answers (kernel_info and IOPub).
 
@@ -440,16 +456,28 @@ class KernelHub:
             once more with new ports (a port taken meanwhile). For a host whose
             own client waits for the kernel to answer, with its own timeout (the
             Jupyter bridge: jupyter_client's ``startup_timeout``).
+        :param transport_encryption: CurveZMQ for this kernel (``"disabled"``,
+            ``"auto"``, ``"required"``); ``None``: the hub's. Kept by its restarts,
+            with its keys.
         :raises NoSuchKernelType: for an unknown id.
         :raises LaunchError: when the kernel cannot start; nothing is left running.
         :raises ValueError: when *env*, *cwd*, *params* or *kernel_id* cannot be
             used (the message names the entry); checked before anything starts.
         """
         self._bind_loop()
+        encryption = check_encryption(
+            self.transport_encryption if transport_encryption is None else transport_encryption
+        )
         kt = await (
             self.default_kernel_type() if type_id is None else self.get_kernel_type(type_id)
         )
-        if self._pools and kernel_id is None and connection is None and on_launched is None:
+        if (
+            self._pools
+            and kernel_id is None
+            and connection is None
+            and on_launched is None
+            and encryption == self.transport_encryption  # pools start under the hub's
+        ):
             key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny, restart=restart)
             pool = self._pools.get(key)
             spare = pool.take() if pool is not None else None
@@ -466,6 +494,7 @@ class KernelHub:
             params=params if params is not None else {},
             connection=connection,
             outlive=self._outlive(),
+            transport_encryption=encryption,
         )
         return await self._launch(
             kt,
@@ -578,6 +607,7 @@ class KernelHub:
                 env=dict(env or {}),
                 params=dict(params or {}),
                 outlive=self._outlive(),
+                transport_encryption=self.transport_encryption,
             )
             return self._launch(
                 kt, request, ready_timeout=ready_timeout, restart=restart, nanny=nanny, pool=True
@@ -682,7 +712,11 @@ class KernelHub:
             raise KernelHubError(f"cannot attach: kernel {type_id} ({kernel_id}) is not running")
         monitor = ActivityMonitor()
         monitor.open(connection_info)
-        request = _request or LaunchRequest(kernel_id=kernel_id, outlive=self._outlive())
+        request = _request or LaunchRequest(
+            kernel_id=kernel_id,
+            outlive=self._outlive(),
+            transport_encryption=self.transport_encryption,
+        )
         return self._register(
             kt,
             request,
@@ -834,7 +868,12 @@ class KernelHub:
             created=kernel.created,
             grace=self.grace,
             restart=dataclasses.asdict(kernel.restart_policy),
-            request={"cwd": request.cwd, "env": dict(request.env), "params": dict(request.params)},
+            request={
+                "cwd": request.cwd,
+                "env": dict(request.env),
+                "params": dict(request.params),
+                "transport_encryption": request.transport_encryption,
+            },
             pooled=pooled,
             local_pids=local_pids,
         )
@@ -906,6 +945,7 @@ class KernelHub:
             env=req.get("env") or {},
             params=req.get("params") or {},
             outlive=self.grace,
+            transport_encryption=req.get("transport_encryption", self.transport_encryption),
         )
         kernel = await self.attach(
             k["type_id"],

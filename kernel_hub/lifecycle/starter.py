@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..client import AsyncKernelClient
 from ..contract.errors import KernelDied, LaunchError, PluginError
 from ..wire.connection import without_ports
+from ..wire.curve import curve_for, is_encrypted
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -123,7 +124,12 @@ class Starter:
         :param on_launched: called with the launched kernel (connection info,
             state, manager) before waiting for it to answer; again for each
             launch with new ports.
+        :raises LaunchError: also for ``transport_encryption="required"`` with a type
+            that does not declare CurveZMQ support (before anything starts), or a
+            provider whose launch came back without Curve keys (then ended).
         """
+        if request.transport_encryption == "required":
+            curve_for(kernel_type, request)  # every provider: refused before anything starts
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 return await self._start_once(
@@ -182,6 +188,14 @@ class Starter:
         if manager is None:  # not reached: with a type, the owner builds one or raises
             raise PluginError(f"plugin {plugin!r} gave no manager for {kernel_type.id!r}")
         try:
+            if request.transport_encryption == "required" and not is_encrypted(
+                result.connection_info
+            ):
+                raise LaunchError(
+                    f"plugin {plugin!r} launched {kernel_type.id} without CurveZMQ keys, but "
+                    "transport_encryption is 'required'; the plugin must pass "
+                    "curve=curve_for(kernel_type, request) to new_connection_info"
+                )
             if on_launched is not None:
                 on_launched(Started(result.connection_info, result.state, manager, nanny=nanny))
             if monitor is not None:

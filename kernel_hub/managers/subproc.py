@@ -19,6 +19,7 @@ from ..contract.errors import LaunchError
 from ..contract.manager import KernelManager
 from ..contract.types import LaunchResult
 from ..wire.connection import new_connection_info, runtime_dir, write_connection_file
+from ..wire.curve import curve_for
 from .argv import expand_env, format_argv
 from .procs import group_cpu_seconds, pid_alive
 from .reaper import reaper
@@ -40,7 +41,8 @@ async def launch_subprocess(
 ) -> LaunchResult:
     """Start *kernel_type*'s argv as a local child process in its own process group.
 
-    Writes a 0600 connection file with a random key and loopback ports into the
+    Writes a 0600 connection file with a random key (and CurveZMQ keys, see
+    :func:`~kernel_hub.provider.curve_for`) and loopback ports into the
     Jupyter runtime dir (on a relaunch, the ports and key of
     ``request.connection`` where they are free), fills ``{connection_file}``, ``{resource_dir}``,
     ``{prefix}`` and ``{kernel_id}`` in argv (other ``{...}`` stay as they are),
@@ -61,8 +63,13 @@ async def launch_subprocess(
             + ("is not a directory" if os.path.exists(request.cwd) else "does not exist")  # noqa: ASYNC240
             + "; give the path of an existing directory as cwd"
         )
-    # A relaunch keeps the old process's ports and key where it can: clients do not notice.
-    info = new_connection_info(ip=ip, kernel_name=kernel_type.name, reuse=request.connection)
+    # A relaunch keeps the old process's ports and keys where it can: clients do not notice.
+    info = new_connection_info(
+        ip=ip,
+        kernel_name=kernel_type.name,
+        reuse=request.connection,
+        curve=curve_for(kernel_type, request),
+    )
     rdir = runtime_dir()
     conn_path = rdir / f"kernel-{request.kernel_id}.json"
     log_file = rdir / f"kernel-{request.kernel_id}.log"
