@@ -323,3 +323,86 @@ async def test_required_ends_a_kernel_its_plugin_launched_without_keys():
     assert plugin.launched
     for pid in plugin.launched:
         await asyncio.to_thread(wait_pid_gone, pid, 30)
+
+
+# ---- the nanny: its kernel and its own two sockets ----
+
+
+def nanny_ports(info) -> dict:
+    """The nanny's control and events ports, as a sniffer's shell and IOPub."""
+    return {
+        "ip": info["ip"],
+        "shell_port": info["nanny_control_port"],
+        "iopub_port": info["nanny_events_port"],
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_local_nanny_kernel_and_the_nannys_sockets_are_encrypted_across_a_restart():
+    async with KernelHub(config={}) as hub:
+        kernel = await hub.launch(PYTHON, nanny=True)
+        info = dict(kernel.connection_info)
+        assert info["curve_publickey"] and kernel.nanny
+        for ports in (info, nanny_ports(info)):
+            sniffer = Sniffer(ports)
+            try:
+                assert await asyncio.to_thread(sniffer.handshake, "iopub") is False
+                assert await asyncio.to_thread(sniffer.handshake, "shell") is False
+            finally:
+                sniffer.close()
+        async with kernel.client() as client:
+            await client.execute("1", timeout=60)
+            await kernel.restart()  # a new nanny: the keys go to it in a file it deletes
+            assert kernel.connection_info["curve_publickey"] == info["curve_publickey"]
+            lines = []
+            await client.execute("print('again')", output_hook=lines.append, timeout=60)
+            assert any("again" in str(m.content) for m in lines)
+        assert await kernel.manager.is_alive()  # the nanny link, a Curve client
+        await kernel.shutdown()
+
+
+@pytest.mark.integration
+def test_the_nanny_decides_auto_itself_and_refuses_required_for_a_kernel_it_cannot_judge():
+    from kernel_hub.testing import start_nanny
+
+    nanny = start_nanny("--curve", "auto", "--lease", "60")
+    try:
+        info = nanny.handshake["connection_info"]
+        assert info["curve_publickey"]  # this Python's ipykernel is 7.4
+        with open(os.path.join(nanny.handshake["workdir"], "kernel.json")) as f:
+            assert json.load(f)["curve_secretkey"] == info["curve_secretkey"]
+        sniffer = Sniffer(nanny_ports(info))
+        try:
+            assert sniffer.handshake("shell") is False
+        finally:
+            sniffer.close()
+    finally:
+        nanny.stop()
+    other = json.dumps(["/bin/sh", "-c", "exec sleep 60", "{connection_file}"])
+    with pytest.raises(RuntimeError, match="'required', but the kernel is not this Python's"):
+        start_nanny("--curve", "required", "--argv", other)
+    plain = start_nanny("--curve", "auto", "--argv", other, "--lease", "60")
+    try:
+        assert "curve_publickey" not in plain.handshake["connection_info"]
+    finally:
+        plain.stop()
+
+
+@pytest.mark.integration
+def test_the_nanny_takes_a_relaunchs_keys_from_a_file_it_deletes(tmp_path):
+    import zmq
+
+    from kernel_hub.testing import start_nanny
+    from kernel_hub.wire.connection import write_connection_file
+
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    keys = write_connection_file(
+        {"curve_publickey": public, "curve_secretkey": secret}, tmp_path / "keys.json"
+    )
+    nanny = start_nanny("--curve", "on", "--curve-file", str(keys), "--lease", "60")
+    try:
+        assert not keys.exists()
+        assert nanny.handshake["connection_info"]["curve_publickey"] == public
+    finally:
+        nanny.stop()

@@ -124,12 +124,11 @@ class Starter:
         :param on_launched: called with the launched kernel (connection info,
             state, manager) before waiting for it to answer; again for each
             launch with new ports.
-        :raises LaunchError: also for ``transport_encryption="required"`` with a type
-            that does not declare CurveZMQ support (before anything starts), or a
-            provider whose launch came back without Curve keys (then ended).
+        :raises LaunchError: also for ``transport_encryption="required"`` when the
+            launch came back without CurveZMQ keys (the kernel is ended): providers
+            refuse such a launch before starting anything where they can
+            (:func:`~kernel_hub.provider.curve_for`), this catches the others.
         """
-        if request.transport_encryption == "required":
-            curve_for(kernel_type, request)  # every provider: refused before anything starts
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 return await self._start_once(
@@ -191,6 +190,7 @@ class Starter:
             if request.transport_encryption == "required" and not is_encrypted(
                 result.connection_info
             ):
+                curve_for(kernel_type, request)  # the type declares no support: say so
                 raise LaunchError(
                     f"plugin {plugin!r} launched {kernel_type.id} without CurveZMQ keys, but "
                     "transport_encryption is 'required'; the plugin must pass "
