@@ -87,7 +87,7 @@ if TYPE_CHECKING:
         runtime_dir,
         write_connection_file,
     )
-    from .wire.curve import curve_for, secure_client, supports_curve
+    from .wire.curve import curve_for, curve_keys, secure_client, supports_curve
     from .wire.session import BadSignature, Session
 
 __all__ = [
@@ -118,6 +118,7 @@ __all__ = [
     "between",
     "cancel_and_wait",
     "curve_for",
+    "curve_keys",
     "expand_env",
     "format_argv",
     "free_ports",
@@ -197,6 +198,7 @@ _LAZY = {
     "runtime_dir": ".wire.connection",
     "write_connection_file": ".wire.connection",
     "curve_for": ".wire.curve",
+    "curve_keys": ".wire.curve",
     "secure_client": ".wire.curve",
     "supports_curve": ".wire.curve",
     "Session": ".wire.session",

@@ -98,9 +98,7 @@ def nanny_command(
         cmd += f" --cwd {_quote_path(cwd)}"
     prefix = f"IFS= read -r {NANNY_KEY_ENV}; export {NANNY_KEY_ENV}; " if key_on_stdin else ""
     if curve_keys_on_stdin:
-        prefix += (
-            'f=$(umask 077; mktemp) || exit 1; IFS= read -r l; printf "%s\\n" "$l" > "$f"; '
-        )
+        prefix += 'f=$(umask 077; mktemp) || exit 1; IFS= read -r l; printf "%s\\n" "$l" > "$f"; '
         cmd += ' --curve-file "$f"'
     return f"{prefix}echo $$; exec {cmd}"
 
