@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from .contract.errors import KernelHubError, NoSuchKernelType, PluginError
 from .contract.events import EventBus, KernelEvent
-from .contract.types import CullPolicy, KernelType, LaunchRequest, RestartPolicy, UnavailableType
+from .contract.types import (
+    CullPolicy,
+    KernelType,
+    LaunchRequest,
+    RestartPolicy,
+    UnavailableType,
+    check_encryption,
+)
 from .lifecycle.keeper import StateKeeper, end_record
 from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
@@ -122,6 +129,11 @@ class KernelHub:
         ``kernel-hub ps`` looks). ``None`` (the default): kernels end with the host.
     :param grace: seconds a kernel of a hub with a *state_dir* outlives this
         process; after that, whatever no new hub adopted is ended and removed.
+    :param transport_encryption: CurveZMQ for this hub's kernels, unless a launch says
+        otherwise: ``"auto"`` (the default: for every type that declares
+        ``supported_encryption: ["curve"]``, ipykernel >= 7.4's types among them),
+        ``"required"`` (a type that cannot is a :class:`~kernel_hub.LaunchError`) or
+        ``"disabled"``. See :attr:`LaunchRequest.transport_encryption`.
 
     Use it as ``async with KernelHub() as hub:`` so that every kernel it
     launched is shut down on exit.
@@ -138,9 +150,12 @@ class KernelHub:
         cull: CullPolicy | Mapping[str, CullPolicy | None] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         grace: float = DEFAULT_GRACE,
+        transport_encryption: str = "auto",
     ) -> None:
         if not isinstance(grace, int | float) or not grace > 0:
             raise ValueError(f"grace must be a positive number of seconds, not {grace!r}")
+        #: The hub-wide ``transport_encryption`` (a launch's own wins).
+        self.transport_encryption = check_encryption(transport_encryption)
         #: The state dir (``None``: kernels end with this process).
         self.state: StateDir | None = StateDir(state_dir) if state_dir is not None else None
         #: Seconds this hub's kernels outlive it (with a state dir).
@@ -416,6 +431,7 @@ class KernelHub:
         nanny: bool = False,
         connection: Mapping[str, Any] | None = None,
         on_launched: Callable[[Started], object] | None = None,
+        transport_encryption: str | None = None,
     ) -> RunningKernel:
         """Launch a kernel of *type_id* and return it once it answers (kernel_info and IOPub).
 
@@ -445,16 +461,28 @@ class KernelHub:
             once more with new ports (a port taken meanwhile). For a host whose
             own client waits for the kernel to answer, with its own timeout (the
             Jupyter bridge: jupyter_client's ``startup_timeout``).
+        :param transport_encryption: CurveZMQ for this kernel (``"disabled"``,
+            ``"auto"``, ``"required"``); ``None``: the hub's. Kept by its restarts,
+            with its keys.
         :raises NoSuchKernelType: for an unknown id.
         :raises LaunchError: when the kernel cannot start; nothing is left running.
         :raises ValueError: when *env*, *cwd*, *params* or *kernel_id* cannot be
             used (the message names the entry); checked before anything starts.
         """
         self._bind_loop()
+        encryption = check_encryption(
+            self.transport_encryption if transport_encryption is None else transport_encryption
+        )
         kt = await (
             self.default_kernel_type() if type_id is None else self.get_kernel_type(type_id)
         )
-        if self._pools and kernel_id is None and connection is None and on_launched is None:
+        if (
+            self._pools
+            and kernel_id is None
+            and connection is None
+            and on_launched is None
+            and encryption == self.transport_encryption  # pools start under the hub's
+        ):
             key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny, restart=restart)
             pool = self._pools.get(key)
             spare = pool.take() if pool is not None else None
@@ -472,6 +500,7 @@ class KernelHub:
             params=params if params is not None else {},
             connection=connection,
             outlive=self._outlive(),
+            transport_encryption=encryption,
         )
         return await self._launch(
             kt,
@@ -584,6 +613,7 @@ class KernelHub:
                 env=dict(env or {}),
                 params=dict(params or {}),
                 outlive=self._outlive(),
+                transport_encryption=self.transport_encryption,
             )
             return self._launch(
                 kt, request, ready_timeout=ready_timeout, restart=restart, nanny=nanny, pool=True
@@ -688,7 +718,11 @@ class KernelHub:
             raise KernelHubError(f"cannot attach: kernel {type_id} ({kernel_id}) is not running")
         monitor = ActivityMonitor()
         monitor.open(connection_info)
-        request = _request or LaunchRequest(kernel_id=kernel_id, outlive=self._outlive())
+        request = _request or LaunchRequest(
+            kernel_id=kernel_id,
+            outlive=self._outlive(),
+            transport_encryption=self.transport_encryption,
+        )
         return self._register(
             kt,
             request,

@@ -278,6 +278,39 @@ def _default_argv() -> list[str]:
     return [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 
 
+#: The first ipykernel that reads CurveZMQ keys from its connection file.
+CURVE_SINCE = (7, 4)
+#: ``--curve`` values: ``on`` (the host decided; keys from ``--curve-file`` or new),
+#: ``auto`` (on when the kernel is this Python's ipykernel >= 7.4), ``required`` (the
+#: same, or fail).
+CURVE_MODES = ("on", "auto", "required")
+CURVE_KEYS = ("curve_publickey", "curve_secretkey")
+
+
+def _runs_this_ipykernel(argv: list[str]) -> bool:
+    """Return whether *argv* runs this interpreter's ``ipykernel_launcher``."""
+    if "ipykernel_launcher" not in argv:
+        return False
+    prog = os.path.realpath(shutil.which(argv[0]) or argv[0])
+    return prog == os.path.realpath(sys.executable)
+
+
+def _curve_support(argv: list[str]) -> str | None:
+    """Return why the kernel of *argv* cannot speak CurveZMQ here, or ``None`` if it can."""
+    if not _runs_this_ipykernel(argv):
+        return "the kernel is not this Python's ipykernel, so its CurveZMQ support is unknown"
+    from importlib import metadata
+
+    try:
+        version = metadata.version("ipykernel")
+    except metadata.PackageNotFoundError:
+        return f"ipykernel is not installed for {sys.executable}"
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None or (int(match.group(1)), int(match.group(2))) < CURVE_SINCE:
+        return f"ipykernel {version} of {sys.executable} has no CurveZMQ (7.4 or later has)"
+    return None
+
+
 def _check_ipykernel(argv: list[str]) -> None:
     """Fail early, with the fix, when argv runs this Python's ipykernel and it is missing."""
     if "ipykernel_launcher" not in argv:
@@ -316,6 +349,10 @@ class Nanny:
         binds its own ports and reports them, instead of being given ports chosen here
         (unless *ports* are free to reuse: those are given to it in the file).
     :param registration_timeout: seconds the kernel has to report its ports.
+    :param curve: CurveZMQ for the kernel's sockets and the nanny's: ``None`` (none), or
+        one of :data:`CURVE_MODES`.
+    :param curve_keys: the keypair to use (``curve_publickey``, ``curve_secretkey``, Z85
+        strings: a relaunch's, or chosen by the host); default a new one.
     """
 
     def __init__(
@@ -333,7 +370,13 @@ class Nanny:
         ports: list[int] | None = None,
         registration: bool = False,
         registration_timeout: float = REGISTRATION_TIMEOUT,
+        curve: str | None = None,
+        curve_keys: dict[str, str] | None = None,
     ) -> None:
+        if curve is not None and curve not in CURVE_MODES:
+            raise NannyError(f"--curve must be one of {', '.join(CURVE_MODES)}, not {curve!r}")
+        self.curve = curve
+        self._curve_keys = dict(curve_keys or {})
         self.argv = list(argv)
         self.registration = registration
         self.registration_timeout = registration_timeout
@@ -426,6 +469,7 @@ class Nanny:
         if ports:
             info.update({name: ports[i] for i, name in enumerate(KERNEL_PORTS)})
         info.update(key=key, signature_scheme="hmac-sha256", kernel_name=self.kernel_name)
+        info.update(self._curve_pair())
         given = info
         if not ports:
             # The registration socket must be bound before the kernel starts: its file names it.
@@ -445,6 +489,11 @@ class Nanny:
         # publish nanny_welcome: proof to that subscriber that no later event will be lost.
         self._events = self._ctx.socket(zmq.XPUB)
         self._events.setsockopt(zmq.XPUB_VERBOSE, 1)
+        if info.get("curve_secretkey"):  # the nanny's sockets are as private as the kernel's
+            for sock in (self._control, self._events):
+                sock.curve_secretkey = info["curve_secretkey"].encode("ascii")
+                sock.curve_publickey = info["curve_publickey"].encode("ascii")
+                sock.curve_server = True
         try:
             control_port = self._bind(self._control, own[0])
             events_port = self._bind(self._events, own[1])
@@ -541,6 +590,33 @@ class Nanny:
         finally:
             sock.close()
             self._registration_sock = None
+
+    def _curve_pair(self) -> dict[str, str]:
+        """Return the kernel's CurveZMQ keys for its connection file, or ``{}`` for none.
+
+        :raises NannyError: for ``required`` with a kernel (or a pyzmq) that cannot.
+        """
+        if self.curve is None:
+            return {}
+        if self.curve != "on":
+            why = _curve_support(self.argv)
+            if why is not None:
+                if self.curve == "required":
+                    raise NannyError(f"transport_encryption is 'required', but {why}")
+                return {}
+        try:
+            import zmq
+        except ImportError as exc:
+            raise NannyError(f"cannot import pyzmq for {sys.executable}: {exc}") from None
+        if not zmq.has("curve"):
+            if self.curve == "auto":
+                return {}
+            raise NannyError(f"the pyzmq of {sys.executable} has no CurveZMQ (libsodium)")
+        keys = self._curve_keys
+        if keys.get("curve_publickey") and keys.get("curve_secretkey"):
+            return {k: str(keys[k]) for k in CURVE_KEYS}
+        public, secret = zmq.curve_keypair()
+        return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
 
     # ---- sockets ----
 
@@ -993,6 +1069,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the kernel's five ports to reuse if free, as a JSON list (a relaunch); the key "
         f"to reuse comes in ${KEY_ENV}, never on the command line",
     )
+    p.add_argument(
+        "--curve",
+        choices=CURVE_MODES,
+        help="CurveZMQ for the kernel and the nanny's sockets: 'on', 'auto' (if the kernel is "
+        "this Python's ipykernel >= 7.4) or 'required'",
+    )
+    p.add_argument(
+        "--curve-file",
+        metavar="FILE",
+        help="a 0600 JSON file with the keypair to use (curve_publickey, curve_secretkey; a "
+        "relaunch's), deleted at once; keys never come on the command line",
+    )
     p.add_argument("--daemon", action="store_true", help="detach after the handshake")
     p.add_argument(
         "--registration",
@@ -1026,6 +1114,19 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"(default: ${LEASE_ENV}, else {DEFAULT_LEASE:g})",
     )
     return p.parse_args(argv)
+
+
+def _read_secret_file(path: str) -> dict[str, Any]:
+    """Read and delete a JSON file of secrets the host left for this nanny (0600)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    return data
 
 
 def _lease(value: float | None) -> float:
@@ -1201,7 +1302,9 @@ def dial_back(register_file: str) -> int:
     *register_file* is JSON written by the host: ``url`` (the registration
     endpoint), ``key``, and optionally ``argv``, ``cwd``, ``env``, ``ip``
     (``"auto"``: the address on the route to the host), ``kernel_name``,
-    ``linger``, ``lease``, ``register_timeout``. It is deleted before anything else.
+    ``linger``, ``lease``, ``register_timeout``, ``curve`` (a :data:`CURVE_MODES`
+    value) with the host's ``curve_publickey`` and ``curve_secretkey``. It is deleted
+    before anything else.
     """
     try:
         with open(register_file, encoding="utf-8") as f:
@@ -1239,6 +1342,9 @@ def dial_back(register_file: str) -> int:
                 lease=_lease(opts.get("lease")),  # as in the other mode: a host must hold it
                 registration=bool(opts.get("registration", False)),
                 registration_timeout=float(opts.get("registration_timeout", REGISTRATION_TIMEOUT)),
+                curve=opts.get("curve"),
+                # The host chose them, as it chose the key: they never travel back.
+                curve_keys={k: opts[k] for k in CURVE_KEYS if k in opts},
             )
             handshake = nanny.start()
         except (NannyError, OSError, ValueError) as exc:
@@ -1247,8 +1353,17 @@ def dial_back(register_file: str) -> int:
                 _registration_message(signer, "nanny_register", {"error": str(exc)})
             )
             return 1
-        info = {k: v for k, v in handshake["connection_info"].items() if k != "key"}
-        content = {**handshake, "connection_info": info, "hostname": socket.gethostname()}
+        # The registration is signed, not encrypted: nothing secret goes back. The Curve public
+        # key is secret too (with it, anyone may connect), so only whether it is used does.
+        info = {
+            k: v for k, v in handshake["connection_info"].items() if k not in ("key", *CURVE_KEYS)
+        }
+        content = {
+            **handshake,
+            "connection_info": info,
+            "hostname": socket.gethostname(),
+            "curve": "curve_publickey" in handshake["connection_info"],
+        }
         sock.send_multipart(_registration_message(signer, "nanny_register", content))
         timeout_ms = float(opts.get("register_timeout", 60)) * 1000
         if not _registration_acked(sock, signer, timeout_ms):
@@ -1310,6 +1425,7 @@ def main(argv: list[str] | None = None) -> int:
 
     nanny = None
     try:
+        curve_keys = _read_secret_file(args.curve_file) if args.curve_file else None
         kernel_argv = json.loads(args.argv) if args.argv else _default_argv()
         env = json.loads(args.env) if args.env else {}
         if not isinstance(kernel_argv, list) or not all(isinstance(a, str) for a in kernel_argv):
@@ -1330,9 +1446,11 @@ def main(argv: list[str] | None = None) -> int:
             ports=json.loads(args.ports) if args.ports else None,
             registration=args.registration,
             registration_timeout=args.registration_timeout,
+            curve=args.curve,
+            curve_keys=curve_keys,
         )
         handshake = nanny.start()
-    except (NannyError, ValueError) as exc:
+    except (NannyError, ValueError, OSError) as exc:
         if nanny is not None:
             nanny.close()
         say({"error": str(exc)})

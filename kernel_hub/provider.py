@@ -87,6 +87,7 @@ if TYPE_CHECKING:
         runtime_dir,
         write_connection_file,
     )
+    from .wire.curve import curve_for, curve_keys, secure_client, supports_curve
     from .wire.session import BadSignature, Session
 
 __all__ = [
@@ -116,6 +117,8 @@ __all__ = [
     "alias_module",
     "between",
     "cancel_and_wait",
+    "curve_for",
+    "curve_keys",
     "expand_env",
     "format_argv",
     "free_ports",
@@ -134,8 +137,10 @@ __all__ = [
     "reap_on_exit",
     "read_connection_file",
     "runtime_dir",
+    "secure_client",
     "setting",
     "split_type_id",
+    "supports_curve",
     "table_name",
     "write_connection_file",
 ]
@@ -192,6 +197,10 @@ _LAZY = {
     "read_connection_file": ".wire.connection",
     "runtime_dir": ".wire.connection",
     "write_connection_file": ".wire.connection",
+    "curve_for": ".wire.curve",
+    "curve_keys": ".wire.curve",
+    "secure_client": ".wire.curve",
+    "supports_curve": ".wire.curve",
     "Session": ".wire.session",
     "BadSignature": ".wire.session",
     "cancel_and_wait": ".aio",

@@ -20,12 +20,15 @@ if TYPE_CHECKING:
     from .manager import KernelManager
 
 __all__ = [
+    "ENCRYPTION_POLICIES",
     "CullPolicy",
     "KernelType",
     "LaunchRequest",
     "LaunchResult",
     "RestartPolicy",
+    "TransportEncryption",
     "UnavailableType",
+    "check_encryption",
     "checked_env",
     "split_type_id",
 ]
@@ -35,6 +38,18 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._\-]*$")
 _KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
 InterruptMode = Literal["signal", "message"]
+
+#: ``transport_encryption``: CurveZMQ never, when the kernel type declares support
+#: (``supported_encryption: ["curve"]`` in its metadata), or always.
+TransportEncryption = Literal["disabled", "auto", "required"]
+ENCRYPTION_POLICIES: tuple[TransportEncryption, ...] = ("disabled", "auto", "required")
+
+
+def check_encryption(value: object, what: str = "transport_encryption") -> TransportEncryption:
+    """Return *value* as a ``transport_encryption`` policy, or raise a one-line ValueError."""
+    if value not in ENCRYPTION_POLICIES:
+        raise ValueError(f"{what} must be 'disabled', 'auto' or 'required', not {value!r}")
+    return value
 
 
 def _normalise(value: str, what: str) -> str:
@@ -201,6 +216,14 @@ class LaunchRequest:
         seconds where it has one (a nanny's); the hub ends what is left after the
         grace. :func:`kernel_hub.provider.local_launch` runs the kernel under a local
         nanny with this lease.
+    :param transport_encryption: CurveZMQ for this kernel's sockets: ``"auto"`` (the
+        default) when the type declares ``supported_encryption: ["curve"]``,
+        ``"required"`` (the core refuses a type that does not, and a launch whose
+        connection info comes back without ``curve_publickey``), ``"disabled"``.
+        A provider asks :func:`kernel_hub.provider.curve_for` and passes its answer to
+        :func:`~kernel_hub.provider.new_connection_info` (``curve=``).
+
+    .. versionadded:: 0.1 *transport_encryption*
     """
 
     kernel_id: str
@@ -209,8 +232,10 @@ class LaunchRequest:
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     connection: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
     outlive: float = 0.0
+    transport_encryption: TransportEncryption = "auto"
 
     def __post_init__(self) -> None:
+        check_encryption(self.transport_encryption, "launch transport_encryption")
         if not isinstance(self.outlive, int | float) or self.outlive < 0:
             raise ValueError(
                 f"launch outlive must be a number of seconds >= 0, not {self.outlive!r}"

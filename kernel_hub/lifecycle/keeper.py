@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from ..contract.manager import KernelManager
-    from ..contract.types import KernelType
+    from ..contract.types import KernelType, TransportEncryption
     from .starter import Starter
     from .state import Record, StateDir
 
@@ -43,6 +43,10 @@ class Host(Protocol):
 
     @property
     def kernels(self) -> Mapping[str, RunningKernel]: ...
+
+    #: The hub-wide ``transport_encryption`` (for records that predate the field).
+    @property
+    def transport_encryption(self) -> TransportEncryption: ...
 
     def emit(self, kind: str, kernel_id: str, type_id: str, **data: Any) -> None: ...
 
@@ -153,7 +157,12 @@ class StateKeeper:
             created=kernel.created,
             grace=self.grace,
             restart=dataclasses.asdict(kernel.restart_policy),
-            request={"cwd": request.cwd, "env": dict(request.env), "params": dict(request.params)},
+            request={
+                "cwd": request.cwd,
+                "env": dict(request.env),
+                "params": dict(request.params),
+                "transport_encryption": request.transport_encryption,
+            },
             pooled=pooled,
             local_pids=local_pids,
             kernel_groups=kernel_groups,
@@ -227,6 +236,9 @@ class StateKeeper:
                 env=req.get("env") or {},
                 params=req.get("params") or {},
                 outlive=self.grace,
+                transport_encryption=req.get(
+                    "transport_encryption", self.host.transport_encryption
+                ),
             ),
             _created=record.created,
         )

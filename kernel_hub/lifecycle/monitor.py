@@ -36,6 +36,7 @@ import zmq
 
 from ..wire.connection import channel_url
 from ..wire.context import hub_context
+from ..wire.curve import secure_client
 from ..wire.session import DELIM, Session
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class ActivityMonitor:
         sock = hub_context().socket(zmq.SUB)
         sock.linger = 0
         sock.setsockopt(zmq.SUBSCRIBE, b"")
+        secure_client(sock, connection_info)
         sock.connect(channel_url(connection_info, "iopub"))
         self._sock = sock
         self._fd = sock.getsockopt(zmq.FD)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ..client import AsyncKernelClient
 from ..contract.errors import KernelDied, LaunchError, PluginError
 from ..wire.connection import without_ports
+from ..wire.curve import curve_for, is_encrypted
 from .held import SignalHold, send_signal
 
 if TYPE_CHECKING:
@@ -154,6 +155,10 @@ class Starter:
         :param on_launched: called with the launched kernel (connection info,
             state, manager) before waiting for it to answer; again for each
             launch with new ports.
+        :raises LaunchError: also for ``transport_encryption="required"`` when the
+            launch came back without CurveZMQ keys (the kernel is ended): providers
+            refuse such a launch before starting anything where they can
+            (:func:`~kernel_hub.provider.curve_for`), this catches the others.
         """
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
@@ -215,6 +220,15 @@ class Starter:
         hold = SignalHold(manager, label=f"kernel {kernel_type.id} {request.kernel_id[:8]}")
         started = Started(result.connection_info, result.state, manager, nanny=nanny, hold=hold)
         try:
+            if request.transport_encryption == "required" and not is_encrypted(
+                result.connection_info
+            ):
+                curve_for(kernel_type, request)  # the type declares no support: say so
+                raise LaunchError(
+                    f"plugin {plugin!r} launched {kernel_type.id} without CurveZMQ keys, but "
+                    "transport_encryption is 'required'; the plugin must pass "
+                    "curve=curve_for(kernel_type, request) to new_connection_info"
+                )
             if on_launched is not None:
                 on_launched(started)
             if monitor is not None:

@@ -145,7 +145,8 @@ class Record:
     :param created: ``time.time()`` of the kernel's launch.
     :param grace: seconds the kernel outlives its owner.
     :param restart: the kernel's restart policy (``RestartPolicy`` fields).
-    :param request: the launch request's ``cwd``, ``env`` and ``params`` (for relaunches).
+    :param request: the launch request's ``cwd``, ``env``, ``params`` and
+        ``transport_encryption`` (for relaunches).
     :param pooled: a pool's spare, not handed out: cleaned up, not adopted.
     :param local_pids: ``pid -> start token`` of local processes whose end means the
         kernel's (a local nanny): a dead one is seen without asking anything.

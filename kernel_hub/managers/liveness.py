@@ -48,6 +48,8 @@ def heartbeat_answers(info: Mapping[str, Any], timeout: float) -> bool:
     """Ping the kernel's heartbeat socket once; return whether it echoed within *timeout* s."""
     import zmq
 
+    from ..wire.curve import secure_client
+
     transport = info.get("transport", "tcp")
     ip = info.get("ip", "127.0.0.1")
     port = info.get("hb_port")
@@ -58,6 +60,7 @@ def heartbeat_answers(info: Mapping[str, Any], timeout: float) -> bool:
     sock = ctx.socket(zmq.REQ)
     sock.linger = 0
     try:
+        secure_client(sock, info)
         sock.connect(url)
         sock.send(b"ping")
         return bool(sock.poll(int(timeout * 1000), zmq.POLLIN))

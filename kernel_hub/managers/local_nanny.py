@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import LaunchError
 from ..contract.types import LaunchResult
+from ..wire.connection import runtime_dir, write_connection_file
+from ..wire.curve import CURVE_KEYS, curve_for
 from ..wire.registration import registration_timeout, registration_wanted
 from .argv import expand_env, format_argv
 from .reaper import reap_on_exit
@@ -114,6 +116,9 @@ async def launch_under_nanny(
     The nanny runs in its own session (no terminal signals), gets the kernel
     type's environment through its own (never on its command line), and
     fills ``{connection_file}``; the other argv templates are filled here.
+    A kernel that gets CurveZMQ (:func:`~kernel_hub.provider.curve_for`) gets it
+    from the nanny (``--curve on``), which makes its own sockets Curve servers too; a
+    relaunch's keypair goes to the nanny in a 0600 file it deletes at once.
 
     :param python: the interpreter that runs ``nanny.py`` (needs pyzmq).
     :param stderr: where the nanny's log goes (default: :data:`subprocess.DEVNULL`
@@ -169,6 +174,13 @@ async def launch_under_nanny(
         seconds = registration_timeout(request.params)
         cmd += ["--registration", "--registration-timeout", f"{seconds:g}"]
     old = request.connection or {}
+    curve_file = None
+    if curve_for(kernel_type, request):
+        cmd += ["--curve", "on"]
+        if all(old.get(k) for k in CURVE_KEYS):  # a relaunch keeps its keys, as its key
+            curve_file = runtime_dir() / f".nanny-curve-{request.kernel_id}-{os.getpid()}.json"
+            write_connection_file({k: old[k] for k in CURVE_KEYS}, curve_file)
+            cmd += ["--curve-file", str(curve_file)]
     if old.get("key") is not None and old.get("ip", "127.0.0.1") == "127.0.0.1":
         # A relaunch: the nanny reuses the old kernel's ports (if free) and key. The key goes
         # in the nanny's environment (never argv), which the nanny removes before the kernel.
@@ -177,15 +189,20 @@ async def launch_under_nanny(
         if all(isinstance(p, int) for p in ports):
             cmd += ["--ports", json.dumps(ports)]
     # The nanny's source, opened to be the child's stdin: the child reads it, not us.
-    with open(nanny.__file__, "rb") as src:  # noqa: ASYNC230
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=src,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=full_env,
-            start_new_session=True,
-        )
+    try:
+        with open(nanny.__file__, "rb") as src:  # noqa: ASYNC230
+            proc = await asyncio.create_subprocess_exec(
+                *cmd,
+                stdin=src,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env=full_env,
+                start_new_session=True,
+            )
+    except BaseException:
+        if curve_file is not None:
+            curve_file.unlink(missing_ok=True)
+        raise
     # Before anything is awaited: should this process be killed outright from here on, the
     # reaper SIGTERMs the nanny (it ends its kernel and work dir). Killed before this line,
     # this process cannot read the handshake, and the nanny, unable to write it, ends itself.
@@ -205,6 +222,9 @@ async def launch_under_nanny(
         await _stop_nanny(proc)
         forget()
         raise
+    finally:
+        if curve_file is not None:  # read and deleted by the nanny, unless it failed first
+            curve_file.unlink(missing_ok=True)
     if "error" in handshake:
         if proc.returncode is None:
             proc.kill()

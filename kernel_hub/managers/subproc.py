@@ -24,6 +24,7 @@ from ..wire.connection import (
     runtime_dir,
     write_connection_file,
 )
+from ..wire.curve import curve_for
 from ..wire.registration import (
     Registration,
     RegistrationError,
@@ -52,7 +53,8 @@ async def launch_subprocess(
 ) -> LaunchResult:
     """Start *kernel_type*'s argv as a local child process in its own process group.
 
-    Writes a 0600 connection file with a random key and loopback ports into the
+    Writes a 0600 connection file with a random key (and CurveZMQ keys, see
+    :func:`~kernel_hub.provider.curve_for`) and loopback ports into the
     Jupyter runtime dir (on a relaunch, the ports and key of
     ``request.connection`` where they are free), fills ``{connection_file}``, ``{resource_dir}``,
     ``{prefix}`` and ``{kernel_id}`` in argv (other ``{...}`` stay as they are),
@@ -73,8 +75,13 @@ async def launch_subprocess(
             + ("is not a directory" if os.path.exists(request.cwd) else "does not exist")  # noqa: ASYNC240
             + "; give the path of an existing directory as cwd"
         )
-    # A relaunch keeps the old process's ports and key where it can: clients do not notice.
-    info = new_connection_info(ip=ip, kernel_name=kernel_type.name, reuse=request.connection)
+    # A relaunch keeps the old process's ports and keys where it can: clients do not notice.
+    info = new_connection_info(
+        ip=ip,
+        kernel_name=kernel_type.name,
+        reuse=request.connection,
+        curve=curve_for(kernel_type, request),
+    )
     # A kernel that speaks the registration handshake binds its own ports and reports them,
     # unless it is given ports it had before (a relaunch): it can take those from a file too.
     registration = _registration(kernel_type, request, info, ip=ip)

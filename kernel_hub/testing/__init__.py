@@ -32,7 +32,9 @@ would and returns a :class:`NannyProcess` whose ``stop()`` leaves nothing behind
 :class:`ForeignClient`, a jupyter_client client made from a kernel's connection
 info, to check that a restart keeps it working; :func:`fake_kernel_plugin`, a
 provider of ``fake/echo``: a real process that speaks the protocol but runs no
-code (:mod:`.protokernel`, a few MB each), for tests and benchmarks of many kernels.
+code (:mod:`.protokernel`, a few MB each), for tests and benchmarks of many kernels;
+:class:`Sniffer`, keyless sockets on a kernel's ports, to check that a CurveZMQ
+kernel gives nothing readable to whoever connects without its keys.
 
 Enabling the plugin also registers the markers the suite uses
 (``integration``, ``slow``, ``docker``, ``ssh``), so ``--strict-markers`` works.
@@ -65,6 +67,7 @@ from .processes import (
     wait_pid_gone,
 )
 from .protoplugin import FAKE_TYPE, fake_kernel_plugin
+from .sniffer import Sniffer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -78,6 +81,7 @@ __all__ = [
     "NannyProcess",
     "PipedConsole",
     "Responder",
+    "Sniffer",
     "ScriptedTransport",
     "children",
     "descendants",

@@ -13,6 +13,8 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from .curve import curve_keys
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -40,6 +42,7 @@ ENDPOINT_KEYS = (
     *(f"{c}_port" for c in CHANNELS),
     "key",
     "signature_scheme",
+    "curve_publickey",
 )
 
 
@@ -56,6 +59,8 @@ class ConnectionInfo(TypedDict, total=False):
     key: str
     signature_scheme: str
     kernel_name: str
+    curve_publickey: str
+    curve_secretkey: str
 
 
 # Ports recently handed out by this process, so two kernels started at the same
@@ -120,10 +125,15 @@ def new_connection_info(
     kernel_name: str = "",
     key: str | None = None,
     reuse: Mapping[str, Any] | None = None,
+    curve: bool = False,
 ) -> ConnectionInfo:
     """Return connection info with fresh free ports on *ip* and a random key.
 
     Ports are bound to loopback unless the caller chooses another *ip*.
+
+    :param curve: add a CurveZMQ keypair (``curve_publickey``, ``curve_secretkey``),
+        for a kernel that declares support (see :func:`~kernel_hub.provider.curve_for`);
+        on a relaunch *reuse*'s pair is kept with its key.
 
     :param reuse: on a relaunch, the previous process's connection info
         (:attr:`LaunchRequest.connection <kernel_hub.LaunchRequest>`): its key
@@ -150,6 +160,8 @@ def new_connection_info(
     }
     for channel, port in zip(CHANNELS, ports, strict=True):
         info[f"{channel}_port"] = port  # type: ignore[literal-required]
+    if curve:
+        info.update(curve_keys(reuse))  # type: ignore[typeddict-item]
     return info
 
 
@@ -296,13 +308,15 @@ def read_connection_file(path: str | os.PathLike[str]) -> ConnectionInfo:
     return info  # type: ignore[return-value]
 
 
-#: A connection key as ``str()`` and ``json.dumps()`` show it inside any mapping:
-#: ``'key': '…'``, ``"key": "…"``, ``'key': b'…'``.
-_KEY_TEXT = re.compile(r"""(?P<head>(['"])key\2\s*:\s*b?)(?P<q>['"])(?:\\.|(?!(?P=q)).)*(?P=q)""")
+#: A connection key (or a Curve key) as ``str()`` and ``json.dumps()`` show it inside any
+#: mapping: ``'key': '…'``, ``"curve_secretkey": "…"``, ``'key': b'…'``.
+_KEY_TEXT = re.compile(
+    r"""(?P<head>(['"])(?:curve_(?:secret|public))?key\2\s*:\s*b?)(?P<q>['"])(?:\\.|(?!(?P=q)).)*(?P=q)"""
+)
 
 
 def redact_keys(text: str) -> str:
-    """Return *text* with every connection key in it shown as ``'<redacted>'``.
+    """Return *text* with every connection key (HMAC or Curve) in it shown as ``'<redacted>'``.
 
     For anything that logs connection info or objects holding it (hook traces,
     debug output): a key in a log is a key for whoever reads the log.

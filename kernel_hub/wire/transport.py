@@ -18,6 +18,7 @@ import zmq
 
 from .connection import channel_url
 from .context import hub_context
+from .curve import secure_client
 from .droplog import DropLog
 
 __all__ = ["OnMessage", "Transport", "ZMQTransport"]
@@ -71,6 +72,8 @@ class ZMQTransport:
 
     Also the nanny link's (``nanny_control``: DEALER, ``nanny_events``: SUB), so
     every ZeroMQ socket of kernel_hub is read by the one edge-triggered drain below.
+    When the connection info has ``curve_publickey``, every socket is a CurveZMQ
+    client of it (:func:`.curve.secure_client`).
 
     :param connection_info: the kernel's connection info.
     :param identity: the ZeroMQ routing id of shell and stdin (the kernel sends
@@ -130,6 +133,7 @@ class ZMQTransport:
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
             elif self._identity:  # empty: let the peer's ROUTER pick one per connection
                 sock.setsockopt(zmq.IDENTITY, self._identity)
+            secure_client(sock, self._info)  # a Curve kernel's (and its nanny's) public key
             sock.connect(channel_url(self._info, name))
             self._sockets[name] = sock
             fd: int = sock.getsockopt(zmq.FD)

@@ -29,6 +29,8 @@ from kernel_hub.provider import (
     CHANNELS,
     LaunchError,
     LaunchResult,
+    curve_for,
+    curve_keys,
     expand_env,
     format_argv,
     ports_free,
@@ -169,6 +171,9 @@ def _create_and_start(
         _ensure_image(client, options.image, pull=options.pull, progress=progress)
 
     key, scheme, host_ports = _previous_endpoint(request.connection)
+    # CurveZMQ where the type declares it (an image's types say nothing: Debian's ipykernel
+    # 6.17 has none), with the key: in the connection file only.
+    curve = curve_keys(request.connection) if curve_for(kernel_type, request) else {}
     # The key goes into the connection file only (0600, mounted): never argv, env or a label.
     kernel_info = {
         "transport": "tcp",
@@ -177,6 +182,7 @@ def _create_and_start(
         "signature_scheme": scheme,
         "kernel_name": kernel_type.name,
         **{f"{c}_port": p for c, p in CONTAINER_PORTS.items()},
+        **curve,
     }
     conn_name = f"kernel-{request.kernel_id}.json"
     write_connection_file(kernel_info, os.path.join(temp_dir, conn_name))
@@ -304,6 +310,7 @@ def _create_and_start(
         "signature_scheme": scheme,
         "kernel_name": kernel_type.name,
         **{f"{c}_port": host_ports[c] for c in CHANNELS},
+        **curve,
     }
     state = {
         "container_id": cid,
@@ -342,6 +349,7 @@ async def launch_container(
     """
     global _reconciled
     options = options_of(kernel_type).merged(request.params)
+    curve_for(kernel_type, request)  # 'required' for a type that cannot: before anything runs
     if not _reconciled:
         from .prune import prune
 

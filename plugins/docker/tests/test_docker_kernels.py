@@ -666,3 +666,29 @@ async def test_failure_ports_not_published(docker_image):
     assert "did not publish the kernel ports" in msg and "'none'" in msg
     assert "bridge" in msg
     assert {c.id for c in await asyncio.to_thread(kernel_containers)} == before
+
+
+@pytest.mark.asyncio
+async def test_an_ipykernel_6_image_runs_plain_under_auto_and_required_fails_at_once(hub):
+    """Issue 24: Debian's ipykernel 6.17 has no CurveZMQ; its types declare none."""
+    from kernel_hub.testing import Sniffer
+
+    refused = f"curve-required-{os.getpid()}"
+    with pytest.raises(LaunchError) as info:
+        await hub.launch("docker/limited", kernel_id=refused, transport_encryption="required")
+    message = str(info.value)
+    assert "docker/limited does not declare CurveZMQ support" in message and "\n" not in message
+    assert [c for c in await asyncio.to_thread(kernel_containers) if c.kernel_id == refused] == []
+    kernel = await hub.launch("docker/limited", **NO_RESTART)  # auto: plain
+    try:
+        assert "curve_publickey" not in kernel.connection_info
+        sniffer = Sniffer(kernel.connection_info)
+        try:  # plain: anyone gets through (what Curve would stop)
+            assert await asyncio.to_thread(sniffer.handshake, "shell") is True
+        finally:
+            sniffer.close()
+        async with kernel.client() as client:
+            content, text = await execute_output(client, "print(6*7)", timeout=60)
+            assert content["status"] == "ok" and text.strip() == "42"
+    finally:
+        await kernel.shutdown()

@@ -8,16 +8,21 @@ importing it (and IPython) takes a noticeable fraction of a second.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import platform
+import re
 import sys
 
 from kernel_hub.provider import KernelType, UnavailableType
 
-__all__ = ["PROVIDER", "find_ipykernel_types", "ipykernel_available"]
+__all__ = ["PROVIDER", "find_ipykernel_types", "ipykernel_available", "ipykernel_has_curve"]
 
 #: The provider id of the kernel type this plugin offers.
 PROVIDER = "ipykernel"
+
+#: The first ipykernel that reads CurveZMQ keys from its connection file.
+CURVE_SINCE = (7, 4)
 
 
 def ipykernel_available() -> bool:
@@ -26,6 +31,20 @@ def ipykernel_available() -> bool:
         return importlib.util.find_spec("ipykernel") is not None
     except (ImportError, ValueError):  # a broken or half-installed package
         return False
+
+
+def ipykernel_has_curve() -> bool:
+    """Return whether the installed ipykernel speaks CurveZMQ (>= 7.4), from its metadata.
+
+    What its kernelspec would say (``supported_encryption: ["curve"]``), read from
+    the distribution's version without importing it.
+    """
+    try:
+        version = importlib.metadata.version("ipykernel")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return match is not None and (int(match[1]), int(match[2])) >= CURVE_SINCE
 
 
 def find_ipykernel_types() -> list[KernelType | UnavailableType]:
@@ -58,6 +77,10 @@ def find_ipykernel_types() -> list[KernelType | UnavailableType]:
             language="python",
             argv=(sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"),
             interrupt_mode="signal",
-            metadata={"interpreter": sys.executable, "python_version": version},
+            metadata={
+                "interpreter": sys.executable,
+                "python_version": version,
+                **({"supported_encryption": ["curve"]} if ipykernel_has_curve() else {}),
+            },
         )
     ]

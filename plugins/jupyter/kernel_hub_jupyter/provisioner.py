@@ -369,6 +369,10 @@ class KernelHubProvisioner(KernelProvisionerBase):
                 raise RuntimeError(message) from exc
         self._start = start
         fields: dict[str, Any] = {k: launched.connection_info[k] for k in _JUPYTER_KEYS}
+        # A CurveZMQ kernel: jupyter_client's clients (and its connection file) take the keys.
+        for name in ("curve_publickey", "curve_secretkey"):
+            if launched.connection_info.get(name):
+                fields[name] = str(launched.connection_info[name])
         key = launched.connection_info.get("key", "")
         fields["key"] = key.encode() if isinstance(key, str) else key  # jupyter_client wants bytes
         # jupyter_client's TypedDict says str for the key, but its managers want bytes.

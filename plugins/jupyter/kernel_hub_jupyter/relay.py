@@ -10,7 +10,9 @@ It binds the frontend's five ports on its IP, launches the type through
 kernel_hub (which picks the kernel's own ports and key), and forwards every
 message both ways: shell, control and stdin through ROUTER/DEALER pairs
 (stdin and shell share one identity towards the kernel, so ``input()``
-works), IOPub from a SUB to a PUB, heartbeats as raw frames. Messages are
+works), IOPub from a SUB to a PUB, heartbeats as raw frames. Towards a
+CurveZMQ kernel it is a Curve client; towards a frontend whose file has Curve
+keys, a Curve server with them. Messages are
 checked against the frontend's key and signed again with the kernel's; a
 message with a bad signature is dropped and logged.
 
@@ -113,6 +115,10 @@ def bind_frontend(
         for channel, (ftype, _btype) in _PAIRS.items():
             fsock = sockets[channel] = ctx.socket(getattr(zmq, ftype))
             fsock.linger = 0
+            if frontend.get("curve_secretkey"):  # a frontend that made Curve keys: serve them
+                fsock.curve_secretkey = str(frontend["curve_secretkey"]).encode("ascii")
+                fsock.curve_publickey = str(frontend["curve_publickey"]).encode("ascii")
+                fsock.curve_server = True
             url = f"{frontend.get('transport', 'tcp')}://{frontend['ip']}"
             fsock.bind(f"{url}:{frontend[f'{channel}_port']}")
     except BaseException:
@@ -144,6 +150,8 @@ async def relay(
     import zmq
     import zmq.asyncio
 
+    from kernel_hub.provider import secure_client
+
     ctx, fsockets = bound if bound is not None else bind_frontend(frontend)
     backend = kernel.connection_info
     scheme = frontend.get("signature_scheme", "hmac-sha256")
@@ -163,6 +171,7 @@ async def relay(
                 bsock.setsockopt(zmq.IDENTITY, identity)
             if btype == "SUB":
                 bsock.setsockopt(zmq.SUBSCRIBE, b"")
+            secure_client(bsock, backend)  # a Curve kernel: the relay is one of its clients
             burl = f"{backend.get('transport', 'tcp')}://{backend['ip']}"
             bsock.connect(f"{burl}:{backend[f'{channel}_port']}")
             sockets.append(bsock)

@@ -255,6 +255,31 @@ def test_restart_kernel_keeps_ports_and_key_so_the_same_client_goes_on(bridged, 
     assert runtime_files(km.kernel_id) == []
 
 
+def test_a_bridged_kernel_speaks_curve_with_jupyter_clients_own_client(bridged, recorder):
+    """Issue 24: the bridge hands jupyter_client the Curve keys; a keyless sniffer gets nothing."""
+    from jupyter_client.manager import start_new_kernel
+
+    from kernel_hub.testing import Sniffer
+
+    km, kc = start_new_kernel(kernel_name=bridged.python, startup_timeout=120)
+    try:
+        info = km.get_connection_info()
+        assert info["curve_publickey"] and kc.curve_publickey  # jupyter_client took them
+        with open(km.connection_file) as f:
+            assert json.load(f)["curve_publickey"] == info["curve_publickey"]
+        sniffer = Sniffer(info)
+        try:
+            assert sniffer.handshake("shell") is False and sniffer.handshake("iopub") is False
+        finally:
+            sniffer.close()
+        reply = kc.execute_interactive("x = 1", timeout=60)
+        assert reply["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
+    assert runtime_files(km.kernel_id) == []
+
+
 def test_dead_kernel_signal_and_double_cleanup_do_not_raise(bridged, recorder):
     from jupyter_client.manager import KernelManager
 

@@ -28,7 +28,13 @@ import shlex
 import time
 from typing import TYPE_CHECKING, Any
 
-from kernel_hub.provider import KernelHubError, LaunchError, LaunchResult, nanny_source
+from kernel_hub.provider import (
+    KernelHubError,
+    LaunchError,
+    LaunchResult,
+    curve_keys,
+    nanny_source,
+)
 
 from .cluster import LocalRunner, SlurmCLI, SlurmUnavailable
 from .login import LoginRunner
@@ -216,6 +222,12 @@ async def launch_job(
             # How long the kernel outlives a host that stopped answering (the table's lease).
             "lease": kc.lease,
         }
+        curve: dict[str, str] = {}
+        if request.transport_encryption != "disabled":
+            # Chosen here, as the key is: they reach the job only in this 0600 file, and the
+            # nanny never sends them back (it says whether it used them). A relaunch keeps them.
+            curve = curve_keys(request.connection)
+            register.update(curve, curve=request.transport_encryption)
         await runner.write_private_file(
             os.path.join(job_dir, REGISTER_FILE), json.dumps(register).encode()
         )
@@ -259,6 +271,8 @@ async def launch_job(
         raise
     endpoint.close()
     info = {**handshake["connection_info"], "key": endpoint.key}
+    if handshake.get("curve") and curve:
+        info.update(curve)
     tunnels: Any = None
     if login is not None and via_login:
         with contextlib.suppress(Exception):

@@ -189,3 +189,46 @@ def test_kernel_hub_run_cli(slurm_cluster, slurm_table, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "42"
     assert slurm_cluster.wait_queue_empty(60) == []
+
+
+@pytest.mark.asyncio
+async def test_a_slurm_kernel_speaks_curve_and_its_keys_stay_private_across_a_restart(
+    slurm_cluster, slurm_table
+):
+    """Issue 24: the host chooses the Curve keys, the job gets them only in its 0600 file."""
+    from kernel_hub.testing import Sniffer
+
+    async with _hub({"slurm": {"k": slurm_table}}) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        info = dict(kernel.connection_info)
+        assert info["curve_publickey"] and info["curve_secretkey"]
+        for ports in (
+            info,
+            {
+                "ip": info["ip"],
+                "shell_port": info["nanny_control_port"],
+                "iopub_port": info["nanny_events_port"],
+            },
+        ):
+            sniffer = Sniffer(ports)
+            try:
+                assert await asyncio.to_thread(sniffer.handshake, "shell") is False
+                assert await asyncio.to_thread(sniffer.handshake, "iopub") is False
+            finally:
+                sniffer.close()
+        state = kernel.manager.describe()
+        shown = slurm_cluster.run("scontrol", "show", "-d", "job", state["job_id"])
+        for secret in (info["curve_publickey"], info["curve_secretkey"]):
+            assert secret not in shown
+            assert _processes_holding(secret) == []
+            for name in os.listdir(state["job_dir"]):
+                assert secret not in Path(state["job_dir"], name).read_text()
+        async with kernel.client() as client:
+            content, text = await execute_output(client, "print(6*7)", timeout=60)
+            assert content["status"] == "ok" and text.strip() == "42"
+        await kernel.restart()
+        assert kernel.connection_info["curve_publickey"] == info["curve_publickey"]
+        async with kernel.client() as client:
+            content, text = await execute_output(client, "print(7*6)", timeout=60)
+            assert content["status"] == "ok" and text.strip() == "42"
+        await kernel.shutdown()

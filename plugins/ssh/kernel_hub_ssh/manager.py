@@ -88,6 +88,19 @@ def _previous_endpoint(
     return key, ports
 
 
+def _curve_options(request: LaunchRequest) -> dict[str, Any]:
+    """Return the nanny's CurveZMQ options for *request*: it judges its own kernel.
+
+    ``auto`` and ``required`` go to the remote nanny as they are (it knows the
+    remote ipykernel's version); a relaunch's keypair is kept.
+    """
+    if request.transport_encryption == "disabled":
+        return {}
+    old = request.connection or {}
+    keys = {k: str(old[k]) for k in ("curve_publickey", "curve_secretkey") if old.get(k)}
+    return {"curve": request.transport_encryption, "curve_keys": keys if len(keys) == 2 else None}
+
+
 async def launch_remote(
     hub: HubContext | None, kernel_type: KernelType, request: LaunchRequest, kc: SSHKernelConfig
 ) -> LaunchResult:
@@ -111,7 +124,15 @@ async def launch_remote(
             message=f"starting the nanny and kernel with {kc.python} on {target.label}",
         )
         handshake = await _to_the_end(
-            ssh, start_nanny(host, kc, cwd=request.cwd, env=request.env, key=previous_key)
+            ssh,
+            start_nanny(
+                host,
+                kc,
+                cwd=request.cwd,
+                env=request.env,
+                key=previous_key,
+                **_curve_options(request),
+            ),
         )
     except BaseException:
         await ssh.submit(host.release())

@@ -67,6 +67,8 @@ def nanny_command(
     kernel_name: str = "",
     lease: float | None = None,
     key_on_stdin: bool = False,
+    curve: str | None = None,
+    curve_keys_on_stdin: bool = False,
 ) -> str:
     """Return the remote shell command that runs the nanny from stdin, detached.
 
@@ -76,8 +78,15 @@ def nanny_command(
     :param key_on_stdin: the first line of stdin is the connection key to reuse
         (a relaunch): the shell reads it (``read`` takes just that line from a
         pipe) into the nanny's environment, and the nanny's source follows.
+    :param curve: the nanny's ``--curve`` (``auto``, ``required``: it judges its
+        kernel itself; ``on``), or ``None`` for a plain kernel.
+    :param curve_keys_on_stdin: the next line of stdin is the CurveZMQ keypair to
+        reuse, as JSON: the shell writes it to a file of its own (``mktemp``, 0600),
+        which the nanny reads and deletes (``--curve-file``).
     """
     args = ["-", "--daemon"]
+    if curve is not None:
+        args += ["--curve", curve]
     if kernel_name:
         args += ["--kernel-name", kernel_name]
     if env:
@@ -88,6 +97,9 @@ def nanny_command(
     if cwd:
         cmd += f" --cwd {_quote_path(cwd)}"
     prefix = f"IFS= read -r {NANNY_KEY_ENV}; export {NANNY_KEY_ENV}; " if key_on_stdin else ""
+    if curve_keys_on_stdin:
+        prefix += 'f=$(umask 077; mktemp) || exit 1; IFS= read -r l; printf "%s\\n" "$l" > "$f"; '
+        cmd += ' --curve-file "$f"'
     return f"{prefix}echo $$; exec {cmd}"
 
 
@@ -120,6 +132,8 @@ async def start_nanny(
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
     key: str | None = None,
+    curve: str | None = None,
+    curve_keys: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start a nanny and its kernel on *host*; return the nanny's handshake (runs on the SSH loop).
 
@@ -128,6 +142,8 @@ async def start_nanny(
     :param key: the connection key the kernel is to have (a relaunch keeps the old
         one); sent on the channel's stdin, never on a command line. Default: the
         nanny makes a fresh one.
+    :param curve: the nanny's ``--curve`` (see :func:`nanny_command`); ``None``: plain.
+    :param curve_keys: the CurveZMQ keypair to keep (a relaunch's); sent on stdin.
     :raises LaunchError: naming the host and the fix when the remote Python is
         missing, lacks ipykernel, or the nanny fails or does not answer within
         ``connect_timeout``; nothing is left running on the remote side.
@@ -143,6 +159,8 @@ async def start_nanny(
         kernel_name=kc.name,
         lease=kc.lease,
         key_on_stdin=key is not None,
+        curve=curve,
+        curve_keys_on_stdin=bool(curve_keys),
     )
     conn = await host.connected(timeout)
     remote_pid: int | None = None
@@ -156,6 +174,8 @@ async def start_nanny(
             with contextlib.suppress(OSError, asyncssh.Error, BrokenPipeError):
                 if key is not None:
                     process.stdin.write(key + "\n")  # read by the shell: see nanny_command
+                if curve_keys:
+                    process.stdin.write(json.dumps(dict(curve_keys)) + "\n")
                 process.stdin.write(nanny_source())
                 process.stdin.write_eof()
             first = await process.stdout.readline()

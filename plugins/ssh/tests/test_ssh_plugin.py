@@ -650,3 +650,70 @@ async def test_a_local_port_taken_before_the_relaunch_gives_new_ports_and_the_sa
         thief.close()
         rec.close()
         await kernel.shutdown()
+
+
+@sshmark
+async def test_an_ssh_kernel_and_its_nanny_speak_curve_end_to_end_and_keep_their_keys(
+    hub, remote_python
+):
+    """Issue 24: the remote nanny judges its ipykernel (7.4: Curve) and keeps the keys on relaunch.
+
+    The tunnels carry Curve end to end: a keyless sniffer on the remote ports (this
+    machine's, since sshd runs here) and on the local tunnel ends reads nothing.
+    """
+    from kernel_hub import RestartPolicy
+    from kernel_hub.testing import Sniffer
+
+    version = subprocess.run(
+        [str(remote_python), "-c", "import importlib.metadata as m; print(m.version('ipykernel'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert tuple(int(x) for x in version.split(".")[:2]) >= (7, 4), version
+    rec = EventRecorder(hub)
+    policy = RestartPolicy(backoff_initial=0.1, backoff_max=0.1, jitter=0)
+    kernel = await asyncio.wait_for(hub.launch("ssh/box", restart=policy), 60)
+    try:
+        info = kernel.connection_info
+        assert info["curve_publickey"] and info["curve_secretkey"]
+        remote = kernel.manager.describe()["remote_ports"]
+        places = [
+            info,
+            {
+                "ip": "127.0.0.1",
+                "shell_port": remote["shell_port"],
+                "iopub_port": remote["iopub_port"],
+            },
+            {
+                "ip": "127.0.0.1",
+                "shell_port": remote["nanny_control_port"],
+                "iopub_port": remote["nanny_events_port"],
+            },
+        ]
+        for place in places:
+            sniffer = Sniffer(place)
+            try:
+                assert await asyncio.to_thread(sniffer.handshake, "shell") is False
+                assert await asyncio.to_thread(sniffer.handshake, "iopub") is False
+            finally:
+                sniffer.close()
+        async with kernel.client() as client:
+            assert (await client.execute("x = 1", timeout=60)).content["status"] == "ok"
+            old = kernel.manager.describe()
+            os.kill(old["kernel_pid"], signal.SIGKILL)
+            await rec.wait_for("restarted", kernel.id, timeout=60)
+            new = kernel.manager.describe()
+            assert kernel.connection_info["curve_publickey"] == info["curve_publickey"]
+            secret = info["curve_secretkey"].encode()
+            for name in ("cmdline", "environ"):
+                assert secret not in proc_file(new["nanny_pid"], name)
+                assert secret not in proc_file(new["kernel_pid"], name)
+            out = []
+            reply = await client.execute("print(2)", output_hook=out.append, timeout=60)
+            assert reply.content["status"] == "ok"
+            assert [m.content["text"] for m in out if m.header["msg_type"] == "stream"] == ["2\n"]
+        assert rec.of(kernel.id, "connection_changed") == []
+    finally:
+        rec.close()
+        await kernel.shutdown()
