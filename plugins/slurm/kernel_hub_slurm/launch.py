@@ -192,8 +192,9 @@ async def launch_job(
             ) from None
         url = endpoint.url
         if login is not None and via_login:
-            forward = await login.forward_here(kc.register_ip, int(url.rsplit(":", 1)[1]))
-            host = f"[{kc.register_ip}]" if ":" in kc.register_ip else kc.register_ip
+            dial = kc.dial_ip  # the login node's address as the nodes reach it
+            forward = await login.forward_here(dial, int(url.rsplit(":", 1)[1]))
+            host = f"[{dial}]" if ":" in dial else dial
             url = f"tcp://{host}:{forward.get_port()}"
         base = await runner.expand_user(kc.job_dir)
         with contextlib.suppress(KernelHubError):
