@@ -40,9 +40,10 @@ from kernel_hub_ssh.connection import pool_snapshot  # noqa: E402
 from kernel_hub import KernelHub  # noqa: E402
 from kernel_hub.conformance import (  # noqa: E402
     execute_output,
+    interrupt_busy_loop,
     load_plugins,
 )
-from kernel_hub.provider import LaunchError  # noqa: E402
+from kernel_hub.provider import KernelHubError, LaunchError  # noqa: E402
 from kernel_hub.testing import ProviderConformance, processes_with_env  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh, pytest.mark.integration]
@@ -524,3 +525,85 @@ async def test_gateway_ports_clientspecified_lets_the_nodes_dial_the_login_node(
         assert text.strip() == "dialed back"
         await kernel.shutdown()
     assert await _gone_from_queue(slurm_cluster, state["job_id"])
+
+
+@pytest.mark.asyncio
+async def test_restart_on_request_through_the_login_node_is_a_new_job(slurm_cluster, login_config):
+    async with _hub(login_config) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        old = kernel.manager.describe()
+        async with kernel.client() as client:  # made before the restart, used after it
+            await client.execute("x = 1", timeout=60)
+            await kernel.restart()
+            new = kernel.manager.describe()
+            assert new["job_id"] != old["job_id"] and new["route"] == "login"
+            assert isinstance(kernel.manager.cli.runner, LoginRunner)
+            # The client follows the kernel to its new job's tunnels: local ports only.
+            assert kernel.connection_info["ip"] == "127.0.0.1"
+            await client.wait_for_ready(60)
+            _, text = await execute_output(client, "print('x' in dir())", timeout=60)
+        assert text.strip() == "False"  # a new kernel
+        assert await _gone_from_queue(slurm_cluster, old["job_id"])
+        assert not Path(old["job_dir"]).exists()
+        assert len(pool_snapshot()) == 1  # still one connection to the login node
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, new["job_id"])
+    assert pool_snapshot() == []
+
+
+@pytest.mark.asyncio
+async def test_restart_in_place_through_the_login_node_keeps_the_job(slurm_cluster, login_config):
+    async with _hub(login_config) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120, restart=False)
+        manager = kernel.manager
+        before = manager.describe()
+        async with kernel.client() as client:
+            await client.execute("x = 1", timeout=60)
+            pid = await manager.restart()  # through the nanny, over the tunnels
+            after = manager.describe()
+            assert after["job_id"] == before["job_id"] and after["kernel_pid"] == pid
+            assert pid != before["kernel_pid"]
+            assert kernel.connection_info == manager.connection_info  # the same local ports
+            await client.wait_for_ready(60)
+            _, text = await execute_output(client, "print('x' in dir())", timeout=60)
+        assert text.strip() == "False"
+        assert slurm_cluster.jobs() == [before["job_id"]]
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, before["job_id"])
+
+
+@pytest.mark.asyncio
+async def test_interrupt_by_scancel_over_ssh_when_the_nanny_does_not_answer(
+    slurm_cluster, login_config, monkeypatch
+):
+    async with _hub(login_config) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        manager = kernel.manager
+        job_id = manager.describe()["job_id"]
+        sent = []
+        run = LoginRunner.run
+
+        async def recording(self, argv, *, input=None, timeout=30.0):
+            sent.append(list(argv))
+            return await run(self, argv, input=input, timeout=timeout)
+
+        async def no_answer():
+            raise KernelHubError("the nanny does not answer (test)")
+
+        monkeypatch.setattr(LoginRunner, "run", recording)
+        monkeypatch.setattr(manager.nanny, "interrupt", no_answer)
+        async with kernel.client() as client:
+            # The interrupt goes by `scancel --batch --signal=INT` on the login node; the
+            # dial-back nanny relays SIGINT to the kernel.
+            reply = await interrupt_busy_loop(
+                client,
+                "import time\nprint('go', flush=True)\nwhile True: time.sleep(0.05)",
+                timeout=60,
+                interrupt_timeout=30,
+            )
+        assert reply.content["status"] == "error"
+        assert reply.content["ename"] == "KeyboardInterrupt"
+        assert ["scancel", "--signal=INT", "--batch", job_id] in sent
+        assert job_id in slurm_cluster.jobs()  # an interrupt, not an end
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, job_id)
