@@ -23,6 +23,14 @@ ssh plugin's test kit), side by side in the same invocation:
   ``sbatch --wrap`` over SSH, forward the kernel's five ports, poll ``kernel_info`` on the
   local ends. The connection is opened in each round on both sides.
 
+Every run starts ``--settle`` seconds (3.5 by default) after the queue emptied. Slurm defers
+a batch job's scheduling until ``batch_sched_delay`` (``SchedulerParameters``, 3 s by default)
+after its last scheduling pass, and the previous job's end makes one: a run that starts 0.5 s
+after the previous job ended waits ~2.5 s in the queue, one that starts 2 s after waits ~1 s
+(checked with this kit's cluster). Without the settle, each side's queue wait depended on how
+long the *previous* scenario's teardown took, and that, not the launch, decided the ratio.
+``--settle 0`` measures the old way.
+
 Run (as root, with slurm-wlm installed): ``uv run python bench/slurm_bench.py [-n 7]``
 (``--no-login`` skips the login node). Target: each ratio ≤ 1.2.
 """
@@ -144,7 +152,7 @@ def _line(label: str, times: list[float]) -> str:
     )
 
 
-async def main(rounds: int, *, login: bool) -> int:
+async def main(rounds: int, *, login: bool, settle: float) -> int:
     cluster = start_cluster()
     os.environ.update(cluster.env)
     server = None
@@ -177,20 +185,27 @@ async def main(rounds: int, *, login: bool) -> int:
                         ("hub_login", lambda: with_kernel_hub(hub, "slurm/far")),
                         ("bare_ssh", lambda: bare_ssh(login_node, Path(tmp))),
                     ]
+
+                async def idle() -> None:
+                    assert not cluster.wait_queue_empty(60)  # both CPUs free before each
+                    # Past Slurm's batch_sched_delay since the last job's end: every run
+                    # finds the scheduler in the same state (see the module docstring).
+                    await asyncio.sleep(settle)
+
                 # One warm-up of each: the first import of ipykernel fills the page cache.
                 for _, run in scenarios:
-                    assert not cluster.wait_queue_empty(60)
+                    await idle()
                     await run()
                 for _ in range(rounds):  # interleaved, so load changes hit all alike
                     for name, run in scenarios:
-                        assert not cluster.wait_queue_empty(60)  # both CPUs free before each
+                        await idle()
                         times[name].append(await run())
     finally:
         if server is not None:
             server.stop()
         leftovers = cluster.stop()
     assert not leftovers, leftovers
-    print(f"rounds: {rounds} (after one warm-up each, interleaved)")
+    print(f"rounds: {rounds} (after one warm-up each, interleaved; settle {settle:g} s)")
     pairs = [("hub", "bare", "kernel_hub slurm/box", "bare sbatch + ipykernel")]
     if login:
         pairs.append(
@@ -210,5 +225,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--no-login", action="store_true", help="skip the login-node pair (no sshd, no ssh plugin)"
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.5,
+        help="seconds between the queue emptying and each run (past batch_sched_delay)",
+    )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(max(5, args.rounds), login=not args.no_login)))
+    sys.exit(asyncio.run(main(max(5, args.rounds), login=not args.no_login, settle=args.settle)))

@@ -19,12 +19,15 @@
     language = "python"
     restart = false                 # resubmit a kernel that died? (default false)
     register_ip = "10.0.0.5"        # this host's address as the compute nodes see it
+                                    # (route = "direct")
     job_dir = "~/.kernel-hub/slurm" # a directory on storage the compute nodes share
     login = "hpc"                   # submit through this login node over SSH: an [ssh.hpc]
                                     # table, or a host / ~/.ssh/config alias (needs the
                                     # extra kernel-hub-slurm[ssh])
     route = "login"                 # kernel traffic through the login node's connection
                                     # (default with login), or "direct"
+    login_ip = "10.1.0.2"           # route = "login": the login node's address as the
+                                    # compute nodes see it (default: register_ip)
     lease = 300                     # seconds the kernel outlives a host that stopped
                                     # answering (killed, or the link lost for good)
 
@@ -136,6 +139,22 @@ def _register_ip(value: str) -> str:
     return value
 
 
+def _login_ip(value: str) -> str:
+    try:
+        unspecified = ipaddress.ip_address(value).is_unspecified
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IP address; give the login node's address as the compute "
+            "nodes reach it"
+        ) from None
+    if unspecified:
+        raise ValueError(
+            f"{value!r} listens everywhere; give the one address of the login node that the "
+            "compute nodes reach"
+        )
+    return value
+
+
 def _login(value: str) -> str:
     if not value.strip() or any(c.isspace() for c in value):
         raise ValueError(
@@ -192,13 +211,21 @@ class SlurmKernelConfig:
     restart: bool = setting(False, "resubmit a kernel that died (a new job may wait in the queue)")
     register_ip: str = setting(
         "127.0.0.1",
-        "where the nodes dial back: this host's address as they reach it; with route = login, "
-        "the login node's",
+        "where the nodes dial back with route = direct: this host's address as they reach it "
+        "(with route = login and no login_ip: the login node's, as before login_ip existed)",
         check=_register_ip,
+    )
+    login_ip: str | None = setting(
+        None,
+        "where the nodes dial back with route = login: the login node's address as they reach "
+        "it (its sshd needs GatewayPorts clientspecified unless it is 127.0.0.1); default: "
+        "register_ip",
+        check=_login_ip,
     )
     kernel_ip: str = setting(
         "auto",
-        "the address the kernel binds on the node; auto: on the route to register_ip",
+        "the address the kernel binds on the node; auto: on the route to where the nanny dials "
+        "back (register_ip, or login_ip)",
         check=_kernel_ip,
     )
     job_dir: str = setting(
@@ -250,6 +277,16 @@ class SlurmKernelConfig:
     def via_login(self) -> bool:
         """Whether kernel traffic goes through the login node's SSH connection."""
         return self.route == "login" or (self.route == "auto" and self.login is not None)
+
+    @property
+    def dial_ip(self) -> str:
+        """Return the address the job's nanny dials back to (the login node's with route login).
+
+        ``register_ip`` once meant both; a table that sets only it keeps working.
+        """
+        if self.via_login:
+            return self.login_ip or self.register_ip
+        return self.register_ip
 
     def kernel_type(self) -> KernelType:
         """Return the :class:`KernelType` ``slurm/<name>`` (Slurm is not contacted)."""

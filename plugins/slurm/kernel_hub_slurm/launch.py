@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest
 
-    from .cluster import CommandRunner
+    from .cluster import CommandRunner, JobStatus
     from .config import SlurmKernelConfig
     from .manager import SlurmKernelManager
 
@@ -198,8 +198,9 @@ async def launch_job(
             ) from None
         url = endpoint.url
         if login is not None and via_login:
-            forward = await login.forward_here(kc.register_ip, int(url.rsplit(":", 1)[1]))
-            host = f"[{kc.register_ip}]" if ":" in kc.register_ip else kc.register_ip
+            dial = kc.dial_ip  # the login node's address as the nodes reach it
+            forward = await login.forward_here(dial, int(url.rsplit(":", 1)[1]))
+            host = f"[{dial}]" if ":" in dial else dial
             url = f"tcp://{host}:{forward.get_port()}"
         base = await runner.expand_user(kc.job_dir)
         with contextlib.suppress(KernelHubError):
@@ -346,11 +347,27 @@ async def _wait_registration(
     receive = asyncio.ensure_future(endpoint.receive())
     deadline = time.monotonic() + kc.start_timeout
     last: tuple[str, str, int | None] | None = None
+
+    async def look() -> tuple[JobStatus | None, int | None]:
+        status = await cli.status(job_id)
+        pending = status is not None and status.state == "PENDING"
+        return status, await cli.queue_position(job_id) if pending else None
+
     try:
         while True:
-            status = await cli.status(job_id)
+            # A look at the queue is a round trip (over SSH: 0.1-0.3 s on a busy login node):
+            # the registration does not wait for one that is under way.
+            poll = asyncio.ensure_future(look())
+            try:
+                await asyncio.wait({receive, poll}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not poll.done():
+                    poll.cancel()
+                    with contextlib.suppress(BaseException):
+                        await poll
             if receive.done():
                 break
+            status, position = poll.result()
             if status is None or not status.active:
                 state, reason = await cli.end_reason(job_id)
                 where = await _tail(cli.runner, os.path.join(job_dir, JOB_LOG))
@@ -363,7 +380,6 @@ async def _wait_registration(
                 )
             if status.state == "PENDING" and status.reason in NEVER_STARTS:
                 raise LaunchError(never_starts_message(job_id, tag, kc.name, status.reason))
-            position = await cli.queue_position(job_id) if status.state == "PENDING" else None
             if (status.state, status.reason, position) != last:
                 last = (status.state, status.reason, position)
                 data: dict[str, Any] = {"job_id": job_id, "state": status.state}

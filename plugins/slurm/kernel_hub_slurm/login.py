@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import posixpath
 import secrets
 import shlex
@@ -53,6 +54,13 @@ def ssh_plugin(what: str) -> ModuleType:
             f"({exc.name} is not installed): pip install '{EXTRA}'"
         ) from None
     return kernel_hub_ssh.connection
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _split_host(spec: str) -> tuple[str, int | None, str | None]:
@@ -303,13 +311,46 @@ class LoginRunner:
         asyncssh = self._ssh.asyncssh
         conn = await self._connection()
         try:
-            return await conn.forward_remote_port(listen_host, 0, "127.0.0.1", local_port)
+            listener = await conn.forward_remote_port(listen_host, 0, "127.0.0.1", local_port)
         except (asyncssh.Error, OSError) as exc:
             raise SlurmUnavailable(
                 f"the {self.label} refused to listen on {listen_host} for the job's "
                 f"registration ({exc}); its sshd needs AllowTcpForwarding yes (and GatewayPorts "
                 "clientspecified for an address other than 127.0.0.1), or set route = 'direct'"
             ) from None
+        if not _is_loopback(listen_host):
+            try:
+                await self._check_listening(conn, listen_host, listener.get_port())
+            except BaseException:
+                listener.close()
+                raise
+        return listener
+
+    async def _check_listening(self, conn: Any, host: str, port: int) -> None:
+        """Fail at once when the login node does not listen on *host*:*port* for the nodes.
+
+        The SSH protocol tells the port of a remote forward, not its address: an sshd
+        without ``GatewayPorts clientspecified`` (or ``yes``) binds loopback whatever the
+        client asked, and the job's nanny, dialing *host*, would be refused until the
+        launch's ``start_timeout``. So the login node itself connects there once
+        (``direct-tcpip``, which the kernel's tunnels need too) before anything is submitted.
+        """
+        asyncssh = self._ssh.asyncssh
+        try:
+            _, writer = await conn.open_connection(host, port)
+        except asyncssh.ChannelOpenError as exc:
+            if exc.code == asyncssh.OPEN_CONNECT_FAILED:
+                raise SlurmUnavailable(
+                    f"the {self.label} does not listen on {host} for the job's registration: "
+                    "its sshd binds remote forwards to loopback only; set GatewayPorts "
+                    "clientspecified in its sshd_config, or route = 'direct' with register_ip "
+                    "this host's address as the nodes reach it"
+                ) from None
+            raise SlurmUnavailable(
+                f"the {self.label} refused to connect to {host}:{port} ({exc.reason}); with "
+                "route = 'login' its sshd needs AllowTcpForwarding yes, or set route = 'direct'"
+            ) from None
+        writer.close()  # the registration endpoint sees a connection come and go
 
     async def stop_forward(self, listener: Any) -> None:
         """Close a listener of :meth:`forward_here`."""

@@ -105,6 +105,8 @@ def test_params_override_table_values():
         ({"sbatch_args": ["--output=x"]}, "may not set --output: the plugin sets it itself"),
         ({"register_ip": "login"}, "'login' is not an IP address; give this host's address"),
         ({"register_ip": "0.0.0.0"}, "'0.0.0.0' listens everywhere; give the one address"),
+        ({"login_ip": "login"}, "'login' is not an IP address; give the login node's address"),
+        ({"login_ip": "::"}, "'::' listens everywhere; give the one address of the login node"),
         ({"argv": ["python"]}, "field 'argv' must contain '{connection_file}'"),
         ({"env": {"A": 1}}, "field 'env' values must be strings (see 'A')"),
         ({"walltime": "1"}, "has unknown field(s) 'walltime'; known fields: account, argv"),
@@ -193,6 +195,23 @@ def test_sbatch_error_line_quotes_slurm():
         "invalid partition specified: x; Batch job submission failed: "
         "Invalid partition name specified"
     )
+
+
+@pytest.mark.parametrize(
+    ("table", "dial"),
+    [
+        ({"register_ip": "10.0.0.5"}, "10.0.0.5"),  # no login: this host
+        ({"login": "hpc", "login_ip": "10.1.0.2", "register_ip": "10.0.0.5"}, "10.1.0.2"),
+        ({"login": "hpc", "register_ip": "10.1.0.2"}, "10.1.0.2"),  # written before login_ip
+        ({"login": "hpc"}, "127.0.0.1"),
+        (
+            {"login": "hpc", "route": "direct", "login_ip": "10.1.0.2", "register_ip": "10.0.0.5"},
+            "10.0.0.5",
+        ),
+    ],
+)
+def test_the_nanny_dials_login_ip_through_the_login_node_else_register_ip(table, dial):
+    assert parse_config({"k": table})["k"].dial_ip == dial
 
 
 def test_readme_config_example_is_valid():

@@ -13,10 +13,12 @@ slurm plugin's own suite in a venv of its own).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -36,7 +38,12 @@ from kernel_hub_slurm.manager import SlurmKernelManager  # noqa: E402
 from kernel_hub_ssh.connection import pool_snapshot  # noqa: E402
 
 from kernel_hub import KernelHub  # noqa: E402
-from kernel_hub.conformance import execute_output, load_plugins  # noqa: E402
+from kernel_hub.conformance import (  # noqa: E402
+    execute_output,
+    interrupt_busy_loop,
+    load_plugins,
+)
+from kernel_hub.provider import KernelHubError, LaunchError  # noqa: E402
 from kernel_hub.testing import ProviderConformance, processes_with_env  # noqa: E402
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ssh, pytest.mark.integration]
@@ -435,3 +442,168 @@ class TestSlurmLoginConformance(ProviderConformance):
         assert await _gone_from_queue(self.cluster, state["job_id"], self.timeout)
         assert not os.path.exists(state["job_dir"]), f"job dir {state['job_dir']} left behind"
         assert pool_snapshot() == []
+
+
+def _outside_address() -> str:
+    """Return an address of this machine other than loopback (the login node as nodes see it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # UDP connect picks the route's source; nothing is sent
+        except OSError:
+            pytest.skip("this machine has no address besides loopback")
+        address = str(s.getsockname()[0])
+    if ipaddress.ip_address(address).is_loopback:
+        pytest.skip("this machine has no address besides loopback")
+    return address
+
+
+@pytest.mark.asyncio
+async def test_a_login_node_binding_forwards_to_loopback_fails_at_once(
+    slurm_cluster, login_config, monkeypatch
+):
+    # The kit's sshd has GatewayPorts no: it binds the registration's forward on 127.0.0.1
+    # whatever was asked, so a nanny dialing the login node's outside address is refused.
+    login_config["slurm"]["k"].update(login_ip=_outside_address(), start_timeout=60)
+    sent = []
+    run = LoginRunner.run
+
+    async def recording(self, argv, *, input=None, timeout=30.0):
+        sent.append(argv[0])
+        return await run(self, argv, input=input, timeout=timeout)
+
+    monkeypatch.setattr(LoginRunner, "run", recording)
+    async with _hub(login_config) as hub:
+        began = time.monotonic()
+        with pytest.raises(LaunchError) as info:
+            await hub.launch("slurm/k", ready_timeout=120)
+        took = time.monotonic() - began
+    message = str(info.value)
+    assert "\n" not in message
+    assert "binds remote forwards to loopback only" in message
+    assert "GatewayPorts clientspecified" in message and "route = 'direct'" in message
+    assert took < 20, f"failed after {took:.1f} s: at start_timeout, not at once"
+    assert "sbatch" not in sent  # nothing was submitted
+    assert slurm_cluster.jobs() == []
+    assert pool_snapshot() == []
+
+
+@pytest.fixture
+def open_login_node(slurm_cluster, tmp_path):
+    """A login node whose sshd binds remote forwards where the client asks."""
+    server = ssh_testing.start_sshd(
+        tmp_path / "open-login",
+        extra_config=[
+            f"SetEnv SLURM_CONF={slurm_cluster.conf}",
+            "Subsystem sftp internal-sftp",
+            "GatewayPorts clientspecified",
+        ],
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.asyncio
+async def test_gateway_ports_clientspecified_lets_the_nodes_dial_the_login_node(
+    slurm_cluster, open_login_node, slurm_table, no_local_slurm
+):
+    address = _outside_address()
+    config = {
+        "ssh": {"hpc": open_login_node.kernel_table()},
+        "slurm": {"k": {**slurm_table, "login": "hpc", "login_ip": address}},
+    }
+    async with _hub(config) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        state = kernel.manager.describe()
+        # The nanny dialed the login node's outside address; the kernel bound the node's
+        # address on that route, and the client still uses local tunnel ports only.
+        assert state["route"] == "login" and state["remote_info"]["ip"] == address
+        assert kernel.connection_info["ip"] == "127.0.0.1"
+        async with kernel.client() as client:
+            _, text = await execute_output(client, "print('dialed back')", timeout=60)
+        assert text.strip() == "dialed back"
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, state["job_id"])
+
+
+@pytest.mark.asyncio
+async def test_restart_on_request_through_the_login_node_is_a_new_job(slurm_cluster, login_config):
+    async with _hub(login_config) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        old = kernel.manager.describe()
+        async with kernel.client() as client:  # made before the restart, used after it
+            await client.execute("x = 1", timeout=60)
+            await kernel.restart()
+            new = kernel.manager.describe()
+            assert new["job_id"] != old["job_id"] and new["route"] == "login"
+            assert isinstance(kernel.manager.cli.runner, LoginRunner)
+            # The client follows the kernel to its new job's tunnels: local ports only.
+            assert kernel.connection_info["ip"] == "127.0.0.1"
+            await client.wait_for_ready(60)
+            _, text = await execute_output(client, "print('x' in dir())", timeout=60)
+        assert text.strip() == "False"  # a new kernel
+        assert await _gone_from_queue(slurm_cluster, old["job_id"])
+        assert not Path(old["job_dir"]).exists()
+        assert len(pool_snapshot()) == 1  # still one connection to the login node
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, new["job_id"])
+    assert pool_snapshot() == []
+
+
+@pytest.mark.asyncio
+async def test_restart_in_place_through_the_login_node_keeps_the_job(slurm_cluster, login_config):
+    async with _hub(login_config) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120, restart=False)
+        manager = kernel.manager
+        before = manager.describe()
+        async with kernel.client() as client:
+            await client.execute("x = 1", timeout=60)
+            pid = await manager.restart()  # through the nanny, over the tunnels
+            after = manager.describe()
+            assert after["job_id"] == before["job_id"] and after["kernel_pid"] == pid
+            assert pid != before["kernel_pid"]
+            assert kernel.connection_info == manager.connection_info  # the same local ports
+            await client.wait_for_ready(60)
+            _, text = await execute_output(client, "print('x' in dir())", timeout=60)
+        assert text.strip() == "False"
+        assert slurm_cluster.jobs() == [before["job_id"]]
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, before["job_id"])
+
+
+@pytest.mark.asyncio
+async def test_interrupt_by_scancel_over_ssh_when_the_nanny_does_not_answer(
+    slurm_cluster, login_config, monkeypatch
+):
+    async with _hub(login_config) as hub:
+        kernel = await hub.launch("slurm/k", ready_timeout=120)
+        manager = kernel.manager
+        job_id = manager.describe()["job_id"]
+        sent = []
+        run = LoginRunner.run
+
+        async def recording(self, argv, *, input=None, timeout=30.0):
+            sent.append(list(argv))
+            return await run(self, argv, input=input, timeout=timeout)
+
+        async def no_answer():
+            raise KernelHubError("the nanny does not answer (test)")
+
+        monkeypatch.setattr(LoginRunner, "run", recording)
+        monkeypatch.setattr(manager.nanny, "interrupt", no_answer)
+        async with kernel.client() as client:
+            # The interrupt goes by `scancel --batch --signal=INT` on the login node; the
+            # dial-back nanny relays SIGINT to the kernel.
+            reply = await interrupt_busy_loop(
+                client,
+                "import time\nprint('go', flush=True)\nwhile True: time.sleep(0.05)",
+                timeout=60,
+                interrupt_timeout=30,
+            )
+        assert reply.content["status"] == "error"
+        assert reply.content["ename"] == "KeyboardInterrupt"
+        assert ["scancel", "--signal=INT", "--batch", job_id] in sent
+        assert job_id in slurm_cluster.jobs()  # an interrupt, not an end
+        await kernel.shutdown()
+    assert await _gone_from_queue(slurm_cluster, job_id)

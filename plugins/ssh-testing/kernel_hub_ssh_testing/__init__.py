@@ -191,7 +191,8 @@ def start_sshd(
     returns once it accepts TCP connections.
 
     :param extra_config: more ``sshd_config`` lines, e.g. ``SetEnv SLURM_CONF=...`` (the
-        environment of every session, as a site sets it up on a login node).
+        environment of every session, as a site sets it up on a login node); a line
+        whose keyword the kit sets replaces the kit's (``GatewayPorts clientspecified``).
     :raises RuntimeError: quoting sshd's log when it does not come up within *timeout*.
     """
     if not os.path.exists(SSHD):
@@ -209,33 +210,31 @@ def start_sshd(
     (port,) = free_ports(1)
     user = getpass.getuser()
     config = work / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {host_key}",
-                f"AuthorizedKeysFile {authorized}",
-                f"PidFile {work / 'sshd.pid'}",
-                "StrictModes no",
-                "UsePAM no",
-                "PermitRootLogin yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PubkeyAuthentication yes",
-                "AllowTcpForwarding yes",
-                "GatewayPorts no",
-                "X11Forwarding no",
-                "PrintMotd no",
-                "LogLevel VERBOSE",
-                # Many parallel test connections must not be throttled.
-                "MaxStartups 100",
-                "MaxSessions 100",
-                *extra_config,
-                "",
-            ]
-        )
-    )
+    defaults = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {host_key}",
+        f"AuthorizedKeysFile {authorized}",
+        f"PidFile {work / 'sshd.pid'}",
+        "StrictModes no",
+        "UsePAM no",
+        "PermitRootLogin yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PubkeyAuthentication yes",
+        "AllowTcpForwarding yes",
+        "GatewayPorts no",
+        "X11Forwarding no",
+        "PrintMotd no",
+        "LogLevel VERBOSE",
+        # Many parallel test connections must not be throttled.
+        "MaxStartups 100",
+        "MaxSessions 100",
+    ]
+    # sshd keeps a keyword's first value: a line of extra_config replaces the kit's own.
+    replaced = {line.split()[0].lower() for line in extra_config if line.strip()}
+    kept = [line for line in defaults if line.split()[0].lower() not in replaced]
+    config.write_text("\n".join([*kept, *extra_config, ""]))
     host_pub = (host_key.with_suffix(".pub")).read_text().split()
     known_hosts = work / "known_hosts"
     known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
