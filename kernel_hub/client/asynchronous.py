@@ -26,7 +26,7 @@ from ._requests import KernelRequests
 from .console import console_output_hook, terminal_input
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from ..contract.manager import KernelManager
 
@@ -351,13 +351,22 @@ class AsyncKernelClient(KernelRequests):
 
     # ---- readiness ----
 
-    async def wait_for_ready(self, timeout: float | None = 60.0) -> Message:
+    async def wait_for_ready(
+        self,
+        timeout: float | None = 60.0,
+        *,
+        on_answer: Callable[[Message], Awaitable[object]] | None = None,
+    ) -> Message:
         """Wait until the kernel answers ``kernel_info`` and IOPub delivers; return the reply.
 
         The first ``kernel_info_request`` is queued before the kernel listens and
         is answered as soon as it does. IOPub subscriptions take effect a little
         later, so further requests are sent until one of their status messages
         arrives: then output of the next execution cannot be lost.
+
+        :param on_answer: awaited with the ``kernel_info_reply`` as soon as it
+            arrives, before IOPub is awaited (the kernel is up: signals may go to
+            it, though another client's execution may keep IOPub's check waiting).
         """
         await self.connect()
         loop = asyncio.get_running_loop()
@@ -366,6 +375,8 @@ class AsyncKernelClient(KernelRequests):
             "kernel_info_request", timeout=None if deadline is None else timeout
         )
         self._kernel_info = reply
+        if on_answer is not None:
+            await on_answer(reply)
         await self._await_iopub(None if deadline is None else max(0.0, deadline - loop.time()))
         return reply
 

@@ -91,11 +91,20 @@ async def wait_ready(
     connection_info: Mapping[str, Any],
     manager: KernelManager,
     timeout: float,
+    *,
+    hold: SignalHold | None = None,
 ) -> None:
-    """Wait for kernel_info + IOPub, or fail fast with the kernel's last output if it dies."""
+    """Wait for kernel_info + IOPub, or fail fast with the kernel's last output if it dies.
+
+    :param hold: released at the kernel's first answer, not after IOPub's check: a
+        host's client (the Jupyter bridge's) may have the kernel busy by then, with
+        our IOPub nudges queued behind its code, and an interrupt must reach it.
+    """
     client = await AsyncKernelClient(connection_info, manager=manager).connect()
     try:
-        await client.wait_for_ready(timeout)
+        await client.wait_for_ready(
+            timeout, on_answer=None if hold is None else (lambda reply: hold.ready())
+        )
     except KernelDied as exc:
         tail = await manager.last_output()
         # Ports are free when chosen, but another process (another host's kernel) may
@@ -233,7 +242,7 @@ class Starter:
                 on_launched(started)
             if monitor is not None:
                 monitor.open(result.connection_info)
-            await wait_ready(kernel_type, result.connection_info, manager, ready_timeout)
+            await wait_ready(kernel_type, result.connection_info, manager, ready_timeout, hold=hold)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 hold.ended("its start was stopped before it answered")

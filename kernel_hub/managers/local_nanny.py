@@ -168,7 +168,10 @@ async def launch_under_nanny(
     if cwd is not None:
         cmd += ["--cwd", cwd]
     if lease is not None:
-        cmd += ["--lease", f"{lease:g}"]
+        # It outlives this process: a daemon (its first process relays the handshake and
+        # exits), so that this process holds no child of it, and no asyncio transport that
+        # would kill it when collected or outlive the loop it was made on.
+        cmd += ["--lease", f"{lease:g}", "--daemon"]
     if registration_wanted(kernel_type.metadata, request.params):
         # The nanny starts the kernel with the registration handshake: no port guessed.
         seconds = registration_timeout(request.params)
@@ -235,5 +238,9 @@ async def launch_under_nanny(
     state["launch_mode"] = LOCAL_NANNY
     info = handshake["connection_info"]
     progress("nanny started", f"the nanny started kernel pid {state['kernel_pid']}")
+    if lease is not None:
+        await proc.wait()  # the daemon's first process, gone once it relayed the handshake
+        daemon = NannyManager(info, state, type_id=kernel_type.id)
+        return LaunchResult(info, daemon.describe(), manager=daemon)
     manager = LocalNannyManager(info, state, process=proc, type_id=kernel_type.id, forget=forget)
     return LaunchResult(info, manager.describe(), manager=manager)
