@@ -180,6 +180,12 @@ class KernelHub:
         self._cull: dict[str, CullPolicy | None] = (
             {"*": cull} if isinstance(cull, CullPolicy) else dict(cull or {})
         )
+        for key, policy in self._cull.items():
+            if policy is not None and not isinstance(policy, CullPolicy):
+                raise TypeError(
+                    f"cull[{key!r}] is {policy!r}; give a kernel_hub.CullPolicy(idle=...) or "
+                    "None (never cull kernels of that type)"
+                )
         self._cull_config: tuple[CullPolicy | None, dict[str, CullPolicy | None]] | None = None
         self._culler: Culler | None = None
         #: Lifecycle events of this hub's kernels; ``hub.events.subscribe(callback)``.

@@ -243,6 +243,8 @@ async def test_the_hub_resolves_policies_api_first_then_config_per_type():
     assert hub.cull_policy("spec/b") == mine
     assert hub.cull_policy("spec/c") is None
     assert KernelHub(config={}, load_entrypoints=False).cull_policy("spec/a") is None
+    with pytest.raises(TypeError, match=r"cull\['\*'\] is 600; give a kernel_hub.CullPolicy"):
+        KernelHub(config={}, load_entrypoints=False, cull={"*": 600})
 
 
 def test_config_check_reports_the_culling_table(tmp_path):
