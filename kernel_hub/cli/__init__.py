@@ -129,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the kernel under a nanny; the connection info gains nanny ports, so other "
         "processes can interrupt, restart and kill it ('kernel-hub attach')",
     )
+    p.add_argument(
+        "--transport-encryption",
+        choices=("disabled", "auto", "required"),
+        default="disabled",
+        help="CurveZMQ for the kernel's sockets (default: disabled: jupyter console and "
+        "qtconsole, which read the file, cannot speak it yet; 'auto': where the kernel can)",
+    )
     _timeouts(p)
 
     p = sub.add_parser(

@@ -236,7 +236,7 @@ async def cmd_launch(args: argparse.Namespace) -> int:
     from ..wire.connection import runtime_dir, write_connection_file
 
     stop = _stop_on_signals()
-    async with KernelHub() as hub:
+    async with KernelHub(transport_encryption=args.transport_encryption) as hub:
         unsubscribe = hub.events.subscribe(_print_event)
         kernel = await _launch_unless_stopped(
             hub, args, stop, restart=False if args.no_restart else None
@@ -296,7 +296,7 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
     from ..wire.connection import runtime_dir, write_connection_file
 
     stop = _stop_on_signals()
-    hub = KernelHub()
+    hub = KernelHub(transport_encryption=args.transport_encryption)
     unsubscribe = hub.events.subscribe(_print_event)  # the start's events, as 'launch' shows
     try:
         kernel = await _launch_unless_stopped(hub, args, stop, nanny=True, restart=False)

@@ -8,15 +8,21 @@ importing it (and IPython) takes a noticeable fraction of a second.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
+import os
 import platform
 import re
 import sys
 
 from kernel_hub.provider import KernelType, UnavailableType
 
-__all__ = ["PROVIDER", "find_ipykernel_types", "ipykernel_available", "ipykernel_has_curve"]
+__all__ = [
+    "PROVIDER",
+    "find_ipykernel_types",
+    "installed_ipykernel_version",
+    "ipykernel_available",
+    "ipykernel_has_curve",
+]
 
 #: The provider id of the kernel type this plugin offers.
 PROVIDER = "ipykernel"
@@ -33,18 +39,38 @@ def ipykernel_available() -> bool:
         return False
 
 
-def ipykernel_has_curve() -> bool:
-    """Return whether the installed ipykernel speaks CurveZMQ (>= 7.4), from its metadata.
+def installed_ipykernel_version() -> tuple[int, int] | None:
+    """Return the installed ipykernel's ``(major, minor)``, or ``None`` if unknown.
 
-    What its kernelspec would say (``supported_encryption: ["curve"]``), read from
-    the distribution's version without importing it.
+    Read from the name of its ``ipykernel-<version>.dist-info`` folder beside the
+    package: neither ipykernel nor ``importlib.metadata`` is imported (the latter
+    would cost every command that lists kernel types).
     """
     try:
-        version = importlib.metadata.version("ipykernel")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    match = re.match(r"(\d+)\.(\d+)", version)
-    return match is not None and (int(match[1]), int(match[2])) >= CURVE_SINCE
+        spec = importlib.util.find_spec("ipykernel")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    site = os.path.dirname(next(iter(spec.submodule_search_locations)))
+    try:
+        names = os.listdir(site)
+    except OSError:
+        return None
+    for name in names:
+        match = re.fullmatch(r"ipykernel-(\d+)\.(\d+)[^-]*\.dist-info", name)
+        if match is not None:
+            return int(match[1]), int(match[2])
+    return None
+
+
+def ipykernel_has_curve() -> bool:
+    """Return whether the installed ipykernel speaks CurveZMQ (>= 7.4).
+
+    What its kernelspec would say (``supported_encryption: ["curve"]``).
+    """
+    version = installed_ipykernel_version()
+    return version is not None and version >= CURVE_SINCE
 
 
 def find_ipykernel_types() -> list[KernelType | UnavailableType]:
