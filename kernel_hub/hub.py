@@ -216,6 +216,9 @@ class KernelHub:
         if kind == "restarted" and self._keeper is not None and kernel_id in self._kernels:
             # A new process: new state, maybe new ports.
             self._keeper.record(self._kernels[kernel_id])
+        elif kind == "connection_restored" and kernel_id in self._kernels:
+            # Sockets reconnected through a new link: IOPub must deliver again before output.
+            self._kernels[kernel_id].link_restored()
         loop = self._loop
         if (
             loop is not None

@@ -157,6 +157,11 @@ class RunningKernel:
         """``time.time()`` of the kernel's last IOPub status message (or of its launch)."""
         return self._monitor.last_activity
 
+    def link_restored(self) -> None:
+        """Tell the clients that the provider's link came back (``connection_restored``)."""
+        for client in list(self._clients):
+            client.link_restored()
+
     @property
     def client_count(self) -> int:
         """How many clients from :meth:`client` are open (a culler may count them as activity)."""

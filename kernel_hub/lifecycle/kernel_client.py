@@ -225,6 +225,12 @@ class KernelClient(KernelRequests):
         """The kernel runs again (after ``restarted``, and ``connection_changed`` if any)."""
         self._call_on_loop(self._back)
 
+    def link_restored(self) -> None:
+        """The provider's link to the kernel came back (``connection_restored``): the
+        kernel's publisher may have dropped this client's IOPub subscription with the link,
+        so the next execution waits until IOPub delivers again, as after a restart."""
+        self._call_on_loop(self._wire.forget_iopub)
+
     def kernel_ended(self, reason: str) -> None:
         """The kernel ended for good: waiting and later requests fail with *reason*."""
         self._call_on_loop(self._ended, reason)
