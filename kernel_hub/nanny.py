@@ -1147,16 +1147,23 @@ WORKDIR_PREFIX = "kernel-hub-nanny-"
 PID_FILE = "nanny.pid"
 
 
+def _stat_fields(pid: int | str) -> list[bytes]:
+    """Return the fields of ``/proc/<pid>/stat`` after the command name; ``[]`` if unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # The command name may hold spaces and ")": split after its last ")".
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _process_start(pid: int) -> str:
     """Return when *pid* started (clock ticks since boot), or ``""`` without ``/proc``.
 
     With the pid it names one process: a pid alone may have been reused.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
+    fields = _stat_fields(pid)
+    return fields[19].decode() if len(fields) > 19 else ""
 
 
 def _group_cpu_seconds(group: int) -> float | None:
@@ -1173,11 +1180,7 @@ def _group_cpu_seconds(group: int) -> float | None:
     for name in names:
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
+        fields = _stat_fields(name)
         if len(fields) < 15 or fields[0] in (b"Z", b"X") or int(fields[2]) != group:
             continue
         found = True

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from ..contract.types import CullPolicy
-from .schema import ConfigSchema, setting
+from .schema import ConfigSchema, positive, setting
 
 if TYPE_CHECKING:
     from ..contract.hookspecs import HubContext
@@ -36,12 +36,6 @@ def _not_negative(value: float) -> float:
     return value
 
 
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError(f"must be positive, not {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class CullTable:
     """``[culling]`` and each ``[culling."<type id>"]``: unset fields inherit."""
@@ -50,7 +44,7 @@ class CullTable:
         None, "seconds of inactivity before a kernel is culled (0: never)", check=_not_negative
     )
     busy: float | None = setting(
-        None, "seconds busy without CPU use before a kernel is culled too", check=_positive
+        None, "seconds busy without CPU use before a kernel is culled too", check=positive
     )
     cpu: float | None = setting(
         None, "CPU-seconds per second that count as work (default 0.05)", check=_not_negative
@@ -59,7 +53,7 @@ class CullTable:
     interval: float | None = setting(
         None,
         "seconds between checks (default: a quarter of the shortest threshold, 1-60)",
-        check=_positive,
+        check=positive,
     )
 
 

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from kernel_hub.provider import ConfigError, ConfigSchema, KernelType, positive, setting, table_name
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from kernel_hub.provider import LaunchRequest
 
@@ -123,36 +123,30 @@ def _kernel_argv(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
-def _register_ip(value: str) -> str:
-    try:
-        unspecified = ipaddress.ip_address(value).is_unspecified
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not an IP address; give this host's address as the compute nodes "
-            "reach it"
-        ) from None
-    if unspecified:
-        raise ValueError(
-            f"{value!r} listens everywhere; give the one address of this host that the "
-            "compute nodes reach"
-        )
-    return value
+def _address_the_nodes_reach(machine: str, machines: str) -> Callable[[str], str]:
+    """Return a :func:`setting` check: one IP address of *machine* (*machines*: its
+    possessive), as the compute nodes reach it."""
+
+    def check(value: str) -> str:
+        try:
+            unspecified = ipaddress.ip_address(value).is_unspecified
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IP address; give {machines} address as the compute "
+                "nodes reach it"
+            ) from None
+        if unspecified:
+            raise ValueError(
+                f"{value!r} listens everywhere; give the one address of {machine} that the "
+                "compute nodes reach"
+            )
+        return value
+
+    return check
 
 
-def _login_ip(value: str) -> str:
-    try:
-        unspecified = ipaddress.ip_address(value).is_unspecified
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is not an IP address; give the login node's address as the compute "
-            "nodes reach it"
-        ) from None
-    if unspecified:
-        raise ValueError(
-            f"{value!r} listens everywhere; give the one address of the login node that the "
-            "compute nodes reach"
-        )
-    return value
+_register_ip = _address_the_nodes_reach("this host", "this host's")
+_login_ip = _address_the_nodes_reach("the login node", "the login node's")
 
 
 def _login(value: str) -> str:
