@@ -383,9 +383,10 @@ class AsyncKernelClient(KernelRequests):
     def forget_iopub(self) -> None:
         """Wait again for IOPub to deliver before the next execution: the kernel's process changed.
 
-        Called by :class:`~kernel_hub.KernelClient` when its kernel dies: the same
+        Called by :class:`~kernel_hub.KernelClient` when its kernel dies (the same
         sockets reach the restarted process, whose IOPub has to see their
-        subscription before output can reach this client.
+        subscription before output can reach this client) and when the provider's
+        link comes back (``connection_restored``: the sockets reconnected through it).
         """
         if self._iopub_seen is not None:
             self._iopub_seen.clear()
