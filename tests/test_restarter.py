@@ -430,6 +430,43 @@ async def test_manual_restart_relaunches_and_clients_follow():
 
 @pytest.mark.integration
 @pytest.mark.asyncio
+@pytest.mark.parametrize("encryption", ["disabled", "auto"])
+async def test_the_first_output_after_each_restart_reaches_every_client(encryption):
+    """The old process's last IOPub (its shutdown's status) must not count as the new one's.
+
+    Each client waits for IOPub to deliver again after a restart; a straggler of the
+    old process used to end that wait, and the first cell's output was then lost
+    to a subscription the new process had not seen yet.
+    """
+    async with KernelHub(config={}, transport_encryption=encryption) as hub:
+        kernel = await hub.launch(PYTHON, restart=False)
+        blocking = await asyncio.to_thread(kernel.blocking_client)
+        try:
+            async with kernel.client() as client:
+                for round_ in range(4):
+                    await kernel.restart()
+                    lines: list[str] = []
+                    await client.execute(
+                        f"print('back', {round_})",
+                        output_hook=lambda m: lines.append(str(m.content.get("text", ""))),
+                        timeout=60,
+                    )
+                    assert f"back {round_}" in "".join(lines), (round_, lines)
+                    seen: list[str] = []
+                    await asyncio.to_thread(
+                        blocking.execute,
+                        f"print('also', {round_})",
+                        output_hook=lambda m: seen.append(str(m.content.get("text", ""))),
+                        timeout=60,
+                    )
+                    assert f"also {round_}" in "".join(seen), (round_, seen)
+        finally:
+            await asyncio.to_thread(blocking.close)
+        await kernel.shutdown()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
 async def test_a_restart_reaches_the_dead_kernels_grandchildren():
     async with KernelHub(config={}) as hub:
         rec = EventRecorder(hub)

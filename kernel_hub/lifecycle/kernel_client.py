@@ -266,6 +266,10 @@ class KernelClient(KernelRequests):
             # Anything still waiting on the old endpoint hears of the restart, not of a close.
             old.abort(KernelDied("the kernel restarted while a request was waiting"))
             asyncio.ensure_future(old.close())
+        else:
+            # Again, now that the old process is gone: what it published after the death
+            # notice (the status of a restart's shutdown_request) proves nothing of the new one.
+            self._wire.forget_iopub()
         if self._loop is not None:
             self._rejoin = asyncio.ensure_future(self._rejoined())
         self._wake()
