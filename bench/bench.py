@@ -367,8 +367,12 @@ class KernelHubVariant(LoopVariant):
 
         self.loop = loop
         self.type_id = type_id
+        # Plain ZeroMQ like the other two variants (bench/curve_bench.py measures CurveZMQ).
         self.hub = KernelHub(
-            plugins=[kernel_hub_ipykernel.plugin], load_entrypoints=False, config={}
+            plugins=[kernel_hub_ipykernel.plugin],
+            load_entrypoints=False,
+            config={},
+            transport_encryption="disabled",
         )
         # Discovery is host set-up, done once; every launch below is timed.
         loop.run_until_complete(self.hub.find_kernel_types())

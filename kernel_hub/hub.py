@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .contract.manager import KernelManager
+    from .contract.types import TransportEncryption
     from .lifecycle.culler import Culler
     from .lifecycle.state import Record
     from .plugins import KernelHubPluginManager
@@ -129,11 +130,13 @@ class KernelHub:
         ``kernel-hub ps`` looks). ``None`` (the default): kernels end with the host.
     :param grace: seconds a kernel of a hub with a *state_dir* outlives this
         process; after that, whatever no new hub adopted is ended and removed.
-    :param transport_encryption: CurveZMQ for this hub's kernels, unless a launch says
-        otherwise: ``"auto"`` (the default: for every type that declares
-        ``supported_encryption: ["curve"]``, ipykernel >= 7.4's types among them),
-        ``"required"`` (a type that cannot is a :class:`~kernel_hub.LaunchError`) or
-        ``"disabled"``. See :attr:`LaunchRequest.transport_encryption`.
+    :param transport_encryption: CurveZMQ for this hub's kernels, unless a launch or
+        the config's ``[transport."<type id>"]`` says otherwise: ``"auto"`` (for every
+        type that declares ``supported_encryption: ["curve"]``, ipykernel >= 7.4's
+        types among them), ``"required"`` (a type that cannot is a
+        :class:`~kernel_hub.LaunchError`) or ``"disabled"``; ``None`` (the default):
+        the config's ``[transport] encryption``, else ``"auto"``. See
+        :meth:`encryption_for` and :attr:`LaunchRequest.transport_encryption`.
 
     Use it as ``async with KernelHub() as hub:`` so that every kernel it
     launched is shut down on exit.
@@ -150,12 +153,16 @@ class KernelHub:
         cull: CullPolicy | Mapping[str, CullPolicy | None] | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         grace: float = DEFAULT_GRACE,
-        transport_encryption: str = "auto",
+        transport_encryption: str | None = None,
     ) -> None:
         if not isinstance(grace, int | float) or not grace > 0:
             raise ValueError(f"grace must be a positive number of seconds, not {grace!r}")
-        #: The hub-wide ``transport_encryption`` (a launch's own wins).
-        self.transport_encryption = check_encryption(transport_encryption)
+        self._encryption: TransportEncryption | None = (
+            check_encryption(transport_encryption) if transport_encryption is not None else None
+        )
+        self._encryption_config: (
+            tuple[TransportEncryption | None, dict[str, TransportEncryption]] | None
+        ) = None
         #: The state dir (``None``: kernels end with this process).
         self.state: StateDir | None = StateDir(state_dir) if state_dir is not None else None
         #: Seconds this hub's kernels outlive it (with a state dir).
@@ -377,6 +384,42 @@ class KernelHub:
         kernel.start_watching()
         return kernel
 
+    # ---- transport encryption ----
+
+    @property
+    def transport_encryption(self) -> TransportEncryption:
+        """The hub-wide CurveZMQ policy: the host's, else the config's ``[transport]``, else
+        ``"auto"`` (a type's own table may differ: :meth:`encryption_for`)."""
+        if self._encryption is not None:
+            return self._encryption
+        return self._config_encryption()[0] or "auto"
+
+    def encryption_for(self, type_id: str) -> TransportEncryption:
+        """Return the CurveZMQ policy a launch of *type_id* gets when it names none.
+
+        The first that speaks: the config's ``[transport."<type_id>"]``, the host's
+        ``KernelHub(transport_encryption=...)``, the config's ``[transport]``, ``"auto"``.
+        """
+        per_type = self._config_encryption()[1]
+        return per_type[type_id] if type_id in per_type else self.transport_encryption
+
+    def configured_encryption(self, type_id: str) -> TransportEncryption | None:
+        """The config file's policy for *type_id* (its own table, else ``[transport]``), or None."""
+        everywhere, per_type = self._config_encryption()
+        return per_type.get(type_id, everywhere)
+
+    def _config_encryption(
+        self,
+    ) -> tuple[TransportEncryption | None, dict[str, TransportEncryption]]:
+        if self._encryption_config is None:
+            if "transport" in self.config:
+                from .plugins.transport import config_encryption  # pay for it when used
+
+                self._encryption_config = config_encryption(self)
+            else:
+                self._encryption_config = (None, {})
+        return self._encryption_config
+
     # ---- culling ----
 
     def cull_policy(self, type_id: str) -> CullPolicy | None:
@@ -471,26 +514,28 @@ class KernelHub:
             own client waits for the kernel to answer, with its own timeout (the
             Jupyter bridge: jupyter_client's ``startup_timeout``).
         :param transport_encryption: CurveZMQ for this kernel (``"disabled"``,
-            ``"auto"``, ``"required"``); ``None``: the hub's. Kept by its restarts,
-            with its keys.
+            ``"auto"``, ``"required"``); ``None``: :meth:`encryption_for` the type
+            (the config's, the hub's). Kept by its restarts, with its keys.
         :raises NoSuchKernelType: for an unknown id.
         :raises LaunchError: when the kernel cannot start; nothing is left running.
         :raises ValueError: when *env*, *cwd*, *params* or *kernel_id* cannot be
             used (the message names the entry); checked before anything starts.
         """
         self._bind_loop()
-        encryption = check_encryption(
-            self.transport_encryption if transport_encryption is None else transport_encryption
-        )
+        if transport_encryption is not None:
+            check_encryption(transport_encryption)  # a bad value is the caller's error, first
         kt = await (
             self.default_kernel_type() if type_id is None else self.get_kernel_type(type_id)
+        )
+        encryption = check_encryption(
+            self.encryption_for(kt.id) if transport_encryption is None else transport_encryption
         )
         if (
             self._pools
             and kernel_id is None
             and connection is None
             and on_launched is None
-            and encryption == self.transport_encryption  # pools start under the hub's
+            and encryption == self.encryption_for(kt.id)  # what the pool's kernels started with
         ):
             key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny, restart=restart)
             pool = self._pools.get(key)
@@ -622,7 +667,7 @@ class KernelHub:
                 env=dict(env or {}),
                 params=dict(params or {}),
                 outlive=self._outlive(),
-                transport_encryption=self.transport_encryption,
+                transport_encryption=self.encryption_for(kt.id),
             )
             return self._launch(
                 kt, request, ready_timeout=ready_timeout, restart=restart, nanny=nanny, pool=True
@@ -730,7 +775,7 @@ class KernelHub:
         request = _request or LaunchRequest(
             kernel_id=kernel_id,
             outlive=self._outlive(),
-            transport_encryption=self.transport_encryption,
+            transport_encryption=self.encryption_for(kt.id),
         )
         return self._register(
             kt,

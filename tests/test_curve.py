@@ -54,12 +54,48 @@ def test_curve_for_follows_the_policy_and_the_declared_support():
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("bad", ["yes", True, None, "Auto "])
+@pytest.mark.parametrize("bad", ["yes", True, 0, "Auto "])
 def test_a_bad_policy_is_a_one_line_error_naming_the_choices(bad):
     with pytest.raises(ValueError, match="transport_encryption must be 'disabled', 'auto'"):
         KernelHub(config={}, load_entrypoints=False, transport_encryption=bad)
     with pytest.raises(ValueError, match="launch transport_encryption"):
         LaunchRequest(kernel_id="k1", transport_encryption=bad)
+
+
+def test_the_transport_table_sets_the_policy_per_type_over_the_host_and_names_typos():
+    config = {"transport": {"encryption": "disabled", "spec/legacy": {"encryption": "required"}}}
+    hub = KernelHub(config=config, load_entrypoints=False)
+    assert hub.transport_encryption == "disabled"
+    assert hub.encryption_for("spec/legacy") == "required"
+    assert hub.encryption_for("spec/other") == "disabled"
+    # The host's choice comes before [transport], after the type's own table.
+    hub = KernelHub(config=config, load_entrypoints=False, transport_encryption="auto")
+    assert hub.encryption_for("spec/other") == "auto"
+    assert hub.encryption_for("spec/legacy") == "required"
+    assert hub.configured_encryption("spec/other") == "disabled"
+    # Silent config: auto; and no config says nothing of a type.
+    bare = KernelHub(config={}, load_entrypoints=False)
+    assert bare.encryption_for("spec/x") == "auto" and bare.configured_encryption("spec/x") is None
+    from kernel_hub.plugins.transport import SCHEMA
+
+    parsed = SCHEMA.parse({"encryption": "yes", "spec/bad": {"encrpytion": "auto"}})
+    assert parsed.settings.encryption is None  # a bad value falls back to the default
+    assert [p for p in parsed.problems if "'disabled', 'auto' or 'required'" in str(p)]
+    assert [p for p in parsed.problems if "did you mean 'encryption'" in str(p)]
+    assert all("\n" not in str(p) for p in parsed.problems)
+
+
+def test_config_check_reports_the_transport_table(tmp_path):
+    from kernel_hub.testing import run_cli
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[transport]\nencryption = "required"\n[transport."ssh/gpu"]\nencryption = "no"\n'
+    )
+    result = run_cli("config", "check", env={"KERNEL_HUB_CONFIG": str(path)})
+    assert result.returncode == 2, result
+    assert "[transport]  ok" in result.stdout
+    assert '[transport."ssh/gpu"]' in result.stdout and "encryption" in result.stdout
 
 
 def test_keys_are_new_per_kernel_kept_by_a_relaunch_and_redacted_in_text():
@@ -129,6 +165,37 @@ async def test_a_keyless_sniffer_reads_a_plain_kernel_and_nothing_of_an_encrypte
         finally:
             sniffer.close()
         await kernel.shutdown()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("option", "encrypted"), [((), True), (("disabled",), False)])
+def test_kernel_hub_launch_follows_the_config_and_its_option_wins(tmp_path, option, encrypted):
+    """``launch`` stays plain for jupyter console unless the config or the option says."""
+    import signal
+    import subprocess
+
+    path = tmp_path / "config.toml"
+    path.write_text('[transport."ipykernel/python3"]\nencryption = "required"\n')
+    flags = ["--transport-encryption", *option] if option else []
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kernel_hub", "launch", PYTHON, "--json", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "KERNEL_HUB_CONFIG": str(path)},
+    )
+    try:
+        assert proc.stdout is not None
+        described = json.loads(proc.stdout.readline())
+        assert ("curve_publickey" in described["connection_info"]) is encrypted
+        with open(described["connection_file"], encoding="utf-8") as f:
+            on_disk = json.load(f)
+        assert ("curve_secretkey" in on_disk) is encrypted
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.mark.integration

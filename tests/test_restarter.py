@@ -446,17 +446,19 @@ async def test_the_first_output_after_each_restart_reaches_every_client(encrypti
                 for round_ in range(4):
                     await kernel.restart()
                     lines: list[str] = []
+                    hook = lines.append
                     await client.execute(
                         f"print('back', {round_})",
-                        output_hook=lambda m: lines.append(str(m.content.get("text", ""))),
+                        output_hook=lambda m, hook=hook: hook(str(m.content.get("text", ""))),
                         timeout=60,
                     )
                     assert f"back {round_}" in "".join(lines), (round_, lines)
                     seen: list[str] = []
+                    hook = seen.append
                     await asyncio.to_thread(
                         blocking.execute,
                         f"print('also', {round_})",
-                        output_hook=lambda m: seen.append(str(m.content.get("text", ""))),
+                        output_hook=lambda m, hook=hook: hook(str(m.content.get("text", ""))),
                         timeout=60,
                     )
                     assert f"also {round_}" in "".join(seen), (round_, seen)

@@ -132,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--transport-encryption",
         choices=("disabled", "auto", "required"),
-        default="disabled",
-        help="CurveZMQ for the kernel's sockets (default: disabled: jupyter console and "
-        "qtconsole, which read the file, cannot speak it yet; 'auto': where the kernel can)",
+        default=None,
+        help="CurveZMQ for the kernel's sockets (default: the config's [transport] "
+        "encryption, else disabled: jupyter console and qtconsole, which read the file, "
+        "cannot speak it yet; 'auto': where the kernel can)",
     )
     _timeouts(p)
 

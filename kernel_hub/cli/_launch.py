@@ -190,6 +190,17 @@ def _print_event(event: KernelEvent) -> None:
     print(event.describe(), file=sys.stderr, flush=True)
 
 
+def _launch_encryption(hub: KernelHub, args: argparse.Namespace) -> str | None:
+    """``launch``'s CurveZMQ policy: the option's, else the config's, else ``"disabled"``.
+
+    ``launch`` writes a connection file for jupyter console and qtconsole, whose
+    client (jupyter_client's ``JupyterConsoleApp``) does not read Curve keys yet.
+    """
+    if args.transport_encryption is not None:
+        return str(args.transport_encryption)
+    return None if hub.configured_encryption(args.type or "") is not None else "disabled"
+
+
 async def _launch_unless_stopped(
     hub: KernelHub, args: argparse.Namespace, stop: asyncio.Event, **kwargs: Any
 ) -> RunningKernel | None:
@@ -236,10 +247,14 @@ async def cmd_launch(args: argparse.Namespace) -> int:
     from ..wire.connection import runtime_dir, write_connection_file
 
     stop = _stop_on_signals()
-    async with KernelHub(transport_encryption=args.transport_encryption) as hub:
+    async with KernelHub() as hub:
         unsubscribe = hub.events.subscribe(_print_event)
         kernel = await _launch_unless_stopped(
-            hub, args, stop, restart=False if args.no_restart else None
+            hub,
+            args,
+            stop,
+            restart=False if args.no_restart else None,
+            transport_encryption=_launch_encryption(hub, args),
         )
         if kernel is None:  # Ctrl-C (or SIGTERM) during the start, which is undone
             unsubscribe()
@@ -296,10 +311,13 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
     from ..wire.connection import runtime_dir, write_connection_file
 
     stop = _stop_on_signals()
-    hub = KernelHub(transport_encryption=args.transport_encryption)
+    hub = KernelHub()
     unsubscribe = hub.events.subscribe(_print_event)  # the start's events, as 'launch' shows
     try:
-        kernel = await _launch_unless_stopped(hub, args, stop, nanny=True, restart=False)
+        encryption = _launch_encryption(hub, args)
+        kernel = await _launch_unless_stopped(
+            hub, args, stop, nanny=True, restart=False, transport_encryption=encryption
+        )
     except BaseException:
         await hub.aclose()
         raise

@@ -44,8 +44,9 @@ __all__ = [
 
 log = logging.getLogger("kernel_hub.config")
 
-#: Top-level tables the core reads itself; no plugin owns them (``plugins/culling.py``).
-CORE_TABLES = ("culling",)
+#: Top-level tables the core reads itself; no plugin owns them
+#: (``plugins/culling.py``, ``plugins/transport.py``).
+CORE_TABLES = ("culling", "transport")
 
 #: Sources of an effective value, as :class:`ConfigCheck` names them.
 SOURCES = ("config", "environment", "default")
