@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any, Protocol
+import functools
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from ..client import AsyncKernelClient
 from ..client._requests import KernelRequests
@@ -32,9 +33,9 @@ from ..contract.errors import KernelDied, KernelHubError
 from ..wire.connection import endpoint
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Coroutine, Mapping
 
-    from ..client._execution import Handler, OutputHook, StdinHook
+    from ..client._execution import Handler
     from ..contract.manager import KernelManager
     from ..wire.droplog import DropLog
     from ..wire.session import Message, Session
@@ -53,6 +54,31 @@ class FollowedKernel(Protocol):
 
     @property
     def interrupt_mode(self) -> str: ...
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _following(
+    method: Callable[Concatenate[AsyncKernelClient, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[KernelClient, P], Coroutine[Any, Any, R]]:
+    """Make a wire client's request method wait, first, for a kernel being restarted.
+
+    The wrapper waits for the kernel's comeback within the call's ``timeout``
+    (:meth:`KernelClient._ready`: ``TimeoutError`` naming the restart, or
+    ``KernelDied`` when the kernel ended for good), then calls the method of the
+    current wire client with what is left of it. A subshell does not outlive its
+    process: after a restart, create it again.
+    """
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def following(self: KernelClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        kwargs["timeout"] = await self._ready(cast("float | None", kwargs.get("timeout")))
+        return cast("R", await getattr(self._wire, name)(*args, **kwargs))
+
+    return following
 
 
 class KernelClient(KernelRequests):
@@ -324,89 +350,17 @@ class KernelClient(KernelRequests):
 
     # ---- requests: the wire client's, once the kernel runs ----
 
-    async def request(
-        self,
-        msg_type: str,
-        content: Mapping[str, Any] | None = None,
-        *,
-        channel: str = "shell",
-        timeout: float | None = None,
-        subshell_id: str | None = None,
-    ) -> Message:
-        """Send a ``*_request`` on *channel* and return its reply.
-
-        :raises TimeoutError: when no reply arrives within *timeout* seconds (which
-            includes waiting for a kernel that is being restarted).
-        :raises KernelDied: when the kernel dies before replying, or has ended.
-        """
-        timeout = await self._ready(timeout)
-        return await self._wire.request(
-            msg_type, content, channel=channel, timeout=timeout, subshell_id=subshell_id
-        )
-
-    async def supported_features(self, *, timeout: float | None = None) -> frozenset[str]:
-        """Return the ``supported_features`` of the current process's ``kernel_info_reply``."""
-        timeout = await self._ready(timeout)
-        return await self._wire.supported_features(timeout=timeout)
-
-    async def require_subshells(self, *, timeout: float | None = None) -> None:
-        """Raise :class:`~kernel_hub.KernelHubError` unless the kernel has subshells."""
-        timeout = await self._ready(timeout)
-        await self._wire.require_subshells(timeout=timeout)
+    request = _following(AsyncKernelClient.request)
+    supported_features = _following(AsyncKernelClient.supported_features)
+    require_subshells = _following(AsyncKernelClient.require_subshells)
+    execute = _following(AsyncKernelClient.execute)
+    execute_interactive = _following(AsyncKernelClient.execute_interactive)
 
     async def wait_for_ready(self, timeout: float | None = 60.0) -> Message:
         """Wait until the kernel answers ``kernel_info`` and IOPub delivers; return the reply."""
         await self.connect()
         timeout = await self._ready(timeout)
         return await self._wire.wait_for_ready(timeout)
-
-    async def execute(
-        self,
-        code: str,
-        *,
-        silent: bool = False,
-        store_history: bool = True,
-        user_expressions: Mapping[str, str] | None = None,
-        allow_stdin: bool | None = None,
-        stop_on_error: bool = True,
-        output_hook: OutputHook | None = None,
-        stdin_hook: StdinHook | None = None,
-        subshell_id: str | None = None,
-        timeout: float | None = None,
-    ) -> Message:
-        """Run *code* and return the ``execute_reply`` once all its output has arrived.
-
-        As :meth:`AsyncKernelClient.execute`; made while the kernel is being
-        restarted, it waits for the new process (within *timeout*). A subshell
-        does not outlive its process: after a restart, create it again.
-        """
-        timeout = await self._ready(timeout)
-        return await self._wire.execute(
-            code,
-            silent=silent,
-            store_history=store_history,
-            user_expressions=user_expressions,
-            allow_stdin=allow_stdin,
-            stop_on_error=stop_on_error,
-            output_hook=output_hook,
-            stdin_hook=stdin_hook,
-            subshell_id=subshell_id,
-            timeout=timeout,
-        )
-
-    async def execute_interactive(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        output_hook: OutputHook | None = None,
-        stdin_hook: StdinHook | None = None,
-    ) -> Message:
-        """Run *code*, printing its output like a console (see the wire client's)."""
-        timeout = await self._ready(timeout)
-        return await self._wire.execute_interactive(
-            code, timeout=timeout, output_hook=output_hook, stdin_hook=stdin_hook
-        )
 
     def input(self, value: str) -> None:
         """Answer the kernel's pending ``input_request`` with *value* (for stdin handlers)."""
