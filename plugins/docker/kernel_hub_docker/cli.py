@@ -98,7 +98,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
     from kernel_hub.provider import ConfigError
 
     from .images import CURVE
-    from .labelling import label_image, label_value
+    from .labelling import label_image, label_value, require_image
 
     argv = None
     if args.argv:
@@ -106,6 +106,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
             argv = json.loads(args.argv)
         except ValueError as exc:
             raise ConfigError(f"--argv must be a JSON list of strings ({exc})") from None
+    require_image(args.image)
     encryption = args.supported_encryption
     note = ""
     if encryption is None:

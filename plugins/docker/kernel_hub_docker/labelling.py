@@ -25,7 +25,7 @@ from .images import DEFAULT_ARGV, IMAGE_LABEL, types_from_images
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["CURVE_SINCE", "ipykernel_version", "label_image", "label_value"]
+__all__ = ["CURVE_SINCE", "ipykernel_version", "label_image", "label_value", "require_image"]
 
 #: The first ipykernel whose kernels speak CurveZMQ (its kernelspec declares it).
 CURVE_SINCE = (7, 4)
@@ -65,6 +65,24 @@ def label_value(
     if supported_encryption:
         data["metadata"] = {"supported_encryption": list(supported_encryption)}
     return data
+
+
+def require_image(image: str) -> None:
+    """Return when the engine has *image*; blocking.
+
+    :raises ConfigError: naming the image and what to do, when it is not there.
+    :raises EngineUnavailable: when the engine does not answer.
+    """
+    from docker.errors import ImageNotFound
+
+    with engine_errors():
+        try:
+            get_client().api.inspect_image(image)
+        except ImageNotFound:
+            raise ConfigError(
+                f"the Docker image {image!r} is not present on the engine ('docker images' "
+                "lists those it has); build it or 'docker pull' it first"
+            ) from None
 
 
 def ipykernel_version(
@@ -126,6 +144,7 @@ def label_image(image: str, data: Mapping[str, Any], *, tag: str | None = None) 
     """
     value = json.dumps(dict(data))
     ref = tag or image
+    require_image(image)
     if not types_from_images([(ref, {IMAGE_LABEL: value})]):
         raise ConfigError(f"the label {value} does not make a kernel type (see the warning above)")
     # A double-quoted Dockerfile string takes JSON's own escapes, so any value survives.

@@ -133,3 +133,10 @@ def test_docker_label_declares_curve_for_an_image_with_ipykernel_7_4(curve_image
     assert told.returncode == 0, told.stderr
     assert "ipykernel" not in told.stdout  # told: nothing asked
     assert "metadata" not in label_of_image(names["labelled"])
+    missing = f"kh-doc-test/{uuid.uuid4().hex[:8]}:absent"
+    failed = cli("docker", "label", missing, config=config)
+    assert failed.returncode == 2
+    assert failed.stderr.strip() == (
+        f"kernel-hub: error: the Docker image {missing!r} is not present on the engine "
+        "('docker images' lists those it has); build it or 'docker pull' it first"
+    )
