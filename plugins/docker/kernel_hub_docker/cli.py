@@ -55,6 +55,13 @@ def add_commands(subparsers: Any) -> None:
         help='the kernel command as JSON, e.g. \'["python3", "-m", "ipykernel_launcher", '
         '"-f", "{connection_file}"]\' (default: that)',
     )
+    label.add_argument(
+        "--supported-encryption",
+        choices=["curve", "none"],
+        help="curve: the image's kernel speaks CurveZMQ (ipykernel >= 7.4), so its kernels are "
+        "encrypted; none: declare nothing. Default: ask the image for its ipykernel version "
+        "(one throwaway container with no network)",
+    )
     label.add_argument("-t", "--tag", help="tag the labelled image TAG instead of IMAGE")
     label.set_defaults(func=_cmd_label)
 
@@ -90,7 +97,8 @@ def _cmd_ps(args: argparse.Namespace) -> int:
 def _cmd_label(args: argparse.Namespace) -> int:
     from kernel_hub.provider import ConfigError
 
-    from .labelling import label_image, label_value
+    from .images import CURVE
+    from .labelling import label_image, label_value, require_image
 
     argv = None
     if args.argv:
@@ -98,10 +106,43 @@ def _cmd_label(args: argparse.Namespace) -> int:
             argv = json.loads(args.argv)
         except ValueError as exc:
             raise ConfigError(f"--argv must be a JSON list of strings ({exc})") from None
+    require_image(args.image)
+    encryption = args.supported_encryption
+    note = ""
+    if encryption is None:
+        encryption, note = _probe_curve(args.image, argv)
     data = label_value(
-        name=args.name, display_name=args.display_name, language=args.language, argv=argv
+        name=args.name,
+        display_name=args.display_name,
+        language=args.language,
+        argv=argv,
+        supported_encryption=[CURVE] if encryption == CURVE else None,
     )
     ref = label_image(args.image, data, tag=args.tag)
     name = args.name or ref.rsplit("/", 1)[-1].split(":", 1)[0]
     print(f"{ref} is the kernel type docker/{name}; 'kernel-hub list' shows it")
+    if note:
+        print(note)
     return 0
+
+
+def _probe_curve(image: str, argv: Any) -> tuple[str, str]:
+    """Return ``("curve" or "none", a line saying why)`` from the image's ipykernel version."""
+    from .images import DEFAULT_ARGV
+    from .labelling import CURVE_SINCE, ipykernel_version
+
+    python = argv[0] if isinstance(argv, list) and argv and isinstance(argv[0], str) else None
+    found = ipykernel_version(image, python=python or DEFAULT_ARGV[0])
+    since = ".".join(map(str, CURVE_SINCE))
+    if isinstance(found, str):
+        return "none", (
+            f"CurveZMQ not declared: {found}; if its kernel speaks CurveZMQ (ipykernel >= "
+            f"{since}), label it again with --supported-encryption curve"
+        )
+    text, version = found
+    if version >= CURVE_SINCE:
+        return "curve", f"ipykernel {text} in the image: CurveZMQ declared (encrypted kernels)"
+    return "none", (
+        f"ipykernel {text} in the image has no CurveZMQ ({since} or later has): its kernels run "
+        "unencrypted"
+    )

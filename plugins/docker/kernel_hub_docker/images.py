@@ -16,8 +16,14 @@ Config (``~/.config/kernel-hub/config.toml``):
     memory = "1g"
 
 A local image carrying the label :data:`IMAGE_LABEL`, whose value is a JSON
-object (``name``, ``argv``, ``language``, ``display_name``, ``env``, and any of
-the options below), is a kernel type too: building a labelled image is enough.
+object (``name``, ``argv``, ``language``, ``display_name``, ``env``,
+``metadata``, and any of the options below), is a kernel type too: building a
+labelled image is enough.
+
+``metadata`` is a kernelspec's ``metadata``: ``{"supported_encryption":
+["curve"]}`` declares that the image's kernel speaks CurveZMQ (ipykernel 7.4 or
+later), so that its kernels are encrypted under ``transport_encryption``
+``auto`` and may be launched under ``required``.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "CURVE",
     "DEFAULT_ARGV",
     "IMAGE_LABEL",
     "PROVIDER",
@@ -61,6 +68,8 @@ PROVIDER = "docker"
 IMAGE_LABEL = "org.kernel-hub.kernel"
 #: The kernel command inside the container when a type does not give one.
 DEFAULT_ARGV = ("python3", "-m", "ipykernel_launcher", "-f", "{connection_file}")
+#: The one transport encryption of ZeroMQ kernels, named as in ``supported_encryption``.
+CURVE = "curve"
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,26 @@ def _an_argv(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+def _a_metadata(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "docker" in value:
+        raise ValueError("may not hold 'docker': the plugin keeps the container options there")
+    declared = value.get("supported_encryption")
+    if declared is None:
+        return value
+    items = [declared] if isinstance(declared, str) else declared
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ValueError(
+            f"'supported_encryption' must be a list of strings, like [{CURVE!r}], not {declared!r}"
+        )
+    unknown = [x for x in items if x.strip().lower() != CURVE]
+    if unknown:
+        raise ValueError(
+            f"'supported_encryption' may only list {CURVE!r} (CurveZMQ, ipykernel >= 7.4), "
+            f"not {unknown[0]!r}"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class DockerSettings:
     """The plugin's own settings: the scalars of ``[docker]``."""
@@ -185,6 +214,12 @@ class DockerTable:
     env: Mapping[str, str] = setting({}, "extra environment of the kernel")
     interrupt_mode: Literal["signal", "message"] = setting(
         "signal", "signal: SIGINT to the kernel; message: interrupt_request"
+    )
+    metadata: Mapping[str, Any] = setting(
+        {},
+        "a kernelspec's metadata; supported_encryption = ['curve'] when the image has "
+        "ipykernel >= 7.4 (CurveZMQ)",
+        check=_a_metadata,
     )
     workdir: str | None = setting(None, "the working directory in the container; none: the image's")
     mounts: tuple[str, ...] = setting((), "'host:container[:ro|rw]' bind mounts", check=_mounts)
@@ -213,7 +248,11 @@ class DockerTable:
         )
 
     def kernel_type(self, *, source: str = "config") -> KernelType:
-        """Return the kernel type ``docker/<name>``; its metadata holds the container options."""
+        """Return the kernel type ``docker/<name>``.
+
+        Its metadata is the table's ``metadata`` (a kernelspec's: ``supported_encryption``)
+        and, under ``docker``, the container options.
+        """
         return KernelType(
             provider=PROVIDER,
             name=self.name,
@@ -222,7 +261,7 @@ class DockerTable:
             argv=self.argv,
             env=dict(self.env),
             interrupt_mode=self.interrupt_mode,
-            metadata={"docker": self.options(source=source).to_dict()},
+            metadata={**self.metadata, "docker": self.options(source=source).to_dict()},
         )
 
 

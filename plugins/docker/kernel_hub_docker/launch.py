@@ -36,6 +36,7 @@ from kernel_hub.provider import (
     ports_free,
     reap_on_exit,
     runtime_dir,
+    supports_curve,
     write_connection_file,
 )
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
     from kernel_hub.provider import HubContext, KernelType, LaunchRequest
 
-__all__ = ["CONTAINER_DIR", "CONTAINER_PORTS", "launch_container"]
+__all__ = ["CONTAINER_DIR", "CONTAINER_PORTS", "encrypted", "launch_container"]
 
 log = logging.getLogger("kernel_hub.docker")
 
@@ -113,6 +114,35 @@ def _ensure_image(
         ) from None
 
 
+def encrypted(kernel_type: KernelType, request: LaunchRequest) -> bool:
+    """Return whether a kernel of *kernel_type* gets CurveZMQ keys for *request*.
+
+    :func:`kernel_hub.provider.curve_for`, with the fix a Docker user needs when
+    ``required`` meets a type that declares nothing: where to declare it.
+
+    :raises LaunchError: for ``required`` with a type that does not declare CurveZMQ.
+    """
+    if request.transport_encryption == "required" and not supports_curve(kernel_type):
+        options = options_of(kernel_type)
+        if options.source == "label":
+            where = (
+                f"label its image with 'kernel-hub docker label {options.image} "
+                "--supported-encryption curve' (the label's \"metadata\": "
+                '{"supported_encryption": ["curve"]})'
+            )
+        else:
+            where = (
+                f'add metadata = {{ supported_encryption = ["curve"] }} to its '
+                f"[docker.{kernel_type.name}] table"
+            )
+        raise LaunchError(
+            f"kernel {kernel_type.id} does not declare CurveZMQ support, but "
+            f"transport_encryption is 'required'; if its image has ipykernel >= 7.4, {where}, "
+            "or launch it with transport_encryption 'auto'"
+        )
+    return curve_for(kernel_type, request)
+
+
 class _HostPortsTaken(LaunchError):
     """Docker could not publish on the host ports asked for: another process holds one."""
 
@@ -171,10 +201,10 @@ def _create_and_start(
         _ensure_image(client, options.image, pull=options.pull, progress=progress)
 
     key, scheme, host_ports = _previous_endpoint(request.connection)
-    # CurveZMQ where the type declares it (an image's types say nothing: Debian's ipykernel
-    # 6.17 has none), with the key: in the connection file only.
-    curve = curve_keys(request.connection) if curve_for(kernel_type, request) else {}
-    # The key goes into the connection file only (0600, mounted): never argv, env or a label.
+    # CurveZMQ where the type declares it (its table's or label's metadata), with the keys
+    # where the HMAC key goes: into the connection file only (0600, mounted), never argv,
+    # env or a label (checked on the container's inspect data by the tests).
+    curve = curve_keys(request.connection) if encrypted(kernel_type, request) else {}
     kernel_info = {
         "transport": "tcp",
         "ip": "0.0.0.0",  # inside the container's namespace; see the module docstring
@@ -349,7 +379,7 @@ async def launch_container(
     """
     global _reconciled
     options = options_of(kernel_type).merged(request.params)
-    curve_for(kernel_type, request)  # 'required' for a type that cannot: before anything runs
+    encrypted(kernel_type, request)  # 'required' for a type that cannot: before anything runs
     if not _reconciled:
         from .prune import prune
 

@@ -11,9 +11,13 @@ from kernel_hub.testing import require_service
 
 #: Built by plugins/docker/scripts/build-test-image.sh (which .ci/run calls).
 TEST_IMAGE = os.environ.get("KERNEL_HUB_DOCKER_TEST_IMAGE", "kernel-hub-test/ipykernel:bookworm")
+#: The same with ipykernel 7 (CurveZMQ), built by plugins/docker/scripts/build-curve-test-image.sh.
+CURVE_IMAGE = os.environ.get(
+    "KERNEL_HUB_DOCKER_CURVE_IMAGE", "kernel-hub-test/ipykernel:bookworm-curve"
+)
 
 
-def _engine_and_image() -> tuple[bool, bool]:
+def _engine_and_image(image: str = TEST_IMAGE) -> tuple[bool, bool]:
     from kernel_hub_docker.engine import EngineUnavailable, get_client
 
     try:
@@ -21,7 +25,7 @@ def _engine_and_image() -> tuple[bool, bool]:
     except EngineUnavailable:
         return False, False
     try:
-        api.inspect_image(TEST_IMAGE)
+        api.inspect_image(image)
     except Exception:
         return True, False
     return True, True
@@ -57,3 +61,19 @@ def docker_image() -> Iterator[str]:
         if c.id not in before and (c.owner_state == "dead" or c.owner.endswith(f":{os.getpid()}"))
     ]
     assert not left, "kernel containers outlived the test session:\n" + "\n".join(map(str, left))
+
+
+@pytest.fixture(scope="session")
+def curve_image(docker_image: str) -> str:
+    """The CurveZMQ test kernel image's tag (ipykernel 7), once it exists.
+
+    Its label declares ``supported_encryption: ["curve"]`` and names the type
+    ``docker/bookworm-curve``. Depends on ``docker_image`` for the engine check and
+    the leak check at session end.
+    """
+    require_service(
+        f"the Docker image {CURVE_IMAGE}",
+        _engine_and_image(CURVE_IMAGE)[1],
+        "build it with plugins/docker/scripts/build-curve-test-image.sh (.ci/run does this)",
+    )
+    return CURVE_IMAGE

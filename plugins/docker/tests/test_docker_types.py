@@ -68,6 +68,16 @@ def test_config_tables_become_types_and_scalars_are_settings():
         ({"image": "x", "pull": "yes"}, "'pull' must be true or false"),
         ({"image": "x", "argv": "python3 -m ipykernel"}, "'argv' must be a list of strings"),
         ({"image": "x", "argv": []}, "'argv' must be a non-empty list"),
+        ({"image": "x", "metadata": "curve"}, "'metadata' must be a table"),
+        (
+            {"image": "x", "metadata": {"supported_encryption": ["curv"]}},
+            "'supported_encryption' may only list 'curve' (CurveZMQ, ipykernel >= 7.4), not 'curv'",
+        ),
+        (
+            {"image": "x", "metadata": {"supported_encryption": [1]}},
+            "'supported_encryption' must be a list of strings",
+        ),
+        ({"image": "x", "metadata": {"docker": {}}}, "may not hold 'docker'"),
     ],
 )
 def test_bad_config_tables_are_skipped_with_a_warning_naming_them(table, message, caplog):
@@ -88,6 +98,58 @@ def test_launch_params_override_type_options():
     assert opts.merged({}) is opts
     with pytest.raises(ConfigError, match="launch params"):
         opts.merged({"cpus": "many"})
+
+
+# ---- CurveZMQ: declared as a kernelspec does, in metadata (issue 24) ----
+
+
+def test_a_table_or_label_declares_curve_in_its_metadata_as_a_kernelspec_does():
+    from kernel_hub.provider import supports_curve
+
+    metadata = {"supported_encryption": ["curve"], "debugger": True}
+    (configured,) = types_from_config({"c": {"image": "i", "metadata": metadata}})
+    label = {IMAGE_LABEL: json.dumps({"name": "l", "metadata": metadata})}
+    (labelled,) = types_from_images([("img:1", label)])
+    for kt in (configured, labelled):
+        assert supports_curve(kt)
+        assert kt.metadata == {**metadata, "docker": kt.metadata["docker"]}
+        assert options_of(kt).image in ("i", "img:1")  # the container options stay apart
+    (plain,) = types_from_config({"p": {"image": "i"}})
+    assert not supports_curve(plain) and set(plain.metadata) == {"docker"}
+
+
+@pytest.mark.parametrize(
+    ("source", "fix"),
+    [
+        ("config", 'add metadata = { supported_encryption = ["curve"] } to its [docker.k] table'),
+        ("label", "kernel-hub docker label img:1 --supported-encryption curve"),
+    ],
+)
+def test_required_without_a_declaration_says_where_to_declare_it(source, fix):
+    from kernel_hub_docker.launch import encrypted
+
+    from kernel_hub import LaunchError, LaunchRequest
+
+    if source == "config":
+        (kt,) = types_from_config({"k": {"image": "img:1"}})
+    else:
+        (kt,) = types_from_images([("img:1", {IMAGE_LABEL: json.dumps({"name": "k"})})])
+    with pytest.raises(LaunchError) as info:
+        encrypted(kt, LaunchRequest(kernel_id="k1", transport_encryption="required"))
+    message = str(info.value)
+    assert message.startswith("kernel docker/k does not declare CurveZMQ support")
+    assert fix in message and "\n" not in message
+    assert not encrypted(kt, LaunchRequest(kernel_id="k1"))  # auto: plain
+
+
+def test_the_label_command_puts_curve_where_a_kernelspec_has_it():
+    from kernel_hub_docker.labelling import label_value
+
+    assert label_value(name="n", supported_encryption=["curve"]) == {
+        "name": "n",
+        "metadata": {"supported_encryption": ["curve"]},
+    }
+    assert label_value(name="n") == {"name": "n"}
 
 
 # ---- labels ----
