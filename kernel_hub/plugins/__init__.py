@@ -195,15 +195,20 @@ class HookRelay:
         return self.pm.subset_hook_caller(hook, remove_plugins=others)
 
     async def find_kernel_types(
-        self, *, hub: HubContext
+        self, *, hub: HubContext, only: str | None = None
     ) -> list[tuple[str, KernelType | UnavailableType]]:
         """Call every ``find_kernel_types`` implementation concurrently.
 
+        :param only: the name of the one plugin to ask (``None``: all of them).
         :returns: ``(plugin name, kernel type)`` pairs, with the
             :class:`UnavailableType` notes plugins gave. A plugin that raises or
             returns something else than kernel types is logged and skipped.
         """
-        impls = self.pm.hook.find_kernel_types.get_hookimpls()
+        impls = [
+            impl
+            for impl in self.pm.hook.find_kernel_types.get_hookimpls()
+            if only is None or impl.plugin_name == only
+        ]
         plugins = self.pm.get_plugins()
 
         async def one(impl: pluggy.HookImpl) -> list[tuple[str, KernelType | UnavailableType]]:
