@@ -57,7 +57,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     """``config check``: every table through its plugin's schema, with values and sources."""
     import os
 
-    from ..plugins import culling, make_plugin_manager
+    from ..plugins import core_schema, make_plugin_manager
     from ..plugins.config import ConfigCheck, config_path, load_config
     from ..plugins.schema import SCHEMA_ATTRIBUTE, ConfigSchema
 
@@ -73,8 +73,9 @@ def cmd_config(args: argparse.Namespace) -> int:
         if plugin is not None and not name.startswith("kernel_hub.")
     )
     for name, section in config.items():
-        if name == culling.TABLE:  # read by the core itself
-            checks.extend(culling.SCHEMA.check(section, file=path))
+        core = core_schema(name)
+        if core is not None:  # read by the core itself: [culling], [pool]
+            checks.extend(core.check(section, file=path))
             continue
         plugin = pm.get_plugin(name)
         if plugin is None:
