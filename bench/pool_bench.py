@@ -4,23 +4,36 @@ Per round, interleaved in one process, on the same ipykernel:
 
 - ``kh pool``: ``await hub.launch(type)`` with a pool of 1 that is full (``wait_full``
   first, not timed): the call returns a ready kernel, then a first ``execute`` round trip;
-- ``kh cold``: the same launch with no pool (a request unlike the pool's), to ready;
+- ``kh cold``: the same launch with no pool (other params: never served by a pool), to ready;
+- ``kh pool adapted``: ``await hub.launch(type, kernel_id=..., cwd=..., env=...)`` with a
+  notebook's cwd and ``JPY_SESSION_NAME``, served by the same pool's spare after the
+  silent adaptation (chdir, env, ``__session__``): what the adaptation costs;
 - ``jc start``: jupyter_client's ``AsyncKernelManager.start_kernel`` + ``wait_for_ready``.
+
+Then the Jupyter bridge (``--bridge``, on by default): jupyter_client's
+``AsyncKernelManager(kernel_name=<bridged kernelspec>)`` ``start_kernel`` +
+``client.wait_for_ready``, with the bridge's pool of 1 full (``[pool."ipykernel/python3"]
+size = 1`` in a temp ``KERNEL_HUB_CONFIG``; each launch has a cwd and a ``JPY_SESSION_NAME``,
+as jupyter_server gives a notebook's kernel) vs with no pool (the pool resized to 0).
 
 The figure the issue names is ``kh pool`` launch → ready; the round trip after it shows
 the kernel is really there (a first request to a fresh ipykernel).
 
     uv run python bench/pool_bench.py            # 15 rounds
-    uv run python bench/pool_bench.py --rounds 5
+    uv run python bench/pool_bench.py --rounds 5 --no-bridge
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 TYPE = "ipykernel/python3"
 
@@ -29,8 +42,11 @@ async def kh_rounds(rounds: int) -> dict[str, list[float]]:
     from kernel_hub import KernelHub
 
     out: dict[str, list[float]] = {"kh pool: launch → ready": [], "kh pool: + first execute": []}
+    out["kh pool adapted: launch → ready"] = []
     out["kh cold: launch → ready"] = []
     out["jc: start → ready"] = []
+    where = tempfile.mkdtemp(prefix="kh-pool-bench-")
+    env = {"JPY_SESSION_NAME": os.path.join(where, "bench.ipynb")}
     async with KernelHub(config={}) as hub:
         pool = await hub.pool(TYPE, size=1, restart=False)
         for _ in range(rounds):
@@ -45,9 +61,19 @@ async def kh_rounds(rounds: int) -> dict[str, list[float]]:
             out["kh pool: + first execute"].append(t2 - t0)
             await kernel.shutdown()
 
+            await pool.wait_full(timeout=120)
+            t0 = time.perf_counter()
+            adapted = await hub.launch(
+                TYPE, kernel_id=f"nb-{time.monotonic_ns()}", cwd=where, env=env, restart=False
+            )
+            out["kh pool adapted: launch → ready"].append(time.perf_counter() - t0)
+            assert pool.adapted >= 1 and adapted.request.cwd == where
+            await adapted.shutdown()
+
             await pool.wait_full(timeout=120)  # the refill is not what the cold launch pays for
             t0 = time.perf_counter()
-            cold = await hub.launch(TYPE, restart=False, env={"KH_POOL_BENCH": "cold"})
+            # Other params: never served from the pool (another env would be adapted).
+            cold = await hub.launch(TYPE, restart=False, params={"kh_pool_bench": "cold"})
             out["kh cold: launch → ready"].append(time.perf_counter() - t0)
             await cold.shutdown()
 
@@ -73,11 +99,83 @@ async def jc_start() -> float:
         await km.shutdown_kernel(now=True)
 
 
+def bridged_spec(root: Path) -> str:
+    """Write the bridge's kernelspec of ``ipykernel/python3`` under *root*; return its name."""
+    from kernel_hub_jupyter.kernelspecs import build_spec
+
+    from kernel_hub import KernelHub
+
+    async def python_type():
+        async with KernelHub(config={}) as hub:
+            return await hub.get_kernel_type(TYPE)
+
+    spec = root / "kernels" / "bench-pool-bridge"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps(build_spec(asyncio.run(python_type()))))
+    return spec.name
+
+
+async def bridge_start(name: str, where: str) -> float:
+    """Return start_kernel → wait_for_ready seconds of one bridged kernel (then shut it down)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    km = AsyncKernelManager(kernel_name=name)
+    env = {**os.environ, "JPY_SESSION_NAME": os.path.join(where, "bench.ipynb")}
+    t0 = time.perf_counter()
+    await km.start_kernel(cwd=where, env=env)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=120)
+        return time.perf_counter() - t0
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+
+
+async def bridge_rounds(rounds: int, name: str) -> dict[str, list[float]]:
+    from kernel_hub_jupyter import bridge
+
+    out: dict[str, list[float]] = {
+        "bridge pool: start → ready": [],
+        "bridge cold: start → ready": [],
+    }
+    where = tempfile.mkdtemp(prefix="kh-pool-bench-nb-")
+    (pool,) = await bridge.start_pools()
+
+    async def resize(size: int):
+        hub = await bridge.get_hub()
+        fresh = await bridge.call(hub.pool(TYPE, size=size))
+        if size:
+            await bridge.call(fresh.wait_full(timeout=120))
+        return fresh
+
+    await bridge.call(pool.wait_full(timeout=120))
+    await bridge_start(name, where)  # the first launch through jupyter_client: not timed
+    for _ in range(rounds):
+        pool = await resize(1)
+        handed = pool.handed_out
+        out["bridge pool: start → ready"].append(await bridge_start(name, where))
+        assert pool.handed_out == handed + 1, "the bridged launch was not served by the pool"
+        await resize(0)  # no pool: the launch is cold, and no refill competes with it
+        out["bridge cold: start → ready"].append(await bridge_start(name, where))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--bridge", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
     results = asyncio.run(kh_rounds(args.rounds))
+    if args.bridge:
+        with tempfile.TemporaryDirectory(prefix="kh-pool-bench-") as tmp:
+            config = Path(tmp) / "config.toml"
+            config.write_text(f'[pool."{TYPE}"]\nsize = 1\n')
+            os.environ["KERNEL_HUB_CONFIG"] = str(config)  # read when the bridge's hub is made
+            os.environ["JUPYTER_PATH"] = tmp
+            name = bridged_spec(Path(tmp))
+            results.update(asyncio.run(bridge_rounds(args.rounds, name)))
     print(f"{'figure':32} {'median':>10} {'min':>10} {'max':>10}  (ms, {args.rounds} rounds)")
     for name, values in results.items():
         ms = [v * 1e3 for v in values]
@@ -85,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     jc = statistics.median(results["jc: start → ready"])
     pooled = statistics.median(results["kh pool: launch → ready"])
     print(f"pool / jupyter_client: {pooled / jc:.4f}×; target: pool launch → ready ≤ 5 ms")
+    adapted = statistics.median(results["kh pool adapted: launch → ready"])
+    print(f"the adaptation costs {(adapted - pooled) * 1e3:.2f} ms (median)")
+    if args.bridge:
+        warm = statistics.median(results["bridge pool: start → ready"])
+        cold = statistics.median(results["bridge cold: start → ready"])
+        print(f"bridge: pool / cold: {warm / cold:.3f}×")
     return 0
 
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .hub import KernelHub, ShutdownReport
     from .lifecycle.kernel import RunningKernel
     from .lifecycle.kernel_client import KernelClient
+    from .lifecycle.pool import KernelPool
     from .lifecycle.state import default_state_dir
     from .managers.remote import NannyManager
     from .managers.subproc import SubprocessManager, launch_subprocess
@@ -54,6 +55,7 @@ __all__ = [
     "KernelHub",
     "KernelHubError",
     "KernelManager",
+    "KernelPool",
     "KernelType",
     "LaunchError",
     "LaunchRequest",
@@ -89,6 +91,7 @@ _LAZY = {
     "ShutdownReport": ".hub",
     "RunningKernel": ".lifecycle.kernel",
     "KernelClient": ".lifecycle.kernel_client",
+    "KernelPool": ".lifecycle.pool",
     "default_state_dir": ".lifecycle.state",
     "Message": ".wire.session",
     "NannyManager": ".managers.remote",

@@ -28,6 +28,7 @@ from .contract.types import (
     UnavailableType,
     check_encryption,
 )
+from .lifecycle.adapt import ADAPT_TIMEOUT, plan, run_adaptation
 from .lifecycle.keeper import StateKeeper, end_record
 from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from .contract.manager import KernelManager
     from .contract.types import TransportEncryption
+    from .lifecycle.adapt import Adaptation
     from .lifecycle.culler import Culler
     from .lifecycle.state import Record
     from .plugins import KernelHubPluginManager
@@ -184,6 +186,10 @@ class KernelHub:
         self._unavailable: dict[str, str] = {}
         self._kernels: dict[str, RunningKernel] = {}
         self._pools: dict[PoolKey, KernelPool] = {}
+        #: Spares taken from a pool and being adapted to a launch (ended by shutdown_all).
+        self._handing: set[RunningKernel] = set()
+        #: A handed-out spare's launch id -> its id now (its provider emits under the first).
+        self._aliases: dict[str, str] = {}
         self._cull: dict[str, CullPolicy | None] = (
             {"*": cull} if isinstance(cull, CullPolicy) else dict(cull or {})
         )
@@ -218,7 +224,10 @@ class KernelHub:
 
         Safe to call from any thread: from another thread than the hub's loop's,
         the event is delivered on that loop, so subscribers always run there.
+        A pool's spare handed out under another id: its provider's events, under
+        the id it launched the spare with, are emitted under the kernel's id.
         """
+        kernel_id = self._aliases.get(kernel_id, kernel_id)
         event = KernelEvent(kind, kernel_id, type_id, data)
         if kind == "restarted" and self._keeper is not None and kernel_id in self._kernels:
             # A new process: new state, maybe new ports.
@@ -374,14 +383,17 @@ class KernelHub:
         ready_timeout: float,
         listed: bool = True,
         created: float | None = None,
+        launch_id: str | None = None,
     ) -> RunningKernel:
         """Wrap a started kernel in its RunningKernel, record it and start watching it.
 
         :param listed: in :attr:`kernels` (a pool's spare is not, until handed out).
+        :param launch_id: the id its provider knows it by, when not its own (an
+            adopted kernel that was a pool's spare).
         """
 
         def emit(kind: str, **data: Any) -> None:
-            self.emit(kind, request.kernel_id, kt.id, **data)
+            self.emit(kind, kernel.id, kt.id, **data)  # its id now: a spare takes another
 
         kernel = RunningKernel(
             self,
@@ -396,9 +408,12 @@ class KernelHub:
             ready_timeout=ready_timeout,
             restart_policy=policy,
             monitor=monitor,
+            launch_id=launch_id,
         )
         if created is not None:
             kernel.created = created
+        if kernel.launch_id != kernel.id:
+            self._aliases[kernel.launch_id] = kernel.id
         if listed:
             self._kernels[kernel.id] = kernel
             self._start_culler()
@@ -513,6 +528,12 @@ class KernelHub:
         Emits ``starting``, then ``ready`` (or ``failed`` when it cannot start).
         From then on a restarter watches the kernel: see *restart*.
 
+        A ready kernel of a :meth:`pool` serves the launch when one fits (see
+        :meth:`pool`): it takes the launch's *kernel_id*, request and restart
+        policy, *on_launched* is called with it at once, and only ``ready`` is
+        emitted, with ``pooled=True`` (``adapted=True`` when it was adapted to
+        another cwd or env; ``spare=<its former id>`` when it took *kernel_id*).
+
         :param type_id: ``"<provider>/<name>"``; ``None`` for the default Python kernel.
         :param cwd: the kernel's working directory.
         :param env: extra environment variables for the kernel.
@@ -553,23 +574,6 @@ class KernelHub:
         encryption = check_encryption(
             self.encryption_for(kt.id) if transport_encryption is None else transport_encryption
         )
-        if (
-            self._pools
-            and kernel_id is None
-            and connection is None
-            and on_launched is None
-            and encryption == self.encryption_for(kt.id)  # what the pool's kernels started with
-        ):
-            key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny, restart=restart)
-            pool = self._pools.get(key)
-            spare = pool.take() if pool is not None else None
-            if spare is not None:
-                self._kernels[spare.id] = spare
-                self._start_culler()  # culled like any other from now on
-                if self._keeper is not None:
-                    self._keeper.record(spare)
-                self.emit("ready", spare.id, kt.id, pooled=True)
-                return spare
         request = LaunchRequest(
             kernel_id=kernel_id or str(uuid.uuid4()),
             cwd=cwd,
@@ -579,6 +583,21 @@ class KernelHub:
             outlive=self._outlive(),
             transport_encryption=encryption,
         )
+        if (
+            self._pools
+            and connection is None  # a host's relaunch: the old ports and key, never a spare
+            and encryption == self.encryption_for(kt.id)  # what the pool's kernels started with
+        ):
+            spare = await self._from_pool(
+                kt,
+                request,
+                named=kernel_id is not None,
+                nanny=nanny,
+                restart=restart,
+                on_launched=on_launched,
+            )
+            if spare is not None:
+                return spare
         return await self._launch(
             kt,
             request,
@@ -633,6 +652,103 @@ class KernelHub:
 
     # ---- pools ----
 
+    def _take_spare(
+        self, kt: KernelType, request: LaunchRequest, *, nanny: bool
+    ) -> tuple[KernelPool, RunningKernel, Adaptation | None] | None:
+        """Take a ready spare for *request*: its own pool's, else one an adapting pool adapts."""
+        key = PoolKey.of(
+            kt.id, cwd=request.cwd, env=request.env, params=request.params, nanny=nanny
+        )
+        pool = self._pools.get(key)
+        spare = pool.take() if pool is not None else None
+        if pool is not None and spare is not None:
+            return pool, spare, None
+        for other in self._pools.values():
+            if not other.adapt or not other.key.same_but_cwd_env(key) or not other.spares:
+                continue
+            adaptation = plan(
+                kt, pool_cwd=other.cwd, pool_env=other.env, cwd=request.cwd, env=request.env
+            )
+            if adaptation is None:
+                continue
+            spare = other.take()
+            if spare is not None:
+                return other, spare, adaptation
+        return None
+
+    async def _from_pool(
+        self,
+        kt: KernelType,
+        request: LaunchRequest,
+        *,
+        named: bool,
+        nanny: bool,
+        restart: RestartPolicy | bool | None,
+        on_launched: Callable[[Started], object] | None,
+    ) -> RunningKernel | None:
+        """Serve *request* with a pool's spare, adapted if need be; ``None``: start one.
+
+        :param named: the launch gave its kernel id (the spare takes it).
+        """
+        if request.kernel_id in self._kernels:
+            return None  # an id in use: what a fresh launch does with it, not a spare's business
+        if named and any("{kernel_id}" in arg for arg in kt.argv):
+            return None  # its command line names the id: a spare's names another
+        taken = self._take_spare(kt, request, nanny=nanny)
+        if taken is None:
+            return None
+        pool, spare, adaptation = taken
+        former = spare.id
+        if not named:
+            request = dataclasses.replace(request, kernel_id=former)
+        self._handing.add(spare)
+        try:
+            if adaptation is not None:
+                await run_adaptation(spare.connection_info, adaptation, timeout=ADAPT_TIMEOUT)
+            spare.hand_out(
+                request, restart_policy=self._restart_policy(kt, restart, plugin=spare.plugin)
+            )
+        except Exception as exc:  # noqa: BLE001 - whatever failed, a cold start follows
+            # Half-adapted, or it died meanwhile: it serves nobody.
+            pool.adapt_failures += 1
+            log.warning(
+                "kernel pool %s: a spare could not be handed out (%s); it is ended and a "
+                "kernel is started for the launch",
+                kt.id,
+                first_line(exc),
+            )
+            await asyncio.shield(spare.shutdown(now=True))
+            return None
+        except BaseException:
+            await asyncio.shield(spare.shutdown(now=True))
+            raise
+        finally:
+            self._handing.discard(spare)
+        if adaptation is not None:
+            pool.adapted += 1
+        marks: dict[str, Any] = {"pooled": True}
+        if adaptation is not None:
+            marks["adapted"] = True
+        if spare.id != former:
+            marks["spare"] = former
+            self._aliases[former] = spare.id
+        if on_launched is not None:
+            try:  # as for a fresh launch: a host whose callback fails gets no kernel
+                on_launched(
+                    Started(spare.connection_info, spare.state, spare.manager, nanny=spare.nanny)
+                )
+            except BaseException:
+                await asyncio.shield(spare.shutdown(now=True))
+                raise
+        self._kernels[spare.id] = spare
+        self._start_culler()  # culled like any other from now on
+        if self._keeper is not None:
+            self._keeper.record(spare)  # under its id now; the spare's record goes
+            if spare.id != former:
+                self._keeper.forget(former)
+        self.emit("ready", spare.id, kt.id, **marks)
+        return spare
+
     async def pool(
         self,
         type_id: str | None = None,
@@ -644,22 +760,37 @@ class KernelHub:
         ready_timeout: float = 60.0,
         restart: RestartPolicy | bool | None = None,
         nanny: bool = False,
+        adapt: bool = True,
     ) -> KernelPool:
         """Keep *size* kernels of *type_id* started and ready for :meth:`launch` to hand out.
 
         Returns at once; the kernels start in the background (``await
-        pool.wait_full(timeout)`` to wait for them). A :meth:`launch` with the
-        same type, *cwd*, *env*, *params*, *nanny* and *restart* (and no
-        ``kernel_id``, ``connection`` or ``on_launched``) takes a ready kernel
-        from the pool, emits ``ready`` for it with ``pooled=True`` and returns;
-        the pool starts another in the background. With none ready, the launch
-        starts a kernel as usual. Each kernel is handed out once.
+        pool.wait_full(timeout)`` to wait for them). A :meth:`launch` of the
+        same type with the same *cwd*, *env*, *params* and *nanny* (and no
+        ``connection``) takes a ready kernel from the pool and returns at once;
+        the pool starts another in the background. The spare takes the launch's
+        ``kernel_id`` (if it gives one) and restart policy, ``on_launched`` is
+        called with it, and ``ready`` is emitted with ``pooled=True``. With none
+        ready, the launch starts a kernel as usual. Each kernel is handed out once.
 
-        The kernels of a pool are watched and restarted like any other; their
-        events carry ``pool=True`` until they are handed out; they are not in
-        :attr:`kernels` until then. Calling this again for the same request
-        resizes its pool (the spares beyond the new size are shut down); size 0
-        removes it. :meth:`shutdown_all` closes every pool.
+        With *adapt* (the default), a Python kernel of this machine (an
+        ``ipykernel/*`` type, or a ``spec/*`` type whose language is python)
+        also serves a launch with another *cwd* or *env*: the hub first runs
+        code in it, silently, that changes its working directory and sets the
+        env entries (and ``__session__`` from ``JPY_SESSION_NAME``, as ipykernel
+        does). A launch whose env sets a variable read only at start-up
+        (``PYTHONPATH``, ``LD_*``, ``LANG``...) to another value, or lacks one the
+        pool's *env* sets, gets a cold kernel instead; so does every launch when
+        the adaptation fails (that spare is ended). The rules are in
+        :mod:`kernel_hub.lifecycle.adapt`. ``adapt=False``: exact matching only.
+
+        The kernels of a pool are watched and restarted under *restart* (the
+        type's policy by default) until handed out; their events carry
+        ``pool=True`` until then; they are not in :attr:`kernels` until then.
+        Calling this again for the same type, *cwd*, *env*, *params* and *nanny*
+        resizes its pool (the spares beyond the new size are shut down) and
+        sets its *adapt*; size 0 removes it. :meth:`shutdown_all` closes every
+        pool. :meth:`start_configured_pools` starts the config file's pools.
 
         :raises NoSuchKernelType: for an unknown id (checked now).
         :raises ValueError: for a negative size, or an *env*, *cwd* or *params* that
@@ -673,9 +804,10 @@ class KernelHub:
         )
         # The request is checked now (a bad env entry is the caller's error, not a failed start).
         LaunchRequest(kernel_id="pool", cwd=cwd, env=dict(env or {}), params=dict(params or {}))
-        key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny, restart=restart)
+        key = PoolKey.of(kt.id, cwd=cwd, env=env, params=params, nanny=nanny)
         existing = self._pools.get(key)
         if existing is not None:
+            existing.adapt = bool(adapt)
             extra = existing.resize(size)
             if size == 0:
                 del self._pools[key]
@@ -696,7 +828,7 @@ class KernelHub:
                 kt, request, ready_timeout=ready_timeout, restart=restart, nanny=nanny, pool=True
             )
 
-        pool = KernelPool(key, size, start, ready_timeout=ready_timeout)
+        pool = KernelPool(key, size, start, ready_timeout=ready_timeout, adapt=bool(adapt))
         if size:
             self._pools[key] = pool
             pool.fill()
@@ -706,6 +838,50 @@ class KernelHub:
     def pools(self) -> list[KernelPool]:
         """This hub's kernel pools."""
         return list(self._pools.values())
+
+    async def start_configured_pools(
+        self, *, type_ids: Iterable[str] | None = None
+    ) -> list[KernelPool]:
+        """Start the pools that the config file's ``[pool."<type id>"]`` tables name; return them.
+
+        For a long-lived host (the Jupyter bridge, a pool daemon): a plain
+        ``KernelHub()`` starts no pool by itself. Each table gives a pool's
+        ``size`` and its other :meth:`pool` arguments (see
+        :mod:`kernel_hub.plugins.pools`); returns at once, the kernels start in
+        the background. A table that is wrong, or names a type no plugin offers
+        here, is left out with one warning line. Calling it again applies the
+        config again (a pool's size and *adapt* change; a new table's pool starts).
+
+        :param type_ids: start only the pools of these types (a host that serves
+            only some types); ``None``: every configured pool.
+        :returns: the started (or resized) pools, in the file's order.
+        """
+        if "pool" not in self.config:
+            return []
+        from .plugins.pools import configured_pools  # pay for the table when it is there
+
+        wanted = None if type_ids is None else set(type_ids)
+        pools = []
+        for type_id, table in configured_pools(self).items():
+            if wanted is not None and type_id not in wanted:
+                continue
+            try:
+                pool = await self.pool(
+                    type_id,
+                    size=table.size,
+                    cwd=table.cwd,
+                    env=table.env,
+                    params=table.params,
+                    nanny=table.nanny,
+                    ready_timeout=table.ready_timeout,
+                    adapt=table.adapt,
+                )
+            except (KernelHubError, ValueError) as exc:
+                where = f"kernel_hub config {self.config_file or ''}".rstrip()
+                log.warning('%s: [pool."%s"] is left out: %s', where, type_id, first_line(exc))
+                continue
+            pools.append(pool)
+        return pools
 
     async def _end_spares(self, spares: list[RunningKernel]) -> None:
         if spares:
@@ -761,6 +937,7 @@ class KernelHub:
         restart: RestartPolicy | bool | None = False,
         plugin: str | None = None,
         nanny: bool | None = None,
+        launch_id: str | None = None,
         _request: LaunchRequest | None = None,
         _created: float | None = None,
     ) -> RunningKernel:
@@ -776,6 +953,8 @@ class KernelHub:
 
         :param plugin: the owner recorded by ``describe()`` (else found by discovery).
         :param nanny: recorded by ``describe()``: the kernel runs under a local nanny.
+        :param launch_id: recorded by ``describe()`` for a pool's spare handed out
+            under another id: the id its provider knows it by.
         """
         from .managers.local_nanny import LOCAL_NANNY
 
@@ -809,6 +988,7 @@ class KernelHub:
             monitor=monitor,
             ready_timeout=60.0,
             created=_created,
+            launch_id=launch_id,
         )
 
     # ---- registry ----
@@ -831,6 +1011,8 @@ class KernelHub:
     def _forget(self, kernel: RunningKernel) -> None:
         if self._keeper is not None:
             self._keeper.forget(kernel.id)
+        if self._aliases.get(kernel.launch_id) == kernel.id:
+            del self._aliases[kernel.launch_id]
         if self._kernels.pop(kernel.id, None) is None:
             for pool in self._pools.values():  # a spare that ended for good
                 pool.forget(kernel)
@@ -859,7 +1041,7 @@ class KernelHub:
             await self._culler.stop()  # started again by the next launch
         pools, self._pools = list(self._pools.values()), {}
         spares = [k for p in pools for k in await p.close()]  # no refill from here on
-        kernels = [*self._kernels.values(), *spares]
+        kernels = [*self._kernels.values(), *spares, *self._handing]
         if not kernels:
             return ShutdownReport()
         slot = asyncio.Semaphore(concurrency or shutdown_concurrency())
@@ -954,6 +1136,6 @@ class KernelHub:
             await kernel.detach()
         pools, self._pools = list(self._pools.values()), {}
         spares = [k for p in pools for k in await p.close()]
-        await self._end_spares(spares)
+        await self._end_spares([*spares, *self._handing])
         self._keeper.release()
         return [k.id for k in kernels]

@@ -56,13 +56,15 @@ async def test_a_launch_takes_a_ready_kernel_from_the_pool_and_the_pool_refills(
 
 async def test_a_request_unlike_the_pools_starts_its_own_kernel():
     async with KernelHub(config={}) as hub:
-        pool = await hub.pool(PYTHON, size=1, restart=False)
+        pool = await hub.pool(PYTHON, size=1, restart=False, adapt=False)
         await pool.wait_full(timeout=120)
         (spare,) = pool.spares
         other = await hub.launch(PYTHON, restart=False, env={"KH_POOL_TEST": "other"})
         assert other is not spare and pool.spares == [spare] and pool.handed_out == 0
-        named = await hub.launch(PYTHON, restart=False, kernel_id="my-own-id")
-        assert named.id == "my-own-id" and pool.spares == [spare]
+        # Params are never adapted, whatever the pool's adapt.
+        assert (await hub.pool(PYTHON, size=1, restart=False, adapt=True)) is pool
+        params = await hub.launch(PYTHON, restart=False, params={"kh_pool_test": 1})
+        assert params is not spare and pool.spares == [spare] and pool.handed_out == 0
 
 
 async def test_a_burst_of_launches_is_served_and_the_pool_never_holds_more_than_its_size():

@@ -57,7 +57,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     """``config check``: every table through its plugin's schema, with values and sources."""
     import os
 
-    from ..plugins import culling, make_plugin_manager, transport
+    from ..plugins import core_schema, make_plugin_manager
     from ..plugins.config import ConfigCheck, config_path, load_config
     from ..plugins.schema import SCHEMA_ATTRIBUTE, ConfigSchema
 
@@ -72,10 +72,10 @@ def cmd_config(args: argparse.Namespace) -> int:
         for name, plugin in pm.list_name_plugin()
         if plugin is not None and not name.startswith("kernel_hub.")
     )
-    core = {culling.TABLE: culling.SCHEMA, transport.TABLE: transport.SCHEMA}
     for name, section in config.items():
-        if name in core:  # read by the core itself
-            checks.extend(core[name].check(section, file=path))
+        core = core_schema(name)
+        if core is not None:  # read by the core itself: [culling], [pool], [transport]
+            checks.extend(core.check(section, file=path))
             continue
         plugin = pm.get_plugin(name)
         if plugin is None:

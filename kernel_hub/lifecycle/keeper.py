@@ -72,6 +72,7 @@ class Host(Protocol):
         restart: RestartPolicy | bool | None = False,
         plugin: str | None = None,
         nanny: bool | None = None,
+        launch_id: str | None = None,
         _request: LaunchRequest | None = None,
         _created: float | None = None,
     ) -> RunningKernel: ...
@@ -230,6 +231,7 @@ class StateKeeper:
             restart=RestartPolicy(**record.restart) if record.restart else False,
             plugin=k.get("plugin") or None,
             nanny=k.get("nanny"),
+            launch_id=k.get("launch_id"),
             _request=LaunchRequest(
                 kernel_id=record.kernel_id,
                 cwd=req.get("cwd"),

@@ -78,6 +78,7 @@ class RunningKernel:
     :param plugin: the name of the plugin that owns the kernel's type.
     :param emit: emits a hub event about this kernel.
     :param on_end: called once when the kernel has ended for good.
+    :param launch_id: the id its provider launched it under, when not *kernel_id*.
     """
 
     def __init__(
@@ -95,9 +96,14 @@ class RunningKernel:
         ready_timeout: float = 60.0,
         restart_policy: RestartPolicy | None = None,
         monitor: ActivityMonitor | None = None,
+        launch_id: str | None = None,
     ) -> None:
         self.hub = hub
         self.id = kernel_id
+        #: The id its provider launched it under: :attr:`id`, unless it was a pool's
+        #: spare handed out under the id its launch asked for (:meth:`hand_out`);
+        #: its files, container or job may be named after this one.
+        self.launch_id = launch_id or kernel_id
         self.kernel_type = kernel_type
         self.request = request
         #: The name of the plugin that owns this kernel's type (recorded by :meth:`describe`).
@@ -210,8 +216,10 @@ class RunningKernel:
 
         ``plugin`` names the plugin that owns the kernel, and ``nanny`` says the
         kernel runs under a local nanny (then the core rebuilds its manager).
+        ``launch_id`` is there only for a pool's spare handed out under another id
+        (the id its provider knows it by, see :attr:`launch_id`).
         """
-        return {
+        described = {
             "kernel_id": self.id,
             "type_id": self.kernel_type.id,
             "plugin": self.plugin,
@@ -219,6 +227,29 @@ class RunningKernel:
             "connection_info": self.connection_info,
             "state": self.manager.describe(),
         }
+        if self.launch_id != self.id:
+            described["launch_id"] = self.launch_id
+        return described
+
+    def hand_out(self, request: LaunchRequest, *, restart_policy: RestartPolicy) -> None:
+        """Become the kernel of *request*: a pool's spare handed out by the hub.
+
+        Called by the hub, once, while the spare is RUNNING and has no client:
+        from now on the kernel has the request's id (events, ``describe()``, the
+        hub's registry and state dir), its request (a relaunch starts with its
+        cwd and env) and *restart_policy*, with a fresh restart budget. Its
+        provider still knows it by :attr:`launch_id`.
+
+        :raises KernelHubError: when it is not a running spare.
+        """
+        if self._status != "RUNNING" or self._clients:
+            raise KernelHubError(f"{self!r} cannot be handed out: not a running, unused spare")
+        self.id = request.kernel_id
+        self.request = request
+        self.restart_policy = restart_policy
+        restarter = KernelRestarter(restart_policy, label=f"{self.kernel_type.id} {self.id[:8]}")
+        restarter.watching = self._restarter.watching
+        self._restarter = restarter
 
     async def wait(self) -> None:
         """Wait until the kernel has ended for good: shut down, or dead and not restarted."""

@@ -3,15 +3,18 @@
 A pool belongs to its hub (``hub.pool(type_id, size=N)``). It starts kernels
 through the hub's one launch path until *size* of them are ready or on their
 way, never more, and starts one more each time one is handed out or ends. A
-launch whose request is the pool's (same type, cwd, env, params, nanny and
-restart; no ``kernel_id``, ``connection`` or ``on_launched``) takes a ready
-one at once; otherwise, or when none is ready yet, the launch starts a kernel
-as it would without a pool. A kernel is handed out once: it leaves the pool
-for the hub's registry, and nobody else has had its connection info.
+launch whose type, cwd, env, params and nanny are the pool's takes a ready one
+at once; so does a launch with another cwd or env when the pool adapts
+(``adapt=True``, Python kernels of this machine only: :mod:`.adapt`). A launch
+with a ``connection`` (a relaunch by a host) is never served from a pool.
+Otherwise, or when none is ready yet, the launch starts a kernel as it would
+without a pool. A kernel is handed out once: it leaves the pool for the hub's
+registry, under the id, request and restart policy of the launch it serves,
+and nobody else has had its connection info.
 
 Spares are ordinary :class:`~kernel_hub.RunningKernel` objects, watched and
-restarted by their own policy; they are not in ``hub.kernels`` until handed
-out, and ``hub.shutdown_all`` ends them with the others.
+restarted by the pool's restart policy; they are not in ``hub.kernels`` until
+handed out, and ``hub.shutdown_all`` ends them with the others.
 """
 
 from __future__ import annotations
@@ -39,14 +42,16 @@ RETRY_MAX = 60.0
 
 @dataclass(frozen=True)
 class PoolKey:
-    """What a launch request must match to be served from a pool."""
+    """What a launch request must match to be served from a pool without adapting a spare.
+
+    The restart policy is not part of it: a spare takes the launch's at hand-out.
+    """
 
     type_id: str
     cwd: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     params: str = "{}"  # canonical JSON: params are JSON-able, maybe nested
     nanny: bool = False
-    restart: Any = None  # None, a bool, or a RestartPolicy (hashable, frozen)
 
     @classmethod
     def of(
@@ -57,7 +62,6 @@ class PoolKey:
         env: Mapping[str, str] | None = None,
         params: Mapping[str, Any] | None = None,
         nanny: bool = False,
-        restart: Any = None,
     ) -> PoolKey:
         import json
 
@@ -65,7 +69,15 @@ class PoolKey:
             canonical = json.dumps(dict(params or {}), sort_keys=True, default=repr)
         except (TypeError, ValueError):
             canonical = repr(params)
-        return cls(type_id, cwd, tuple(sorted((env or {}).items())), canonical, nanny, restart)
+        return cls(type_id, cwd, tuple(sorted((env or {}).items())), canonical, nanny)
+
+    def same_but_cwd_env(self, other: PoolKey) -> bool:
+        """Return whether *other* differs from this key at most in cwd and env."""
+        return (self.type_id, self.params, self.nanny) == (
+            other.type_id,
+            other.params,
+            other.nanny,
+        )
 
 
 @dataclass
@@ -74,12 +86,15 @@ class KernelPool:
 
     :param key: the request its kernels were started for.
     :param size: how many kernels it keeps ready or starting.
+    :param adapt: its spares may serve launches with another cwd and env (Python
+        kernels of this machine; see :mod:`kernel_hub.lifecycle.adapt`).
     """
 
     key: PoolKey
     size: int
     _start: Callable[[], Awaitable[RunningKernel]]
     ready_timeout: float = 60.0
+    adapt: bool = False
     _ready: list[RunningKernel] = field(default_factory=list)
     _starting: set[asyncio.Task[None]] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -92,6 +107,10 @@ class KernelPool:
     failures: int = 0
     #: The error of the last start that failed.
     last_error: Exception | None = None
+    #: How many of the handed-out kernels were adapted to another cwd or env.
+    adapted: int = 0
+    #: How many adaptations failed (the spare was ended, a cold kernel started instead).
+    adapt_failures: int = 0
 
     def __repr__(self) -> str:
         state = "CLOSED" if self._closed else f"{len(self._ready)}/{self.size} ready"
@@ -100,6 +119,16 @@ class KernelPool:
     @property
     def type_id(self) -> str:
         return self.key.type_id
+
+    @property
+    def cwd(self) -> str | None:
+        """The working directory its spares were started in (``None``: the host's)."""
+        return self.key.cwd
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment entries its spares were started with."""
+        return dict(self.key.env)
 
     @property
     def spares(self) -> list[RunningKernel]:

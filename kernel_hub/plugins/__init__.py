@@ -1,8 +1,9 @@
 """Plugins: build the plugin manager and call hooks through a typed façade.
 
 The folder holds what hosts plugins: entry-point loading (``entrypoints``), the
-core's trylast fallbacks (``defaults``), the config file (``config``) and the
-plugins' declared config schemas (``schema``).
+core's trylast fallbacks (``defaults``), the config file (``config``), the
+plugins' declared config schemas (``schema``) and the core's own tables
+(``culling``, ``pools``; :func:`core_schema`).
 Nothing loads at import time: :func:`make_plugin_manager` builds a fresh
 manager each time. Host code calls hooks only through :class:`HookRelay`.
 """
@@ -31,12 +32,14 @@ if TYPE_CHECKING:
     from ..contract.manager import KernelManager
     from ..contract.types import LaunchRequest, LaunchResult, RestartPolicy
     from .entrypoints import EntryPoint
+    from .schema import ConfigSchema
 
 __all__ = [
     "ENTRYPOINT_GROUP",
     "HookRelay",
     "PluginInfo",
     "await_me_maybe",
+    "core_schema",
     "make_plugin_manager",
 ]
 
@@ -45,6 +48,27 @@ log = logging.getLogger("kernel_hub.plugins")
 ENTRYPOINT_GROUP = "kernel_hub"
 
 T = TypeVar("T")
+
+
+def core_schema(table: str) -> ConfigSchema | None:
+    """Return the schema of *table* when the core reads it itself (``config.CORE_TABLES``).
+
+    ``[culling]`` (:mod:`.culling`), ``[pool]`` (:mod:`.pools`) and ``[transport]``
+    (:mod:`.transport`); ``None`` for a plugin's table. Imported on use: most hosts read none.
+    """
+    if table == "culling":
+        from .culling import SCHEMA as culling
+
+        return culling
+    if table == "pool":
+        from .pools import SCHEMA as pools
+
+        return pools
+    if table == "transport":
+        from .transport import SCHEMA as transport
+
+        return transport
+    return None
 
 
 async def await_me_maybe(value: T | Awaitable[T]) -> T:

@@ -44,9 +44,10 @@ __all__ = [
 
 log = logging.getLogger("kernel_hub.config")
 
-#: Top-level tables the core reads itself; no plugin owns them
-#: (``plugins/culling.py``, ``plugins/transport.py``).
-CORE_TABLES = ("culling", "transport")
+#: Top-level tables the core reads itself; no plugin owns them (``plugins/culling.py``,
+#: ``plugins/pools.py``, ``plugins/transport.py``; ``kernel_hub.plugins.core_schema`` gives
+#: their schemas).
+CORE_TABLES = ("culling", "pool", "transport")
 
 #: Sources of an effective value, as :class:`ConfigCheck` names them.
 SOURCES = ("config", "environment", "default")
@@ -138,7 +139,7 @@ def note_unknown_tables(
     """Log each unknown top-level table once per process, at debug level; return them.
 
     :param known: the names of the installed plugins (each owns its table).
-    :param core: the tables the core reads itself (``culling``).
+    :param core: the tables the core reads itself (``culling``, ``pool``).
 
     Not a warning: one config file may serve two environments, and a table of a
     plugin installed only in the other one is not a mistake here. ``kernel-hub

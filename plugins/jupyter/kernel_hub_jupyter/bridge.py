@@ -15,6 +15,14 @@ host that keeps kernels across its own restarts (jupyter_server with
 there, they outlive the process for the grace, and :func:`adopt` takes back
 those an earlier process left; :func:`claim` hands one to the provisioner
 that re-registers it under its jupyter kernel id.
+
+Warm pools: :func:`start_pools` starts the pools of the config file's
+``[pool."<type id>"]`` tables whose types a kernelspec launches (through the
+``kernel-hub`` provisioner), once per process: the provisioner calls it at the
+first launch, :class:`~kernel_hub_jupyter.kernelmanager.KernelHubKernelManager`
+at the server's start. A launch is then served by a ready spare, adapted to the
+notebook's directory and ``JPY_SESSION_NAME`` (see ``hub.pool``). The spares
+end with the process (or are left out of what a state dir keeps).
 """
 
 from __future__ import annotations
@@ -28,11 +36,21 @@ from kernel_hub import KernelHub
 from kernel_hub.provider import LoopThread
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Coroutine, Iterable
 
-    from kernel_hub import RunningKernel
+    from kernel_hub import KernelPool, RunningKernel
 
-__all__ = ["BridgeLoop", "adopt", "call", "claim", "configure", "detach", "get_hub"]
+__all__ = [
+    "BridgeLoop",
+    "adopt",
+    "bridged_types",
+    "call",
+    "claim",
+    "configure",
+    "detach",
+    "get_hub",
+    "start_pools",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +73,8 @@ _hub_lock: asyncio.Lock | None = None
 _settings: dict[str, Any] = {}
 #: Adopted kernels not yet claimed by a provisioner, by kernel id (on the bridge's loop).
 _adopted: dict[str, RunningKernel] = {}
+#: Whether :func:`start_pools` has run in this process.
+_pools_started = False
 
 
 def configure(*, state_dir: str, grace: float) -> None:
@@ -127,6 +147,57 @@ async def detach() -> list[str]:
     return await call(_detach_here())
 
 
+def bridged_types(spec_manager: Any = None) -> dict[str, str]:
+    """Return kernel_hub type id -> name of the first kernelspec that launches it.
+
+    The kernelspecs that select the ``kernel-hub`` provisioner, as *spec_manager*
+    (a jupyter_client ``KernelSpecManager``; a new default one if ``None``) lists them.
+    Call it outside the bridge's loop: a live spec manager asks the bridge's hub.
+    """
+    from .provisioner import PROVISIONER_NAME
+
+    if spec_manager is None:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        spec_manager = KernelSpecManager()
+    names: dict[str, str] = {}
+    for name, spec in sorted(spec_manager.get_all_specs().items()):
+        chosen = (spec.get("spec", {}).get("metadata") or {}).get("kernel_provisioner") or {}
+        type_id = (chosen.get("config") or {}).get("type_id")
+        if chosen.get("provisioner_name") == PROVISIONER_NAME and type_id:
+            names.setdefault(type_id, name)
+    return names
+
+
+async def _start_pools_here(type_ids: Iterable[str]) -> list[KernelPool]:
+    hub = await _get_hub_here()
+    return await hub.start_configured_pools(type_ids=type_ids)
+
+
+async def start_pools(spec_manager: Any = None) -> list[KernelPool]:
+    """Start the configured pools of the types that kernelspecs launch; once per process.
+
+    The config file's ``[pool."<type id>"]`` tables (``KERNEL_HUB_CONFIG``), for
+    the types :func:`bridged_types` finds; returns at once (the spares start in
+    the background). Later calls start nothing and return ``[]``.
+
+    :param spec_manager: the host's ``KernelSpecManager`` (jupyter_server's own,
+        which may be :class:`~kernel_hub_jupyter.specmanager.KernelHubSpecManager`).
+    """
+    global _pools_started
+    if _pools_started:
+        return []
+    _pools_started = True
+    try:
+        type_ids = bridged_types(spec_manager)
+    except Exception as exc:  # noqa: BLE001 - a broken kernelspec must not stop a launch
+        log.warning("kernel_hub_jupyter: no kernel pools: listing kernelspecs failed: %r", exc)
+        return []
+    if not type_ids:
+        return []
+    return await call(_start_pools_here(list(type_ids)))
+
+
 async def get_hub() -> KernelHub:
     """Return the process's bridge hub (made on first use), from any loop."""
     return await BridgeLoop.get().submit(_get_hub_here())
@@ -140,7 +211,7 @@ async def call(coro: Coroutine[Any, Any, R]) -> R:
 def _shutdown_at_exit() -> None:
     """Shut down the kernels jupyter_client left running (its host exited without asking)."""
     hub = _hub
-    if hub is None or not hub.kernels:
+    if hub is None or not (hub.kernels or hub.pools):
         return
     # With a state dir the kernels are meant to outlive this process: leave them to the next.
     end = _detach_here() if hub.state is not None else hub.shutdown_all(now=True)

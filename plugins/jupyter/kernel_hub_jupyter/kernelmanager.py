@@ -12,7 +12,10 @@ dir, they outlive the server for :attr:`~KernelHubKernelManager.grace`
 seconds, and the next server on the same state dir adopts those still alive
 and registers each under its jupyter kernel id: ``GET /api/kernels`` lists
 it, the frontend's websocket reconnects to it, and its variables are there.
-Kernels of other kernelspecs end with the server, as before.
+Kernels of other kernelspecs end with the server, as before. It also starts
+the kernel pools of the kernel_hub config file's ``[pool."<type id>"]`` tables
+(for the types its kernelspecs launch) at the server's start, so that the
+first notebook is served by a ready kernel too.
 
 Its culling (``--MappingKernelManager.cull_idle_timeout``) also sees work that
 prints nothing: a kernel_hub kernel whose processes used more than
@@ -40,7 +43,7 @@ from traitlets import Bool, Float, Unicode, default
 from kernel_hub import KernelHubError, default_state_dir
 
 from . import bridge
-from .provisioner import PROVISIONER_NAME, KernelHubProvisioner
+from .provisioner import KernelHubProvisioner
 
 if TYPE_CHECKING:
     import asyncio
@@ -103,19 +106,20 @@ class KernelHubKernelManager(AsyncMappingKernelManager):
 
     def _spec_names(self) -> dict[str, str]:
         """Return kernel_hub type id -> name of the kernelspec that launches it."""
-        names: dict[str, str] = {}
         specs = self.kernel_spec_manager
-        if specs is None:
-            return names
-        for name, spec in sorted(specs.get_all_specs().items()):
-            chosen = (spec.get("spec", {}).get("metadata") or {}).get("kernel_provisioner") or {}
-            type_id = (chosen.get("config") or {}).get("type_id")
-            if chosen.get("provisioner_name") == PROVISIONER_NAME and type_id:
-                names.setdefault(type_id, name)
-        return names
+        return {} if specs is None else bridge.bridged_types(specs)
 
     async def _readopt(self) -> list[str]:
-        """Adopt the kernels of the previous server; register each under its kernel id."""
+        """Adopt the kernels of the previous server; register each under its kernel id.
+
+        Then start the configured kernel pools (the adopted kernels come first).
+        """
+        try:
+            return await self._readopt_kernels()
+        finally:
+            await bridge.start_pools(self.kernel_spec_manager)
+
+    async def _readopt_kernels(self) -> list[str]:
         kernels = await bridge.adopt()
         if not kernels:
             return []

@@ -10,7 +10,11 @@ jupyter_client (JupyterLab, Notebook, nbclient, papermill, ``jupyter console``)
 then starts the kernel through ``hub.launch(type_id, kernel_id=<jupyter's id>,
 restart=False)`` on the bridge's hub (:mod:`kernel_hub_jupyter.bridge`) and
 manages it through its kernel_hub manager. jupyter_client runs its own
-restarter, so kernel_hub's stays off for these kernels.
+restarter, so kernel_hub's stays off for these kernels. With a
+``[pool."<type id>"]`` table in the kernel_hub config file, a ready spare of
+the type serves the launch: adapted to the notebook's directory and
+``JPY_SESSION_NAME``, it takes jupyter's kernel id (the first launch of the
+process starts the pools, :func:`kernel_hub_jupyter.bridge.start_pools`).
 
 :meth:`KernelHubProvisioner.launch_kernel` returns as soon as the kernel is
 launched, as jupyter_client's own ``LocalProvisioner`` does, so that the
@@ -34,7 +38,7 @@ from traitlets import Bool, Float, Unicode
 
 from kernel_hub import KernelHubError, NoSuchKernelType
 
-from .bridge import call, claim, get_hub
+from .bridge import call, claim, get_hub, start_pools
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -360,6 +364,9 @@ class KernelHubProvisioner(KernelProvisionerBase):
             launched: _Launched = adopted
             log.info("kernel_hub: %r adopted from an earlier server", self)
         else:
+            # The first launch of this process starts the configured pools (a later one
+            # finds a ready spare); a server with KernelHubKernelManager did at its start.
+            await start_pools(getattr(self.parent, "kernel_spec_manager", None))
             start = _Start(self)
             try:
                 launched = await call(start.begin(env=env, cwd=cwd, connection=previous))
