@@ -172,13 +172,7 @@ class Starter:
         for attempt in range(1, PORT_ATTEMPTS + 1):
             try:
                 return await self._start_once(
-                    kernel_type,
-                    request,
-                    plugin=plugin,
-                    ready_timeout=ready_timeout,
-                    monitor=monitor,
-                    nanny=nanny,
-                    on_launched=on_launched,
+                    kernel_type, request, plugin, ready_timeout, monitor, nanny, on_launched
                 )
             except PortTaken as exc:
                 if attempt == PORT_ATTEMPTS:
@@ -213,13 +207,14 @@ class Starter:
         self,
         kernel_type: KernelType,
         request: LaunchRequest,
-        *,
         plugin: str,
         ready_timeout: float,
         monitor: ActivityMonitor | None,
         nanny: bool,
-        on_launched: Callable[[Started], object] | None = None,
+        on_launched: Callable[[Started], object] | None,
+        /,
     ) -> Started:
+        """One attempt of :meth:`start` (its arguments, in order)."""
         result = await self._launch(kernel_type, request, plugin=plugin, nanny=nanny)
         manager = result.manager or await self._manager_for(
             result.connection_info, result.state, type_id=kernel_type.id, plugin=plugin
