@@ -474,3 +474,33 @@ def test_the_nanny_takes_a_relaunchs_keys_from_a_file_it_deletes(tmp_path):
         assert nanny.handshake["connection_info"]["curve_publickey"] == public
     finally:
         nanny.stop()
+
+
+@pytest.mark.integration
+@pytest.mark.asyncio
+async def test_a_kernel_that_ignores_its_keys_fails_at_once_not_after_the_timeout():
+    """A type that declares Curve wrongly: the kernel listens plain and never answers a
+    Curve client. The start fails as soon as a plain handshake shows it, naming the fix,
+    instead of waiting out ready_timeout; the kernel is ended."""
+    from kernel_hub.testing.protoplugin import FakeKernelPlugin
+
+    class Misdeclared(FakeKernelPlugin):
+        @hookimpl
+        def find_kernel_types(self, hub):
+            (kt,) = super().find_kernel_types(hub)
+            return [dataclasses.replace(kt, metadata={"supported_encryption": ["curve"]})]
+
+    hub = KernelHub(plugins=[Misdeclared()], load_entrypoints=False, config={})
+    async with hub:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with pytest.raises(LaunchError, match="does not speak CurveZMQ") as info:
+            await hub.launch("fake/echo", ready_timeout=600)
+        assert loop.time() - began < 300  # far below the timeout: the probe decided
+        assert "transport_encryption='disabled'" in str(info.value)
+        assert "\n" not in info.value.summary
+        assert hub.kernels == {}
+        # Plain, the same kernel starts.
+        kernel = await hub.launch("fake/echo", transport_encryption="disabled")
+        assert "curve_publickey" not in kernel.connection_info
+        await kernel.shutdown()

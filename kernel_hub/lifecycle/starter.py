@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,12 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..client import AsyncKernelClient
 from ..contract.errors import KernelDied, LaunchError, PluginError
-from ..wire.connection import without_ports
-from ..wire.curve import curve_for, is_encrypted
+from ..wire.connection import channel_url, without_ports
+from ..wire.curve import curve_for, is_encrypted, refuses_curve
+from ..wire.transport import ZMQTransport
 from .held import SignalHold, send_signal
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    import zmq
 
     from ..contract.hookspecs import HubContext
     from ..contract.manager import KernelManager
@@ -100,11 +104,25 @@ async def wait_ready(
         host's client (the Jupyter bridge's) may have the kernel busy by then, with
         our IOPub nudges queued behind its code, and an interrupt must reach it.
     """
-    client = await AsyncKernelClient(connection_info, manager=manager).connect()
+    transport = ZMQTransport(connection_info, identity=os.urandom(8).hex().encode())
+    client = await AsyncKernelClient(
+        connection_info, manager=manager, transport=transport
+    ).connect()
+    ready = client.wait_for_ready(
+        timeout, on_answer=None if hold is None else (lambda reply: hold.ready())
+    )
     try:
-        await client.wait_for_ready(
-            timeout, on_answer=None if hold is None else (lambda reply: hold.ready())
-        )
+        shell = transport.socket("shell") if is_encrypted(connection_info) else None
+        if shell is None:
+            await ready
+        elif await _ready_unless_curve_refused(ready, shell, channel_url(connection_info, "shell")):
+            raise LaunchError(
+                f"kernel {kernel_type.id} does not speak CurveZMQ, although its type declares "
+                'it (supported_encryption: ["curve"]) and it was given keys: an ipykernel '
+                "older than 7.4? Correct the type's declaration, or launch it with "
+                "transport_encryption='disabled'",
+                output=await manager.last_output(),
+            )
     except KernelDied as exc:
         tail = await manager.last_output()
         # Ports are free when chosen, but another process (another host's kernel) may
@@ -124,6 +142,29 @@ async def wait_ready(
         ) from exc
     finally:
         await client.close()
+
+
+async def _ready_unless_curve_refused(
+    ready: Awaitable[object], shell: zmq.Socket[Any], url: str
+) -> bool:
+    """Await *ready*; return True instead, at once, when the kernel turns out to be plain.
+
+    A kernel given CurveZMQ keys that does not use them never answers: its
+    readiness would wait the whole timeout. :func:`~kernel_hub.wire.curve.refuses_curve`
+    watches the client's shell socket meanwhile.
+    """
+    waiting = asyncio.ensure_future(ready)
+    watch = asyncio.ensure_future(refuses_curve(shell, url))
+    try:
+        done, _ = await asyncio.wait({waiting, watch}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting not in done and not watch.exception() and watch.result():
+            return True
+        await waiting
+        return False
+    finally:
+        for task in (waiting, watch):
+            task.cancel()
+        await asyncio.gather(waiting, watch, return_exceptions=True)
 
 
 class Starter:

@@ -39,6 +39,8 @@ async def hub(docker_image, curve_image):
             # The Curve image under a table of ours, declared as a kernelspec would.
             "curvecfg": {"image": curve_image, "metadata": {"supported_encryption": ["curve"]}},
             "old": {"image": docker_image},  # ipykernel 6.17: declares nothing
+            # ipykernel 6.17 declared wrongly: it ignores the keys and listens plain.
+            "misdeclared": {"image": docker_image, "metadata": {"supported_encryption": ["curve"]}},
         }
     }
     async with KernelHub(config=config, plugins=[plugin], load_entrypoints=False) as hub:
@@ -216,6 +218,21 @@ async def test_required_on_the_ipykernel_6_image_says_how_to_declare_it_and_leav
         message = str(info.value)
         assert f"kernel {type_id} does not declare CurveZMQ support" in message
         assert fix in message and "ipykernel >= 7.4" in message and "\n" not in message
+    assert {c.id for c in await asyncio.to_thread(kernel_containers)} == before
+    assert not hub.kernels
+
+
+@pytest.mark.asyncio
+async def test_an_image_that_declares_curve_wrongly_fails_at_once_and_leaves_nothing(hub):
+    """Its kernel ignores the keys: the start fails when a plain handshake succeeds where
+    Curve's failed, not after ready_timeout, and the container is removed."""
+    before = {c.id for c in await asyncio.to_thread(kernel_containers)}
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(LaunchError, match="docker/misdeclared does not speak CurveZMQ") as info:
+        await hub.launch("docker/misdeclared", ready_timeout=600)
+    assert loop.time() - began < 300
+    assert "transport_encryption='disabled'" in str(info.value)
     assert {c.id for c in await asyncio.to_thread(kernel_containers)} == before
     assert not hub.kernels
 
