@@ -18,7 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from kernel_hub.cli._pool import launch_request, mismatch, peer_credentials, pool_state_dir
+from kernel_hub.cli._pool import (
+    _address,
+    launch_request,
+    mismatch,
+    peer_credentials,
+    pool_state_dir,
+)
 from kernel_hub.contract.types import KernelType
 from kernel_hub.lifecycle.state import StateDir
 from kernel_hub.testing import pid_alive, processes_with_env, wait_gone, wait_pid_gone
@@ -286,8 +292,9 @@ def test_one_pool_per_type_and_another_user_is_refused(pool, tmp_path):
 def test_a_stale_socket_is_ignored_and_removed(pool):
     path = pool.state_dir / ".pool.sock"
     path.parent.mkdir(parents=True, mode=0o700)
-    with socket.socket(socket.AF_UNIX) as s:
-        s.bind(str(path))  # closed without listening, and left behind: a pool killed outright
+    with socket.socket(socket.AF_UNIX) as s, _address(path) as address:
+        s.bind(address)  # closed without listening, and left behind: a pool killed outright
+    assert stat.S_ISSOCK(path.stat().st_mode)
     res = pool.run("-v", "run", TYPE, "-c", "print(6*7)")
     assert (res.returncode, res.stdout) == (0, "42\n"), res.stderr
     assert "stale pool socket" in res.stderr
