@@ -196,6 +196,47 @@ def test_run_takes_the_spare_the_pool_refills_and_sigterm_ends_the_spares(pool, 
     assert wait_gone(pool.leftovers(), TIMEOUT) == []
 
 
+STUBBORN = (  # the pid is printed inside the try: a Ctrl-C after it is always caught
+    "import os, time\n"
+    "while True:\n"
+    "    try:\n"
+    "        print(os.getpid(), flush=True)\n"
+    "        time.sleep(600)\n"
+    "    except KeyboardInterrupt:\n"
+    "        print('ignored', flush=True)\n"
+)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_ctrl_c_interrupts_a_kernel_from_the_pool_and_a_second_one_ends_it(pool):
+    pool.start()
+    spare = pool.ready_spare()
+    proc = subprocess.Popen(
+        [*CLI, "run", TYPE, "-c", STUBBORN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=pool.env,
+    )
+    try:
+        assert int(pool._readline(proc.stdout)) == spare
+        proc.send_signal(signal.SIGINT)
+        assert pool._readline(proc.stdout).strip() == "ignored"  # the kernel got the interrupt
+        assert pid_alive(spare) and proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(TIMEOUT) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert wait_pid_gone(spare, TIMEOUT)
+    assert pool.stop() == 0
+    assert wait_gone(pool.leftovers(), TIMEOUT) == []
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_two_runs_at_once_against_a_pool_of_one_both_get_a_kernel(pool):

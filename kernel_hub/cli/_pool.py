@@ -220,7 +220,7 @@ async def take_from_pool(
             return None
         _send(writer, {"op": "take", "request": request})
         reply = await _read_json(reader, ANSWER_TIMEOUT)
-        if not reply.get("served"):
+        if not reply.get("served") or not isinstance(reply.get("kernel"), dict):
             why = reply.get("reason") or "no answer"
             log.info("the pool for %s (pid %s) did not serve this run: %s", kt.id, pid, why)
             return None
