@@ -90,19 +90,26 @@ CLI = [sys.executable, "-m", "kernel_hub"]
 READY = re.compile(r"spare \w+ ready")
 
 
-def _ready_line(stream, timeout: float = 120.0) -> None:
-    """Read the pool's stderr until a spare is ready."""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(stream, selectors.EVENT_READ)
-        while True:
-            if not sel.select(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError("no spare got ready")
-            line = stream.readline()
-            if not line:
-                raise RuntimeError("the pool ended")
-            if READY.search(line):
-                return
+class _Log:
+    """The pool's stderr, read without a buffer in which a line could wait unseen."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.text = ""
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Read until a spare is ready (a line not seen by an earlier call)."""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.fd, selectors.EVENT_READ)
+            while not READY.search(self.text):
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError("no spare got ready")
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    raise RuntimeError("the pool ended")
+                self.text += chunk.decode()
+        self.text = READY.split(self.text, maxsplit=1)[1]
 
 
 def _timed_run(env: dict[str, str]) -> float:
@@ -127,13 +134,13 @@ def cli_rounds(rounds: int) -> dict[str, list[float]]:
             env=warm,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            text=True,
         )
         try:
             assert pool.stderr is not None
+            log = _Log(pool.stderr.fileno())
             _timed_run(cold)  # warm the file cache for both
             for i in range(rounds):
-                _ready_line(pool.stderr)  # the refill is not what the warm run pays for
+                log.wait_ready()  # the refill is not what the warm run pays for
                 pair = [("cli run, warm pool", warm), ("cli run, no pool", cold)]
                 for name, env in pair if i % 2 == 0 else pair[::-1]:
                     out[name].append(_timed_run(env))

@@ -36,6 +36,31 @@ PID = "import os; print(os.getpid())"
 READY = re.compile(r"spare (\w+) ready \(kernel pid (\d+)\)")
 
 
+class Lines:
+    """Read a pipe line by line with a timeout; no line waits unseen in a buffer."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    def readline(self, timeout: float = TIMEOUT) -> str:
+        """Return the next line ("" at the end), waiting up to *timeout* s for it."""
+        deadline = time.monotonic() + timeout
+        fd = self.stream.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self.buffer:
+                left = deadline - time.monotonic()
+                assert left > 0 and sel.select(left), f"no line on {self.stream!r} in {timeout} s"
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    line, self.buffer = self.buffer, b""
+                    return line.decode()
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode() + "\n"
+
+
 class Pool:
     """A ``kernel-hub pool`` process of one test: its environment, its stderr line by line."""
 
@@ -49,7 +74,8 @@ class Pool:
             "KERNEL_HUB_STATE_DIR": str(root / "hubs"),
             "TMPDIR": str(root / "tmp"),
         }
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr: Lines
         self.lines: list[str] = []
         self.matched: set[int] = set()
         self.socket = Path()
@@ -68,28 +94,20 @@ class Pool:
 
     def start(self, *args: str) -> Pool:
         self.proc = self.popen(*args)
-        assert self.proc.stdout is not None
-        line = self._readline(self.proc.stdout)
+        self.stderr = Lines(self.proc.stderr)
+        line = Lines(self.proc.stdout).readline()
         assert line, f"the pool exited first: {self.proc.stderr.read() if self.proc.stderr else ''}"
         self.socket = Path(line.strip())
         return self
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
+    def popen(self, *args: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [*CLI, "pool", TYPE, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
             env=self.env,
             start_new_session=True,
         )
-
-    @staticmethod
-    def _readline(stream, timeout: float = TIMEOUT) -> str:
-        with selectors.DefaultSelector() as sel:
-            sel.register(stream, selectors.EVENT_READ)
-            assert sel.select(timeout), f"nothing on {stream!r} within {timeout} s"
-        return stream.readline()
 
     def wait_for(self, pattern: str | re.Pattern[str], timeout: float = TIMEOUT) -> re.Match[str]:
         """Return the match of the first line of the pool's stderr not matched yet that
@@ -104,7 +122,7 @@ class Pool:
                     self.matched.add(i)
                     return found
                 i += 1
-            line = self._readline(self.proc.stderr, max(0.0, deadline - time.monotonic()))
+            line = self.stderr.readline(deadline - time.monotonic())
             assert line, "the pool ended:\n" + "".join(self.lines)
             self.lines.append(line)
 
@@ -219,10 +237,11 @@ def test_ctrl_c_interrupts_a_kernel_from_the_pool_and_a_second_one_ends_it(pool)
         text=True,
         env=pool.env,
     )
+    out = Lines(proc.stdout)
     try:
-        assert int(pool._readline(proc.stdout)) == spare
+        assert int(out.readline()) == spare
         proc.send_signal(signal.SIGINT)
-        assert pool._readline(proc.stdout).strip() == "ignored"  # the kernel got the interrupt
+        assert out.readline().strip() == "ignored"  # the kernel got the interrupt
         assert pid_alive(spare) and proc.poll() is None
         proc.send_signal(signal.SIGINT)
         assert proc.wait(TIMEOUT) == 130
@@ -291,7 +310,7 @@ def test_one_pool_per_type_and_another_user_is_refused(pool, tmp_path):
     pool.start()
     spare = pool.ready_spare()
     second = pool.popen()
-    out, err = second.communicate(timeout=TIMEOUT)
+    out, err = (b.decode() for b in second.communicate(timeout=TIMEOUT))
     assert second.returncode == 2, err
     assert f"a pool for {TYPE} is already serving (pid {pool.proc.pid})" in err
 
