@@ -176,7 +176,8 @@ def pool(tmp_path):
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_run_takes_the_spare_the_pool_refills_and_sigterm_ends_the_spares(pool, tmp_path):
-    pool.start("--size", "1")
+    # A grace longer than any wait here: what ends a kernel is its owner, never its lease.
+    pool.start("--size", "1", "--grace", "600")
     spare = pool.ready_spare()
     # A private place: the socket 0600 in a 0700 dir.
     assert stat.S_ISSOCK(pool.socket.stat().st_mode)
@@ -228,7 +229,7 @@ STUBBORN = (  # the pid is printed inside the try: a Ctrl-C after it is always c
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_ctrl_c_interrupts_a_kernel_from_the_pool_and_a_second_one_ends_it(pool):
-    pool.start()
+    pool.start("--grace", "600")  # the run ends its kernel, not the lease
     spare = pool.ready_spare()
     proc = subprocess.Popen(
         [*CLI, "run", TYPE, "-c", STUBBORN],
@@ -259,7 +260,7 @@ def test_ctrl_c_interrupts_a_kernel_from_the_pool_and_a_second_one_ends_it(pool)
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 def test_two_runs_at_once_against_a_pool_of_one_both_get_a_kernel(pool):
-    pool.start()
+    pool.start("--grace", "600")  # the runs end their kernels, not the lease
     spare = pool.ready_spare()
     runs = [
         subprocess.Popen(
