@@ -333,7 +333,11 @@ class _Server:
             _send(writer, {"served": False, "reason": why})
             _say(f"did not serve pid {pid}: {why}")
             return
-        described = await self.hub.hand_off(kernel)
+        try:
+            described = await self.hub.hand_off(kernel)
+        except BaseException:
+            await kernel.shutdown()  # taken from the pool: nobody else would end it
+            raise
         _send(writer, {"served": True, "kernel": described})
         with contextlib.suppress(OSError):
             await writer.drain()
@@ -445,8 +449,8 @@ def _announcer(hub: KernelHub, pool: KernelPool) -> Callable[[], None]:
         if event.kind == "ready" and event.data.get("pool"):
             # The pool takes it in once its start returns, in this same loop turn.
             loop.call_soon(ready, event.kernel_id)
-        elif event.kind in ("died", "restarting", "restarted", "failed"):
-            _say(event.describe())
+        elif event.kind in ("died", "restarting", "restarted"):
+            _say(event.describe())  # a failed start is the pool's own WARNING line
 
     return hub.events.subscribe(on_event)
 
