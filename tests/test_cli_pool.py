@@ -363,6 +363,28 @@ def test_a_stale_socket_is_ignored_and_removed(pool):
     assert wait_gone(pool.leftovers(), TIMEOUT) == []
 
 
+def test_a_pool_whose_first_kernel_cannot_start_exits_with_the_error(pool, tmp_path):
+    spec = tmp_path / "share" / "kernels" / "failing"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-c", "print('boom'); raise SystemExit(1)", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "failing"}))
+    proc = subprocess.run(
+        [*CLI, "pool", "spec/failing"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**pool.env, "JUPYTER_PATH": str(tmp_path / "share")},
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "kernel-hub: error: the pool's first kernel did not start: kernel spec/failing" in (
+        proc.stderr
+    )
+    assert "  | boom" in proc.stderr
+    socket_file = Path(proc.stdout.strip())
+    assert socket_file.name == ".pool.sock" and not socket_file.exists()
+    assert wait_gone(pool.leftovers(), TIMEOUT) == []
+
+
 # ---- the pure parts: the request both sides compare, the peer's credentials ----
 
 
