@@ -19,8 +19,16 @@ as jupyter_server gives a notebook's kernel) vs with no pool (the pool resized t
 The figure the issue names is ``kh pool`` launch → ready; the round trip after it shows
 the kernel is really there (a first request to a fresh ipykernel).
 
+``--cli``: the command line instead, in pairs: ``kernel-hub run ipykernel/python3 -c pass``
+wall time (process start to exit) served by a ``kernel-hub pool`` of 1, against the same
+command with no pool serving (a state dir root with no pool socket: ``run`` stats one file
+and launches, as before pools). Each pair runs in alternating order; before each warm run
+the pool's refill is awaited (not timed).
+
     uv run python bench/pool_bench.py            # 15 rounds
     uv run python bench/pool_bench.py --rounds 5 --no-bridge
+    uv run python bench/pool_bench.py --rounds 5
+    uv run python bench/pool_bench.py --cli --rounds 9
 """
 
 from __future__ import annotations
@@ -29,7 +37,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import selectors
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,6 +171,69 @@ async def bridge_rounds(rounds: int, name: str) -> dict[str, list[float]]:
         assert pool.handed_out == handed + 1, "the bridged launch was not served by the pool"
         await resize(0)  # no pool: the launch is cold, and no refill competes with it
         out["bridge cold: start → ready"].append(await bridge_start(name, where))
+
+
+CLI = [sys.executable, "-m", "kernel_hub"]
+READY = re.compile(r"spare \w+ ready")
+
+
+class _Log:
+    """The pool's stderr, read without a buffer in which a line could wait unseen."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.text = ""
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Read until a spare is ready (a line not seen by an earlier call)."""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.fd, selectors.EVENT_READ)
+            while not READY.search(self.text):
+                if not sel.select(max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError("no spare got ready")
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    raise RuntimeError("the pool ended")
+                self.text += chunk.decode()
+        self.text = READY.split(self.text, maxsplit=1)[1]
+
+
+def _timed_run(env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [*CLI, "run", TYPE, "-c", "pass"], env=env, capture_output=True, text=True, timeout=120
+    )
+    took = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"kernel-hub run failed: {res.stderr}")
+    return took
+
+
+def cli_rounds(rounds: int) -> dict[str, list[float]]:
+    """``kernel-hub run -c pass`` with a warm pool and without, in pairs."""
+    out: dict[str, list[float]] = {"cli run, warm pool": [], "cli run, no pool": []}
+    with tempfile.TemporaryDirectory() as root:
+        warm = {**os.environ, "KERNEL_HUB_STATE_DIR": os.path.join(root, "pool")}
+        cold = {**os.environ, "KERNEL_HUB_STATE_DIR": os.path.join(root, "none")}
+        pool = subprocess.Popen(
+            [*CLI, "pool", TYPE, "--size", "1"],
+            env=warm,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert pool.stderr is not None
+            log = _Log(pool.stderr.fileno())
+            _timed_run(cold)  # warm the file cache for both
+            for i in range(rounds):
+                log.wait_ready()  # the refill is not what the warm run pays for
+                pair = [("cli run, warm pool", warm), ("cli run, no pool", cold)]
+                for name, env in pair if i % 2 == 0 else pair[::-1]:
+                    out[name].append(_timed_run(env))
+        finally:
+            pool.send_signal(signal.SIGTERM)
+            pool.wait(60)
     return out
 
 
@@ -166,7 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--bridge", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--cli", action="store_true", help="kernel-hub run with and without pool")
     args = parser.parse_args(argv)
+    if args.cli:
+        timings = cli_rounds(args.rounds)
+        print(f"{'figure':24} {'median':>10} {'min':>10} {'max':>10}  (ms, {args.rounds} pairs)")
+        for name, values in timings.items():
+            ms = [v * 1e3 for v in values]
+            print(f"{name:24} {statistics.median(ms):10.1f} {min(ms):10.1f} {max(ms):10.1f}")
+        pairs = zip(timings["cli run, warm pool"], timings["cli run, no pool"], strict=True)
+        ratios = [w / c for w, c in pairs]
+        print(f"warm / no pool, per pair: median {statistics.median(ratios):.3f}×")
+        return 0
     results = asyncio.run(kh_rounds(args.rounds))
     if args.bridge:
         with tempfile.TemporaryDirectory(prefix="kh-pool-bench-") as tmp:

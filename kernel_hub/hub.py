@@ -1139,3 +1139,36 @@ class KernelHub:
         await self._end_spares([*spares, *self._handing])
         self._keeper.release()
         return [k.id for k in kernels]
+
+    async def hand_off(self, kernel: RunningKernel) -> dict[str, Any]:
+        """Give *kernel* to another process: forget it here and leave it running.
+
+        For a kernel launched to outlive this process (the hub has a ``state_dir``, so
+        its launches carry ``LaunchRequest.outlive``): a kernel of :attr:`kernels`, or a
+        pool's spare from ``pool.take()``. This hub stops watching it, ends its clients,
+        closes its links to it (a nanny's lease starts counting: the other process has
+        the grace to attach) and drops it from :attr:`kernels`, its pool and the state
+        dir; no event is emitted and the kernel is not shut down. The other process
+        calls ``hub.attach(**described)`` and owns it from then on. ``kernel-hub pool``
+        hands its spares to ``kernel-hub run`` this way.
+
+        :returns: the kernel's :meth:`~RunningKernel.describe`; it holds the key: send it
+            over a private channel only (never argv, environment or logs).
+        :raises KernelHubError: when the kernel is not running, or was launched to end
+            with this process (a hub without a state dir).
+        """
+        if kernel.status != "RUNNING":
+            raise KernelHubError(f"cannot hand off {kernel!r}: only a RUNNING kernel can be")
+        if not kernel.request.outlive:
+            raise KernelHubError(
+                f"cannot hand off {kernel!r}: it was launched to end with this process; make "
+                "the hub with state_dir=... so that its kernels can outlive it"
+            )
+        described = kernel.describe()
+        self._kernels.pop(kernel.id, None)
+        for pool in self._pools.values():
+            pool.forget(kernel)  # a spare not taken yet: it leaves its pool, which refills
+        if self._keeper is not None:
+            self._keeper.forget(kernel.id)  # not this hub's to adopt or expire any more
+        await kernel.detach()
+        return described

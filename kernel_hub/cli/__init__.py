@@ -8,9 +8,9 @@ the plugin's heavy imports stay inside ``func``.
 
 This module holds the parser and :func:`main` (exit codes, one-line errors);
 the commands live beside it: ``_launch`` (``run``, ``launch``, ``launch
---nanny``), ``_attach``, ``_info`` (``list``, ``plugins``, ``config
-check``) and ``_state`` (``ps``, ``stop``). What a person sees (progress, Ctrl-C, exit codes) is
-:mod:`kernel_hub.cli.terminal`.
+--nanny``), ``_pool`` (``pool``, and what ``run`` takes from one), ``_attach``,
+``_info`` (``list``, ``plugins``, ``config check``) and ``_state`` (``ps``, ``stop``).
+What a person sees (progress, Ctrl-C, exit codes) is :mod:`kernel_hub.cli.terminal`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..plugins.entrypoints import entry_points
 from ._attach import cmd_attach
 from ._info import cmd_config, cmd_list, cmd_plugins
 from ._launch import START_TIMEOUT, cmd_launch, cmd_launch_nanny, cmd_run
+from ._pool import DEFAULT_GRACE, cmd_pool
 from ._state import cmd_ps, cmd_stop
 from .terminal import (
     EXIT_FAILED,
@@ -87,6 +88,26 @@ def _timeouts(p: argparse.ArgumentParser, timeout: str | None = None) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kernel-hub",
@@ -111,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("-c", dest="code", metavar="CODE", help="the code to run")
     src.add_argument("-f", "--file", metavar="FILE", help="a file of code to run (default: stdin)")
     p.add_argument("--cwd", help="the kernel's working directory")
+    p.add_argument(
+        "--no-pool",
+        action="store_true",
+        help="start a kernel even when a 'kernel-hub pool' serves this type",
+    )
     _timeouts(p, "stop the kernel when the code has not finished within SECONDS (default: wait)")
 
     p = sub.add_parser("launch", help="start a kernel and keep it running until Ctrl-C/SIGTERM")
@@ -136,6 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="CurveZMQ for the kernel's sockets (default: the config's [transport] "
         "encryption, else disabled: jupyter console and qtconsole, which read the file, "
         "cannot speak it yet; 'auto': where the kernel can)",
+    )
+    _timeouts(p)
+
+    p = sub.add_parser(
+        "pool",
+        help="keep ready kernels of TYPE that 'kernel-hub run' takes, until Ctrl-C/SIGTERM",
+    )
+    p.add_argument("type", help="kernel type id")
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help='how many ready kernels to keep (default: the config\'s [pool."TYPE"] size, else 1)',
+    )
+    p.add_argument("--cwd", help="the kernels' working directory (default: this one)")
+    p.add_argument(
+        "--grace",
+        type=_positive_float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="how long a spare outlives this process when it is killed outright, and how "
+        f"long a taker has to attach a kernel handed to it (default {DEFAULT_GRACE:g})",
     )
     _timeouts(p)
 
@@ -219,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": cmd_run,
         "launch": cmd_launch,
         "launch-nanny": cmd_launch_nanny,
+        "pool": cmd_pool,
         "attach": cmd_attach,
         "config": cmd_config,
         "ps": cmd_ps,

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..lifecycle.kernel_client import KernelClient
     from ..wire.session import Message
 
-__all__ = ["START_TIMEOUT", "cmd_launch", "cmd_launch_nanny", "cmd_run"]
+__all__ = ["START_TIMEOUT", "cmd_launch", "cmd_launch_nanny", "cmd_run", "stop_on_signals"]
 
 #: Seconds a kernel may take to answer its first ``kernel_info`` (``--start-timeout``).
 START_TIMEOUT = 60.0
@@ -60,6 +60,17 @@ async def _launch(
         display.close()
 
 
+async def _take_or_launch(hub: KernelHub, args: argparse.Namespace) -> RunningKernel:
+    """A ready kernel from the pool for ``args.type`` if one serves this request, else a launch."""
+    if not args.no_pool:
+        from ._pool import take_from_pool
+
+        kernel = await take_from_pool(hub, args.type, cwd=args.cwd)
+        if kernel is not None:
+            return kernel
+    return await _launch(hub, args)
+
+
 async def _read_code(args: argparse.Namespace) -> str:
     if args.code is not None:
         return str(args.code)
@@ -76,12 +87,15 @@ async def _read_code(args: argparse.Namespace) -> str:
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
-    """Launch, run the code like a console, shut down; Ctrl-C interrupts, twice stops."""
+    """Launch (or take from a pool), run the code like a console, shut down.
+
+    Ctrl-C interrupts, twice stops.
+    """
     from ..hub import KernelHub
 
     code = await _read_code(args)
     async with KernelHub() as hub:
-        launching = asyncio.ensure_future(_launch(hub, args))
+        launching = asyncio.ensure_future(_take_or_launch(hub, args))
         run = _CodeRun(launching)
         # One handler from the start to the end: a press while the client connects is not
         # left to Python's default handler (a traceback).
@@ -177,7 +191,7 @@ def _log_failure(task: asyncio.Future[Any]) -> None:
         print(f"kernel-hub: error: cannot interrupt: {task.exception()}", file=sys.stderr)
 
 
-def _stop_on_signals() -> asyncio.Event:
+def stop_on_signals() -> asyncio.Event:
     """Return an event that SIGINT and SIGTERM set (the way ``launch`` is asked to stop)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -246,7 +260,7 @@ async def cmd_launch(args: argparse.Namespace) -> int:
     from ..managers.subproc import SubprocessManager
     from ..wire.connection import runtime_dir, write_connection_file
 
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     async with KernelHub() as hub:
         unsubscribe = hub.events.subscribe(_print_event)
         kernel = await _launch_unless_stopped(
@@ -310,7 +324,7 @@ async def cmd_launch_nanny(args: argparse.Namespace) -> int:
     from ..managers.remote import NannyManager
     from ..wire.connection import runtime_dir, write_connection_file
 
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     hub = KernelHub()
     unsubscribe = hub.events.subscribe(_print_event)  # the start's events, as 'launch' shows
     try:

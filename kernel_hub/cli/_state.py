@@ -36,15 +36,18 @@ def _age(seconds: float) -> str:
 
 
 def _status(record: Record, owner_alive: bool) -> str:
-    """``running`` (a live hub owns it), ``orphaned`` (its hub is gone: a new hub on its
-    state dir adopts it within the grace, else it ends) or ``dead`` (a recorded local
-    process has ended).
+    """``running`` (a live hub owns it), ``spare`` (a spare of a live hub's pool, not handed
+    out yet: ``kernel-hub pool``'s), ``orphaned`` (its hub is gone: a new hub on its state
+    dir adopts it within the grace, else it ends) or ``dead`` (a recorded local process has
+    ended).
 
     Read from local facts only (pids): nothing is asked of the kernels.
     """
     if record.local_processes_gone():
         return "dead"
-    return "running" if owner_alive else "orphaned"
+    if not owner_alive:
+        return "orphaned"
+    return "spare" if record.pooled else "running"
 
 
 def _entries() -> list[tuple[Path, Record, dict[str, Any]]]:

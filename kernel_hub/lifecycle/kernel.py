@@ -478,9 +478,10 @@ class RunningKernel:
     async def detach(self) -> None:
         """Stop watching and managing the kernel, and leave it running (``DETACHED``).
 
-        Called by :meth:`KernelHub.detach`: the kernel goes on for its grace, for
-        another host to adopt. Its clients from :meth:`client` are ended; the
-        manager's links (a nanny's sockets) are closed, its process left alone.
+        Called by :meth:`KernelHub.detach` and :meth:`KernelHub.hand_off`: the kernel
+        goes on for its grace, for another host to adopt or attach. Its clients from
+        :meth:`client` are ended; the manager's links (a nanny's sockets) are closed, its
+        process left alone.
         """
         if self._status in ("DEAD", "DETACHED"):
             return
