@@ -1165,10 +1165,8 @@ class KernelHub:
                 "the hub with state_dir=... so that its kernels can outlive it"
             )
         described = kernel.describe()
-        self._kernels.pop(kernel.id, None)
-        for pool in self._pools.values():
-            pool.forget(kernel)  # a spare not taken yet: it leaves its pool, which refills
-        if self._keeper is not None:
-            self._keeper.forget(kernel.id)  # not this hub's to adopt or expire any more
+        # Out of the registry (a spare not taken yet: out of its pool, which refills), its
+        # alias and the state dir: not this hub's to adopt or expire any more.
+        self._forget(kernel)
         await kernel.detach()
         return described
