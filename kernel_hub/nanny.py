@@ -586,6 +586,9 @@ class Nanny:
                     ) from None
                 ack = [*frames[:idx], DELIM, self._signer.sign([REGISTRATION_ACK])]
                 sock.send_multipart([*ack, REGISTRATION_ACK])
+                _log(
+                    f"the kernel reported its ports on the registration socket: {json.dumps(ports)}"
+                )
                 return ports
         finally:
             sock.close()
@@ -1352,6 +1355,11 @@ def dial_back(register_file: str) -> int:
             handshake = nanny.start()
         except (NannyError, OSError, ValueError) as exc:
             _log(f"cannot start: {exc}")
+            if nanny is not None:
+                # The kernel may run already (a registration handshake that failed): it and
+                # the work dir go before the error does, as in the other mode.
+                nanny.close()
+                nanny = None
             sock.send_multipart(
                 _registration_message(signer, "nanny_register", {"error": str(exc)})
             )
