@@ -381,6 +381,8 @@ class Nanny:
         self.registration = registration
         self.registration_timeout = registration_timeout
         self._registration_sock: Any = None
+        #: The registration port's listening socket until ZeroMQ takes it over (ZMQ_USE_FD).
+        self._registration_listener: socket.socket | None = None
         self._ports = list(ports or [])
         self.daemon = daemon
         self._key = key
@@ -472,8 +474,8 @@ class Nanny:
         info.update(self._curve_pair())
         given = info
         if not ports:
-            # The registration socket must be bound before the kernel starts: its file names it.
-            given = {**info, **self._open_registration(key)}
+            # The registration port must be held before the kernel starts: its file names it.
+            given = {**info, **self._reserve_registration()}
         _write_private(self.connection_file, given, fresh=True)
         self._start_kernel()
         try:
@@ -484,6 +486,8 @@ class Nanny:
         self._signer = Signer(key.encode("ascii"))
         if self._ctx is None:
             self._ctx = zmq.Context()
+        if self._registration_listener is not None:
+            self._open_registration()
         self._control = self._ctx.socket(zmq.ROUTER)
         # XPUB (wire-compatible with PUB) tells the nanny of each new subscription, so it can
         # publish nanny_welcome: proof to that subscriber that no later event will be lost.
@@ -515,23 +519,50 @@ class Nanny:
 
     # ---- the registration handshake (JEP 66) ----
 
-    def _open_registration(self, key: str) -> dict[str, Any]:
-        """Bind the one-shot registration socket; return the registration file's extra fields.
+    def _reserve_registration(self) -> dict[str, Any]:
+        """Bind and listen on the registration port; return the registration file's extra fields.
 
+        With the standard library, so that the kernel starts before pyzmq is imported (its
+        start then overlaps the nanny's, as without the handshake); :meth:`_open_registration`
+        hands this listening socket to ZeroMQ afterwards. The port is held all along, and a
+        kernel that connects first waits in the listen backlog.
         (kernel_hub.wire.registration is the host's side of the same; this file is
         self-contained.) Besides the spec's fields, ``ip`` (where the kernel binds) is
         in the file and ``registration_port`` is a string: xeus-python 0.19 needs both.
         """
-        import zmq
+        listener = socket.socket(socket.AF_INET6 if ":" in self.ip else socket.AF_INET)
+        try:
+            listener.bind((self.ip, 0))
+            listener.listen(100)  # ZeroMQ's own backlog
+        except OSError as exc:
+            listener.close()
+            raise NannyError(f"cannot bind a registration socket on {self.ip}: {exc}") from None
+        self._registration_listener = listener
+        port = str(listener.getsockname()[1])
+        return {"kernel_id": _new_id(), "registration_ip": self.ip, "registration_port": port}
 
-        self._ctx = zmq.Context()
+    def _open_registration(self) -> None:
+        """Make the one-shot registration socket, a ROUTER on the reserved port."""
+        zmq = self._zmq
+        listener = self._registration_listener
+        assert listener is not None
+        port = listener.getsockname()[1]
         sock = self._ctx.socket(zmq.ROUTER)
+        self._registration_sock = sock
         sock.linger = 1000  # the acknowledgement must still go out once the socket is closed
         sock.setsockopt(zmq.MAXMSGSIZE, 64 * 1024)
-        sock.bind(_url(self.ip, "*"))
-        self._registration_sock = sock
-        port = sock.getsockopt(zmq.LAST_ENDPOINT).decode().rsplit(":", 1)[1]
-        return {"kernel_id": _new_id(), "registration_ip": self.ip, "registration_port": port}
+        try:
+            # ZeroMQ takes over the listening socket (libzmq >= 4.2): no moment without it.
+            sock.setsockopt(zmq.USE_FD, listener.fileno())
+        except (AttributeError, zmq.ZMQError):
+            listener.close()  # an older libzmq: bound anew on the same port, at once
+        else:
+            listener.detach()  # the socket's fd is ZeroMQ's now: it closes it
+        self._registration_listener = None
+        try:
+            sock.bind(_url(self.ip, port))
+        except zmq.ZMQError as exc:
+            raise NannyError(f"cannot bind the registration socket on {self.ip}: {exc}") from None
 
     def _await_registration(self, kernel_id: str) -> dict[str, int]:
         """Wait for the kernel's signed report, acknowledge it, return its five ports."""
@@ -586,6 +617,9 @@ class Nanny:
                     ) from None
                 ack = [*frames[:idx], DELIM, self._signer.sign([REGISTRATION_ACK])]
                 sock.send_multipart([*ack, REGISTRATION_ACK])
+                _log(
+                    f"the kernel reported its ports on the registration socket: {json.dumps(ports)}"
+                )
                 return ports
         finally:
             sock.close()
@@ -992,6 +1026,9 @@ class Nanny:
                     "nanny_exiting",
                     {"exit_status": self.exit_status, "kernel_pid": self.kernel_pid},
                 )
+        if self._registration_listener is not None:
+            self._registration_listener.close()
+            self._registration_listener = None
         for sock in (self._control, self._events, self._registration_sock):
             if sock is not None:
                 sock.close()  # with linger: a last reply still goes out
@@ -1352,6 +1389,11 @@ def dial_back(register_file: str) -> int:
             handshake = nanny.start()
         except (NannyError, OSError, ValueError) as exc:
             _log(f"cannot start: {exc}")
+            if nanny is not None:
+                # The kernel may run already (a registration handshake that failed): it and
+                # the work dir go before the error does, as in the other mode.
+                nanny.close()
+                nanny = None
             sock.send_multipart(
                 _registration_message(signer, "nanny_register", {"error": str(exc)})
             )

@@ -88,6 +88,7 @@ if TYPE_CHECKING:
         write_connection_file,
     )
     from .wire.curve import curve_for, curve_keys, secure_client, supports_curve
+    from .wire.registration import registration_timeout, registration_wanted
     from .wire.session import BadSignature, Session
 
 __all__ = [
@@ -136,6 +137,8 @@ __all__ = [
     "process_token",
     "reap_on_exit",
     "read_connection_file",
+    "registration_timeout",
+    "registration_wanted",
     "runtime_dir",
     "secure_client",
     "setting",
@@ -201,6 +204,8 @@ _LAZY = {
     "curve_keys": ".wire.curve",
     "secure_client": ".wire.curve",
     "supports_curve": ".wire.curve",
+    "registration_timeout": ".wire.registration",
+    "registration_wanted": ".wire.registration",
     "Session": ".wire.session",
     "BadSignature": ".wire.session",
     "cancel_and_wait": ".aio",

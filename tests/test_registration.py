@@ -147,6 +147,52 @@ async def test_unsigned_reports_are_dropped_and_a_signed_one_is_acknowledged():
     assert repr(reg).endswith("[CLOSED]>")
 
 
+@pytest.mark.parametrize("use_fd", [True, False], ids=["zmq-takes-the-fd", "older-libzmq"])
+def test_the_nanny_holds_the_registration_port_before_it_imports_zmq(use_fd):
+    """The nanny reserves the port with the standard library, starts the kernel, then hands
+    the listening socket to ZeroMQ (ZMQ_USE_FD); a kernel that connected and reported before
+    that is not lost. An older libzmq (no USE_FD) binds the same port anew."""
+    import types
+
+    import zmq
+
+    nanny = nanny_module.Nanny(["true"], ip="127.0.0.1")
+    fields = nanny._reserve_registration()
+    port = int(fields["registration_port"])
+    # Held already: nobody else can bind it now.
+    with socket.socket() as other, pytest.raises(OSError):
+        other.bind(("127.0.0.1", port))
+    ctx = zmq.Context()
+    kernel = ctx.socket(zmq.DEALER)
+    kernel.linger = 0
+    try:
+        if use_fd:  # connects and reports while the nanny still imports zmq
+            kernel.connect(f"tcp://127.0.0.1:{port}")
+            kernel.send_multipart([DELIM, b"sig", b"report"])
+        nanny._zmq = (
+            zmq
+            if use_fd
+            else types.SimpleNamespace(
+                ZMQError=zmq.ZMQError,
+                **{name: getattr(zmq, name) for name in ("ROUTER", "MAXMSGSIZE", "LAST_ENDPOINT")},
+            )
+        )
+        nanny._ctx = ctx
+        nanny._open_registration()
+        assert nanny._registration_listener is None
+        if not use_fd:
+            kernel.connect(f"tcp://127.0.0.1:{port}")
+            kernel.send_multipart([DELIM, b"sig", b"report"])
+        router = nanny._registration_sock
+        assert router.poll(TIMEOUT * 1000)
+        assert router.recv_multipart()[1:] == [DELIM, b"sig", b"report"]
+    finally:
+        kernel.close()
+        if nanny._registration_sock is not None:
+            nanny._registration_sock.close()
+        ctx.term()
+
+
 # ---- real kernels ----
 
 

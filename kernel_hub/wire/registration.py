@@ -41,6 +41,7 @@ __all__ = [
     "Registration",
     "RegistrationError",
     "parse_report",
+    "registration_timeout",
     "registration_wanted",
 ]
 

@@ -12,6 +12,10 @@
     qos = "short"                   # --qos
     sbatch_args = ["--constraint=a100"]        # any other sbatch options
     python = "/opt/conda/bin/python"   # on the compute node, with ipykernel (default python3)
+    argv = ["/opt/conda/bin/python", "-m", "xpython_launcher", "-f", "{connection_file}"]
+                                    # optional: another kernel than ipykernel
+    kernel_protocol_version = "5.6" # optional, as in a kernelspec: 5.6 or later starts the
+                                    # kernel with the registration handshake (JEP 66)
     cwd = "~/work"                  # the kernel's working directory on the node
     env = { OMP_NUM_THREADS = "4" }
     setup = ["module load cuda/12"]  # shell lines run in the job before the kernel
@@ -35,7 +39,9 @@ Reading the config never contacts Slurm: ``kernel-hub list`` shows ``slurm/<name
 for every table at once. A table with a bad field leaves out only its own type,
 with one warning naming the file, the table, the field and the fix (the schema
 :data:`SCHEMA` of :mod:`kernel_hub.provider` does that, and ``kernel-hub config
-check``). A launch's ``params`` override the job fields (``params={"time": "00:30:00"}``).
+check``). A launch's ``params`` override the job fields (``params={"time": "00:30:00"}``);
+``registration`` and ``registration_timeout`` turn the handshake on or off and time it,
+as for local kernels.
 """
 
 from __future__ import annotations
@@ -54,10 +60,20 @@ if TYPE_CHECKING:
 
     from kernel_hub.provider import LaunchRequest
 
-__all__ = ["PARAMS", "PROVIDER", "SCHEMA", "SlurmKernelConfig", "parse_config"]
+__all__ = [
+    "PARAMS",
+    "PROVIDER",
+    "REGISTRATION_PARAMS",
+    "SCHEMA",
+    "SlurmKernelConfig",
+    "parse_config",
+]
 
 #: The provider id, and the name of this plugin's table in the config file.
 PROVIDER = "slurm"
+
+#: The launch params of the registration handshake, as for local kernels (not table fields).
+REGISTRATION_PARAMS = ("registration", "registration_timeout")
 
 #: The fields a launch's ``params`` may override: what the job asks of Slurm.
 PARAMS = (
@@ -120,6 +136,17 @@ def _sbatch_args(value: tuple[str, ...]) -> tuple[str, ...]:
 def _kernel_argv(value: tuple[str, ...]) -> tuple[str, ...]:
     if value and not any("{connection_file}" in a for a in value):
         raise ValueError("must contain '{connection_file}'")
+    return value
+
+
+_VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
+
+
+def _protocol_version(value: str) -> str:
+    if not _VERSION_RE.match(value):
+        raise ValueError(
+            f'{value!r} is not a protocol version; write it as in a kernelspec, e.g. "5.6"'
+        )
     return value
 
 
@@ -191,6 +218,11 @@ class SlurmKernelConfig:
         (),
         "the kernel's argv with {connection_file}; default ipykernel on python",
         check=_kernel_argv,
+    )
+    kernel_protocol_version: str | None = setting(
+        None,
+        "as in a kernelspec: 5.6 or later starts the kernel with the registration handshake",
+        check=_protocol_version,
     )
     cwd: str | None = setting(None, "the kernel's working directory on the node")
     env: Mapping[str, str] = setting(
@@ -300,6 +332,12 @@ class SlurmKernelConfig:
                 "qos": self.qos,
                 "python": self.python,
                 "restart": self.restart,
+                # Where a kernelspec keeps it: the hub's registration_wanted() reads it there.
+                **(
+                    {"kernel_protocol_version": self.kernel_protocol_version}
+                    if self.kernel_protocol_version is not None
+                    else {}
+                ),
             },
         )
 
@@ -317,14 +355,19 @@ class SlurmKernelConfig:
     def with_params(self, params: Mapping[str, Any]) -> SlurmKernelConfig:
         """Return a copy with a launch's *params* applied over the table's values.
 
-        :raises ConfigError: for a parameter that is not one of :data:`PARAMS` or is invalid.
+        The registration params (:data:`REGISTRATION_PARAMS`) are no job fields: the
+        launch reads them itself.
+
+        :raises ConfigError: for a parameter that is not one of :data:`PARAMS` (or
+            :data:`REGISTRATION_PARAMS`) or is invalid.
         """
-        unknown = sorted(set(params) - set(PARAMS))
+        unknown = sorted(set(params) - set(PARAMS) - set(REGISTRATION_PARAMS))
         if unknown:
             raise ConfigError(
                 f"launch params {', '.join(map(repr, unknown))} are not known to slurm/"
-                f"{self.name}; Slurm kernels take: {', '.join(PARAMS)}"
+                f"{self.name}; Slurm kernels take: {', '.join(PARAMS + REGISTRATION_PARAMS)}"
             )
+        params = {k: v for k, v in params.items() if k not in REGISTRATION_PARAMS}
         if not params:
             return self
         table = {

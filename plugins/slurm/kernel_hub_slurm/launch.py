@@ -11,7 +11,10 @@
    position while pending).
 4. On the node the nanny reads and deletes the file, starts the kernel with that
    key, binds its ports, and dials back with a signed handshake. The launch
-   returns; the hub then waits for the kernel to answer.
+   returns; the hub then waits for the kernel to answer. A kernel of protocol 5.6
+   or later (the table's ``kernel_protocol_version``, or ``params={"registration":
+   True}``) binds its own ports instead and reports them to the nanny (the
+   registration handshake, JEP 66), which dials back with those.
 
 Whatever goes wrong, and on cancellation or timeout, the job is ``scancel``\\ ed
 and its directory removed before the error propagates.
@@ -34,6 +37,8 @@ from kernel_hub.provider import (
     LaunchResult,
     curve_keys,
     nanny_source,
+    registration_timeout,
+    registration_wanted,
 )
 
 from .cluster import LocalRunner, SlurmCLI, SlurmUnavailable
@@ -160,6 +165,12 @@ async def launch_job(
     """
     from .manager import SlurmKernelManager
 
+    tag = f"slurm/{kc.name}"
+    try:  # a bad param fails before anything is submitted
+        wanted = registration_wanted(kernel_type.metadata, request.params)
+        seconds = registration_timeout(request.params) if wanted else None
+    except LaunchError as exc:
+        raise LaunchError(f"cannot launch {tag}: {exc}") from None
     own_runner = runner is None
     if runner is None:
         try:
@@ -173,7 +184,6 @@ async def launch_job(
         if hub is not None:
             hub.emit(kind, kernel_id, kernel_type.id, **data)
 
-    tag = f"slurm/{kc.name}"
     login = runner if isinstance(runner, LoginRunner) else None
     if kc.via_login and login is None:
         raise LaunchError(
@@ -223,6 +233,9 @@ async def launch_job(
             # How long the kernel outlives a host that stopped answering (the table's lease).
             "lease": kc.lease,
         }
+        if seconds is not None:
+            # The kernel binds its own ports on the node and reports them to the nanny.
+            register.update(registration=True, registration_timeout=seconds)
         curve: dict[str, str] = {}
         if request.transport_encryption != "disabled":
             # Chosen here, as the key is: they reach the job only in this 0600 file, and the
@@ -251,7 +264,8 @@ async def launch_job(
             ) from None
         await runner.write_private_file(os.path.join(job_dir, JOB_ID_FILE), job_id.encode())
         emit("progress", step="submitted", job_id=job_id, message=f"Slurm job {job_id}")
-        handshake = await _wait_registration(cli, endpoint, job_id, job_dir, kc, emit)
+        hint = "" if "registration" in request.params else _registration_hint(kc)
+        handshake = await _wait_registration(cli, endpoint, job_id, job_dir, kc, emit, hint)
     except BaseException as exc:
         if endpoint is not None:
             endpoint.close()
@@ -341,8 +355,13 @@ async def _wait_registration(
     job_dir: str,
     kc: SlurmKernelConfig,
     emit: Callable[..., None],
+    registration_hint: str = "",
 ) -> dict[str, Any]:
-    """Wait for the nanny's registration, reporting the job's queue state as it changes."""
+    """Wait for the nanny's registration, reporting the job's queue state as it changes.
+
+    :param registration_hint: added to the nanny's error when the kernel's own
+        registration (the handshake) failed: how to turn it off for this type.
+    """
     tag = f"slurm/{kc.name}"
     receive = asyncio.ensure_future(endpoint.receive())
     deadline = time.monotonic() + kc.start_timeout
@@ -409,10 +428,22 @@ async def _wait_registration(
                 await receive
     content = receive.result()
     if "error" in content:
-        raise LaunchError(f"the nanny of Slurm job {job_id} ({tag}) failed: {content['error']}")
+        error = str(content["error"])
+        if registration_hint and "registration" in error:
+            error += f"; {registration_hint}"
+        raise LaunchError(f"the nanny of Slurm job {job_id} ({tag}) failed: {error}")
     if not isinstance(content.get("connection_info"), dict):
         raise LaunchError(f"the nanny of Slurm job {job_id} sent no connection info")
     return content
+
+
+def _registration_hint(kc: SlurmKernelConfig) -> str:
+    """Return how to launch *kc*'s type without the handshake its table asks for."""
+    return (
+        f'slurm/{kc.name} asks for it with kernel_protocol_version = "{kc.kernel_protocol_version}"'
+        f" in [slurm.{kc.name}]: remove that line if the kernel does not implement the "
+        "registration handshake"
+    )
 
 
 def pending_message(job_id: str, reason: str, position: int | None) -> str:

@@ -94,6 +94,16 @@ def test_params_override_table_values():
         kc.with_params({"cpus": 0})
 
 
+def test_the_registration_handshake_is_declared_as_in_a_kernelspec():
+    kc = parse_config({"x": {"kernel_protocol_version": "5.6"}})["x"]
+    assert kc.kernel_type().metadata["kernel_protocol_version"] == "5.6"
+    assert "kernel_protocol_version" not in parse_config({"y": {}})["y"].kernel_type().metadata
+    # Its launch params are read by the launch, not job fields: the table stays as it is.
+    assert kc.with_params({"registration": False, "registration_timeout": 5}) is kc
+    short = kc.with_params({"registration": True, "time": "00:30:00"})
+    assert short.time == "00:30:00" and short.kernel_protocol_version == "5.6"
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
@@ -108,6 +118,10 @@ def test_params_override_table_values():
         ({"login_ip": "login"}, "'login' is not an IP address; give the login node's address"),
         ({"login_ip": "::"}, "'::' listens everywhere; give the one address of the login node"),
         ({"argv": ["python"]}, "field 'argv' must contain '{connection_file}'"),
+        (
+            {"kernel_protocol_version": "5.x"},
+            "field 'kernel_protocol_version' '5.x' is not a protocol version; write it as in",
+        ),
         ({"env": {"A": 1}}, "field 'env' values must be strings (see 'A')"),
         ({"walltime": "1"}, "has unknown field(s) 'walltime'; known fields: account, argv"),
         ({"poll_interval": 0}, "field 'poll_interval' must be positive, not 0"),

@@ -6,7 +6,11 @@
     host = "gpu-box"              # an ~/.ssh/config alias works: its HostName, Port, User,
                                   # IdentityFile and ProxyJump apply
     user = "me"                   # optional; else ~/.ssh/config, else the local user
-    python = "/opt/conda/bin/python"   # the remote Python with ipykernel (default python3)
+    python = "/opt/conda/bin/python"   # the remote Python with ipykernel (default python3);
+                                  # it runs the nanny, so it needs pyzmq in any case
+    # optional: another kernel than ipykernel ({prefix}: the remote python's sys.prefix)
+    argv = ["{prefix}/bin/python", "-m", "xpython_launcher", "-f", "{connection_file}"]
+    kernel_protocol_version = "5.6"   # optional: 5.6 or later, the registration handshake
     cwd = "~/work"                # the kernel's remote working directory
     env = { OMP_NUM_THREADS = "8" }
     display_name = "GPU box (Python 3.11)"
@@ -25,6 +29,7 @@ tables still give their kernel types. The schema :data:`SCHEMA` (an
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -137,7 +142,13 @@ class SSHKernelConfig:
 
     :param name: the table name; the kernel type is ``ssh/<name>``.
     :param target: how to reach the host.
-    :param python: the remote Python that has ipykernel.
+    :param python: the remote Python that runs the nanny (it needs pyzmq) and, unless
+        *argv* says otherwise, the kernel (``-m ipykernel_launcher``).
+    :param argv: the kernel's remote command line, with ``{connection_file}``; empty:
+        ipykernel on *python*.
+    :param kernel_protocol_version: as in a kernelspec; ``"5.6"`` or later starts the
+        kernel with the registration handshake (JEP 66): it binds its own ports on the
+        remote host and reports them to the nanny.
     :param cwd: the kernel's remote working directory (``~`` is the remote home).
     :param env: extra environment of the remote kernel (not for secrets: it is
         passed on the remote command line).
@@ -156,6 +167,8 @@ class SSHKernelConfig:
     language: str = "python"
     interrupt_mode: Literal["signal", "message"] = "signal"
     lease: float | None = None
+    argv: tuple[str, ...] = ()
+    kernel_protocol_version: str | None = None
 
     def outliving(self, request: LaunchRequest) -> SSHKernelConfig:
         """Return this config for *request*: a kernel that must outlive its host
@@ -169,11 +182,22 @@ class SSHKernelConfig:
             name=self.name,
             display_name=self.display_name or f"{self.name} (ssh {self.target.label})",
             language=self.language,
-            argv=(self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"),
+            argv=self.kernel_argv(),
             env=dict(self.env),
             interrupt_mode=self.interrupt_mode,
-            metadata={"host": self.target.label, "python": self.python},
+            metadata=self._metadata(),
         )
+
+    def kernel_argv(self) -> tuple[str, ...]:
+        """Return the kernel's remote argv: the table's, else ipykernel on :attr:`python`."""
+        return self.argv or (self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}")
+
+    def _metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"host": self.target.label, "python": self.python}
+        if self.kernel_protocol_version is not None:
+            # Where a kernelspec keeps it: the hub's registration_wanted() reads it there.
+            metadata["kernel_protocol_version"] = self.kernel_protocol_version
+        return metadata
 
 
 def _a_host(value: str) -> str:
@@ -185,6 +209,26 @@ def _a_host(value: str) -> str:
 def _a_port(value: int) -> int:
     if not 0 < value < 65536:
         raise ValueError(f"must be between 1 and 65535, not {value}")
+    return value
+
+
+def _kernel_argv(value: tuple[str, ...]) -> tuple[str, ...]:
+    if value and not any("{connection_file}" in a for a in value):
+        raise ValueError(
+            "must contain '{connection_file}', where the kernel is to read its connection file, "
+            'e.g. ["xpython", "-f", "{connection_file}"]'
+        )
+    return value
+
+
+_VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
+
+
+def _protocol_version(value: str) -> str:
+    if not _VERSION_RE.match(value):
+        raise ValueError(
+            f'{value!r} is not a protocol version; write it as in a kernelspec, e.g. "5.6"'
+        )
     return value
 
 
@@ -201,7 +245,19 @@ class SSHTable:
     port: int | None = setting(None, "the SSH port; none: ~/.ssh/config, else 22", check=_a_port)
     user: str | None = setting(None, "the login; none: ~/.ssh/config, else the local user")
     identity_file: str | None = setting(None, "a private key; none: the SSH agent, default keys")
-    python: str = setting("python3", "the remote Python that has ipykernel")
+    python: str = setting(
+        "python3", "the remote Python that runs the nanny (with pyzmq) and, by default, ipykernel"
+    )
+    argv: tuple[str, ...] = setting(
+        (),
+        "the kernel's remote argv with {connection_file}; default ipykernel on python",
+        check=_kernel_argv,
+    )
+    kernel_protocol_version: str | None = setting(
+        None,
+        "as in a kernelspec: 5.6 or later starts the kernel with the registration handshake",
+        check=_protocol_version,
+    )
     cwd: str | None = setting(None, "the kernel's remote working directory; none: the remote home")
     env: Mapping[str, str] = setting({}, "extra environment of the remote kernel (not secrets)")
     display_name: str = setting("", "the type's display name; default '<name> (ssh <host>)'")
@@ -253,6 +309,8 @@ class SSHTable:
             language=self.language,
             interrupt_mode=self.interrupt_mode,
             lease=float(self.lease) if self.lease is not None else None,
+            argv=tuple(self.argv),
+            kernel_protocol_version=self.kernel_protocol_version,
         )
 
 

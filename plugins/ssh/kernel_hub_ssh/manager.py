@@ -24,6 +24,8 @@ from kernel_hub.provider import (
     LaunchError,
     LaunchResult,
     NannyManager,
+    registration_timeout,
+    registration_wanted,
 )
 
 from .config import SSHHostConfig
@@ -101,6 +103,33 @@ def _curve_options(request: LaunchRequest) -> dict[str, Any]:
     return {"curve": request.transport_encryption, "curve_keys": keys if len(keys) == 2 else None}
 
 
+def _registration(
+    kernel_type: KernelType, request: LaunchRequest, kc: SSHKernelConfig
+) -> float | None:
+    """Return the seconds the kernel has to report its ports, or ``None`` for no handshake.
+
+    The same rule as local kernels (``registration_wanted``): the launch param
+    ``registration`` decides, else the type's ``kernel_protocol_version``.
+    """
+    try:
+        if not registration_wanted(kernel_type.metadata, request.params):
+            return None
+        return registration_timeout(request.params)
+    except LaunchError as exc:
+        raise LaunchError(f"cannot launch ssh/{kc.name}: {exc}") from None
+
+
+def _registration_hint(kc: SSHKernelConfig, request: LaunchRequest) -> str:
+    """Return how to launch this type without the handshake, for the nanny's error."""
+    if "registration" in request.params:
+        return ""  # the launch asked for it: the nanny's own message says how not to
+    return (
+        f'ssh/{kc.name} asks for it with kernel_protocol_version = "{kc.kernel_protocol_version}" '
+        f"in [ssh.{kc.name}]: remove that line if the kernel does not implement the "
+        "registration handshake"
+    )
+
+
 async def launch_remote(
     hub: HubContext | None, kernel_type: KernelType, request: LaunchRequest, kc: SSHKernelConfig
 ) -> LaunchResult:
@@ -109,8 +138,14 @@ async def launch_remote(
     Emits ``progress`` events (``connecting``, ``starting nanny``, ``forwarding``,
     ``waiting for kernel``) through the hub.
 
+    A type whose ``kernel_protocol_version`` is 5.6 or later (or a launch with
+    ``params={"registration": True}``) starts its kernel with the registration
+    handshake: the remote nanny gets ``--registration``, the kernel binds its own
+    ports there and reports them, and the tunnels lead to the reported ports.
+
     :raises LaunchError: naming the host and what to fix; nothing is left running.
     """
+    registration = _registration(kernel_type, request, kc)  # a bad param fails at once
     ssh = SSHLoop.get()
     emit = _emitter(hub, request.kernel_id, kernel_type.id)
     target = kc.target
@@ -118,10 +153,11 @@ async def launch_remote(
     emit("progress", step="connecting", message=f"connecting to {target.label}")
     host = await ssh.submit(acquire(target))
     try:
+        how = " (the kernel reports its ports)" if registration is not None else ""
         emit(
             "progress",
             step="starting nanny",
-            message=f"starting the nanny and kernel with {kc.python} on {target.label}",
+            message=f"starting the nanny and kernel with {kc.python} on {target.label}{how}",
         )
         handshake = await _to_the_end(
             ssh,
@@ -131,6 +167,8 @@ async def launch_remote(
                 cwd=request.cwd,
                 env=request.env,
                 key=previous_key,
+                registration=registration,
+                registration_hint=_registration_hint(kc, request),
                 **_curve_options(request),
             ),
         )

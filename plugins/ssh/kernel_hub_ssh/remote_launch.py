@@ -26,7 +26,7 @@ from kernel_hub.provider import LaunchError
 from ._asyncssh import asyncssh
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from .config import SSHKernelConfig
     from .connection import HostConnection
@@ -69,6 +69,8 @@ def nanny_command(
     key_on_stdin: bool = False,
     curve: str | None = None,
     curve_keys_on_stdin: bool = False,
+    argv: Sequence[str] = (),
+    registration_timeout: float | None = None,
 ) -> str:
     """Return the remote shell command that runs the nanny from stdin, detached.
 
@@ -83,8 +85,17 @@ def nanny_command(
     :param curve_keys_on_stdin: the next line of stdin is the CurveZMQ keypair to
         reuse, as JSON: the shell writes it to a file of its own (``mktemp``, 0600),
         which the nanny reads and deletes (``--curve-file``).
+    :param argv: the kernel's command line (``--argv``); empty: the nanny's default,
+        ipykernel on *python*.
+    :param registration_timeout: start the kernel with the registration handshake
+        (``--registration``), giving it this many seconds to report its ports;
+        ``None``: ports chosen by the nanny, as ever.
     """
     args = ["-", "--daemon"]
+    if argv:
+        args += ["--argv", json.dumps(list(argv))]
+    if registration_timeout is not None:
+        args += ["--registration", "--registration-timeout", f"{registration_timeout:g}"]
     if curve is not None:
         args += ["--curve", curve]
     if kernel_name:
@@ -134,6 +145,8 @@ async def start_nanny(
     key: str | None = None,
     curve: str | None = None,
     curve_keys: Mapping[str, str] | None = None,
+    registration: float | None = None,
+    registration_hint: str = "",
 ) -> dict[str, Any]:
     """Start a nanny and its kernel on *host*; return the nanny's handshake (runs on the SSH loop).
 
@@ -144,12 +157,21 @@ async def start_nanny(
         nanny makes a fresh one.
     :param curve: the nanny's ``--curve`` (see :func:`nanny_command`); ``None``: plain.
     :param curve_keys: the CurveZMQ keypair to keep (a relaunch's); sent on stdin.
+    :param registration: start the kernel with the registration handshake, giving it
+        this many seconds to report its ports (the wait for the handshake line grows by
+        as much); ``None``: without.
+    :param registration_hint: added to the nanny's error when the kernel's registration
+        failed: how to turn the handshake off for this type.
     :raises LaunchError: naming the host and the fix when the remote Python is
         missing, lacks ipykernel, or the nanny fails or does not answer within
-        ``connect_timeout``; nothing is left running on the remote side.
+        ``connect_timeout`` (plus *registration*); nothing is left running on the
+        remote side.
     """
     label = host.target.label
     timeout = host.target.connect_timeout
+    # The nanny's handshake line comes once the kernel reported its ports: the nanny's
+    # own error after the registration timeout must win over ours.
+    wait = timeout + registration if registration is not None else timeout
     if key is not None and (not key or any(c in key for c in "\r\n\0")):
         raise LaunchError(f"cannot relaunch ssh/{kc.name} on {label!r}: its key is malformed")
     command = nanny_command(
@@ -161,6 +183,8 @@ async def start_nanny(
         key_on_stdin=key is not None,
         curve=curve,
         curve_keys_on_stdin=bool(curve_keys),
+        argv=kc.argv,
+        registration_timeout=registration,
     )
     conn = await host.connected(timeout)
     remote_pid: int | None = None
@@ -169,7 +193,7 @@ async def start_nanny(
     )
     assert process is not None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait):
             # A shell whose python is missing exits at once and may close stdin under us.
             with contextlib.suppress(OSError, asyncssh.Error, BrokenPipeError):
                 if key is not None:
@@ -209,7 +233,10 @@ async def start_nanny(
         if not isinstance(reply, dict):
             raise LaunchError(f"the nanny on ssh host {label!r} sent a malformed handshake")
         if "error" in reply:
-            raise LaunchError(f"cannot start kernel ssh/{kc.name} on {label!r}: {reply['error']}")
+            error = str(reply["error"])
+            if registration is not None and "registration" in error and registration_hint:
+                error += f"; {registration_hint}"
+            raise LaunchError(f"cannot start kernel ssh/{kc.name} on {label!r}: {error}")
         missing = [k for k in _HANDSHAKE_KEYS if k not in reply]
         if missing:
             raise LaunchError(
@@ -226,17 +253,19 @@ async def start_nanny(
     except TimeoutError:
         if remote_pid is not None:
             await kill_remote(host, remote_pid)
+        within = f"connect_timeout={timeout} s"
+        if registration is not None:
+            within += f" + registration_timeout={registration:g} s"
         raise LaunchError(
-            f"the kernel on ssh host {label!r} did not start within connect_timeout="
-            f"{timeout} s (no handshake from the nanny). Raise connect_timeout in "
-            f"[ssh.{kc.name}] if the host is just slow."
+            f"the kernel on ssh host {label!r} did not start within {within} (no handshake "
+            f"from the nanny). Raise connect_timeout in [ssh.{kc.name}] if the host is just slow."
         ) from None
     except asyncio.CancelledError:
         # The host gave up (Ctrl-C). The nanny may be on its way: its first process
         # (remote_pid, perhaps not read yet) exits once it has relayed the handshake, so
         # read on to that line, which names the nanny itself, and stop that one.
         if process is not None:
-            remote_pid = await _started_pid(process, remote_pid, timeout)
+            remote_pid = await _started_pid(process, remote_pid, wait)
         if remote_pid is not None:
             await kill_remote(host, remote_pid)
         raise

@@ -67,3 +67,20 @@ def remote_python(ssh_workdir: Path) -> Iterator[Path]:
 def python_without_ipykernel(ssh_workdir: Path) -> Path:
     """A remote Python that has pyzmq but not ipykernel."""
     return make_remote_python(ssh_workdir / "bare-venv", packages=("pyzmq",))
+
+
+@pytest.fixture(scope="session")
+def xeus_python(ssh_workdir: Path) -> Iterator[Path]:
+    """A "remote" Python with xeus-python 0.19 (a kernel with the registration handshake)
+    and pyzmq (for the nanny), and neither ipykernel nor kernel_hub.
+
+    At the end of the session no process of it (nanny, kernel) may still run.
+    """
+    python = make_remote_python(
+        ssh_workdir / "xeus-venv", packages=("pyzmq", "xeus-python~=0.19.0")
+    )
+    yield python
+    leftovers = processes_running(str(python.parent.parent))
+    for pid, _ in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"remote nannies or kernels outlived the suite: {leftovers}"
