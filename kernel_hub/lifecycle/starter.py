@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from ..client import AsyncKernelClient
 from ..contract.errors import KernelDied, LaunchError, PluginError
 from ..wire.connection import channel_url, without_ports
-from ..wire.curve import curve_for, is_encrypted, refuses_curve
+from ..wire.curve import curve_for, is_encrypted
+from ..wire.handshake import refuses_curve
 from ..wire.transport import ZMQTransport
 from .held import SignalHold, send_signal
 
@@ -150,7 +151,7 @@ async def _ready_unless_curve_refused(
     """Await *ready*; return True instead, at once, when the kernel turns out to be plain.
 
     A kernel given CurveZMQ keys that does not use them never answers: its
-    readiness would wait the whole timeout. :func:`~kernel_hub.wire.curve.refuses_curve`
+    readiness would wait the whole timeout. :func:`~kernel_hub.wire.handshake.refuses_curve`
     watches the client's shell socket meanwhile.
     """
     waiting = asyncio.ensure_future(ready)
