@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import logging
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,7 +54,9 @@ __all__ = [
     "ConfigSchema",
     "ParsedConfig",
     "between",
+    "kernel_argv",
     "positive",
+    "protocol_version",
     "setting",
     "table_name",
 ]
@@ -125,6 +128,29 @@ def between(low: int, high: int) -> Callable[[int], int]:
         return value
 
     return check
+
+
+_VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
+
+
+def kernel_argv(value: tuple[str, ...]) -> tuple[str, ...]:
+    """A :func:`setting` check: a kernel's command line (empty: the plugin's default)
+    must name ``{connection_file}``, where the kernel reads its connection file."""
+    if value and not any("{connection_file}" in arg for arg in value):
+        raise ValueError(
+            "must contain '{connection_file}', where the kernel is to read its connection file, "
+            'e.g. ["xpython", "-f", "{connection_file}"]'
+        )
+    return value
+
+
+def protocol_version(value: str) -> str:
+    """A :func:`setting` check: a ``kernel_protocol_version`` written as in a kernelspec."""
+    if not _VERSION_RE.match(value):
+        raise ValueError(
+            f'{value!r} is not a protocol version; write it as in a kernelspec, e.g. "5.6"'
+        )
+    return value
 
 
 # ---- types ----

@@ -53,7 +53,16 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from kernel_hub.provider import ConfigError, ConfigSchema, KernelType, positive, setting, table_name
+from kernel_hub.provider import (
+    ConfigError,
+    ConfigSchema,
+    KernelType,
+    kernel_argv,
+    positive,
+    protocol_version,
+    setting,
+    table_name,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -133,23 +142,6 @@ def _sbatch_args(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
-def _kernel_argv(value: tuple[str, ...]) -> tuple[str, ...]:
-    if value and not any("{connection_file}" in a for a in value):
-        raise ValueError("must contain '{connection_file}'")
-    return value
-
-
-_VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
-
-
-def _protocol_version(value: str) -> str:
-    if not _VERSION_RE.match(value):
-        raise ValueError(
-            f'{value!r} is not a protocol version; write it as in a kernelspec, e.g. "5.6"'
-        )
-    return value
-
-
 def _address_the_nodes_reach(machine: str, machines: str) -> Callable[[str], str]:
     """Return a :func:`setting` check: one IP address of *machine* (*machines*: its
     possessive), as the compute nodes reach it."""
@@ -217,12 +209,12 @@ class SlurmKernelConfig:
     argv: tuple[str, ...] = setting(
         (),
         "the kernel's argv with {connection_file}; default ipykernel on python",
-        check=_kernel_argv,
+        check=kernel_argv,
     )
     kernel_protocol_version: str | None = setting(
         None,
         "as in a kernelspec: 5.6 or later starts the kernel with the registration handshake",
-        check=_protocol_version,
+        check=protocol_version,
     )
     cwd: str | None = setting(None, "the kernel's working directory on the node")
     env: Mapping[str, str] = setting(

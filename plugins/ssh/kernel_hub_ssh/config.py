@@ -29,7 +29,6 @@ tables still give their kernel types. The schema :data:`SCHEMA` (an
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,7 +36,9 @@ from kernel_hub.provider import (
     ConfigError,
     ConfigSchema,
     KernelType,
+    kernel_argv,
     positive,
+    protocol_version,
     setting,
     table_name,
 )
@@ -212,26 +213,6 @@ def _a_port(value: int) -> int:
     return value
 
 
-def _kernel_argv(value: tuple[str, ...]) -> tuple[str, ...]:
-    if value and not any("{connection_file}" in a for a in value):
-        raise ValueError(
-            "must contain '{connection_file}', where the kernel is to read its connection file, "
-            'e.g. ["xpython", "-f", "{connection_file}"]'
-        )
-    return value
-
-
-_VERSION_RE = re.compile(r"^\d+(\.\d+)*$")
-
-
-def _protocol_version(value: str) -> str:
-    if not _VERSION_RE.match(value):
-        raise ValueError(
-            f'{value!r} is not a protocol version; write it as in a kernelspec, e.g. "5.6"'
-        )
-    return value
-
-
 def _path(value: str | None) -> str | None:
     return os.path.expanduser(value) if value else None
 
@@ -251,12 +232,12 @@ class SSHTable:
     argv: tuple[str, ...] = setting(
         (),
         "the kernel's remote argv with {connection_file}; default ipykernel on python",
-        check=_kernel_argv,
+        check=kernel_argv,
     )
     kernel_protocol_version: str | None = setting(
         None,
         "as in a kernelspec: 5.6 or later starts the kernel with the registration handshake",
-        check=_protocol_version,
+        check=protocol_version,
     )
     cwd: str | None = setting(None, "the kernel's remote working directory; none: the remote home")
     env: Mapping[str, str] = setting({}, "extra environment of the remote kernel (not secrets)")
