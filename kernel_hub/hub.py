@@ -28,11 +28,11 @@ from .contract.types import (
     UnavailableType,
     check_encryption,
 )
-from .lifecycle.adapt import ADAPT_TIMEOUT, plan, run_adaptation
+from .lifecycle.adapt import ADAPT_TIMEOUT, run_adaptation
 from .lifecycle.keeper import StateKeeper, end_record
 from .lifecycle.kernel import RunningKernel, first_line
 from .lifecycle.monitor import ActivityMonitor
-from .lifecycle.pool import KernelPool, PoolKey
+from .lifecycle.pool import KernelPool, PoolKey, take_spare
 from .lifecycle.starter import Started, Starter
 from .lifecycle.state import DEFAULT_GRACE, StateDir
 from .plugins import HookRelay, PluginInfo, make_plugin_manager
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
     from .contract.manager import KernelManager
     from .contract.types import TransportEncryption
-    from .lifecycle.adapt import Adaptation
     from .lifecycle.culler import Culler
     from .lifecycle.state import Record
     from .plugins import KernelHubPluginManager
@@ -652,30 +651,6 @@ class KernelHub:
 
     # ---- pools ----
 
-    def _take_spare(
-        self, kt: KernelType, request: LaunchRequest, *, nanny: bool
-    ) -> tuple[KernelPool, RunningKernel, Adaptation | None] | None:
-        """Take a ready spare for *request*: its own pool's, else one an adapting pool adapts."""
-        key = PoolKey.of(
-            kt.id, cwd=request.cwd, env=request.env, params=request.params, nanny=nanny
-        )
-        pool = self._pools.get(key)
-        spare = pool.take() if pool is not None else None
-        if pool is not None and spare is not None:
-            return pool, spare, None
-        for other in self._pools.values():
-            if not other.adapt or not other.key.same_but_cwd_env(key) or not other.spares:
-                continue
-            adaptation = plan(
-                kt, pool_cwd=other.cwd, pool_env=other.env, cwd=request.cwd, env=request.env
-            )
-            if adaptation is None:
-                continue
-            spare = other.take()
-            if spare is not None:
-                return other, spare, adaptation
-        return None
-
     async def _from_pool(
         self,
         kt: KernelType,
@@ -694,7 +669,7 @@ class KernelHub:
             return None  # an id in use: what a fresh launch does with it, not a spare's business
         if named and any("{kernel_id}" in arg for arg in kt.argv):
             return None  # its command line names the id: a spare's names another
-        taken = self._take_spare(kt, request, nanny=nanny)
+        taken = take_spare(self._pools, kt, request, nanny=nanny)
         if taken is None:
             return None
         pool, spare, adaptation = taken

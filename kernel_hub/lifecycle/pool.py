@@ -25,13 +25,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import KernelHubError
+from .adapt import plan
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
+    from ..contract.types import KernelType, LaunchRequest
+    from .adapt import Adaptation
     from .kernel import RunningKernel
 
-__all__ = ["KernelPool", "PoolKey"]
+__all__ = ["KernelPool", "PoolKey", "take_spare"]
 
 log = logging.getLogger("kernel_hub.pool")
 
@@ -244,3 +247,31 @@ class KernelPool:
         spares, self._ready = self._ready, []
         self._notify()
         return spares
+
+
+def take_spare(
+    pools: Mapping[PoolKey, KernelPool], kt: KernelType, request: LaunchRequest, *, nanny: bool
+) -> tuple[KernelPool, RunningKernel, Adaptation | None] | None:
+    """Take a ready spare for *request* out of *pools* (a hub's), or ``None``.
+
+    Its own pool's spare first (exact match: no adaptation), else a spare of a pool
+    with ``adapt`` that differs only in cwd and env, when :func:`~.adapt.plan` says
+    how to adapt it to the request.
+    """
+    key = PoolKey.of(kt.id, cwd=request.cwd, env=request.env, params=request.params, nanny=nanny)
+    pool = pools.get(key)
+    spare = pool.take() if pool is not None else None
+    if pool is not None and spare is not None:
+        return pool, spare, None
+    for other in pools.values():
+        if not other.adapt or not other.key.same_but_cwd_env(key) or not other.spares:
+            continue
+        adaptation = plan(
+            kt, pool_cwd=other.cwd, pool_env=other.env, cwd=request.cwd, env=request.env
+        )
+        if adaptation is None:
+            continue
+        spare = other.take()
+        if spare is not None:
+            return other, spare, adaptation
+    return None
