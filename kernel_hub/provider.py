@@ -79,6 +79,8 @@ if TYPE_CHECKING:
     from .managers.reaper import reap_on_exit
     from .managers.remote import NannyManager, is_nanny_info
     from .managers.subproc import SubprocessManager, launch_subprocess
+    from .nanny import BOOTSTRAP as NANNY_BOOTSTRAP
+    from .nanny import payload as nanny_payload
     from .nanny import source as nanny_source
     from .wire.connection import (
         CHANNELS,
@@ -109,6 +111,7 @@ __all__ = [
     "LaunchRequest",
     "LaunchResult",
     "LoopThread",
+    "NANNY_BOOTSTRAP",
     "NannyManager",
     "NoSuchKernelType",
     "ParsedConfig",
@@ -128,6 +131,7 @@ __all__ = [
     "hookimpl",
     "is_nanny_info",
     "kernel_argv",
+    "nanny_payload",
     "nanny_source",
     "launch_subprocess",
     "local_launch",
@@ -217,6 +221,8 @@ _LAZY = {
     "reap_on_exit": ".managers.reaper",
     "NannyManager": ".managers.remote",
     "nanny_source": ".nanny:source",
+    "nanny_payload": ".nanny:payload",
+    "NANNY_BOOTSTRAP": ".nanny:BOOTSTRAP",
     "is_nanny_info": ".managers.remote",
     "SubprocessManager": ".managers.subproc",
     "launch_subprocess": ".managers.subproc",

@@ -166,6 +166,59 @@ def test_source_is_one_self_contained_python38_file():
     assert 'if __name__ == "__main__":' in text
 
 
+def _with(
+    payload_: bytes,
+    *,
+    magic: bytes | None = None,
+    code: bytes | None = None,
+    text: bytes | None = None,
+) -> bytes:
+    """*payload_* with one of its header's magic, code or source replaced."""
+    import base64
+    import zlib
+
+    head, rest = payload_.split(b"\n", 1)
+    tag, old_magic, code_len, _ = head.split(b" ")
+    packed, plain = rest[: int(code_len)], rest[int(code_len) :]
+    if code is not None:
+        packed = base64.b64encode(zlib.compress(code))
+    if text is not None:
+        plain = base64.b64encode(zlib.compress(text))
+    header = b" ".join([tag, magic or old_magic, b"%d" % len(packed), b"%d" % len(plain)])
+    return header + b"\n" + packed + plain
+
+
+@pytest.mark.parametrize("python", ["this", "3.8"])
+def test_the_bootstrap_runs_this_pythons_code_and_compiles_the_source_elsewhere(python):
+    """``python -c BOOTSTRAP`` takes the host's compiled nanny where the bytecode is this
+    Python's (the source is then never compiled: it may be anything) and the source
+    elsewhere (the code is then never loaded); Python 3.8 compiles it."""
+    from kernel_hub.nanny import BOOTSTRAP, payload
+
+    exe = sys.executable if python == "this" else find_python38()
+    if exe is None:
+        pytest.skip("no Python 3.8 on this machine")
+    if python == "this":
+        # Same bytecode: the source is not even looked at.
+        data = _with(payload(), text=b"raise SystemExit('the source was compiled')")
+    else:
+        data = _with(payload(), code=b"not marshal data")  # another Python: only the source
+    out = subprocess.run(
+        [exe, "-c", BOOTSTRAP, "--help"], input=data, capture_output=True, timeout=TIMEOUT
+    )
+    assert out.returncode == 0, out.stderr
+    assert b"--registration" in out.stdout  # the nanny's own usage
+    # A header from another Python makes this one compile the source.
+    foreign = _with(payload(), magic=b"deadbeef", code=b"not marshal data")
+    out = subprocess.run(
+        [sys.executable, "-c", BOOTSTRAP, "--help"],
+        input=foreign,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert out.returncode == 0 and b"--registration" in out.stdout, out.stderr
+
+
 def test_signer_and_session_agree():
     key = "k" * 64
     session = Session(key)

@@ -162,9 +162,11 @@ async def launch_under_nanny(
     # Same precedence as local kernels: caller's env > the type's env (with ${VARS}) > ours.
     full_env = {**os.environ, **env}
     full_env = {**full_env, **expand_env(kernel_type.env, full_env), **env}
-    # Run as a remote nanny runs, from stdin: as a script path, its directory (kernel_hub/)
-    # would come first on sys.path and shadow the standard library's "types" module.
-    cmd = [python, "-", "--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
+    # Run as a remote nanny runs, from stdin (nanny.BOOTSTRAP: this Python's compiled code,
+    # no source to compile first); as a script path, its directory (kernel_hub/) would come
+    # first on sys.path and shadow the standard library's "types" module.
+    cmd = [python, "-c", nanny.BOOTSTRAP]
+    cmd += ["--argv", json.dumps(argv), "--kernel-name", kernel_type.name]
     if cwd is not None:
         cmd += ["--cwd", cwd]
     if lease is not None:
@@ -191,21 +193,23 @@ async def launch_under_nanny(
         ports = [old.get(f"{c}_port") for c in ("shell", "iopub", "stdin", "control", "hb")]
         if all(isinstance(p, int) for p in ports):
             cmd += ["--ports", json.dumps(ports)]
-    # The nanny's source, opened to be the child's stdin: the child reads it, not us.
     try:
-        with open(nanny.__file__, "rb") as src:  # noqa: ASYNC230
-            proc = await asyncio.create_subprocess_exec(
-                *cmd,
-                stdin=src,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=full_env,
-                start_new_session=True,
-            )
+        proc = await asyncio.create_subprocess_exec(
+            *cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=full_env,
+            start_new_session=True,
+        )
     except BaseException:
         if curve_file is not None:
             curve_file.unlink(missing_ok=True)
         raise
+    assert proc.stdin is not None
+    # The nanny reads its code from stdin; the pipe is written and closed by the loop.
+    proc.stdin.write(nanny.payload())
+    proc.stdin.close()
     # Before anything is awaited: should this process be killed outright from here on, the
     # reaper SIGTERMs the nanny (it ends its kernel and work dir). Killed before this line,
     # this process cannot read the handshake, and the nanny, unable to write it, ends itself.

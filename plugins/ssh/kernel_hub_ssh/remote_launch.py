@@ -43,11 +43,13 @@ _HANDSHAKE_KEYS = ("connection_info", "nanny_pid", "kernel_pid", "workdir")
 NANNY_KEY_ENV = "KERNEL_HUB_NANNY_KEY"
 
 
-def nanny_source() -> str:
-    """Return the text of the nanny, to be piped to the remote Python."""
-    from kernel_hub.provider import nanny_source
+def nanny_payload() -> str:
+    """Return what the remote Python reads on stdin to run the nanny (``NANNY_BOOTSTRAP``):
+    the host's compiled nanny, used where the remote Python takes the same bytecode, and
+    its source (ASCII: compressed, in base64)."""
+    from kernel_hub.provider import nanny_payload
 
-    return nanny_source()
+    return nanny_payload().decode("ascii")
 
 
 def _quote_path(path: str) -> str:
@@ -74,6 +76,8 @@ def nanny_command(
 ) -> str:
     """Return the remote shell command that runs the nanny from stdin, detached.
 
+    The remote Python runs ``NANNY_BOOTSTRAP``, which reads :func:`nanny_payload`.
+
     ``echo $$; exec ...`` first reports the pid the nanny will have, so that a
     start that fails half-way can still be cleaned up on the remote side.
 
@@ -91,7 +95,9 @@ def nanny_command(
         (``--registration``), giving it this many seconds to report its ports;
         ``None``: ports chosen by the nanny, as ever.
     """
-    args = ["-", "--daemon"]
+    from kernel_hub.provider import NANNY_BOOTSTRAP
+
+    args = ["-c", NANNY_BOOTSTRAP, "--daemon"]
     if argv:
         args += ["--argv", json.dumps(list(argv))]
     if registration_timeout is not None:
@@ -200,7 +206,7 @@ async def start_nanny(
                     process.stdin.write(key + "\n")  # read by the shell: see nanny_command
                 if curve_keys:
                     process.stdin.write(json.dumps(dict(curve_keys)) + "\n")
-                process.stdin.write(nanny_source())
+                process.stdin.write(nanny_payload())
                 process.stdin.write_eof()
             first = await process.stdout.readline()
             if first.strip().isdigit():
