@@ -680,7 +680,7 @@ class KernelHub:
         try:
             if adaptation is not None:
                 await run_adaptation(spare.connection_info, adaptation, timeout=ADAPT_TIMEOUT)
-            spare.hand_out(
+            spare.serve(
                 request, restart_policy=self._restart_policy(kt, restart, plugin=spare.plugin)
             )
         except Exception as exc:  # noqa: BLE001 - whatever failed, a cold start follows

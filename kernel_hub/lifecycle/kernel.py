@@ -101,7 +101,7 @@ class RunningKernel:
         self.hub = hub
         self.id = kernel_id
         #: The id its provider launched it under: :attr:`id`, unless it was a pool's
-        #: spare handed out under the id its launch asked for (:meth:`hand_out`);
+        #: spare handed out under the id its launch asked for (:meth:`serve`);
         #: its files, container or job may be named after this one.
         self.launch_id = launch_id or kernel_id
         self.kernel_type = kernel_type
@@ -231,7 +231,7 @@ class RunningKernel:
             described["launch_id"] = self.launch_id
         return described
 
-    def hand_out(self, request: LaunchRequest, *, restart_policy: RestartPolicy) -> None:
+    def serve(self, request: LaunchRequest, *, restart_policy: RestartPolicy) -> None:
         """Become the kernel of *request*: a pool's spare handed out by the hub.
 
         Called by the hub, once, while the spare is RUNNING and has no client:
