@@ -13,8 +13,9 @@ manages it through its kernel_hub manager. jupyter_client runs its own
 restarter, so kernel_hub's stays off for these kernels. With a
 ``[pool."<type id>"]`` table in the kernel_hub config file, a ready spare of
 the type serves the launch: adapted to the notebook's directory and
-``JPY_SESSION_NAME``, it takes jupyter's kernel id (the first launch of the
-process starts the pools, :func:`kernel_hub_jupyter.bridge.start_pools`).
+``JPY_SESSION_NAME``, it takes jupyter's kernel id (the first launch in a
+Jupyter server starts the pools, :func:`kernel_hub_jupyter.bridge.start_pools`;
+one-shot clients such as papermill and nbclient start none).
 
 :meth:`KernelHubProvisioner.launch_kernel` returns as soon as the kernel is
 launched, as jupyter_client's own ``LocalProvisioner`` does, so that the
@@ -30,6 +31,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from jupyter_client.connect import port_names
@@ -69,6 +71,12 @@ _JUPYTER_KEYS = (
 #: Environment variables of jupyter_client's that must not reach the kernel: kernel_hub
 #: sets its own parent pid (its reaper), and the host's executable is not the kernel's.
 _DROP_ENV = ("JPY_PARENT_PID", "PYTHONEXECUTABLE")
+
+
+def _in_a_server() -> bool:
+    """Whether this process is a running Jupyter server (a host that outlives one notebook)."""
+    serverapp = sys.modules.get("jupyter_server.serverapp")
+    return serverapp is not None and bool(serverapp.ServerApp.initialized())
 
 
 def actionable(type_id: str, spec_name: str, exc: BaseException) -> str:
@@ -364,9 +372,12 @@ class KernelHubProvisioner(KernelProvisionerBase):
             launched: _Launched = adopted
             log.info("kernel_hub: %r adopted from an earlier server", self)
         else:
-            # The first launch of this process starts the configured pools (a later one
+            # The first launch of a Jupyter server starts the configured pools (a later one
             # finds a ready spare); a server with KernelHubKernelManager did at its start.
-            await start_pools(getattr(self.parent, "kernel_spec_manager", None))
+            # A one-shot client (papermill, nbclient) runs its notebook and exits: spares
+            # would only be started and shut down again.
+            if _in_a_server():
+                await start_pools(getattr(self.parent, "kernel_spec_manager", None))
             start = _Start(self)
             try:
                 launched = await call(start.begin(env=env, cwd=cwd, connection=previous))

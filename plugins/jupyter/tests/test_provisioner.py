@@ -144,6 +144,43 @@ def test_papermill_injects_parameters(bridged, recorder, tmp_path):
     assert done.metadata["kernelspec"]["name"] == bridged.python
 
 
+def test_papermill_with_a_pool_table_starts_no_spare(bridged, tmp_path):
+    """A one-shot client runs its notebook and exits: a [pool] table must not make it
+    start spares only to shut them down (a Jupyter server does start them)."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.toml"
+    config.write_text('[pool."ipykernel/python3"]\nsize = 2\n')
+    source = new_notebook(cells=[new_code_cell("print(6 * 7)")])
+    source.metadata["kernelspec"] = {
+        "name": bridged.python,
+        "display_name": "x",
+        "language": "python",
+    }
+    src, dst = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(source, src)
+    driver = (
+        "import sys, papermill\n"
+        "from kernel_hub_jupyter import bridge\n"
+        "papermill.execute_notebook(sys.argv[1], sys.argv[2], progress_bar=False,\n"
+        "                           execution_timeout=120)\n"
+        "hub = bridge._hub\n"
+        "print(len(hub.pools) if hub is not None else 0)\n"
+    )
+    env = {**os.environ, "KERNEL_HUB_CONFIG": str(config)}
+    out = subprocess.run(
+        [sys.executable, "-c", driver, str(src), str(dst)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "0", out.stdout
+    assert nbformat.read(dst, as_version=4).cells[0].outputs[0]["text"] == "42\n"
+
+
 def test_kernel_manager_interrupt_restart_and_shutdown(bridged, recorder):
     from jupyter_client.manager import start_new_kernel
 
