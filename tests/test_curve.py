@@ -110,6 +110,18 @@ def test_keys_are_new_per_kernel_kept_by_a_relaunch_and_redacted_in_text():
     assert first["curve_secretkey"] not in text and first["curve_publickey"] not in text
 
 
+def test_a_started_kernels_repr_shows_no_key():
+    """``Started`` reaches hosts' callbacks (``on_launched``), which may log it."""
+    from types import SimpleNamespace
+
+    from kernel_hub.lifecycle.starter import Started
+
+    info = new_connection_info(curve=True)
+    shown = repr(Started(info, {"pid": 1}, SimpleNamespace(kind="manager")))
+    assert info["key"] not in shown and info["curve_secretkey"] not in shown
+    assert "pid" in shown
+
+
 def test_the_ipykernel_type_declares_curve_from_the_installed_version(monkeypatch):
     launcher = pytest.importorskip("kernel_hub_ipykernel.launcher")
     assert launcher.installed_ipykernel_version() >= (7, 4)  # the venv's, from its dist-info

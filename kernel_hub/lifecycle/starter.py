@@ -64,7 +64,8 @@ class Started:
     answered they are held, since a signal during start-up would end it.
     """
 
-    connection_info: Mapping[str, Any]
+    #: Not in the repr: it holds the key (and the CurveZMQ secret key).
+    connection_info: Mapping[str, Any] = field(repr=False)
     state: Mapping[str, Any]
     manager: KernelManager
     #: Whether it runs under a local nanny.
