@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import kernel_hub_ssh.plugin as plugin
@@ -39,55 +40,6 @@ from kernel_hub_ssh_testing import make_remote_python, start_sshd
 
 from kernel_hub import AsyncKernelClient, KernelHub
 from kernel_hub.wire.connection import CHANNELS, new_connection_info
-
-
-async def bare_asyncssh(server, python: Path) -> float:
-    """Start ipykernel over SSH by hand, forward its ports, wait until ready; return seconds."""
-    t0 = time.perf_counter()
-    conn = await asyncssh.connect(
-        server.host,
-        server.port,
-        username=server.user,
-        client_keys=[str(server.user_key)],
-        known_hosts=str(server.known_hosts),
-    )
-    try:
-        info = new_connection_info()  # ports free here are free "there" too: same machine
-        remote_file = f"/tmp/bench-kernel-{info['shell_port']}.json"
-        # head -c reads exactly the file, leaving the channel open; $$ is the kernel's pid.
-        payload = json.dumps(dict(info))
-        cmd = (
-            f"umask 077; echo $$; head -c {len(payload)} > {remote_file}; "
-            f"exec {shlex.quote(str(python))} -m ipykernel_launcher -f {remote_file}"
-        )
-        proc = await conn.create_process(cmd)
-        proc.stdin.write(payload)
-        pid = int(await proc.stdout.readline())
-        local = dict(info)
-        listeners = []
-        for channel in CHANNELS:
-            listener = await conn.forward_local_port(
-                "127.0.0.1", 0, "127.0.0.1", info[f"{channel}_port"]
-            )
-            listeners.append(listener)
-            local[f"{channel}_port"] = listener.get_port()
-        client = AsyncKernelClient(local)
-        await client.connect()
-        try:
-            await client.wait_for_ready(60)
-        finally:
-            await client.close()
-        elapsed = time.perf_counter() - t0
-        # sshd ignores signal requests and a closed channel does not end a non-pty command.
-        await conn.run(f"kill -9 {pid}; rm -f {remote_file}")
-        proc.close()
-        for listener in listeners:
-            listener.close()
-        return elapsed
-    finally:
-        conn.close()
-        await conn.wait_closed()
-
 
 # A minimal remote launcher, as a script that cannot pick the ports on the host must be:
 # bind five sockets to port 0 there, write the connection file (key from stdin), print the
@@ -111,8 +63,35 @@ os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", path
 """
 
 
-async def bare_remote_ports(server, python: Path) -> float:
-    """The bare script, with the ports chosen on the remote side (one Python, then exec)."""
+async def _start_with_host_ports(conn, python: Path, remote_file: str) -> tuple[int, dict, Any]:
+    """Send a connection file with ports picked here and exec ipykernel; return pid, info."""
+    info = new_connection_info()  # ports free here are free "there" too: same machine
+    # head -c reads exactly the file, leaving the channel open; $$ is the kernel's pid.
+    payload = json.dumps(dict(info))
+    cmd = (
+        f"umask 077; echo $$; head -c {len(payload)} > {remote_file}; "
+        f"exec {shlex.quote(str(python))} -m ipykernel_launcher -f {remote_file}"
+    )
+    proc = await conn.create_process(cmd)
+    proc.stdin.write(payload)
+    return int(await proc.stdout.readline()), dict(info), proc
+
+
+async def _start_with_remote_ports(conn, python: Path, remote_file: str) -> tuple[int, dict, Any]:
+    """Let one Python there pick the ports, write the file and become ipykernel."""
+    seed = {k: v for k, v in new_connection_info().items() if not k.endswith("_port")}
+    cmd = f"exec {shlex.quote(str(python))} -c {shlex.quote(_REMOTE_PICK)} {remote_file}"
+    proc = await conn.create_process(cmd)
+    proc.stdin.write(json.dumps(seed) + "\n")
+    pid_text, _, info_text = (await proc.stdout.readline()).partition(" ")
+    return int(pid_text), json.loads(info_text), proc
+
+
+async def bare_asyncssh(server, python: Path, *, remote_ports: bool = False) -> float:
+    """Start ipykernel over SSH by hand, forward its ports, wait until ready; return seconds.
+
+    :param remote_ports: pick the ports on the remote side (else here).
+    """
     t0 = time.perf_counter()
     conn = await asyncssh.connect(
         server.host,
@@ -122,13 +101,9 @@ async def bare_remote_ports(server, python: Path) -> float:
         known_hosts=str(server.known_hosts),
     )
     try:
-        seed = {k: v for k, v in new_connection_info().items() if not k.endswith("_port")}
         remote_file = f"/tmp/bench-kernel-{os.urandom(6).hex()}.json"
-        cmd = f"exec {shlex.quote(str(python))} -c {shlex.quote(_REMOTE_PICK)} {remote_file}"
-        proc = await conn.create_process(cmd)
-        proc.stdin.write(json.dumps(seed) + "\n")
-        pid_text, _, info_text = (await proc.stdout.readline()).partition(" ")
-        info = json.loads(info_text)
+        start = _start_with_remote_ports if remote_ports else _start_with_host_ports
+        pid, info, proc = await start(conn, python, remote_file)
         local = dict(info)
         listeners = []
         for channel in CHANNELS:
@@ -144,7 +119,8 @@ async def bare_remote_ports(server, python: Path) -> float:
         finally:
             await client.close()
         elapsed = time.perf_counter() - t0
-        await conn.run(f"kill -9 {int(pid_text)}; rm -f {remote_file}")
+        # sshd ignores signal requests and a closed channel does not end a non-pty command.
+        await conn.run(f"kill -9 {pid}; rm -f {remote_file}")
         proc.close()
         for listener in listeners:
             listener.close()
@@ -176,11 +152,11 @@ async def main(rounds: int) -> int:
                 # One warm-up of each: the first import of ipykernel fills the page cache.
                 await with_kernel_hub(hub)
                 await bare_asyncssh(server, python)
-                await bare_remote_ports(server, python)
+                await bare_asyncssh(server, python, remote_ports=True)
                 for _ in range(rounds):  # interleaved, so load changes hit both alike
                     hub_times.append(await with_kernel_hub(hub))
                     bare_times.append(await bare_asyncssh(server, python))
-                    remote_times.append(await bare_remote_ports(server, python))
+                    remote_times.append(await bare_asyncssh(server, python, remote_ports=True))
         finally:
             server.stop()
     hub_med, bare_med = statistics.median(hub_times), statistics.median(bare_times)
