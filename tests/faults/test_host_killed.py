@@ -199,7 +199,7 @@ class Run:
 
     def local_leftovers(self) -> list[str]:
         """Processes with the marker, files in the runtime dir, local nanny work dirs."""
-        out = [f"process {pid}: {cmdline(pid)}" for pid in processes_with_env(self.marker)]
+        out = [f"process {pid}: {cmdline(pid)[:200]}" for pid in processes_with_env(self.marker)]
         out += [f"file {p}" for p in sorted(self.runtime.iterdir())]
         out += [f"nanny work dir {p}" for p in sorted(self.tmp.glob("kernel-hub-nanny-*"))]
         return out
@@ -208,7 +208,7 @@ class Run:
 def cmdline(pid: int) -> str:
     with contextlib.suppress(OSError):
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
     return "?"
 
 
