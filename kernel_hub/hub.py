@@ -841,16 +841,8 @@ class KernelHub:
             if wanted is not None and type_id not in wanted:
                 continue
             try:
-                pool = await self.pool(
-                    type_id,
-                    size=table.size,
-                    cwd=table.cwd,
-                    env=table.env,
-                    params=table.params,
-                    nanny=table.nanny,
-                    ready_timeout=table.ready_timeout,
-                    adapt=table.adapt,
-                )
+                # The table's fields are pool()'s keywords, one for one.
+                pool = await self.pool(type_id, **dataclasses.asdict(table))
             except (KernelHubError, ValueError) as exc:
                 where = f"kernel_hub config {self.config_file or ''}".rstrip()
                 log.warning('%s: [pool."%s"] is left out: %s', where, type_id, first_line(exc))

@@ -31,13 +31,11 @@ class CoreDefaults:
     @staticmethod
     @hookimpl(trylast=True)
     def make_manager(
-        hub: HubContext,
-        kernel_type: KernelType,
-        connection_info: Mapping[str, Any],
-        state: Mapping[str, Any],
+        kernel_type: KernelType, connection_info: Mapping[str, Any], state: Mapping[str, Any]
     ) -> NannyManager | None:
         # Any kernel served by a nanny is managed through it, whoever launched it; a provider
         # that tunnels (SSH) implements make_manager itself to re-open its tunnels first.
+        # (pluggy passes only the hook's arguments named here: the hub is not needed.)
         from ..managers.remote import NannyManager, is_nanny_info
 
         if not is_nanny_info(connection_info):

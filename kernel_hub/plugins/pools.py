@@ -44,7 +44,10 @@ def _env(value: dict[str, str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PoolTable:
-    """``[pool."<type id>"]``: one pool of ready kernels of that type."""
+    """``[pool."<type id>"]``: one pool of ready kernels of that type.
+
+    Its fields are :meth:`KernelHub.pool`'s keywords (the hub passes them as they are).
+    """
 
     size: int = setting(doc="how many kernels to keep started and ready", check=_size)
     adapt: bool = setting(

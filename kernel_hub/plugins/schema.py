@@ -153,6 +153,21 @@ def protocol_version(value: str) -> str:
     return value
 
 
+def argv_setting() -> Any:
+    """Declare an ``argv`` field as a kernelspec has it: the kernel's command line, which
+    names ``{connection_file}`` (:func:`kernel_argv`); empty, the plugin's default."""
+    doc = "the kernel's argv with {connection_file}; default ipykernel on python"
+    return setting((), doc, check=kernel_argv)
+
+
+def protocol_version_setting() -> Any:
+    """Declare a ``kernel_protocol_version`` field as a kernelspec has it, checked by
+    :func:`protocol_version`: ``"5.6"`` or later starts the kernel with the registration
+    handshake (JEP 66)."""
+    doc = "as in a kernelspec: 5.6 or later starts the kernel with the registration handshake"
+    return setting(None, doc, check=protocol_version)
+
+
 # ---- types ----
 
 

@@ -35,10 +35,7 @@ def launch(
 
 
 @hookimpl
-def make_manager(
-    hub: HubContext,
-    kernel_type: KernelType,
-    connection_info: Mapping[str, Any],
-    state: Mapping[str, Any],
-) -> DockerManager:
+def make_manager(kernel_type: KernelType, state: Mapping[str, Any]) -> DockerManager:
+    # pluggy passes an implementation only the hook's arguments it names: the state says
+    # everything (the container), the connection info is the hub's.
     return DockerManager.from_state(state, type_id=kernel_type.id)

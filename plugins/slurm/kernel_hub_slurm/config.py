@@ -57,9 +57,9 @@ from kernel_hub.provider import (
     ConfigError,
     ConfigSchema,
     KernelType,
-    kernel_argv,
+    argv_setting,
     positive,
-    protocol_version,
+    protocol_version_setting,
     setting,
     table_name,
 )
@@ -206,16 +206,8 @@ class SlurmKernelConfig:
     qos: str | None = setting(None, "sbatch --qos", check=_slurm_name)
     sbatch_args: tuple[str, ...] = setting((), "any other sbatch options", check=_sbatch_args)
     python: str = setting("python3", "the compute node's Python, with ipykernel (and pyzmq)")
-    argv: tuple[str, ...] = setting(
-        (),
-        "the kernel's argv with {connection_file}; default ipykernel on python",
-        check=kernel_argv,
-    )
-    kernel_protocol_version: str | None = setting(
-        None,
-        "as in a kernelspec: 5.6 or later starts the kernel with the registration handshake",
-        check=protocol_version,
-    )
+    argv: tuple[str, ...] = argv_setting()
+    kernel_protocol_version: str | None = protocol_version_setting()
     cwd: str | None = setting(None, "the kernel's working directory on the node")
     env: Mapping[str, str] = setting(
         {}, "extra environment of the kernel (sent in the private registration file)"

@@ -36,9 +36,9 @@ from kernel_hub.provider import (
     ConfigError,
     ConfigSchema,
     KernelType,
-    kernel_argv,
+    argv_setting,
     positive,
-    protocol_version,
+    protocol_version_setting,
     setting,
     table_name,
 )
@@ -229,16 +229,8 @@ class SSHTable:
     python: str = setting(
         "python3", "the remote Python that runs the nanny (with pyzmq) and, by default, ipykernel"
     )
-    argv: tuple[str, ...] = setting(
-        (),
-        "the kernel's remote argv with {connection_file}; default ipykernel on python",
-        check=kernel_argv,
-    )
-    kernel_protocol_version: str | None = setting(
-        None,
-        "as in a kernelspec: 5.6 or later starts the kernel with the registration handshake",
-        check=protocol_version,
-    )
+    argv: tuple[str, ...] = argv_setting()
+    kernel_protocol_version: str | None = protocol_version_setting()
     cwd: str | None = setting(None, "the kernel's remote working directory; none: the remote home")
     env: Mapping[str, str] = setting({}, "extra environment of the remote kernel (not secrets)")
     display_name: str = setting("", "the type's display name; default '<name> (ssh <host>)'")
