@@ -347,16 +347,45 @@ def _curve_support(argv: list[str]) -> str | None:
     """Return why the kernel of *argv* cannot speak CurveZMQ here, or ``None`` if it can."""
     if not _runs_this_ipykernel(argv):
         return "the kernel is not this Python's ipykernel, so its CurveZMQ support is unknown"
-    from importlib import metadata
-
-    try:
-        version = metadata.version("ipykernel")
-    except metadata.PackageNotFoundError:
+    version = _ipykernel_version()
+    if version is None:
         return f"ipykernel is not installed for {sys.executable}"
     match = re.match(r"(\d+)\.(\d+)", version)
     if match is None or (int(match.group(1)), int(match.group(2))) < CURVE_SINCE:
         return f"ipykernel {version} of {sys.executable} has no CurveZMQ (7.4 or later has)"
     return None
+
+
+def _ipykernel_version() -> str | None:
+    """Return the version of this Python's ipykernel, or ``None`` if it has none.
+
+    Read from the name of its ``.dist-info`` (or ``.egg-info``) beside the package:
+    ``importlib.metadata`` costs ~25 ms to import, before the kernel can start.
+    """
+    try:
+        spec = importlib.util.find_spec("ipykernel")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    site = os.path.dirname(list(spec.submodule_search_locations)[0])
+    try:
+        names = os.listdir(site)
+    except OSError:
+        names = []
+    found = {
+        m.group(1)
+        for m in map(re.compile(r"ipykernel-([^-]+?)\.(?:dist|egg)-info$").match, names)
+        if m is not None
+    }
+    if len(found) == 1:
+        return found.pop()
+    from importlib import metadata  # none, or stale ones too: ask as pip would
+
+    try:
+        return metadata.version("ipykernel")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _check_ipykernel(argv: list[str]) -> None:
@@ -425,6 +454,8 @@ class Nanny:
             raise NannyError(f"--curve must be one of {', '.join(CURVE_MODES)}, not {curve!r}")
         self.curve = curve
         self._curve_keys = dict(curve_keys or {})
+        #: The kernel has keys chosen by the host, and pyzmq has not yet said it can use them.
+        self._curve_unconfirmed = False
         self.argv = list(argv)
         self.registration = registration
         self.registration_timeout = registration_timeout
@@ -531,6 +562,8 @@ class Nanny:
         except ImportError as exc:  # found above, but broken: the caller ends the kernel
             raise NannyError(f"cannot import pyzmq for {sys.executable}: {exc}") from None
         self._zmq = zmq
+        if self._curve_unconfirmed and not zmq.has("curve"):
+            given = self._without_curve(info, given)
         self._signer = Signer(key.encode("ascii"))
         if self._ctx is None:
             self._ctx = zmq.Context()
@@ -686,6 +719,12 @@ class Nanny:
                 if self.curve == "required":
                     raise NannyError(f"transport_encryption is 'required', but {why}")
                 return {}
+        keys = self._curve_keys
+        if keys.get("curve_publickey") and keys.get("curve_secretkey"):
+            # The host chose the pair: pyzmq (~20 ms to import) need not delay the kernel's
+            # start. Whether it has CurveZMQ is seen once imported (_confirm_curve).
+            self._curve_unconfirmed = True
+            return {k: str(keys[k]) for k in CURVE_KEYS}
         try:
             import zmq
         except ImportError as exc:
@@ -694,9 +733,6 @@ class Nanny:
             if self.curve == "auto":
                 return {}
             raise NannyError(f"the pyzmq of {sys.executable} has no CurveZMQ (libsodium)")
-        keys = self._curve_keys
-        if keys.get("curve_publickey") and keys.get("curve_secretkey"):
-            return {k: str(keys[k]) for k in CURVE_KEYS}
         public, secret = zmq.curve_keypair()
         return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
 
@@ -716,6 +752,20 @@ class Nanny:
             sock.bind(_url(self.ip, "*"))
         endpoint = sock.getsockopt(self._zmq.LAST_ENDPOINT).decode()
         return int(endpoint.rsplit(":", 1)[1])
+
+    def _without_curve(self, info: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        """The kernel got the host's keys, but this pyzmq has no CurveZMQ: fail, or for
+        ``auto``, start the kernel again without them; return its new file's contents."""
+        if self.curve != "auto":
+            raise NannyError(f"the pyzmq of {sys.executable} has no CurveZMQ (libsodium)")
+        _log(f"the pyzmq of {sys.executable} has no CurveZMQ: the kernel runs unencrypted")
+        self._stop_kernel(quiet=True)
+        for name in CURVE_KEYS:
+            info.pop(name, None)
+        given = {k: v for k, v in given.items() if k not in CURVE_KEYS}
+        _write_private(self.connection_file, given)
+        self._start_kernel()
+        return given
 
     def _start_kernel(self) -> None:
         argv = [
@@ -1163,8 +1213,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--curve-file",
         metavar="FILE",
-        help="a 0600 JSON file with the keypair to use (curve_publickey, curve_secretkey; a "
-        "relaunch's), deleted at once; keys never come on the command line",
+        help="a 0600 JSON file with the keypair to use (curve_publickey, curve_secretkey), "
+        "deleted at once; '-': a JSON line on stdin after the code (python -c BOOTSTRAP); "
+        "keys never come on the command line",
     )
     p.add_argument("--daemon", action="store_true", help="detach after the handshake")
     p.add_argument(
@@ -1202,7 +1253,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _read_secret_file(path: str) -> dict[str, Any]:
-    """Read and delete a JSON file of secrets the host left for this nanny (0600)."""
+    """Read and delete a JSON file of secrets the host left for this nanny (0600).
+
+    ``-``: the next line of stdin instead (after :data:`BOOTSTRAP`'s payload): no file.
+    """
+    if path == "-":
+        data = json.loads(sys.stdin.buffer.readline() or b"null")
+        if not isinstance(data, dict):
+            raise ValueError("stdin does not hold a JSON object after the nanny's code")
+        return data
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)

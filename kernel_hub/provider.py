@@ -93,7 +93,7 @@ if TYPE_CHECKING:
         runtime_dir,
         write_connection_file,
     )
-    from .wire.curve import curve_for, curve_keys, secure_client, supports_curve
+    from .wire.curve import curve_for, curve_keys, has_curve, secure_client, supports_curve
     from .wire.registration import registration_timeout, registration_wanted
     from .wire.session import BadSignature, Session
 
@@ -131,6 +131,7 @@ __all__ = [
     "expand_env",
     "format_argv",
     "free_ports",
+    "has_curve",
     "hookimpl",
     "is_nanny_info",
     "kernel_argv",
@@ -214,6 +215,7 @@ _LAZY = {
     "write_connection_file": ".wire.connection",
     "curve_for": ".wire.curve",
     "curve_keys": ".wire.curve",
+    "has_curve": ".wire.curve",
     "secure_client": ".wire.curve",
     "supports_curve": ".wire.curve",
     "registration_timeout": ".wire.registration",

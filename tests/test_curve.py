@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -20,7 +21,7 @@ from kernel_hub.provider import (
     local_make_manager,
     new_connection_info,
 )
-from kernel_hub.testing import Sniffer, wait_pid_gone
+from kernel_hub.testing import NannyProcess, Sniffer, wait_pid_gone
 from kernel_hub.wire.connection import redact_keys
 
 PYTHON = "ipykernel/python3"
@@ -516,3 +517,103 @@ async def test_a_kernel_that_ignores_its_keys_fails_at_once_not_after_the_timeou
         kernel = await hub.launch("fake/echo", transport_encryption="disabled")
         assert "curve_publickey" not in kernel.connection_info
         await kernel.shutdown()
+
+
+def bootstrapped_nanny(*args: str, keys: dict, prelude: str = "") -> tuple[NannyProcess, str]:
+    """Run the nanny as the local and SSH hosts do (``python -c BOOTSTRAP``, its code on
+    stdin) with *keys* after the code; *prelude* runs first. Return it and its log so far."""
+    from kernel_hub import nanny
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", prelude + nanny.BOOTSTRAP, *args, "--curve-file", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    proc.stdin.write(nanny.payload() + json.dumps(keys).encode() + b"\n")
+    proc.stdin.close()
+    # Not a daemon: the handshake line comes once the nanny serves, its log line by line.
+    line = proc.stdout.readline()
+    handshake = json.loads(line) if line else {"error": proc.stderr.read().decode()}
+    if "error" in handshake:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        raise RuntimeError(handshake["error"])
+    log = []
+    while not log or "kernel started" not in log[-1]:
+        log.append(proc.stderr.readline().decode())
+    return NannyProcess(proc, handshake), "".join(log)
+
+
+def stop(nanny: NannyProcess) -> None:
+    nanny.stop()
+    nanny.proc.stdout.close()
+    nanny.proc.stderr.close()
+
+
+# Reports, on the nanny's stderr, whether pyzmq was imported when the kernel started.
+ZMQ_AT_KERNEL_START = """\
+import subprocess as _sp, sys as _sys
+_Popen = _sp.Popen
+class _Watch(_Popen):
+    def __init__(self, *a, **k):
+        print("zmq imported at the kernel's start:", "zmq" in _sys.modules, file=_sys.stderr)
+        super().__init__(*a, **k)
+_sp.Popen = _Watch
+"""
+
+
+@pytest.mark.integration
+def test_the_hosts_keys_on_stdin_let_the_kernel_start_before_pyzmq_is_imported():
+    import zmq
+
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    keys = {"curve_publickey": public, "curve_secretkey": secret}
+    nanny, log = bootstrapped_nanny(
+        "--curve", "on", "--lease", "60", keys=keys, prelude=ZMQ_AT_KERNEL_START
+    )
+    try:
+        assert "zmq imported at the kernel's start: False" in log
+        assert nanny.connection_info["curve_publickey"] == public
+        with open(os.path.join(nanny.workdir, "kernel.json")) as f:
+            assert json.load(f)["curve_secretkey"] == secret
+        sniffer = Sniffer(nanny.connection_info)  # the kernel itself: Curve, with our keys
+        try:
+            assert sniffer.handshake("shell") is False
+        finally:
+            sniffer.close()
+    finally:
+        stop(nanny)
+
+
+# The nanny's pyzmq, made to say it has no CurveZMQ (as one built without libsodium).
+NO_CURVE = """\
+import zmq as _z
+_has = _z.has
+_z.has = lambda feature: feature != "curve" and _has(feature)
+"""
+
+
+@pytest.mark.integration
+def test_a_nanny_whose_pyzmq_has_no_curve_runs_auto_plain_and_refuses_on():
+    import zmq
+
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    keys = {"curve_publickey": public, "curve_secretkey": secret}
+    nanny, _ = bootstrapped_nanny("--curve", "auto", "--lease", "60", keys=keys, prelude=NO_CURVE)
+    try:
+        assert "curve_publickey" not in nanny.connection_info
+        with open(os.path.join(nanny.workdir, "kernel.json")) as f:
+            assert "curve_secretkey" not in json.load(f)
+        sniffer = Sniffer(nanny.connection_info)  # plain: a keyless client gets through
+        try:
+            assert sniffer.handshake("shell") is True
+        finally:
+            sniffer.close()
+    finally:
+        stop(nanny)
+    with pytest.raises(RuntimeError, match="has no CurveZMQ"):
+        bootstrapped_nanny("--curve", "on", "--lease", "60", keys=keys, prelude=NO_CURVE)

@@ -219,6 +219,27 @@ def test_the_bootstrap_runs_this_pythons_code_and_compiles_the_source_elsewhere(
     assert out.returncode == 0 and b"--registration" in out.stdout, out.stderr
 
 
+def test_the_nanny_reads_ipykernels_version_from_its_dist_info_without_importlib_metadata(
+    tmp_path,
+):
+    """``--curve auto`` judges the kernel before it starts: the version comes from the
+    ``.dist-info`` beside the package (here a made-up 9.1.0 that shadows the real one),
+    without importing ``importlib.metadata`` (~25 ms, before the kernel could start)."""
+    (tmp_path / "ipykernel").mkdir()
+    (tmp_path / "ipykernel" / "__init__.py").write_text("")
+    (tmp_path / "ipykernel-9.1.0.dist-info").mkdir()
+    script = (
+        "import importlib.util, sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        f"spec = importlib.util.spec_from_file_location('n', {source.__code__.co_filename!r})\n"
+        "n = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(n)\n"
+        "print(n._ipykernel_version(), 'importlib.metadata' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, timeout=TIMEOUT)
+    assert out.stdout.split() == [b"9.1.0", b"False"], out.stderr
+
+
 def test_signer_and_session_agree():
     key = "k" * 64
     session = Session(key)

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import LaunchError
 from ..contract.types import LaunchResult
-from ..wire.connection import runtime_dir, write_connection_file
-from ..wire.curve import CURVE_KEYS, curve_for
+from ..wire.curve import curve_for, curve_keys
 from ..wire.registration import registration_timeout, registration_wanted
 from .argv import expand_env, format_argv
 from .reaper import reap_on_exit
@@ -179,13 +178,12 @@ async def launch_under_nanny(
         seconds = registration_timeout(request.params)
         cmd += ["--registration", "--registration-timeout", f"{seconds:g}"]
     old = request.connection or {}
-    curve_file = None
+    secrets = b""
     if curve_for(kernel_type, request):
-        cmd += ["--curve", "on"]
-        if all(old.get(k) for k in CURVE_KEYS):  # a relaunch keeps its keys, as its key
-            curve_file = runtime_dir() / f".nanny-curve-{request.kernel_id}-{os.getpid()}.json"
-            write_connection_file({k: old[k] for k in CURVE_KEYS}, curve_file)
-            cmd += ["--curve-file", str(curve_file)]
+        # The keys are chosen here (a relaunch keeps its own, as its key), so that the
+        # nanny starts the kernel before it imports pyzmq; they follow its code on stdin.
+        secrets = json.dumps(curve_keys(old)).encode("ascii") + b"\n"
+        cmd += ["--curve", "on", "--curve-file", "-"]
     if old.get("key") is not None and old.get("ip", "127.0.0.1") == "127.0.0.1":
         # A relaunch: the nanny reuses the old kernel's ports (if free) and key. The key goes
         # in the nanny's environment (never argv), which the nanny removes before the kernel.
@@ -193,22 +191,17 @@ async def launch_under_nanny(
         ports = [old.get(f"{c}_port") for c in ("shell", "iopub", "stdin", "control", "hb")]
         if all(isinstance(p, int) for p in ports):
             cmd += ["--ports", json.dumps(ports)]
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=full_env,
-            start_new_session=True,
-        )
-    except BaseException:
-        if curve_file is not None:
-            curve_file.unlink(missing_ok=True)
-        raise
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=full_env,
+        start_new_session=True,
+    )
     assert proc.stdin is not None
-    # The nanny reads its code from stdin; the pipe is written and closed by the loop.
-    proc.stdin.write(nanny.payload())
+    # The nanny reads its code (and keys) from stdin; the pipe is written and closed by the loop.
+    proc.stdin.write(nanny.payload() + secrets)
     proc.stdin.close()
     # Before anything is awaited: should this process be killed outright from here on, the
     # reaper SIGTERMs the nanny (it ends its kernel and work dir). Killed before this line,
@@ -229,9 +222,6 @@ async def launch_under_nanny(
         await _stop_nanny(proc)
         forget()
         raise
-    finally:
-        if curve_file is not None:  # read and deleted by the nanny, unless it failed first
-            curve_file.unlink(missing_ok=True)
     if "error" in handshake:
         if proc.returncode is None:
             proc.kill()

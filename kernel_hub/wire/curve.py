@@ -33,6 +33,7 @@ __all__ = [
     "client_keypair",
     "curve_for",
     "curve_keys",
+    "has_curve",
     "is_encrypted",
     "secure_client",
     "supports_curve",
@@ -56,7 +57,8 @@ def supports_curve(kernel_type: KernelType) -> bool:
     return "curve" in {str(x).strip().lower() for x in declared}
 
 
-def _zmq_has_curve() -> bool:
+def has_curve() -> bool:
+    """Return whether this process's pyzmq (its libzmq) has CurveZMQ."""
     import zmq
 
     return bool(zmq.has("curve"))
@@ -82,7 +84,7 @@ def curve_for(kernel_type: KernelType, request: LaunchRequest | str) -> bool:
                 "is 'required'; use a kernel that supports it (ipykernel >= 7.4) or 'auto'"
             )
         return False
-    if not _zmq_has_curve():
+    if not has_curve():
         if policy == "required":
             raise LaunchError(
                 "transport_encryption is 'required', but this pyzmq's libzmq has no CurveZMQ; "

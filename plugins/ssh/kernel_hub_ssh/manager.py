@@ -24,6 +24,8 @@ from kernel_hub.provider import (
     LaunchError,
     LaunchResult,
     NannyManager,
+    curve_keys,
+    has_curve,
     registration_timeout,
     registration_wanted,
 )
@@ -94,13 +96,16 @@ def _curve_options(request: LaunchRequest) -> dict[str, Any]:
     """Return the nanny's CurveZMQ options for *request*: it judges its own kernel.
 
     ``auto`` and ``required`` go to the remote nanny as they are (it knows the
-    remote ipykernel's version); a relaunch's keypair is kept.
+    remote ipykernel's version). The keypair is chosen here (a relaunch keeps its
+    own) and sent on stdin, so that the nanny starts the kernel before it imports
+    pyzmq; without CurveZMQ here, the nanny makes one.
     """
     if request.transport_encryption == "disabled":
         return {}
     old = request.connection or {}
-    keys = {k: str(old[k]) for k in ("curve_publickey", "curve_secretkey") if old.get(k)}
-    return {"curve": request.transport_encryption, "curve_keys": keys if len(keys) == 2 else None}
+    relaunch = all(old.get(k) for k in ("curve_publickey", "curve_secretkey"))
+    keys = curve_keys(old) if relaunch or has_curve() else None
+    return {"curve": request.transport_encryption, "curve_keys": keys}
 
 
 def _registration(

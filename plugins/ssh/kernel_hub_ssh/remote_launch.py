@@ -86,9 +86,8 @@ def nanny_command(
         pipe) into the nanny's environment, and the nanny's source follows.
     :param curve: the nanny's ``--curve`` (``auto``, ``required``: it judges its
         kernel itself; ``on``), or ``None`` for a plain kernel.
-    :param curve_keys_on_stdin: the next line of stdin is the CurveZMQ keypair to
-        reuse, as JSON: the shell writes it to a file of its own (``mktemp``, 0600),
-        which the nanny reads and deletes (``--curve-file``).
+    :param curve_keys_on_stdin: the CurveZMQ keypair to use follows the nanny's code
+        on stdin, as one JSON line (``--curve-file -``): never in a file.
     :param argv: the kernel's command line (``--argv``); empty: the nanny's default,
         ipykernel on *python*.
     :param registration_timeout: start the kernel with the registration handshake
@@ -115,8 +114,7 @@ def nanny_command(
         cmd += f" --cwd {_quote_path(cwd)}"
     prefix = f"IFS= read -r {NANNY_KEY_ENV}; export {NANNY_KEY_ENV}; " if key_on_stdin else ""
     if curve_keys_on_stdin:
-        prefix += 'f=$(umask 077; mktemp) || exit 1; IFS= read -r l; printf "%s\\n" "$l" > "$f"; '
-        cmd += ' --curve-file "$f"'
+        cmd += " --curve-file -"
     return f"{prefix}echo $$; exec {cmd}"
 
 
@@ -204,9 +202,9 @@ async def start_nanny(
             with contextlib.suppress(OSError, asyncssh.Error, BrokenPipeError):
                 if key is not None:
                     process.stdin.write(key + "\n")  # read by the shell: see nanny_command
-                if curve_keys:
-                    process.stdin.write(json.dumps(dict(curve_keys)) + "\n")
                 process.stdin.write(nanny_payload())
+                if curve_keys:  # read by the nanny after its code: see nanny_command
+                    process.stdin.write(json.dumps(dict(curve_keys)) + "\n")
                 process.stdin.write_eof()
             first = await process.stdout.readline()
             if first.strip().isdigit():
