@@ -527,7 +527,6 @@ class Nanny:
         # Before anything to clean up exists: a SIGTERM from here on (a host that gave up on
         # this start) is handled once serving, so the work dir and kernel always go.
         self._install_signals()
-        _sweep_stale_workdirs(tempfile.gettempdir())
         self.workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)  # mode 0700
         with open(os.path.join(self.workdir, PID_FILE), "w") as f:
             f.write(f"{os.getpid()} {_process_start(os.getpid())}")
@@ -557,6 +556,8 @@ class Nanny:
             given = {**info, **self._reserve_registration()}
         _write_private(self.connection_file, given, fresh=True)
         self._start_kernel()
+        # Housekeeping once the kernel starts, not before: a shared /tmp may be large.
+        _sweep_stale_workdirs(tempfile.gettempdir())
         try:
             import zmq
         except ImportError as exc:  # found above, but broken: the caller ends the kernel
