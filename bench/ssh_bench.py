@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import kernel_hub_ssh.plugin as plugin
+from kernel_hub_ssh._asyncssh import asyncssh  # imported quietly, as the plugin does
 from kernel_hub_ssh_testing import make_remote_python, start_sshd
 
 from kernel_hub import AsyncKernelClient, KernelHub
