@@ -347,7 +347,8 @@ def _curve_support(argv: list[str]) -> str | None:
     """Return why the kernel of *argv* cannot speak CurveZMQ here, or ``None`` if it can."""
     if not _runs_this_ipykernel(argv):
         return "the kernel is not this Python's ipykernel, so its CurveZMQ support is unknown"
-    version = _ipykernel_version()
+    site = _ipykernel_site()
+    version = _ipykernel_version(site) if site is not None else None
     if version is None:
         return f"ipykernel is not installed for {sys.executable}"
     match = re.match(r"(\d+)\.(\d+)", version)
@@ -356,30 +357,27 @@ def _curve_support(argv: list[str]) -> str | None:
     return None
 
 
-def _ipykernel_version() -> str | None:
-    """Return the version of this Python's ipykernel, or ``None`` if it has none.
-
-    Read from the name of its ``.dist-info`` (or ``.egg-info``) beside the package:
-    ``importlib.metadata`` costs ~25 ms to import, before the kernel can start.
-    """
+def _ipykernel_site() -> str | None:
+    """Return the folder holding this Python's ``ipykernel`` package, or ``None`` if none."""
     try:
         spec = importlib.util.find_spec("ipykernel")
-    except (ImportError, ValueError):
+    except (ImportError, ValueError):  # a broken or half-installed package
         return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    site = os.path.dirname(list(spec.submodule_search_locations)[0])
-    try:
-        names = os.listdir(site)
-    except OSError:
-        names = []
-    found = {
-        m.group(1)
-        for m in map(re.compile(r"ipykernel-([^-]+?)\.(?:dist|egg)-info$").match, names)
-        if m is not None
-    }
-    if len(found) == 1:
-        return found.pop()
+    folders = list(spec.submodule_search_locations or ()) if spec is not None else []
+    return os.path.dirname(folders[0]) if folders else None
+
+
+def _ipykernel_version(site: str) -> str | None:
+    """Return the version of the ipykernel in *site*, or ``None`` if it has none.
+
+    Read from the name of its ``.dist-info`` (or ``.egg-info``) there, as the ipykernel
+    plugin does: ``importlib.metadata`` costs ~25 ms to import, before the kernel can start.
+    """
+    with contextlib.suppress(OSError):
+        pattern = re.compile(r"ipykernel-([^-]+?)\.(?:dist|egg)-info$")
+        found = {m.group(1) for m in map(pattern.match, os.listdir(site)) if m is not None}
+        if len(found) == 1:
+            return found.pop()
     from importlib import metadata  # none, or stale ones too: ask as pip would
 
     try:
@@ -389,17 +387,11 @@ def _ipykernel_version() -> str | None:
 
 
 def _check_ipykernel(argv: list[str]) -> None:
-    """Fail early, with the fix, when argv runs this Python's ipykernel and it is missing."""
-    if "ipykernel_launcher" not in argv:
-        return
-    prog = os.path.realpath(shutil.which(argv[0]) or argv[0])
-    if prog != os.path.realpath(sys.executable):
-        return  # another interpreter: it reports its own missing module
-    try:
-        found = importlib.util.find_spec("ipykernel") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    """Fail early, with the fix, when argv runs this Python's ipykernel and it is missing.
+
+    (Another interpreter reports its own missing module.)
+    """
+    if _runs_this_ipykernel(argv) and _ipykernel_site() is None:
         raise NannyError(
             f"ipykernel is not installed for {sys.executable}; "
             f"run: {sys.executable} -m pip install ipykernel"

@@ -554,6 +554,23 @@ def stop(nanny: NannyProcess) -> None:
     nanny.proc.stderr.close()
 
 
+def host_keys() -> dict[str, str]:
+    """A CurveZMQ keypair as a host chooses one (connection-info fields)."""
+    import zmq
+
+    public, secret = (k.decode() for k in zmq.curve_keypair())
+    return {"curve_publickey": public, "curve_secretkey": secret}
+
+
+def keyless_handshake(info) -> bool:
+    """Whether a client without keys completes the handshake on the kernel's shell port."""
+    sniffer = Sniffer(info)
+    try:
+        return sniffer.handshake("shell")
+    finally:
+        sniffer.close()
+
+
 # Reports, on the nanny's stderr, whether pyzmq was imported when the kernel started.
 ZMQ_AT_KERNEL_START = """\
 import subprocess as _sp, sys as _sys
@@ -568,23 +585,16 @@ _sp.Popen = _Watch
 
 @pytest.mark.integration
 def test_the_hosts_keys_on_stdin_let_the_kernel_start_before_pyzmq_is_imported():
-    import zmq
-
-    public, secret = (k.decode() for k in zmq.curve_keypair())
-    keys = {"curve_publickey": public, "curve_secretkey": secret}
+    keys = host_keys()
     nanny, log = bootstrapped_nanny(
         "--curve", "on", "--lease", "60", keys=keys, prelude=ZMQ_AT_KERNEL_START
     )
     try:
         assert "zmq imported at the kernel's start: False" in log
-        assert nanny.connection_info["curve_publickey"] == public
+        assert nanny.connection_info["curve_publickey"] == keys["curve_publickey"]
         with open(os.path.join(nanny.workdir, "kernel.json")) as f:
-            assert json.load(f)["curve_secretkey"] == secret
-        sniffer = Sniffer(nanny.connection_info)  # the kernel itself: Curve, with our keys
-        try:
-            assert sniffer.handshake("shell") is False
-        finally:
-            sniffer.close()
+            assert json.load(f)["curve_secretkey"] == keys["curve_secretkey"]
+        assert keyless_handshake(nanny.connection_info) is False  # the kernel: Curve, our keys
     finally:
         stop(nanny)
 
@@ -599,20 +609,13 @@ _z.has = lambda feature: feature != "curve" and _has(feature)
 
 @pytest.mark.integration
 def test_a_nanny_whose_pyzmq_has_no_curve_runs_auto_plain_and_refuses_on():
-    import zmq
-
-    public, secret = (k.decode() for k in zmq.curve_keypair())
-    keys = {"curve_publickey": public, "curve_secretkey": secret}
+    keys = host_keys()
     nanny, _ = bootstrapped_nanny("--curve", "auto", "--lease", "60", keys=keys, prelude=NO_CURVE)
     try:
         assert "curve_publickey" not in nanny.connection_info
         with open(os.path.join(nanny.workdir, "kernel.json")) as f:
             assert "curve_secretkey" not in json.load(f)
-        sniffer = Sniffer(nanny.connection_info)  # plain: a keyless client gets through
-        try:
-            assert sniffer.handshake("shell") is True
-        finally:
-            sniffer.close()
+        assert keyless_handshake(nanny.connection_info) is True  # plain
     finally:
         stop(nanny)
     with pytest.raises(RuntimeError, match="has no CurveZMQ"):

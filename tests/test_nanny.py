@@ -234,7 +234,7 @@ def test_the_nanny_reads_ipykernels_version_from_its_dist_info_without_importlib
         f"spec = importlib.util.spec_from_file_location('n', {source.__code__.co_filename!r})\n"
         "n = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(n)\n"
-        "print(n._ipykernel_version(), 'importlib.metadata' in sys.modules)\n"
+        "print(n._ipykernel_version(n._ipykernel_site()), 'importlib.metadata' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, timeout=TIMEOUT)
     assert out.stdout.split() == [b"9.1.0", b"False"], out.stderr
