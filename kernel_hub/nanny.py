@@ -1179,7 +1179,8 @@ class _DropLog:
 # ---- end lease and limits ----
 
 
-#: The environment variable a host passes a relaunch's key in (removed before the kernel starts).
+#: The environment variable a host may pass a relaunch's key in (removed before the kernel
+#: starts); kernel_hub's own hosts send it with ``--secrets`` instead.
 KEY_ENV = "KERNEL_HUB_NANNY_KEY"
 
 
@@ -1195,7 +1196,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--ports",
         help="the kernel's five ports to reuse if free, as a JSON list (a relaunch); the key "
-        f"to reuse comes in ${KEY_ENV}, never on the command line",
+        f"to reuse comes in --secrets (or ${KEY_ENV}), never on the command line",
     )
     p.add_argument(
         "--curve",
@@ -1204,11 +1205,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "this Python's ipykernel >= 7.4) or 'required'",
     )
     p.add_argument(
+        "--secrets",
         "--curve-file",
         metavar="FILE",
-        help="a 0600 JSON file with the keypair to use (curve_publickey, curve_secretkey), "
-        "deleted at once; '-': a JSON line on stdin after the code (python -c BOOTSTRAP); "
-        "keys never come on the command line",
+        help="a 0600 JSON file of the secrets the host chose, deleted at once: 'key' (the "
+        "connection key to reuse) and the CurveZMQ pair (curve_publickey, curve_secretkey); "
+        "'-': the same as a JSON line on stdin after the code (python -c BOOTSTRAP); "
+        "secrets never come on the command line",
     )
     p.add_argument("--daemon", action="store_true", help="detach after the handshake")
     p.add_argument(
@@ -1570,7 +1573,13 @@ def main(argv: list[str] | None = None) -> int:
 
     nanny = None
     try:
-        curve_keys = _read_secret_file(args.curve_file) if args.curve_file else None
+        secrets = _read_secret_file(args.secrets) if args.secrets else {}
+        curve_keys = {k: secrets[k] for k in CURVE_KEYS if k in secrets}
+        # A relaunch's key; the environment's is removed either way: the kernel inherits none.
+        key = secrets.get("key") or os.environ.pop(KEY_ENV, None)
+        os.environ.pop(KEY_ENV, None)
+        if key is not None and (not isinstance(key, str) or not key.isprintable()):
+            raise NannyError("the key to reuse is not a printable string")
         kernel_argv = json.loads(args.argv) if args.argv else _default_argv()
         env = json.loads(args.env) if args.env else {}
         if not isinstance(kernel_argv, list) or not all(isinstance(a, str) for a in kernel_argv):
@@ -1586,8 +1595,7 @@ def main(argv: list[str] | None = None) -> int:
             linger=args.linger,
             daemon=args.daemon,
             lease=_lease(args.lease),
-            # A relaunch's key: from the environment, which the kernel does not inherit.
-            key=os.environ.pop(KEY_ENV, None),
+            key=key,
             ports=json.loads(args.ports) if args.ports else None,
             registration=args.registration,
             registration_timeout=args.registration_timeout,

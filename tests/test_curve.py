@@ -597,6 +597,16 @@ def test_the_hosts_keys_on_stdin_let_the_kernel_start_before_pyzmq_is_imported()
         assert keyless_handshake(nanny.connection_info) is False  # the kernel: Curve, our keys
     finally:
         stop(nanny)
+    # A kernel the nanny cannot judge (not this Python's ipykernel) runs plain under auto:
+    # the host's keys go nowhere, not even into its connection file.
+    other = json.dumps(["/bin/sh", "-c", "exec sleep 60", "{connection_file}"])
+    plain, _ = bootstrapped_nanny("--curve", "auto", "--argv", other, "--lease", "60", keys=keys)
+    try:
+        assert "curve_publickey" not in plain.connection_info
+        with open(os.path.join(plain.workdir, "kernel.json")) as f:
+            assert "curve_secretkey" not in json.load(f)
+    finally:
+        stop(plain)
 
 
 # The nanny's pyzmq, made to say it has no CurveZMQ (as one built without libsodium).

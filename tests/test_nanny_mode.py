@@ -99,6 +99,11 @@ async def test_a_nanny_kernel_relaunched_keeps_ports_and_key_and_its_client():
             os.kill(kernel.state["kernel_pid"], signal.SIGKILL)
             await rec.wait_for("restarted", kernel.id, timeout=TIMEOUT)
             assert {k: kernel.connection_info[k] for k in before} == before
+            # The new nanny got the old key on its stdin: its environment never held it.
+            with open(f"/proc/{kernel.state['nanny_pid']}/environ", "rb") as f:
+                environ = f.read()
+            assert before["key"].encode() not in environ
+            assert b"KERNEL_HUB_NANNY_KEY" not in environ
             out = []
             reply = await client.execute("print(3)", output_hook=out.append, timeout=60)
             assert reply.content["status"] == "ok"

@@ -178,19 +178,22 @@ async def launch_under_nanny(
         seconds = registration_timeout(request.params)
         cmd += ["--registration", "--registration-timeout", f"{seconds:g}"]
     old = request.connection or {}
-    secrets = b""
+    # Secrets follow the nanny's code on its stdin (--secrets -): never in argv, the
+    # environment or a file.
+    secrets: dict[str, str] = {}
     if curve_for(kernel_type, request):
         # The keys are chosen here (a relaunch keeps its own, as its key), so that the
-        # nanny starts the kernel before it imports pyzmq; they follow its code on stdin.
-        secrets = json.dumps(curve_keys(old)).encode("ascii") + b"\n"
-        cmd += ["--curve", "on", "--curve-file", "-"]
+        # nanny starts the kernel before it imports pyzmq.
+        secrets.update(curve_keys(old))
+        cmd += ["--curve", "on"]
     if old.get("key") is not None and old.get("ip", "127.0.0.1") == "127.0.0.1":
-        # A relaunch: the nanny reuses the old kernel's ports (if free) and key. The key goes
-        # in the nanny's environment (never argv), which the nanny removes before the kernel.
-        full_env[nanny.KEY_ENV] = str(old["key"])
+        # A relaunch: the nanny reuses the old kernel's ports (if free) and key.
+        secrets["key"] = str(old["key"])
         ports = [old.get(f"{c}_port") for c in ("shell", "iopub", "stdin", "control", "hb")]
         if all(isinstance(p, int) for p in ports):
             cmd += ["--ports", json.dumps(ports)]
+    if secrets:
+        cmd += ["--secrets", "-"]
     proc = await asyncio.create_subprocess_exec(
         *cmd,
         stdin=subprocess.PIPE,
@@ -201,7 +204,7 @@ async def launch_under_nanny(
     )
     assert proc.stdin is not None
     # The nanny reads its code (and keys) from stdin; the pipe is written and closed by the loop.
-    proc.stdin.write(nanny.payload() + secrets)
+    proc.stdin.write(nanny.payload() + (json.dumps(secrets).encode() + b"\n" if secrets else b""))
     proc.stdin.close()
     # Before anything is awaited: should this process be killed outright from here on, the
     # reaper SIGTERMs the nanny (it ends its kernel and work dir). Killed before this line,

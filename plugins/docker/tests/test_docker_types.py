@@ -227,7 +227,9 @@ def test_hooks_are_plain_functions():
 
 def test_hook_make_manager_builds_a_docker_manager():
     kt = types_from_config({"py": {"image": "i"}})[0]
-    manager = plugin.make_manager(
+    # Called as the hub calls it: through pluggy, with every argument of the hook.
+    pm = make_plugin_manager(load_entrypoints=False, plugins=[plugin])
+    manager = pm.hook.make_manager(
         hub=None, kernel_type=kt, connection_info={}, state={"container_id": "c1"}
     )
     assert isinstance(manager, DockerManager)

@@ -38,10 +38,6 @@ log = logging.getLogger("kernel_hub.ssh")
 #: The handshake keys every nanny prints (see docs/nanny-protocol.md).
 _HANDSHAKE_KEYS = ("connection_info", "nanny_pid", "kernel_pid", "workdir")
 
-#: Where a nanny takes the key to reuse from (``kernel_hub.nanny.KEY_ENV``; the nanny is
-#: not importable from a plugin, and this name is part of its protocol).
-NANNY_KEY_ENV = "KERNEL_HUB_NANNY_KEY"
-
 
 def nanny_payload() -> str:
     """Return what the remote Python reads on stdin to run the nanny (``NANNY_BOOTSTRAP``):
@@ -68,9 +64,8 @@ def nanny_command(
     env: Mapping[str, str] | None = None,
     kernel_name: str = "",
     lease: float | None = None,
-    key_on_stdin: bool = False,
     curve: str | None = None,
-    curve_keys_on_stdin: bool = False,
+    secrets_on_stdin: bool = False,
     argv: Sequence[str] = (),
     registration_timeout: float | None = None,
 ) -> str:
@@ -81,13 +76,11 @@ def nanny_command(
     ``echo $$; exec ...`` first reports the pid the nanny will have, so that a
     start that fails half-way can still be cleaned up on the remote side.
 
-    :param key_on_stdin: the first line of stdin is the connection key to reuse
-        (a relaunch): the shell reads it (``read`` takes just that line from a
-        pipe) into the nanny's environment, and the nanny's source follows.
     :param curve: the nanny's ``--curve`` (``auto``, ``required``: it judges its
         kernel itself; ``on``), or ``None`` for a plain kernel.
-    :param curve_keys_on_stdin: the CurveZMQ keypair to use follows the nanny's code
-        on stdin, as one JSON line (``--curve-file -``): never in a file.
+    :param secrets_on_stdin: the secrets the host chose (a relaunch's key, the CurveZMQ
+        keypair) follow the nanny's code on stdin as one JSON line (``--secrets -``):
+        never in a file, an argv or an environment.
     :param argv: the kernel's command line (``--argv``); empty: the nanny's default,
         ipykernel on *python*.
     :param registration_timeout: start the kernel with the registration handshake
@@ -112,10 +105,9 @@ def nanny_command(
     cmd = f"{_quote_path(python)} {shlex.join(args)}"
     if cwd:
         cmd += f" --cwd {_quote_path(cwd)}"
-    prefix = f"IFS= read -r {NANNY_KEY_ENV}; export {NANNY_KEY_ENV}; " if key_on_stdin else ""
-    if curve_keys_on_stdin:
-        cmd += " --curve-file -"
-    return f"{prefix}echo $$; exec {cmd}"
+    if secrets_on_stdin:
+        cmd += " --secrets -"
+    return f"echo $$; exec {cmd}"
 
 
 async def kill_remote(host: HostConnection, pid: int, *, timeout: float = 10.0) -> None:
@@ -184,9 +176,8 @@ async def start_nanny(
         env={**kc.env, **(env or {})},
         kernel_name=kc.name,
         lease=kc.lease,
-        key_on_stdin=key is not None,
         curve=curve,
-        curve_keys_on_stdin=bool(curve_keys),
+        secrets_on_stdin=key is not None or bool(curve_keys),
         argv=kc.argv,
         registration_timeout=registration,
     )
@@ -200,11 +191,10 @@ async def start_nanny(
         async with asyncio.timeout(wait):
             # A shell whose python is missing exits at once and may close stdin under us.
             with contextlib.suppress(OSError, asyncssh.Error, BrokenPipeError):
-                if key is not None:
-                    process.stdin.write(key + "\n")  # read by the shell: see nanny_command
                 process.stdin.write(nanny_payload())
-                if curve_keys:  # read by the nanny after its code: see nanny_command
-                    process.stdin.write(json.dumps(dict(curve_keys)) + "\n")
+                secrets = {**(curve_keys or {}), **({"key": key} if key is not None else {})}
+                if secrets:  # read by the nanny after its code: see nanny_command
+                    process.stdin.write(json.dumps(secrets) + "\n")
                 process.stdin.write_eof()
             first = await process.stdout.readline()
             if first.strip().isdigit():

@@ -587,9 +587,10 @@ async def test_a_relaunched_remote_kernel_keeps_local_ports_and_key_and_every_cl
             new = kernel.manager.describe()
             assert (new["nanny_pid"], new["kernel_pid"]) != (old["nanny_pid"], old["kernel_pid"])
             assert endpoint(kernel.connection_info) == before
-            # The key went to the new nanny on its stdin: not on its command line, and the
-            # kernel does not inherit it in its environment.
+            # The key went to the new nanny on its stdin, after its code: not on its command
+            # line nor in its environment, and the kernel does not inherit it.
             assert before["key"].encode() not in proc_file(new["nanny_pid"], "cmdline")
+            assert before["key"].encode() not in proc_file(new["nanny_pid"], "environ")
             assert before["key"].encode() not in proc_file(new["kernel_pid"], "environ")
             assert before["key"].encode() not in proc_file(new["kernel_pid"], "cmdline")
             # Both clients made before the death reach the new kernel (jupyter_client's waits
