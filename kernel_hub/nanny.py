@@ -715,7 +715,7 @@ class Nanny:
         keys = self._curve_keys
         if keys.get("curve_publickey") and keys.get("curve_secretkey"):
             # The host chose the pair: pyzmq (~20 ms to import) need not delay the kernel's
-            # start. Whether it has CurveZMQ is seen once imported (_confirm_curve).
+            # start. Whether it has CurveZMQ is seen once imported (see _without_curve).
             self._curve_unconfirmed = True
             return {k: str(keys[k]) for k in CURVE_KEYS}
         try:
