@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from .terminal import (
     CommandError,
     CtrlC,
     Progress,
+    stop_on_signals,
 )
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..lifecycle.kernel_client import KernelClient
     from ..wire.session import Message
 
-__all__ = ["START_TIMEOUT", "cmd_launch", "cmd_launch_nanny", "cmd_run", "stop_on_signals"]
+__all__ = ["START_TIMEOUT", "cmd_launch", "cmd_launch_nanny", "cmd_run"]
 
 #: Seconds a kernel may take to answer its first ``kernel_info`` (``--start-timeout``).
 START_TIMEOUT = 60.0
@@ -189,15 +189,6 @@ class _CodeRun:
 def _log_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         print(f"kernel-hub: error: cannot interrupt: {task.exception()}", file=sys.stderr)
-
-
-def stop_on_signals() -> asyncio.Event:
-    """Return an event that SIGINT and SIGTERM set (the way ``launch`` is asked to stop)."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 def _print_event(event: KernelEvent) -> None:

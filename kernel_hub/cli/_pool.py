@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..contract.errors import KernelHubError, LaunchError
 from ..lifecycle.state import LOCK_FILE, StateDir, default_state_dir
-from .terminal import EXIT_NOT_RUNNING, EXIT_OK, EXIT_TIMEOUT, CommandError
+from .terminal import EXIT_NOT_RUNNING, EXIT_OK, EXIT_TIMEOUT, CommandError, stop_on_signals
 
 if TYPE_CHECKING:
     import argparse
@@ -391,7 +391,6 @@ async def cmd_pool(args: argparse.Namespace) -> int:
     from ..contract.errors import StateInUse
     from ..hub import KernelHub
     from ..managers.reaper import reap_on_exit
-    from ._launch import stop_on_signals
 
     if not hasattr(socket, "SO_PEERCRED"):
         raise CommandError("kernel-hub pool needs Linux (it checks its peers with SO_PEERCRED)")

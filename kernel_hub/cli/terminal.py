@@ -40,6 +40,7 @@ __all__ = [
     "CommandError",
     "CtrlC",
     "Progress",
+    "stop_on_signals",
 ]
 
 EXIT_OK = 0
@@ -201,3 +202,12 @@ class CtrlC:
             # one before was asyncio.run's, which cancels the main task so that it cleans up.
             if self._previous is not None:
                 signal.signal(signal.SIGINT, self._previous)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """Return an event that SIGINT and SIGTERM set: how ``launch`` and ``pool`` are stopped."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
