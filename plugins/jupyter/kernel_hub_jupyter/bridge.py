@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from kernel_hub import KernelPool, RunningKernel
 
 __all__ = [
+    "PROVISIONER_NAME",
     "BridgeLoop",
     "adopt",
     "bridged_types",
@@ -55,6 +56,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+
+#: The name kernelspecs select the bridge's provisioner by (its entry point in
+#: ``jupyter_client.kernel_provisioners``).
+PROVISIONER_NAME = "kernel-hub"
 
 #: How long the interpreter's exit may wait for the kernels of the bridge to shut down.
 EXIT_TIMEOUT = 20.0
@@ -154,8 +159,6 @@ def bridged_types(spec_manager: Any = None) -> dict[str, str]:
     (a jupyter_client ``KernelSpecManager``; a new default one if ``None``) lists them.
     Call it outside the bridge's loop: a live spec manager asks the bridge's hub.
     """
-    from .provisioner import PROVISIONER_NAME
-
     if spec_manager is None:
         from jupyter_client.kernelspec import KernelSpecManager
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .provisioner import PROVISIONER_NAME
+from .bridge import PROVISIONER_NAME
 
 if TYPE_CHECKING:
     import os

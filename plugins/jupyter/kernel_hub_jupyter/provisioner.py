@@ -40,7 +40,7 @@ from traitlets import Bool, Float, Unicode
 
 from kernel_hub import KernelHubError, NoSuchKernelType
 
-from .bridge import call, claim, get_hub, start_pools
+from .bridge import PROVISIONER_NAME, call, claim, get_hub, start_pools
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,9 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["KernelHubProvisioner", "PROVISIONER_NAME", "actionable"]
 
 log = logging.getLogger(__name__)
-
-#: The entry-point name in ``jupyter_client.kernel_provisioners``.
-PROVISIONER_NAME = "kernel-hub"
 
 #: The connection-info keys jupyter_client knows; kernel_hub's extras (nanny ports) stay here.
 _JUPYTER_KEYS = (

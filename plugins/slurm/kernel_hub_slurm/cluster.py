@@ -31,7 +31,6 @@ __all__ = [
     "LocalRunner",
     "SlurmCLI",
     "SlurmUnavailable",
-    "runner_from_state",
 ]
 
 #: Job states in which the job still holds (or waits for) its allocation.
@@ -98,7 +97,7 @@ class CommandRunner(Protocol):
         ...
 
     def to_state(self) -> dict[str, Any]:
-        """Return a JSON-able description from which :func:`runner_from_state` rebuilds it."""
+        """Return a JSON-able description from which a re-attaching manager rebuilds it."""
         ...
 
     async def close(self) -> None:
@@ -187,20 +186,6 @@ class LocalRunner:
 
     async def close(self) -> None:
         pass
-
-
-def runner_from_state(state: Mapping[str, Any] | None) -> CommandRunner:
-    """Rebuild the runner a kernel was submitted with (from :meth:`CommandRunner.to_state`)."""
-    state = state or {"kind": "local"}
-    if state.get("kind", "local") == "local":
-        return LocalRunner(state.get("env"))
-    if state.get("kind") == "ssh":
-        from .login import LoginRunner  # imports the ssh plugin, or names the extra
-
-        return LoginRunner.from_state(state)
-    raise KernelHubError(
-        f"unknown Slurm command runner {state.get('kind')!r}; is a newer kernel-hub-slurm needed?"
-    )
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_hub.provider import KernelHubError, KernelManager, NannyManager
 
-from .cluster import ACTIVE_STATES, SlurmCLI, runner_from_state
+from .cluster import ACTIVE_STATES, LocalRunner, SlurmCLI
 from .login import LoginRunner
 
 if TYPE_CHECKING:
@@ -63,6 +63,20 @@ def describe_end(job_id: str, state: str, reason: str, *, name: str, time_limit:
     if state:
         return f"Slurm job {job_id} ended ({state}" + (f", {reason})" if reason else ")")
     return f"Slurm job {job_id} left the queue"
+
+
+def _runner_from_state(state: Mapping[str, Any] | None) -> CommandRunner:
+    """Rebuild the runner a kernel was submitted with (from :meth:`CommandRunner.to_state`)."""
+    state = state or {"kind": "local"}
+    if state.get("kind", "local") == "local":
+        return LocalRunner(state.get("env"))
+    if state.get("kind") == "ssh":
+        from .login import LoginRunner  # imports the ssh plugin, or names the extra
+
+        return LoginRunner.from_state(state)
+    raise KernelHubError(
+        f"unknown Slurm command runner {state.get('kind')!r}; is a newer kernel-hub-slurm needed?"
+    )
 
 
 class SlurmKernelManager(KernelManager):
@@ -128,7 +142,7 @@ class SlurmKernelManager(KernelManager):
         Reconnects to the login node and forwards local ports to the kernel's node again
         (the old local ports where they are free); :attr:`connection_info` has the result.
         """
-        runner = runner_from_state(state.get("runner"))
+        runner = _runner_from_state(state.get("runner"))
         if not isinstance(runner, LoginRunner) or not state.get("remote_info"):
             raise KernelHubError(
                 f"cannot manage {type_id or 'a Slurm kernel'}: its state has no login node or "
@@ -172,7 +186,7 @@ class SlurmKernelManager(KernelManager):
                 f"cannot manage {type_id or 'a Slurm kernel'}: its state has no job_id; pass "
                 "the state that launch or describe() returned"
             )
-        cli = SlurmCLI(runner or runner_from_state(state.get("runner")))
+        cli = SlurmCLI(runner or _runner_from_state(state.get("runner")))
         nanny = NannyManager(connection_info, state, type_id=type_id, request_timeout=10.0)
         return cls(nanny, cli, state, type_id=type_id, emit=emit, tunnels=tunnels)
 
