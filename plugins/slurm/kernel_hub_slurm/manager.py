@@ -71,8 +71,6 @@ def _runner_from_state(state: Mapping[str, Any] | None) -> CommandRunner:
     if state.get("kind", "local") == "local":
         return LocalRunner(state.get("env"))
     if state.get("kind") == "ssh":
-        from .login import LoginRunner  # imports the ssh plugin, or names the extra
-
         return LoginRunner.from_state(state)
     raise KernelHubError(
         f"unknown Slurm command runner {state.get('kind')!r}; is a newer kernel-hub-slurm needed?"
