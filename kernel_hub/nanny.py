@@ -1575,9 +1575,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         secrets = _read_secret_file(args.secrets) if args.secrets else {}
         curve_keys = {k: secrets[k] for k in CURVE_KEYS if k in secrets}
-        # A relaunch's key; the environment's is removed either way: the kernel inherits none.
-        key = secrets.get("key") or os.environ.pop(KEY_ENV, None)
-        os.environ.pop(KEY_ENV, None)
+        # A relaunch's key. The environment's is removed either way: the kernel inherits none.
+        env_key = os.environ.pop(KEY_ENV, None)
+        key = secrets.get("key") or env_key
         if key is not None and (not isinstance(key, str) or not key.isprintable()):
             raise NannyError("the key to reuse is not a printable string")
         kernel_argv = json.loads(args.argv) if args.argv else _default_argv()
